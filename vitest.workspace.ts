@@ -29,7 +29,11 @@ export default defineWorkspace([
     test: {
       name: "integration",
       root: ".",
-      include: ["packages/*/test/integration/**/*.test.ts", "test/e2e/**/*.test.ts"],
+      include: [
+        "packages/*/test/integration/**/*.test.ts",
+        "guest-agent/test/integration/**/*.test.ts",
+        "test/e2e/**/*.test.ts",
+      ],
       testTimeout: 180_000,
       hookTimeout: 300_000,
       pool: "forks",
