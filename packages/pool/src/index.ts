@@ -1,1 +1,15 @@
-export const PACKAGE_NAME = "@supermachine/pool";
+export type { PoolErrorCode, PoolErrorOptions } from "./errors";
+export { PoolError } from "./errors";
+export { createPool } from "./pool";
+export type {
+  AcquireOptions,
+  CreateContext,
+  DestroyReason,
+  Pool,
+  PoolClock,
+  PoolEventName,
+  PoolEvents,
+  PoolListener,
+  PoolOptions,
+  PoolStats,
+} from "./types";
