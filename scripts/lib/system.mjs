@@ -1,0 +1,107 @@
+// System packages: check for the binaries we need; install them through apt when root, else print the
+// exact command and fail without touching anything.
+import { closeSync, openSync, readSync } from "node:fs";
+import { SetupError, isRoot, run, say, which } from "./util.mjs";
+
+/** binary → Debian package providing it. Order = install line order. */
+export const REQUIRED = [
+  ["qemu-system-x86_64", "qemu-system-x86"],
+  ["qemu-system-aarch64", "qemu-system-arm"],
+  ["docker-registry", "docker-registry"],
+  ["skopeo", "skopeo"],
+  ["sqfs2tar", "squashfs-tools-ng"],
+  ["mksquashfs", "squashfs-tools"],
+  ["musl-gcc", "musl-tools"],
+  ["aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"],
+  ["cpio", "cpio"],
+  ["mke2fs", "e2fsprogs"],
+  ["busybox", "busybox-static"], // must be the static build (checked below)
+  ["debootstrap", "debootstrap"],
+  ["umoci", "umoci"],
+  ["lz4", "lz4"],
+  ["zstd", "zstd"],
+  ["htpasswd", "apache2-utils"],
+  ["setpriv", "util-linux"],
+  ["make", "make"],
+  ["depmod", "kmod"], // modules.dep for the kernel bundles (Debian ships it only via postinst)
+  ["gzip", "gzip"],
+  ["tar", "tar"],
+  ["dpkg-deb", "dpkg"],
+];
+/** Nice to have, never installed automatically. */
+export const OPTIONAL = [["clang", "clang"]];
+
+/** True when the ELF file has no PT_INTERP program header (statically linked). */
+export function isStaticElf(path) {
+  let fd;
+  try {
+    fd = openSync(path, "r");
+    const h = Buffer.alloc(64);
+    readSync(fd, h, 0, 64, 0);
+    if (h.readUInt32BE(0) !== 0x7f454c46) return false;
+    const is64 = h[4] === 2;
+    const le = h[5] === 1;
+    const u16 = (b, o) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+    const u32 = (b, o) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+    const phoff = is64 ? Number(le ? h.readBigUInt64LE(32) : h.readBigUInt64BE(32)) : u32(h, 28);
+    const phentsize = u16(h, is64 ? 54 : 42);
+    const phnum = u16(h, is64 ? 56 : 44);
+    const ph = Buffer.alloc(phentsize * phnum);
+    readSync(fd, ph, 0, ph.length, phoff);
+    for (let i = 0; i < phnum; i++) if (u32(ph, i * phentsize) === 3) return false; // PT_INTERP
+    return true;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** @returns {string[]} Debian packages whose binaries are missing. */
+export function missingPackages() {
+  const missing = [];
+  for (const [bin, pkg] of REQUIRED) {
+    const p = which(bin);
+    const ok = p && (bin !== "busybox" || isStaticElf(p));
+    if (!ok && !missing.includes(pkg)) missing.push(pkg);
+  }
+  return missing;
+}
+
+let aptUpdated = false;
+/** `apt-get update`, at most once per process. */
+export async function aptUpdate() {
+  if (aptUpdated) return;
+  say("apt-get update");
+  await run("apt-get", ["update", "-q"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+  aptUpdated = true;
+}
+
+/**
+ * Ensure the system packages. Not root + something missing → prints the exact command and throws
+ * (exit code 2 in the CLI) without changing anything.
+ */
+export async function ensureSystemPackages() {
+  const missing = missingPackages();
+  if (missing.length === 0) return;
+  if (!which("apt-get")) {
+    throw new SetupError(
+      `missing system tools and no apt-get on this machine; install the equivalents of: ${missing.join(" ")}`,
+    );
+  }
+  if (!isRoot()) {
+    const err = new SetupError(
+      `missing system packages. Run:\n  sudo apt-get update && sudo apt-get install -y ${missing.join(" ")}\nthen run setup again.`,
+    );
+    err.exitCode = 2;
+    err.instructions = `sudo apt-get install -y ${missing.join(" ")}`;
+    throw err;
+  }
+  await aptUpdate();
+  say(`installing ${missing.join(" ")}`);
+  await run("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...missing], {
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
+  const still = missingPackages();
+  if (still.length) throw new SetupError(`apt-get install did not provide: ${still.join(" ")}`);
+}
