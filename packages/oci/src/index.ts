@@ -1,1 +1,36 @@
-export const PACKAGE_NAME = "@supermachine/oci";
+export type { AuthChallenge, Credentials, CredentialsInput } from "./auth";
+export { credentialsFromDockerConfig, parseWwwAuthenticate } from "./auth";
+export { parseImageConfig, runtimeConfig } from "./config";
+export type { OciErrorCode } from "./errors";
+export { isOciError, OciError } from "./errors";
+export type { Image } from "./image";
+export { loadImage } from "./image";
+export type { LayerInput, TarEntry, TarHeader } from "./layers";
+export { createZstdDecompress, imageLayers, layerEntries } from "./layers";
+export type { LocalOptions } from "./local";
+export { importArchive, importLayout, writeLayout } from "./local";
+export type { Compression } from "./media-types";
+export { layerCompression, MANIFEST_ACCEPT, MediaType, sniffCompression } from "./media-types";
+export { formatPlatform, hostPlatform, parsePlatform, platformMatches, selectManifest } from "./platform";
+export type { BlobKind, ProgressEvent, ProgressListener } from "./progress";
+export type { PullOptions, PullPolicy } from "./pull";
+export { inspect, pull } from "./pull";
+export type { PushOptions, PushResult } from "./push";
+export { push } from "./push";
+export type { ImageReference } from "./reference";
+export { DEFAULT_DOMAIN, familiarReference, formatReference, parseReference } from "./reference";
+export type { RegistryOptions } from "./registry";
+export { DEFAULT_INSECURE_HOSTS, RegistryClient } from "./registry";
+export type { BlobWriter, StoredRef } from "./store";
+export { cacheRoot, defaultStoreDir, OciStore } from "./store";
+export type { ImageLocation } from "./transport";
+export { copy, loadFrom, parseLocation } from "./transport";
+export type {
+  ContainerConfig,
+  Descriptor,
+  ImageConfigFile,
+  ImageIndex,
+  ImageManifest,
+  Platform,
+  RuntimeConfig,
+} from "./types";

@@ -1,0 +1,290 @@
+// Real docker-registry instances (Debian `docker-registry`, distribution 2.8) on 127.0.0.1 for tests.
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { createSign, randomBytes, X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, request as httpRequest, type IncomingMessage, type Server } from "node:http";
+import { createServer as createNetServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer();
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      s.close(() => (typeof a === "object" && a ? resolve(a.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+export interface TestRegistry {
+  host: string;
+  port: number;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+export type RegistryAuth =
+  | { kind: "none" }
+  | { kind: "htpasswd"; username: string; password: string }
+  | { kind: "token"; realm: string; service: string; issuer: string; certPath: string };
+
+function authYaml(auth: RegistryAuth, dir: string): string {
+  if (auth.kind === "htpasswd") {
+    const file = join(dir, "htpasswd");
+    execFileSync("htpasswd", ["-Bbc", file, auth.username, auth.password], { stdio: "ignore" });
+    return `auth:\n  htpasswd:\n    realm: test-realm\n    path: ${file}\n`;
+  }
+  if (auth.kind === "token") {
+    return `auth:\n  token:\n    realm: ${auth.realm}\n    service: ${auth.service}\n    issuer: ${auth.issuer}\n    rootcertbundle: ${auth.certPath}\n`;
+  }
+  return "";
+}
+
+/** Start a docker-registry on a free 127.0.0.1 port; resolves when /v2/ answers. */
+export async function startRegistry(auth: RegistryAuth = { kind: "none" }): Promise<TestRegistry> {
+  const dir = mkdtempSync(join(tmpdir(), "sm-oci-reg-"));
+  const port = await freePort();
+  const cfg = `version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: ${join(dir, "data")}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:${port}
+${authYaml(auth, dir)}`;
+  writeFileSync(join(dir, "config.yml"), cfg);
+  const proc: ChildProcess = spawn("docker-registry", ["serve", join(dir, "config.yml")], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, OTEL_TRACES_EXPORTER: "none" },
+  });
+  let stderr = "";
+  proc.stderr?.on("data", (d) => {
+    stderr += String(d);
+    if (stderr.length > 20000) stderr = stderr.slice(-10000);
+  });
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill("SIGTERM");
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          proc.kill("SIGKILL");
+          resolve();
+        }, 3000);
+        proc.once("exit", () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`docker-registry exited: ${stderr}`);
+    const status = await new Promise<number>((resolve) => {
+      const req = httpRequest({ host: "127.0.0.1", port, path: "/v2/", method: "GET" }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on("error", () => resolve(0));
+      req.end();
+    });
+    if (status === 200 || status === 401) break;
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`docker-registry did not come up: ${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { host: `127.0.0.1:${port}`, port, dir, stop };
+}
+
+function b64url(b: Buffer | string): string {
+  return Buffer.from(b).toString("base64url");
+}
+
+export interface TokenIssuer {
+  realm: string;
+  service: string;
+  issuer: string;
+  certPath: string;
+  /** Requests received: scopes asked for and whether Basic credentials were valid. */
+  requests: Array<{ scopes: string[]; authorized: boolean }>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A small token service (Docker registry token auth): validates Basic credentials, grants the
+ * requested repository actions, signs an RS256 JWT with a self-signed certificate the registry
+ * trusts (rootcertbundle) and puts the certificate in the JWT's x5c header.
+ */
+export async function startTokenIssuer(opts: {
+  username: string;
+  password: string;
+  expiresInS?: number;
+}): Promise<TokenIssuer> {
+  const dir = mkdtempSync(join(tmpdir(), "sm-oci-tok-"));
+  const keyPath = join(dir, "key.pem");
+  const certPath = join(dir, "cert.pem");
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      keyPath,
+      "-out",
+      certPath,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=sm-test-token-issuer",
+    ],
+    { stdio: "ignore" },
+  );
+  const key = readFileSync(keyPath, "utf8");
+  const certDer = new X509Certificate(readFileSync(certPath)).raw;
+  const service = "sm-test-registry";
+  const issuer = "sm-test-issuer";
+  const requests: TokenIssuer["requests"] = [];
+  const server: Server = createServer((req: IncomingMessage, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    const scopes = url.searchParams
+      .getAll("scope")
+      .flatMap((s) => s.split(" "))
+      .filter(Boolean);
+    const authz = req.headers.authorization ?? "";
+    const expected = `Basic ${Buffer.from(`${opts.username}:${opts.password}`).toString("base64")}`;
+    const authorized = authz === expected;
+    requests.push({ scopes, authorized });
+    if (!authorized) {
+      res.writeHead(401, { "content-type": "application/json" });
+      res.end(JSON.stringify({ details: "bad credentials" }));
+      return;
+    }
+    const access = scopes.map((s) => {
+      const [type, ...rest] = s.split(":");
+      const actions = rest.pop() ?? "";
+      return { type, name: rest.join(":"), actions: actions.split(",").filter(Boolean) };
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const expiresIn = opts.expiresInS ?? 300;
+    const header = { typ: "JWT", alg: "RS256", x5c: [certDer.toString("base64")] };
+    const claims = {
+      iss: issuer,
+      sub: opts.username,
+      aud: service,
+      exp: now + expiresIn,
+      nbf: now - 10,
+      iat: now,
+      jti: randomBytes(8).toString("hex"),
+      access,
+    };
+    const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
+    const sig = createSign("RSA-SHA256").update(signingInput).sign(key);
+    const token = `${signingInput}.${b64url(sig)}`;
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(
+      JSON.stringify({
+        token,
+        access_token: token,
+        expires_in: expiresIn,
+        issued_at: new Date().toISOString(),
+      }),
+    );
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return {
+    realm: `http://127.0.0.1:${port}/token`,
+    service,
+    issuer,
+    certPath,
+    requests,
+    stop: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections?.();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A reverse proxy in front of a registry that can tamper with blob downloads:
+ * `flip` flips one byte in the middle of each blob body, `dropOnce` sends half of the first
+ * full (non-Range) body of each blob, then destroys the socket.
+ */
+export async function startProxy(
+  target: string,
+  mode: { flip?: boolean; dropOnce?: boolean },
+): Promise<{ host: string; rangeRequests: string[]; stop(): Promise<void> }> {
+  const [thost, tport] = target.split(":");
+  const dropped = new Set<string>();
+  const rangeRequests: string[] = [];
+  const server = createServer((req, res) => {
+    const isBlob = req.method === "GET" && /\/blobs\/sha256:/.test(req.url ?? "");
+    if (req.headers.range) rangeRequests.push(`${req.url} ${req.headers.range}`);
+    const headers = { ...req.headers, host: target };
+    const up = httpRequest(
+      { host: thost, port: Number(tport), path: req.url, method: req.method, headers },
+      (ur) => {
+        if (!isBlob || (ur.statusCode !== 200 && ur.statusCode !== 206)) {
+          res.writeHead(ur.statusCode ?? 502, ur.headers);
+          ur.pipe(res);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        ur.on("data", (c: Buffer) => chunks.push(c));
+        ur.on("end", () => {
+          const body = Buffer.concat(chunks);
+          if (mode.flip && body.length > 0) {
+            const i = Math.floor(body.length / 2);
+            body[i] = body[i]! ^ 0xff;
+          }
+          if (mode.dropOnce && !req.headers.range && !dropped.has(req.url!) && body.length > 1) {
+            dropped.add(req.url!);
+            res.writeHead(200, { ...ur.headers, "content-length": String(body.length) });
+            res.write(body.subarray(0, Math.floor(body.length / 2)), () => {
+              setTimeout(() => res.socket?.destroy(), 20);
+            });
+            return;
+          }
+          res.writeHead(ur.statusCode ?? 200, ur.headers);
+          res.end(body);
+        });
+      },
+    );
+    up.on("error", () => {
+      res.writeHead(502);
+      res.end();
+    });
+    req.pipe(up);
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return {
+    host: `127.0.0.1:${port}`,
+    rangeRequests,
+    stop: async () => {
+      server.closeAllConnections?.();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export function skopeo(args: string[]): string {
+  return execFileSync("skopeo", args, {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+    timeout: 120_000,
+  });
+}
