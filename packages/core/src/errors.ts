@@ -1,0 +1,75 @@
+/**
+ * Errors of @supermachine/core. Match on `err.code`, never on `instanceof`: several copies of the
+ * package may be installed side by side. Errors coming from the lower packages (oci, rootfs,
+ * hypervisor, agent-protocol, pool) keep their own `code` (e.g. `SM_ACQUIRE_TIMEOUT`,
+ * `SM_IMAGE_NOT_FOUND`) and pass through unchanged.
+ */
+
+/** Every code this package raises itself. */
+export type SupermachineErrorCode =
+  /** An option has the wrong type, an unknown key, or an out-of-range value. The message names the field. */
+  | "SM_INVALID_OPTIONS"
+  /** The Vm was released/disposed; acquire a new one from the pool. */
+  | "SM_VM_RELEASED"
+  /** writeFile/readFile above the 4 MiB cap; use stageFiles in pieces or a volume. */
+  | "SM_FILE_TOO_LARGE"
+  /** The guest or its VMM process died while in use; the pool replaces the VM. */
+  | "SM_GUEST_CRASHED"
+  /** A snapshot directory is missing a file, has a wrong size, or an unknown format version. */
+  | "SM_SNAPSHOT_INVALID"
+  /** The bake (boot → ready → warmup → capture) failed; nothing was written under the final name. */
+  | "SM_BAKE_FAILED"
+  /** The WarmupVm was used after the warmup callback returned. */
+  | "SM_WARMUP_OVER"
+  /** The operation is not available on this object (e.g. vsockPath on a WarmupVm). */
+  | "SM_UNSUPPORTED"
+  /** The pool was shut down. */
+  | "SM_POOL_CLOSED"
+  /** A VM did not restore within restoreTimeoutMs. */
+  | "SM_RESTORE_TIMEOUT"
+  /** A required host component (backend package, agent binary, mke2fs) is missing. */
+  | "SM_DEPENDENCY_MISSING"
+  /** A volume's host file could not be created or formatted. */
+  | "SM_VOLUME_INVALID"
+  /** The guest agent returned an error for a file or process operation (errno-like code in `agentCode`). */
+  | "SM_AGENT_ERROR";
+
+export interface SupermachineErrorOptions {
+  cause?: unknown;
+  /** Extra machine-readable detail (field name, file name, ...). */
+  details?: Record<string, unknown>;
+}
+
+/** The one base error class of @supermachine/core. */
+export class SupermachineError extends Error {
+  readonly code: SupermachineErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: SupermachineErrorCode, message: string, options: SupermachineErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "SupermachineError";
+    this.code = code;
+    this.details = options.details;
+  }
+}
+
+/** Shortcut for the validation errors: always name the field. */
+export function invalidOption(field: string, problem: string): SupermachineError {
+  return new SupermachineError("SM_INVALID_OPTIONS", `Invalid option \`${field}\`: ${problem}`, {
+    details: { field },
+  });
+}
+
+/** True when `err` carries the given code (works across package copies). */
+export function hasCode(err: unknown, code: string): boolean {
+  return typeof err === "object" && err !== null && (err as { code?: unknown }).code === code;
+}
+
+/** The `code` of an error-like value, if any. */
+export function codeOf(err: unknown): string | undefined {
+  if (typeof err === "object" && err !== null) {
+    const c = (err as { code?: unknown }).code;
+    if (typeof c === "string") return c;
+  }
+  return undefined;
+}

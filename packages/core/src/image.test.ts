@@ -1,0 +1,283 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Image } from "./image";
+import { setRuntime } from "./runtime-port";
+import { type FakeLive, fakeRuntime } from "./testing/fakes";
+import type { WarmupVm } from "./types";
+
+const root = await mkdtemp(join(tmpdir(), "sm-core-img-"));
+afterAll(() => rm(root, { recursive: true, force: true }));
+
+let rt: ReturnType<typeof fakeRuntime>;
+let n = 0;
+let snapshotsDir: string;
+beforeEach(() => {
+  rt = fakeRuntime(root);
+  setRuntime(rt);
+  snapshotsDir = join(root, `snaps-${n++}`);
+});
+afterEach(() => setRuntime(undefined));
+
+const codeOf = async (p: Promise<unknown>) =>
+  p.then(
+    () => "resolved",
+    (e) => (e as { code?: string }).code,
+  );
+
+describe("Image.build (fake runtime: no VM)", () => {
+  it("bakes once, then hits the cache without booting", async () => {
+    const a = await Image.build({ ref: "busybox", snapshotsDir });
+    expect(rt.state.boots).toBe(1);
+    const meta = JSON.parse(await readFile(join(a.snapshotPath, "metadata.json"), "utf8"));
+    expect(meta).toMatchObject({ format: "supermachine-snapshot", version: 1, memoryMib: 256, vcpus: 1 });
+    expect(a.memoryMib).toBe(256);
+    const b = await Image.build({ ref: "busybox", snapshotsDir });
+    expect(rt.state.boots).toBe(1);
+    expect(rt.state.rootfsBuilds).toBe(1);
+    expect(b.snapshotPath).toBe(a.snapshotPath);
+    // A changed input bakes again under a different default name.
+    const c = await Image.build({ ref: "busybox", snapshotsDir, env: { X: "1" } });
+    expect(rt.state.boots).toBe(2);
+    expect(c.snapshotPath).not.toBe(a.snapshotPath);
+  });
+
+  it("concurrent builds of the same image in one process bake once", async () => {
+    const [a, b, c] = await Promise.all([1, 2, 3].map(() => Image.build({ ref: "busybox", snapshotsDir })));
+    expect(rt.state.boots).toBe(1);
+    expect(new Set([a!.snapshotPath, b!.snapshotPath, c!.snapshotPath]).size).toBe(1);
+  });
+
+  it("extraFiles contents feed the fingerprint", async () => {
+    const f = join(root, `extra-${n}.txt`);
+    await writeFile(f, "one");
+    await Image.build({ ref: "busybox", snapshotsDir, extraFiles: [{ hostPath: f, guestPath: "/etc/x" }] });
+    await Image.build({ ref: "busybox", snapshotsDir, extraFiles: [{ hostPath: f, guestPath: "/etc/x" }] });
+    expect(rt.state.boots).toBe(1);
+    await writeFile(f, "two!");
+    await Image.build({ ref: "busybox", snapshotsDir, extraFiles: [{ hostPath: f, guestPath: "/etc/x" }] });
+    expect(rt.state.boots).toBe(2);
+  });
+
+  it("a corrupt snapshot under the name is re-baked", async () => {
+    const a = await Image.build({ ref: "busybox", snapshotsDir, name: "bb" });
+    await writeFile(join(a.snapshotPath, "rootfs.sqfs"), "truncated?");
+    await expect(Image.fromSnapshot(a.snapshotPath)).rejects.toMatchObject({ code: "SM_SNAPSHOT_INVALID" });
+    await Image.build({ ref: "busybox", snapshotsDir, name: "bb" });
+    expect(rt.state.boots).toBe(2);
+    await expect(Image.fromSnapshot(a.snapshotPath)).resolves.toBeInstanceOf(Image);
+  });
+
+  it("warmup: exec works during the callback and fails after it; escape hatches throw", async () => {
+    let kept: WarmupVm | undefined;
+    await Image.build({
+      ref: "busybox",
+      snapshotsDir,
+      warmup: async (vm) => {
+        kept = vm;
+        const r = await vm.exec({ argv: ["echo", "warm"] });
+        expect(r.stdout.toString()).toBe("warm\n");
+        expect(() => (vm as unknown as { vsockPath: string }).vsockPath).toThrow(/WarmupVm/);
+      },
+    });
+    expect(await codeOf(kept!.exec({ argv: ["true"] }))).toBe("SM_WARMUP_OVER");
+  });
+
+  it("a failing bake leaves no snapshot and no temp dir", async () => {
+    await expect(
+      Image.build({
+        ref: "busybox",
+        snapshotsDir,
+        warmup: async () => {
+          throw new Error("warmup broke");
+        },
+      }),
+    ).rejects.toMatchObject({ code: "SM_BAKE_FAILED" });
+    const { readdir } = await import("node:fs/promises");
+    expect((await readdir(snapshotsDir)).filter((x) => !x.startsWith(".locks"))).toEqual([]);
+    expect(rt.state.lives[0]!.stopped).toBe(true);
+  });
+});
+
+describe("pool and Vm (fake runtime)", () => {
+  it("hands the bake VM to the first acquire, resumes every VM before hand-out", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 2 });
+    const vm = await pool.acquire();
+    expect(rt.state.restores).toBe(0); // warm handoff
+    const bakeLive = rt.state.lives[0]!;
+    expect(bakeLive.agent.resumes.length).toBe(1);
+    const vm2 = await pool.acquire();
+    expect(rt.state.restores).toBe(1);
+    const restored = rt.state.lives[1]!;
+    expect(restored.agent.resumes.length).toBe(1);
+    const e = restored.agent.resumes[0]!.entropy;
+    expect(e.length).toBeGreaterThanOrEqual(32);
+    expect(Number(restored.agent.resumes[0]!.timeNs / 1_000_000n)).toBeGreaterThan(Date.now() - 5000);
+    expect(bakeLive.agent.resumes[0]!.entropy.equals(e)).toBe(false);
+    await vm.release();
+    await vm2.release();
+    await pool.shutdown();
+    await pool.shutdown(); // idempotent
+    expect(rt.state.lives.every((l) => l.stopped)).toBe(true);
+  });
+
+  it("restoreOnRelease true gives a clean VM, false reuses it", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const clean = await img.pool({ min: 1, max: 1 });
+    let vm = await clean.acquire();
+    await vm.writeFile("/tmp/x", "hello");
+    expect((await vm.readFile("/tmp/x")).toString()).toBe("hello");
+    await vm.release();
+    vm = await clean.acquire();
+    await expect(vm.readFile("/tmp/x")).rejects.toMatchObject({ code: "SM_AGENT_ERROR" });
+    await vm.release();
+    await clean.shutdown();
+
+    const dirty = await img.pool({ min: 1, max: 1, restoreOnRelease: false });
+    vm = await dirty.acquire();
+    await vm.writeFile("/tmp/x", "kept");
+    await vm.release();
+    vm = await dirty.acquire();
+    expect((await vm.readFile("/tmp/x")).toString()).toBe("kept");
+    await vm.release();
+    await dirty.shutdown();
+  });
+
+  it("released Vm → SM_VM_RELEASED; >4 MiB → SM_FILE_TOO_LARGE; release idempotent", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool();
+    const vm = await pool.acquire();
+    expect(await codeOf(vm.writeFile("/big", Buffer.alloc(4 * 1024 * 1024 + 1)))).toBe("SM_FILE_TOO_LARGE");
+    const out = await vm.exec({ argv: ["echo", "hi"], chain: { argv: ["echo", "again"] } });
+    expect(out).toMatchObject({ exitCode: 0 });
+    expect(out.stdout.toString()).toBe("again\n");
+    expect((await vm.exec({ argv: ["nope"] })).exitCode).toBe(127);
+    await vm.release();
+    await vm.release();
+    await vm.dispose();
+    expect(await codeOf(vm.exec({ argv: ["true"] }))).toBe("SM_VM_RELEASED");
+    expect(await codeOf(vm.readFile("/x"))).toBe("SM_VM_RELEASED");
+    expect(() => vm.vsockPath).toThrow(expect.objectContaining({ code: "SM_VM_RELEASED" }));
+    await pool.shutdown();
+  });
+
+  it("await using releases the VM", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ restoreOnRelease: false });
+    {
+      const vm = await pool.acquire();
+      await vm[Symbol.asyncDispose]();
+      expect(pool.stats().inUse).toBe(0);
+    }
+    await pool.shutdown();
+  });
+
+  it("a VM that crashes in use rejects with SM_GUEST_CRASHED and is replaced", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 1, max: 1 });
+    const vm = await pool.acquire();
+    const live = rt.state.lives.at(-1) as FakeLive;
+    const pending = vm.exec({ argv: ["hang"] });
+    live.crash();
+    expect(await codeOf(pending)).toBe("SM_GUEST_CRASHED");
+    expect(await codeOf(vm.exec({ argv: ["true"] }))).toBe("SM_GUEST_CRASHED");
+    await vm.release();
+    const next = await pool.acquire();
+    expect((await next.exec({ argv: ["echo", "ok"] })).stdout.toString()).toBe("ok\n");
+    await next.release();
+    await pool.shutdown();
+  });
+
+  it("stats stay consistent and acquire times out with SM_ACQUIRE_TIMEOUT", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 1, acquireTimeoutMs: 50 });
+    const vm = await pool.acquire();
+    expect(pool.stats()).toMatchObject({ alive: 1, inUse: 1, idle: 0, min: 0, max: 1 });
+    const waiter = pool.acquire();
+    expect(pool.stats().waiting).toBe(1);
+    expect(await codeOf(waiter)).toBe("SM_ACQUIRE_TIMEOUT");
+    const ac = new AbortController();
+    const aborted = pool.acquire({ signal: ac.signal });
+    ac.abort();
+    expect(await codeOf(aborted)).not.toBe("resolved");
+    await vm.release();
+    await pool.shutdown();
+    expect(await codeOf(pool.acquire())).toBe("SM_POOL_CLOSED");
+  });
+
+  it("spawn: pull-style reads and Node streams", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool();
+    const vm = await pool.acquire();
+    const cat = await vm.spawn({ argv: ["cat"] });
+    await cat.writeStdin("ping\n");
+    expect((await cat.readStdout()).toString()).toBe("ping\n");
+    await cat.closeStdin();
+    expect(await cat.readStdout()).toEqual(Buffer.alloc(0));
+    expect(await cat.wait()).toMatchObject({ exitCode: 0, timedOut: false });
+
+    const yes = await vm.spawn({ argv: ["yes", "3"] });
+    const chunks: string[] = [];
+    for await (const c of yes.stdout) chunks.push(String(c));
+    expect(chunks.join("")).toBe("y0\ny1\ny2\n");
+    expect((await yes.wait()).exitCode).toBe(0);
+    await vm.release();
+    await pool.shutdown();
+  });
+
+  it("exposeTcp forwards to the given guest port", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool();
+    const vm = await pool.acquire();
+    const servers = await Promise.all(
+      ["eighty", "eighty-eighty"].map(
+        (reply) =>
+          new Promise<import("node:net").Server>((resolve) => {
+            const s = createServer((sock) => sock.end(reply));
+            s.listen(0, "127.0.0.1", () => resolve(s));
+          }),
+      ),
+    );
+    const live = rt.state.lives[0]!;
+    live.agent.ports.set(80, (servers[0]!.address() as { port: number }).port);
+    live.agent.ports.set(8080, (servers[1]!.address() as { port: number }).port);
+    const f1 = await vm.exposeTcp(0, 80);
+    const f2 = await vm.exposeTcp(0, 8080);
+    expect(f1.localAddr).toMatch(/^127\.0\.0\.1:\d+$/);
+    const read = (addr: string) =>
+      new Promise<string>((resolve, reject) => {
+        const [host, port] = addr.split(":");
+        const { connect } = require("node:net") as typeof import("node:net");
+        const s = connect({ host: host!, port: Number(port) });
+        let data = "";
+        s.on("data", (d) => {
+          data += d;
+        });
+        s.on("end", () => resolve(data));
+        s.on("error", reject);
+      });
+    expect(await read(f1.localAddr)).toBe("eighty");
+    expect(await read(f2.localAddr)).toBe("eighty-eighty");
+    await f1.stop();
+    await f1.stop();
+    await vm.release();
+    await pool.shutdown();
+    for (const s of servers) s.close();
+  });
+
+  it("vm.snapshot writes a loadable snapshot and the VM stays usable", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ restoreOnRelease: false });
+    const vm = await pool.acquire();
+    const snap = await vm.snapshot(join(root, `mid-${n}`));
+    expect(snap.snapshotPath).toBe(join(root, `mid-${n}`));
+    const again = await Image.fromSnapshot(snap.snapshotPath);
+    expect(again.memoryMib).toBe(256);
+    expect((await vm.exec({ argv: ["true"] })).exitCode).toBe(0);
+    await vm.release();
+    await pool.shutdown();
+  });
+});

@@ -1,0 +1,475 @@
+/**
+ * Image: bake (pull → rootfs → initramfs → boot → ready → warmup → snapshot) with a content
+ * fingerprint cache, and load from a snapshot directory.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { copyFile, link, mkdir, rm, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { type BootConfig, buildBootConfig, encodeBootConfig, hostnameFor } from "./bootconfig";
+import { codeOf, SupermachineError } from "./errors";
+import {
+  canonicalJson,
+  defaultName,
+  type FingerprintInputs,
+  fingerprint,
+  SNAPSHOT_FORMAT_VERSION,
+} from "./fingerprint";
+import { acquireLock } from "./lock";
+import { defaultSnapshotsDir, hostArch } from "./paths";
+import { PoolImpl } from "./pool";
+import type { LiveVmPort } from "./ports";
+import { getRuntime, type Runtime } from "./runtime-port";
+import {
+  FORMAT_NAME,
+  INITRAMFS_FILE,
+  loadSnapshot,
+  makeTempSnapshotDir,
+  publishSnapshot,
+  ROOTFS_FILE,
+  readMetadata,
+  type SnapshotMetadata,
+  VM_DIR,
+  validateFiles,
+} from "./snapshot";
+import type { BuildOptions, BuildProgress, PoolOptions } from "./types";
+import { type ResolvedBuildOptions, validateBuildOptions, validatePoolOptions } from "./validate";
+import { type HandleVolume, VmHandle, WarmupVmImpl } from "./vm";
+import { prepareVolume } from "./volumes";
+
+/** Boot → ready deadline for a bake (TCG cold boots take ~5 s; leave room for slow CI). */
+const BAKE_READY_TIMEOUT_MS = 120_000;
+/** An unused warm-handoff VM is stopped after this (so a script that only builds can exit). */
+const HANDOFF_IDLE_MS = 15_000;
+
+const fileHashCache = new Map<string, { key: string; sha256: string }>();
+
+async function sha256OfFile(path: string): Promise<{ sha256: string; mode: number }> {
+  const st = await stat(path);
+  const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
+  const hit = fileHashCache.get(path);
+  if (hit && hit.key === key) return { sha256: hit.sha256, mode: st.mode & 0o7777 };
+  const h = createHash("sha256");
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  const sha256 = h.digest("hex");
+  fileHashCache.set(path, { key, sha256 });
+  return { sha256, mode: st.mode & 0o7777 };
+}
+
+/** In-process dedupe of concurrent builds of the same snapshot directory. */
+const inflight = new Map<string, Promise<Image>>();
+
+export class Image {
+  /** @internal */ readonly dir: string;
+  /** @internal */ readonly meta: SnapshotMetadata;
+  /** @internal the bake's VM, handed to the first acquire (warm handoff). */
+  handoff: VmHandle | undefined;
+  #handoffTimer: NodeJS.Timeout | undefined;
+
+  /** @internal use Image.build / Image.fromSnapshot */
+  constructor(dir: string, meta: SnapshotMetadata) {
+    this.dir = dir;
+    this.meta = meta;
+  }
+
+  /** Absolute path of the snapshot directory. */
+  get snapshotPath(): string {
+    return this.dir;
+  }
+  /** Guest RAM ceiling in MiB the snapshot was baked with. */
+  get memoryMib(): number {
+    return this.meta.memoryMib;
+  }
+  /** vCPUs the snapshot was baked with. */
+  get vcpus(): number {
+    return this.meta.vcpus;
+  }
+  /** Beyond: the bake fingerprint (sha256 hex). */
+  get fingerprint(): string {
+    return this.meta.fingerprint;
+  }
+
+  /**
+   * Pull, build, boot, warm up and snapshot an image — or return the cached snapshot when one with the
+   * same fingerprint exists (no pull, no boot). Concurrent builds of the same snapshot (in this process
+   * or another) bake once.
+   */
+  static async build(options: BuildOptions): Promise<Image> {
+    const opts = validateBuildOptions(options);
+    return buildImage(opts, getRuntime());
+  }
+
+  /** Load and validate a snapshot directory (or a file inside it, e.g. its metadata.json). */
+  static async fromSnapshot(path: string): Promise<Image> {
+    if (typeof path !== "string" || path.length === 0) {
+      throw new SupermachineError(
+        "SM_INVALID_OPTIONS",
+        "Invalid option `path`: expected a snapshot directory",
+        {
+          details: { field: "path" },
+        },
+      );
+    }
+    const { dir, meta } = await loadSnapshot(resolve(path));
+    return new Image(dir, meta);
+  }
+
+  /** Start a pool of VMs restored from this snapshot. */
+  async pool(options?: PoolOptions): Promise<import("./pool").Pool> {
+    const opts = validatePoolOptions(options);
+    if (this.meta.volumes.length > 0 && opts.max > 1) {
+      throw new SupermachineError(
+        "SM_INVALID_OPTIONS",
+        "Invalid option `max`: an image with volumes can run one VM at a time (each volume is an ext4 file that only one guest may mount); use max: 1.",
+        { details: { field: "max" } },
+      );
+    }
+    const pool = new PoolImpl(this, opts, getRuntime());
+    pool.start();
+    return pool;
+  }
+
+  /** @internal take the bake VM for a warm handoff (once). */
+  takeHandoff(): VmHandle | undefined {
+    const h = this.handoff;
+    this.handoff = undefined;
+    if (this.#handoffTimer) clearTimeout(this.#handoffTimer);
+    return h && !h.dead ? h : undefined;
+  }
+
+  /** @internal park the bake VM for the first acquire; stop it if nobody takes it soon. */
+  parkHandoff(handle: VmHandle): void {
+    this.handoff = handle;
+    this.#handoffTimer = setTimeout(() => {
+      const h = this.takeHandoff();
+      void h?.stop();
+    }, HANDOFF_IDLE_MS);
+    this.#handoffTimer.unref();
+  }
+}
+
+export function emit(opts: ResolvedBuildOptions, ev: BuildProgress): void {
+  try {
+    opts.onProgress?.(ev);
+  } catch {
+    /* a progress callback must not break the build */
+  }
+}
+
+interface Prepared {
+  opts: ResolvedBuildOptions;
+  snapshotsDir: string;
+  name: string;
+  finalDir: string;
+  fp: string;
+  inputs: FingerprintInputs;
+  image: Awaited<ReturnType<Runtime["resolveImage"]>>;
+  kernel: ReturnType<Runtime["kernel"]>;
+  agent: { path: string; sha256: string };
+  tmpfsMib: number;
+}
+
+async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepared> {
+  emit(opts, { phase: "resolve", ref: opts.ref });
+  const arch = hostArch();
+  const [image, agent, extraFiles] = await Promise.all([
+    rt.resolveImage(opts),
+    rt.agentBinary(arch),
+    Promise.all(
+      opts.extraFiles.map(async (f) => {
+        try {
+          const { sha256, mode } = await sha256OfFile(resolve(f.hostPath));
+          return { guestPath: f.guestPath, sha256, mode };
+        } catch (err) {
+          throw new SupermachineError(
+            "SM_INVALID_OPTIONS",
+            `Invalid option \`extraFiles\`: cannot read ${f.hostPath}: ${(err as Error).message}`,
+            {
+              cause: err,
+              details: { field: "extraFiles" },
+            },
+          );
+        }
+      }),
+    ),
+  ]);
+  const kernel = rt.kernel(opts.kernelDir, arch);
+  const tmpfsMib = opts.tmpfsMib ?? 0;
+  const inputs: FingerprintInputs = {
+    imageDigest: image.digest,
+    cmd: opts.cmd ?? null,
+    env: opts.env,
+    memoryMib: opts.memoryMib,
+    vcpus: opts.vcpus,
+    guestPort: opts.guestPort,
+    listenerRequired: opts.listenerRequired,
+    extraFiles,
+    mounts: opts.mounts.map((m) => ({
+      hostPath: resolve(m.hostPath),
+      guestTag: m.guestTag,
+      symlinks: m.symlinks,
+    })),
+    volumes: opts.volumes.map((v) => ({
+      hostPath: resolve(v.hostPath),
+      guestPath: v.guestPath,
+      sizeMib: v.sizeMib,
+    })),
+    extraKernelArgs: opts.extraKernelArgs,
+    warmupTag: opts.warmup ? opts.warmupTag : null,
+    network: opts.network,
+    tmpfsMib,
+    kernelRelease: kernel.release,
+    arch,
+    agentVersion: agent.sha256.slice(0, 16),
+    agentSha256: agent.sha256,
+    formatVersion: SNAPSHOT_FORMAT_VERSION,
+  };
+  const fp = fingerprint(inputs);
+  const snapshotsDir = resolve(opts.snapshotsDir ?? defaultSnapshotsDir());
+  const name = opts.name ?? defaultName(opts.ref, fp);
+  return {
+    opts,
+    snapshotsDir,
+    name,
+    finalDir: join(snapshotsDir, name),
+    fp,
+    inputs,
+    image,
+    kernel,
+    agent,
+    tmpfsMib,
+  };
+}
+
+/** A valid snapshot with this fingerprint at finalDir, or undefined. */
+async function cacheHit(finalDir: string, fp: string): Promise<Image | undefined> {
+  let meta: SnapshotMetadata;
+  try {
+    meta = await readMetadata(finalDir);
+  } catch {
+    return undefined;
+  }
+  if (meta.fingerprint !== fp) return undefined;
+  try {
+    await validateFiles(finalDir, meta);
+  } catch {
+    return undefined; // corrupt: re-bake over it
+  }
+  return new Image(finalDir, meta);
+}
+
+export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promise<Image> {
+  const p = await prepare(opts, rt);
+  const hit = await cacheHit(p.finalDir, p.fp);
+  if (hit) {
+    emit(opts, { phase: "done", cacheHit: true, snapshotPath: hit.dir });
+    return hit;
+  }
+  const running = inflight.get(p.finalDir);
+  if (running) {
+    const img = await running;
+    if (img.meta.fingerprint === p.fp) return img;
+  }
+  const job = (async () => {
+    const lock = await acquireLock(join(p.snapshotsDir, ".locks"), p.name);
+    try {
+      const again = await cacheHit(p.finalDir, p.fp);
+      if (again) {
+        emit(opts, { phase: "done", cacheHit: true, snapshotPath: again.dir });
+        return again;
+      }
+      return await bake(p, rt);
+    } finally {
+      await lock.release();
+    }
+  })();
+  inflight.set(p.finalDir, job);
+  try {
+    return await job;
+  } finally {
+    if (inflight.get(p.finalDir) === job) inflight.delete(p.finalDir);
+  }
+}
+
+function wrapBakeError(err: unknown, step: string): unknown {
+  const code = codeOf(err);
+  // Errors of the lower packages (and ours) keep their code; anything else becomes SM_BAKE_FAILED.
+  if (code?.startsWith("SM_")) return err;
+  return new SupermachineError(
+    "SM_BAKE_FAILED",
+    `Bake failed while ${step}: ${(err as Error)?.message ?? String(err)}`,
+    {
+      cause: err,
+    },
+  );
+}
+
+async function bake(p: Prepared, rt: Runtime): Promise<Image> {
+  const { opts } = p;
+  let step = "creating the snapshot directory";
+  let tmp: string | undefined;
+  let live: LiveVmPort | undefined;
+  let handle: VmHandle | undefined;
+  try {
+    tmp = await makeTempSnapshotDir(p.snapshotsDir, p.name);
+    step = "building the root filesystem";
+    emit(opts, { phase: "rootfs" });
+    const layers = await p.image.layers();
+    await rt.buildRootfs({
+      layers,
+      extraFiles: opts.extraFiles.map((f) => ({ hostPath: resolve(f.hostPath), guestPath: f.guestPath })),
+      out: join(tmp, ROOTFS_FILE),
+      onProgress: (bytesDone) => emit(opts, { phase: "rootfs", bytesDone }),
+    });
+    step = "preparing volumes";
+    const volumes = await Promise.all(opts.volumes.map((v) => prepareVolume(v)));
+    step = "building the initramfs";
+    emit(opts, { phase: "initramfs" });
+    const bootConfig: BootConfig = buildBootConfig({
+      hostname: hostnameFor(p.name),
+      imageConfig: p.image.config,
+      cmd: opts.cmd,
+      env: opts.env,
+      tmpfsMib: p.tmpfsMib,
+      guestPort: opts.guestPort,
+      listenerRequired: opts.listenerRequired,
+      // Volumes are mounted by core after every resume (never at bake: the snapshot must not hold
+      // cached state of a filesystem that later VMs change). See README "Volumes".
+      volumes: [],
+      network: opts.network,
+    });
+    await rt.buildInitramfs({
+      agentPath: p.agent.path,
+      kernel: p.kernel,
+      network: opts.network !== "none",
+      config: encodeBootConfig(bootConfig),
+      out: join(tmp, INITRAMFS_FILE),
+    });
+    step = "booting the VM";
+    emit(opts, { phase: "boot" });
+    const backend = await rt.backend();
+    live = await backend.boot({
+      kernelDir: p.kernel.dir,
+      initramfsPath: join(tmp, INITRAMFS_FILE),
+      rootfsPath: join(tmp, ROOTFS_FILE),
+      memoryMib: opts.memoryMib,
+      vcpus: opts.vcpus,
+      volumes: volumes.map((v) => ({ hostPath: v.hostPath })),
+      network: opts.network,
+      extraKernelArgs: opts.extraKernelArgs,
+      accel: opts.accel,
+    });
+    step = "waiting for the guest agent";
+    const agent = await rt.connectAgent(live, BAKE_READY_TIMEOUT_MS);
+    const hv: HandleVolume[] = volumes.map((v, i) => ({
+      guestPath: v.guestPath,
+      device: `/dev/vd${String.fromCharCode(98 + i)}`,
+    }));
+    handle = new VmHandle(live, agent, hv);
+    await agent.waitReady(BAKE_READY_TIMEOUT_MS);
+    if (opts.listenerRequired) {
+      step = `waiting for the workload to listen on port ${opts.guestPort}`;
+      await agent.waitListening(BAKE_READY_TIMEOUT_MS);
+    }
+    if (opts.warmup) {
+      step = "running the warmup";
+      emit(opts, { phase: "warmup" });
+      // The warmup runs on the booted guest before capture (volumes are not mounted yet: they are
+      // mounted after every resume).
+      const wvm = new WarmupVmImpl(handle);
+      try {
+        await opts.warmup(wvm);
+      } finally {
+        wvm.close();
+      }
+    }
+    step = "capturing the snapshot";
+    emit(opts, { phase: "snapshot" });
+    const backendState = await live.snapshot(join(tmp, VM_DIR));
+    const meta: Omit<SnapshotMetadata, "files"> = {
+      format: FORMAT_NAME,
+      version: SNAPSHOT_FORMAT_VERSION,
+      name: p.name,
+      fingerprint: p.fp,
+      inputs: JSON.parse(canonicalJson(p.inputs)),
+      ref: opts.ref,
+      imageDigest: p.image.digest,
+      createdAt: new Date().toISOString(),
+      memoryMib: opts.memoryMib,
+      vcpus: opts.vcpus,
+      arch: hostArch(),
+      accel: live.accel,
+      backend: { name: backend.name, version: backend.version },
+      kernel: { release: p.kernel.release, dir: p.kernel.dir },
+      agent: { version: agent.hello.agentVersion, sha256: p.agent.sha256 },
+      guestPort: opts.guestPort,
+      listenerRequired: opts.listenerRequired,
+      network: opts.network,
+      extraKernelArgs: opts.extraKernelArgs,
+      volumes: volumes.map((v) => ({ hostPath: v.hostPath, guestPath: v.guestPath, sizeMib: v.sizeMib })),
+      mounts: p.inputs.mounts,
+      startWorkload: bootConfig.startWorkload,
+      backendState,
+    };
+    step = "publishing the snapshot";
+    const full = await publishSnapshot(tmp, p.finalDir, meta);
+    tmp = undefined;
+    const img = new Image(p.finalDir, full);
+    img.parkHandoff(handle);
+    handle = undefined;
+    live = undefined;
+    emit(opts, { phase: "done", cacheHit: false, snapshotPath: p.finalDir });
+    return img;
+  } catch (err) {
+    throw wrapBakeError(err, step);
+  } finally {
+    if (handle) await handle.stop().catch(() => undefined);
+    else if (live) await live.stop().catch(() => undefined);
+    if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** Hard-link (same filesystem) or copy a file. */
+async function linkOrCopy(src: string, dst: string): Promise<void> {
+  try {
+    await link(src, dst);
+  } catch {
+    await copyFile(src, dst);
+  }
+}
+
+/** vm.snapshot(destDir): capture a running VM into a new snapshot directory and return its Image. */
+export async function snapshotVm(image: Image, handle: VmHandle, destDir: string): Promise<Image> {
+  if (image.meta.volumes.length > 0) {
+    throw new SupermachineError(
+      "SM_UNSUPPORTED",
+      "vm.snapshot() of a VM with volumes is not supported: the snapshot would capture a mounted filesystem whose host file keeps changing.",
+    );
+  }
+  const finalDir = resolve(destDir);
+  const parent = resolve(finalDir, "..");
+  await mkdir(parent, { recursive: true });
+  const name = finalDir.slice(parent.length + 1) || "snapshot";
+  const tmp = await makeTempSnapshotDir(parent, name.replace(/[^A-Za-z0-9._-]/g, "_"));
+  try {
+    await linkOrCopy(join(image.dir, ROOTFS_FILE), join(tmp, ROOTFS_FILE));
+    await linkOrCopy(join(image.dir, INITRAMFS_FILE), join(tmp, INITRAMFS_FILE));
+    const backendState = await handle.live.snapshot(join(tmp, VM_DIR));
+    const fp = createHash("sha256")
+      .update(`${image.meta.fingerprint}:${Date.now()}:${randomBytes(8).toString("hex")}`)
+      .digest("hex");
+    const meta: Omit<SnapshotMetadata, "files"> = {
+      ...image.meta,
+      name,
+      fingerprint: fp,
+      inputs: { ...image.meta.inputs, derivedFrom: image.meta.fingerprint },
+      createdAt: new Date().toISOString(),
+      backendState,
+    };
+    const full = await publishSnapshot(tmp, finalDir, meta);
+    return new Image(finalDir, full);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw err;
+  }
+}

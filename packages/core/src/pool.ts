@@ -1,0 +1,259 @@
+/**
+ * Pool: VMs restored from an Image's snapshot, on the generic @supermachine/pool.
+ *
+ * - create  = restore (through a pre-started VMM when the backend has prepareRestore) → agent hello →
+ *             `resume {timeNs, entropy}` (clock + RNG reseed; starts the workload) → volumes mounted.
+ *             The first create may adopt the bake's own VM instead (warm handoff).
+ * - release = restoreOnRelease true: destroy + replace (a clean VM every acquire); false: dirty reuse.
+ * - a VM whose VMM died is never handed out (validate) and is destroyed on release.
+ */
+
+import { join } from "node:path";
+import { createPool, type Pool as GenericPool } from "@supermachine/pool";
+import { registerForCleanup } from "./cleanup";
+import { SupermachineError } from "./errors";
+import type { Image } from "./image";
+import type { LiveVmPort, PreparedRestorePort, RestoreSpec } from "./ports";
+import type { Runtime } from "./runtime-port";
+import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
+import type { AcquireOptions, PoolStats } from "./types";
+import { checkKeys, checkObject, type ResolvedPoolOptions } from "./validate";
+import { type HandleVolume, Vm, VmHandle } from "./vm";
+
+/** The public pool interface (spec/api.md "Pool"). */
+export interface Pool {
+  /** An idle VM at once; else start one if below max; else wait (FIFO) up to acquireTimeoutMs. */
+  acquire(options?: AcquireOptions): Promise<Vm>;
+  /** Synchronous, cheap counters. */
+  stats(): PoolStats;
+  /** Stop every VM and reject waiters; idempotent. */
+  shutdown(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class PoolImpl implements Pool {
+  readonly #image: Image;
+  readonly #opts: ResolvedPoolOptions;
+  readonly #rt: Runtime;
+  #pool: GenericPool<VmHandle> | undefined;
+  #spare: Promise<(PreparedRestorePort & { unregister: () => void }) | undefined> | undefined;
+  #closed = false;
+  #shutdown: Promise<void> | undefined;
+  #coldBoot: boolean;
+  /** Serialises VMs that share volume files (QEMU holds a write lock on each). */
+  #volumeTurn: Promise<void> = Promise.resolve();
+
+  constructor(image: Image, opts: ResolvedPoolOptions, rt: Runtime) {
+    this.#image = image;
+    this.#opts = opts;
+    this.#rt = rt;
+    const memoryMib = opts.memoryMib ?? image.memoryMib;
+    const vcpus = opts.vcpus ?? image.vcpus;
+    // A snapshot's RAM size and vCPU count are fixed: other values need a cold boot per VM.
+    this.#coldBoot = memoryMib !== image.memoryMib || vcpus !== image.vcpus;
+  }
+
+  /** @internal */
+  start(): void {
+    const o = this.#opts;
+    this.#pool = createPool<VmHandle>({
+      create: () => this.#create(),
+      destroy: (h) => h.stop(),
+      validate: (h) => !h.dead,
+      min: o.min,
+      max: o.max,
+      acquireTimeoutMs: o.acquireTimeoutMs,
+      idleTimeoutMs: o.idleTimeoutMs ?? 0,
+      createTimeoutMs: o.restoreTimeoutMs + 5_000,
+      createRetries: 2,
+      maxConcurrentCreates: 2,
+    });
+  }
+
+  #restoreSpec(): RestoreSpec {
+    const m = this.#image.meta;
+    return {
+      snapshotDir: join(this.#image.dir, VM_DIR),
+      backendState: m.backendState,
+      rootfsPath: join(this.#image.dir, ROOTFS_FILE),
+      initramfsPath: join(this.#image.dir, INITRAMFS_FILE),
+      kernelDir: m.kernel.dir,
+      volumes: m.volumes.map((v) => ({ hostPath: v.hostPath })),
+      memoryMib: this.#opts.memoryMib ?? m.memoryMib,
+      vcpus: this.#opts.vcpus ?? m.vcpus,
+      accel: "auto",
+    };
+  }
+
+  #volumes(): HandleVolume[] {
+    return this.#image.meta.volumes.map((v, i) => ({
+      guestPath: v.guestPath,
+      device: `/dev/vd${String.fromCharCode(98 + i)}`,
+    }));
+  }
+
+  /** Pre-start the next restore's VMM in the background (only when it can be used). */
+  #prepareSpare(): void {
+    if (this.#closed || this.#coldBoot || this.#image.meta.volumes.length > 0) return;
+    this.#spare = (async () => {
+      const backend = await this.#rt.backend();
+      if (!backend.prepareRestore) return undefined;
+      try {
+        const prep = await backend.prepareRestore(this.#restoreSpec());
+        const unregister = registerForCleanup(() => prep.killSync?.());
+        if (this.#closed) {
+          unregister();
+          await prep.discard();
+          return undefined;
+        }
+        return Object.assign(prep, { unregister });
+      } catch {
+        return undefined;
+      }
+    })();
+  }
+
+  async #takeSpare(): Promise<PreparedRestorePort | undefined> {
+    const spare = this.#spare;
+    this.#spare = undefined;
+    if (!spare) return undefined;
+    const s = await spare;
+    s?.unregister();
+    return s;
+  }
+
+  async #create(): Promise<VmHandle> {
+    if (this.#closed) throw new SupermachineError("SM_POOL_CLOSED", "The pool was shut down.");
+    const handoff = this.#coldBoot ? undefined : this.#image.takeHandoff();
+    if (handoff) {
+      try {
+        await handoff.resume();
+        return handoff;
+      } catch {
+        await handoff.stop().catch(() => undefined);
+      }
+    }
+    if (this.#image.meta.volumes.length > 0) {
+      // Wait until the previous VM of these volumes has released its files.
+      await this.#volumeTurn;
+    }
+    const deadline = this.#opts.restoreTimeoutMs;
+    let live: LiveVmPort | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    const work = (async () => {
+      const backend = await this.#rt.backend();
+      if (this.#coldBoot) {
+        const m = this.#image.meta;
+        live = await backend.boot({
+          kernelDir: m.kernel.dir,
+          initramfsPath: join(this.#image.dir, INITRAMFS_FILE),
+          rootfsPath: join(this.#image.dir, ROOTFS_FILE),
+          memoryMib: this.#opts.memoryMib ?? m.memoryMib,
+          vcpus: this.#opts.vcpus ?? m.vcpus,
+          volumes: m.volumes.map((v) => ({ hostPath: v.hostPath })),
+          network: m.network,
+          extraKernelArgs: m.extraKernelArgs,
+          accel: "auto",
+        });
+      } else {
+        const spare = await this.#takeSpare();
+        this.#prepareSpare();
+        live = spare ? await spare.restore() : await backend.restore(this.#restoreSpec());
+      }
+      if (timedOut) throw new Error("late");
+      const agent = await this.#rt.connectAgent(live, deadline);
+      const handle = new VmHandle(live, agent, this.#volumes());
+      try {
+        if (this.#coldBoot) await agent.waitReady(deadline);
+        await handle.resume();
+      } catch (err) {
+        await handle.stop().catch(() => undefined);
+        throw err;
+      }
+      return handle;
+    })();
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        timedOut = true;
+        reject(
+          new SupermachineError(
+            "SM_RESTORE_TIMEOUT",
+            `A VM did not restore within restoreTimeoutMs (${deadline} ms); it was discarded and will be replaced.`,
+          ),
+        );
+      }, deadline);
+      timer.unref();
+    });
+    try {
+      const handle = await Promise.race([work, timeout]);
+      if (this.#image.meta.volumes.length > 0) {
+        this.#volumeTurn = handle.live.exited.then(() => undefined);
+      }
+      return handle;
+    } catch (err) {
+      work.then(
+        (h) => h.stop(),
+        () => (live ? live.stop().catch(() => undefined) : undefined),
+      );
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async acquire(options?: AcquireOptions): Promise<Vm> {
+    if (options !== undefined) {
+      const o = checkObject(options, "options");
+      checkKeys(o, ["signal"], "");
+      if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
+        throw new SupermachineError(
+          "SM_INVALID_OPTIONS",
+          "Invalid option `signal`: expected an AbortSignal",
+          {
+            details: { field: "signal" },
+          },
+        );
+      }
+    }
+    if (this.#closed || !this.#pool)
+      throw new SupermachineError(
+        "SM_POOL_CLOSED",
+        "The pool was shut down; create a new one with image.pool().",
+      );
+    const handle = await this.#pool.acquire(options?.signal ? { signal: options.signal } : undefined);
+    const pool = this.#pool;
+    return new Vm(handle, {
+      release: async (h) => {
+        if (this.#closed) return;
+        if (this.#opts.restoreOnRelease || h.dead) await pool.destroy(h);
+        else pool.release(h);
+      },
+      snapshot: async (h, destDir) => {
+        const { snapshotVm } = await import("./image");
+        return snapshotVm(this.#image, h, destDir);
+      },
+    });
+  }
+
+  stats(): PoolStats {
+    if (!this.#pool)
+      return { alive: 0, inUse: 0, idle: 0, waiting: 0, min: this.#opts.min, max: this.#opts.max };
+    const s = this.#pool.stats();
+    return { alive: s.alive, inUse: s.inUse, idle: s.idle, waiting: s.waiting, min: s.min, max: s.max };
+  }
+
+  shutdown(): Promise<void> {
+    this.#shutdown ??= (async () => {
+      this.#closed = true;
+      await this.#pool?.shutdown();
+      const spare = await this.#takeSpare().catch(() => undefined);
+      await spare?.discard().catch(() => undefined);
+      const h = this.#image.takeHandoff();
+      await h?.stop().catch(() => undefined);
+      await sleep(0);
+    })();
+    return this.#shutdown;
+  }
+}

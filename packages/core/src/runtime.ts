@@ -1,0 +1,327 @@
+/**
+ * The default runtime: adapters from the real lower packages to core's ports.
+ * Backends are loaded lazily through a short-name → package map, so core does not need the macOS
+ * backend on Linux (or the reverse).
+ */
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, rmSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import type { Duplex } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { AgentClient } from "@supermachine/agent-protocol";
+import {
+  BASE_GUEST_MODULES,
+  type Vm as HvVm,
+  NET_GUEST_MODULES,
+  resolveKernelBundle,
+  resolveModules,
+  type VmmBackend,
+} from "@supermachine/hypervisor";
+import { imageLayers, importArchive, importLayout, type Image as OciImage, pull } from "@supermachine/oci";
+import { buildInitramfs, buildRootfs } from "@supermachine/rootfs";
+import { codeOf, SupermachineError } from "./errors";
+import { cacheRoot } from "./paths";
+import type {
+  AgentChild,
+  AgentExecArgs,
+  AgentPort,
+  BackendPort,
+  BootSpec,
+  LiveVmPort,
+  PreparedRestorePort,
+  RestoreSpec,
+} from "./ports";
+import type { KernelInfo, ResolvedImage, Runtime } from "./runtime-port";
+import type { ResolvedBuildOptions } from "./validate";
+
+/** Backend short name → package. Loaded with import() on first use. */
+export const BACKEND_PACKAGES: Record<string, { pkg: string; factory: string }> = {
+  kvm: { pkg: "@supermachine/hypervisor-kvm", factory: "createKvmBackend" },
+  hvf: { pkg: "@supermachine/hypervisor-hvf", factory: "createHvfBackend" },
+};
+
+export function defaultBackendName(): string {
+  const env = process.env.SUPERMACHINE_BACKEND;
+  if (env) return env;
+  return process.platform === "darwin" ? "hvf" : "kvm";
+}
+
+// ------------------------------------------------------------------ image resolution
+
+function toResolved(img: OciImage): ResolvedImage {
+  const rt = img.runtime;
+  return {
+    digest: img.manifestDescriptor.digest,
+    reference: img.reference,
+    config: {
+      Entrypoint: rt.entrypoint,
+      Cmd: rt.cmd,
+      Env: rt.env,
+      WorkingDir: rt.workingDir,
+      User: rt.user,
+    },
+    layers: async () => imageLayers(img) as never,
+  };
+}
+
+function tagOf(ref: string): string | undefined {
+  const noDigest = ref.split("@")[0] ?? ref;
+  const last = noDigest.slice(noDigest.lastIndexOf("/") + 1);
+  const i = last.indexOf(":");
+  return i >= 0 ? last.slice(i + 1) : undefined;
+}
+
+async function resolveImage(opts: ResolvedBuildOptions): Promise<ResolvedImage> {
+  const onProgress = opts.onProgress
+    ? (e: import("@supermachine/oci").ProgressEvent) => {
+        if (e.type === "blob-progress" && e.kind === "layer") {
+          opts.onProgress?.({ phase: "pull", layer: e.digest, bytesDone: e.done, bytesTotal: e.total });
+        } else if (e.type === "blob-done" && e.kind === "layer") {
+          opts.onProgress?.({ phase: "pull", layer: e.digest, bytesDone: e.size, bytesTotal: e.size });
+        }
+      }
+    : undefined;
+  const common = {
+    ...(opts.platform ? { platform: opts.platform } : {}),
+    ...(onProgress ? { onProgress } : {}),
+  };
+  const src = opts.source;
+  if (src.type === "registry") {
+    return toResolved(await pull(opts.ref, { ...common, pullPolicy: opts.pullPolicy }));
+  }
+  const load = src.type === "oci-layout" ? importLayout : importArchive;
+  const path = resolve(src.path);
+  // The image inside a layout/archive is named by a full reference or a bare tag, depending on the tool
+  // that wrote it: try the ref, then its tag, then "the only image".
+  const candidates = [opts.ref, tagOf(opts.ref), undefined];
+  let lastErr: unknown;
+  for (const tag of candidates) {
+    try {
+      return toResolved(await load(path, { ...common, ...(tag !== undefined ? { tag } : {}) }));
+    } catch (err) {
+      lastErr = err;
+      if (codeOf(err) !== "SM_IMAGE_NOT_FOUND" && codeOf(err) !== "SM_OCI_OPTIONS") throw err;
+    }
+  }
+  throw lastErr;
+}
+
+// ------------------------------------------------------------------ kernel + agent
+
+const kernelCache = new Map<string, KernelInfo>();
+
+function kernel(kernelDir: string | undefined, arch: "x86_64" | "aarch64"): KernelInfo {
+  const key = `${arch}:${kernelDir ?? ""}:${process.env.SUPERMACHINE_KERNEL_DIR ?? ""}`;
+  const hit = kernelCache.get(key);
+  if (hit) return hit;
+  const b = resolveKernelBundle({ arch, ...(kernelDir ? { path: kernelDir } : {}) });
+  const info = { release: b.release, dir: b.dir, modulesDir: b.modulesDir };
+  kernelCache.set(key, info);
+  return info;
+}
+
+/** Where the guest agent binary is looked up, in order. */
+export function agentCandidates(arch: string): string[] {
+  const out: string[] = [];
+  if (process.env.SUPERMACHINE_AGENT) out.push(resolve(process.env.SUPERMACHINE_AGENT));
+  // Monorepo checkout: packages/core/{src,dist}/ → ../../../guest-agent/out/<arch>/sm-agent
+  const here = dirname(fileURLToPath(import.meta.url));
+  out.push(resolve(here, "..", "..", "..", "guest-agent", "out", arch, "sm-agent"));
+  out.push(join(cacheRoot(), "agent", arch, "sm-agent"));
+  return out;
+}
+
+const agentHashes = new Map<string, { key: string; sha256: string }>();
+
+async function agentBinary(arch: "x86_64" | "aarch64"): Promise<{ path: string; sha256: string }> {
+  const candidates = agentCandidates(arch);
+  const path = candidates.find((p) => existsSync(p));
+  if (!path) {
+    throw new SupermachineError(
+      "SM_DEPENDENCY_MISSING",
+      `The guest agent binary for ${arch} was not found (looked in: ${candidates.join(", ")}). Build it with \`make -C guest-agent ARCH=${arch}\` (npm run setup does), or set SUPERMACHINE_AGENT.`,
+    );
+  }
+  const st = statSync(path);
+  const key = `${st.size}:${st.mtimeMs}`;
+  const hit = agentHashes.get(path);
+  if (hit?.key === key) return { path, sha256: hit.sha256 };
+  const h = createHash("sha256");
+  for await (const c of createReadStream(path)) h.update(c as Buffer);
+  const sha256 = h.digest("hex");
+  agentHashes.set(path, { key, sha256 });
+  return { path, sha256 };
+}
+
+// ------------------------------------------------------------------ backend adapter
+
+function adaptLive(vm: HvVm): LiveVmPort {
+  return {
+    get pid() {
+      return vm.pid;
+    },
+    runtimeDir: vm.runtimeDir,
+    agentSocketPath: vm.agentSocketPath,
+    accel: vm.accel,
+    exited: vm.exited.then((e) => ({ expected: e.cause === "stop", ...(e.error ? { error: e.error } : {}) })),
+    agentStream: () => vm.agentStream(),
+    snapshot: async (dir) => {
+      const r = await vm.snapshot(dir);
+      return { manifest: r.manifest, timings: r.timings };
+    },
+    stop: async () => {
+      await vm.stop();
+    },
+    killSync: () => {
+      try {
+        process.kill(vm.pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+      try {
+        rmSync(vm.runtimeDir, { recursive: true, force: true });
+      } catch {
+        /* best effort */
+      }
+    },
+    memory: async () => {
+      const m = await vm.memoryStats();
+      return { rssBytes: m.rssBytes, ...(m.pssBytes !== null ? { pssBytes: m.pssBytes } : {}) };
+    },
+  };
+}
+
+function restoreOverrides(spec: RestoreSpec) {
+  return {
+    rootfs: spec.rootfsPath,
+    initrd: spec.initramfsPath,
+    volumes: spec.volumes.map((v) => ({ path: v.hostPath, ...(v.readOnly ? { readOnly: true } : {}) })),
+    accel: spec.accel,
+  };
+}
+
+function adaptBackend(b: VmmBackend): BackendPort {
+  return {
+    name: b.name,
+    version: String(b.version),
+    boot: async (spec: BootSpec) =>
+      adaptLive(
+        await b.boot({
+          ...(spec.kernelDir ? { kernel: spec.kernelDir } : {}),
+          initrd: spec.initramfsPath,
+          rootfs: spec.rootfsPath,
+          volumes: spec.volumes.map((v) => ({ path: v.hostPath, ...(v.readOnly ? { readOnly: true } : {}) })),
+          memoryMib: spec.memoryMib,
+          vcpus: spec.vcpus,
+          kernelArgs: spec.extraKernelArgs,
+          network: spec.network,
+          accel: spec.accel,
+        }),
+      ),
+    restore: async (spec: RestoreSpec) =>
+      adaptLive(await b.restore(spec.snapshotDir, restoreOverrides(spec))),
+    prepareRestore: b.capabilities.prepareRestore
+      ? async (spec: RestoreSpec): Promise<PreparedRestorePort> => {
+          const p = await b.prepareRestore(spec.snapshotDir, restoreOverrides(spec));
+          return {
+            restore: async () => adaptLive(await p.start()),
+            discard: () => p.dispose(),
+            killSync: () => {
+              try {
+                process.kill(p.pid, "SIGKILL");
+              } catch {
+                /* gone */
+              }
+            },
+          };
+        }
+      : undefined,
+  };
+}
+
+let backendPromise: Promise<BackendPort> | undefined;
+
+async function loadBackend(): Promise<BackendPort> {
+  backendPromise ??= (async () => {
+    const name = defaultBackendName();
+    const entry = BACKEND_PACKAGES[name];
+    if (!entry) {
+      throw new SupermachineError(
+        "SM_DEPENDENCY_MISSING",
+        `Unknown backend "${name}" (known: ${Object.keys(BACKEND_PACKAGES).join(", ")}).`,
+      );
+    }
+    let mod: Record<string, unknown>;
+    try {
+      mod = (await import(entry.pkg)) as Record<string, unknown>;
+    } catch (err) {
+      throw new SupermachineError(
+        "SM_DEPENDENCY_MISSING",
+        `The ${name} backend package ${entry.pkg} is not installed: npm install ${entry.pkg}`,
+        { cause: err },
+      );
+    }
+    const factory = mod[entry.factory] as (() => VmmBackend) | undefined;
+    if (typeof factory !== "function") {
+      throw new SupermachineError(
+        "SM_DEPENDENCY_MISSING",
+        `${entry.pkg} does not export ${entry.factory}().`,
+      );
+    }
+    return adaptBackend(factory());
+  })();
+  backendPromise.catch(() => {
+    backendPromise = undefined;
+  });
+  return backendPromise;
+}
+
+// ------------------------------------------------------------------ agent adapter
+
+async function connectAgent(live: LiveVmPort, timeoutMs: number): Promise<AgentPort> {
+  const stream: Duplex = await live.agentStream();
+  const client = new AgentClient(stream, { helloTimeoutMs: timeoutMs });
+  await client.ready;
+  return adaptAgent(client);
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: adapter over the agent-protocol client's surface
+function adaptAgent(c: any): AgentPort {
+  return c as AgentPort;
+}
+
+export function createDefaultRuntime(): Runtime {
+  return {
+    resolveImage,
+    kernel,
+    agentBinary,
+    buildRootfs: async (o) => {
+      await buildRootfs({
+        layers: o.layers,
+        extraFiles: o.extraFiles,
+        out: o.out,
+        ...(o.onProgress
+          ? {
+              onProgress: (p: import("@supermachine/rootfs").RootfsProgress) => {
+                if (p.phase === "data") o.onProgress?.(p.bytesDone);
+              },
+            }
+          : {}),
+      });
+    },
+    buildInitramfs: async (o) => {
+      const names = [...BASE_GUEST_MODULES, ...(o.network ? NET_GUEST_MODULES : [])];
+      const modules = resolveModules(o.kernel.modulesDir, names);
+      await buildInitramfs({
+        agent: o.agentPath,
+        modules: modules.map((m) => ({ name: m.name, path: m.path })),
+        config: o.config,
+        out: o.out,
+      });
+    },
+    backend: loadBackend,
+    connectAgent,
+  };
+}
+
+export type { AgentChild, AgentExecArgs };

@@ -1,0 +1,211 @@
+/**
+ * Snapshot directory layout, versioned metadata.json, atomic publication and validation.
+ *
+ *   <snapshotsDir>/<name>/
+ *     metadata.json        this file's SnapshotMetadata (format "supermachine-snapshot", version 1)
+ *     rootfs.sqfs          the image's root filesystem (squashfs, read-only in the guest)
+ *     initramfs.cpio.gz    agent as /init + kernel modules + /sm/config.cbor
+ *     vm/                  whatever the backend's snapshot() wrote (device state, memory file, ...)
+ *
+ * A snapshot is written into `<snapshotsDir>/.tmp-<name>-<random>/` and published with one rename,
+ * so a crash or a full disk never leaves a half snapshot under the final name.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { SupermachineError } from "./errors";
+import { SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
+
+export const METADATA_FILE = "metadata.json";
+export const ROOTFS_FILE = "rootfs.sqfs";
+export const INITRAMFS_FILE = "initramfs.cpio.gz";
+export const VM_DIR = "vm";
+export const FORMAT_NAME = "supermachine-snapshot";
+
+export interface SnapshotMetadata {
+  format: typeof FORMAT_NAME;
+  version: number;
+  name: string;
+  fingerprint: string;
+  /** The canonical fingerprint inputs (for humans and `supermachine images`). */
+  inputs: Record<string, unknown>;
+  ref: string;
+  imageDigest: string;
+  createdAt: string;
+  memoryMib: number;
+  vcpus: number;
+  arch: string;
+  accel: string;
+  backend: { name: string; version: string };
+  kernel: { release: string; dir: string };
+  agent: { version: string; sha256: string };
+  guestPort: number;
+  listenerRequired: boolean;
+  network: "none" | "nat";
+  extraKernelArgs: string[];
+  volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
+  mounts: { hostPath: string; guestTag: string; symlinks: string }[];
+  /** Whether a workload is started by `resume` on restore. */
+  startWorkload: "boot" | "resume" | "never";
+  /** Opaque backend data needed to restore (file names inside vm/, machine config). */
+  backendState: Record<string, unknown>;
+  /** Every file of the snapshot with its size, relative to the snapshot dir. */
+  files: Record<string, { size: number }>;
+}
+
+function invalid(dir: string, file: string, problem: string, cause?: unknown): SupermachineError {
+  return new SupermachineError(
+    "SM_SNAPSHOT_INVALID",
+    `Snapshot ${dir} is invalid: ${file}: ${problem}. Delete the directory and build again.`,
+    { details: { file, dir }, cause },
+  );
+}
+
+/** Accept the snapshot directory, its metadata.json, or any file inside it. */
+export async function resolveSnapshotDir(path: string): Promise<string> {
+  let st: Awaited<ReturnType<typeof stat>>;
+  try {
+    st = await stat(path);
+  } catch (err) {
+    throw invalid(path, METADATA_FILE, "snapshot path does not exist", err);
+  }
+  if (st.isDirectory()) return path;
+  let dir = dirname(path);
+  // A state file under vm/ → its snapshot dir.
+  if (basename(dir) === VM_DIR) dir = dirname(dir);
+  return dir;
+}
+
+export async function readMetadata(dir: string): Promise<SnapshotMetadata> {
+  let raw: string;
+  try {
+    raw = await readFile(join(dir, METADATA_FILE), "utf8");
+  } catch (err) {
+    throw invalid(dir, METADATA_FILE, "missing or unreadable", err);
+  }
+  let meta: unknown;
+  try {
+    meta = JSON.parse(raw);
+  } catch (err) {
+    throw invalid(dir, METADATA_FILE, "not valid JSON", err);
+  }
+  const m = meta as Partial<SnapshotMetadata>;
+  if (typeof m !== "object" || m === null || m.format !== FORMAT_NAME) {
+    throw invalid(dir, METADATA_FILE, `not a supermachine snapshot (format ${JSON.stringify(m?.format)})`);
+  }
+  if (m.version !== SNAPSHOT_FORMAT_VERSION) {
+    throw invalid(
+      dir,
+      METADATA_FILE,
+      `format version ${JSON.stringify(m.version)} is not supported (this build reads version ${SNAPSHOT_FORMAT_VERSION})`,
+    );
+  }
+  const need: [keyof SnapshotMetadata, string][] = [
+    ["name", "string"],
+    ["fingerprint", "string"],
+    ["memoryMib", "number"],
+    ["vcpus", "number"],
+    ["arch", "string"],
+    ["files", "object"],
+    ["backend", "object"],
+    ["kernel", "object"],
+    ["backendState", "object"],
+  ];
+  for (const [key, type] of need) {
+    if (typeof m[key] !== type || m[key] === null)
+      throw invalid(dir, METADATA_FILE, `field ${key} missing or not a ${type}`);
+  }
+  return m as SnapshotMetadata;
+}
+
+/** Check every listed file exists with its recorded size. */
+export async function validateFiles(dir: string, meta: SnapshotMetadata): Promise<void> {
+  for (const required of [ROOTFS_FILE, INITRAMFS_FILE]) {
+    if (!(required in meta.files)) throw invalid(dir, required, "not listed in metadata.json");
+  }
+  await Promise.all(
+    Object.entries(meta.files).map(async ([rel, info]) => {
+      if (rel.startsWith("/") || rel.split("/").includes(".."))
+        throw invalid(dir, rel, "path escapes the snapshot");
+      let st: Awaited<ReturnType<typeof stat>>;
+      try {
+        st = await stat(join(dir, rel));
+      } catch (err) {
+        throw invalid(dir, rel, "missing", err);
+      }
+      if (!st.isFile()) throw invalid(dir, rel, "not a regular file");
+      if (st.size !== info.size)
+        throw invalid(dir, rel, `size ${st.size} differs from the recorded ${info.size} (truncated?)`);
+    }),
+  );
+}
+
+export async function loadSnapshot(path: string): Promise<{ dir: string; meta: SnapshotMetadata }> {
+  const dir = await resolveSnapshotDir(path);
+  const meta = await readMetadata(dir);
+  await validateFiles(dir, meta);
+  return { dir, meta };
+}
+
+/** List every regular file under dir (relative paths) with sizes. */
+export async function listFiles(dir: string, prefix = ""): Promise<Record<string, { size: number }>> {
+  const out: Record<string, { size: number }> = {};
+  for (const ent of await readdir(join(dir, prefix), { withFileTypes: true })) {
+    const rel = prefix ? `${prefix}/${ent.name}` : ent.name;
+    if (ent.isDirectory()) Object.assign(out, await listFiles(dir, rel));
+    else if (ent.isFile() && rel !== METADATA_FILE) out[rel] = { size: (await stat(join(dir, rel))).size };
+  }
+  return out;
+}
+
+/** A fresh temp dir inside snapshotsDir (same filesystem, so the final rename is atomic). */
+export async function makeTempSnapshotDir(snapshotsDir: string, name: string): Promise<string> {
+  await mkdir(snapshotsDir, { recursive: true });
+  const tmp = join(snapshotsDir, `.tmp-${name}-${randomBytes(4).toString("hex")}`);
+  await mkdir(tmp, { recursive: false, mode: 0o755 });
+  return tmp;
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Write metadata.json (with the file list) into tmpDir, fsync, then rename tmpDir → finalDir. An existing
+ * finalDir (an older fingerprint under the same name) is moved aside and removed after the swap.
+ */
+export async function publishSnapshot(
+  tmpDir: string,
+  finalDir: string,
+  meta: Omit<SnapshotMetadata, "files">,
+): Promise<SnapshotMetadata> {
+  const files = await listFiles(tmpDir);
+  const full: SnapshotMetadata = { ...meta, files };
+  const metaPath = join(tmpDir, METADATA_FILE);
+  const fh = await open(metaPath, "w", 0o644);
+  try {
+    await fh.writeFile(`${JSON.stringify(full, null, 2)}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await Promise.all(Object.keys(files).map((rel) => fsyncPath(join(tmpDir, rel)).catch(() => undefined)));
+  let old: string | undefined;
+  try {
+    await rename(tmpDir, finalDir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
+    old = `${finalDir}.old-${randomBytes(4).toString("hex")}`;
+    await rename(finalDir, old);
+    await rename(tmpDir, finalDir);
+  }
+  await fsyncPath(dirname(finalDir)).catch(() => undefined);
+  if (old) await rm(old, { recursive: true, force: true });
+  return full;
+}

@@ -1,0 +1,249 @@
+/**
+ * Public option and result types of @supermachine/core. The contract is spec/api.md; every name,
+ * default and unit below follows it. Fields marked "beyond" are extensions of this implementation.
+ */
+
+/** Where the image bytes come from. Default: `{ type: "registry" }`. */
+export type ImageSource =
+  /** Pull `ref` from its registry (docker semantics; plain HTTP only for 127.0.0.1 / localhost). */
+  | { type: "registry" }
+  /**
+   * An OCI image layout directory (`oci-layout`, `index.json`, `blobs/`). The tag of `ref` selects the
+   * manifest whose `org.opencontainers.image.ref.name` annotation matches; a layout with a single
+   * manifest is used whatever the tag.
+   */
+  | { type: "oci-layout"; path: string }
+  /** A `docker save` tarball or an OCI archive (a tar of an OCI layout). `ref` selects the image inside. */
+  | { type: "archive"; path: string };
+
+/** A host file copied into the guest root filesystem at bake time. Its contents feed the fingerprint. */
+export interface ExtraFile {
+  hostPath: string;
+  guestPath: string;
+}
+
+/** Symlink policy of a live host directory share. */
+export type SymlinkPolicy = "deny" | "opaque" | "follow";
+
+/** A live host directory share, mounted in the guest by tag. */
+export interface MountSpec {
+  hostPath: string;
+  /** Tag the guest mounts by (≤ 35 bytes). */
+  guestTag: string;
+  /** Default "opaque": guest symlinks are stored verbatim, the host never follows one out of the share. */
+  symlinks?: SymlinkPolicy;
+}
+
+/**
+ * A writable block volume backed by a sparse host file (created if missing). A blank file is formatted
+ * ext4 on the host with `mke2fs -t ext4 -F -E root_owner=0:0` before the VM first uses it; the agent
+ * mounts it at `guestPath`. Contents persist across restores and across pools; the snapshot holds only
+ * the mapping.
+ */
+export interface VolumeSpec {
+  hostPath: string;
+  guestPath: string;
+  /** Size of the backing file when it is created. Default 1024. */
+  sizeMib?: number;
+}
+
+/** Networking of the guest (beyond). */
+export type NetworkMode =
+  /** No network device; the guest has loopback only. Default. */
+  | "none"
+  /**
+   * User-mode NAT (QEMU slirp): the guest reaches the outside world through the host. Note that it can
+   * then also reach every service bound to the host's 127.0.0.1, which is why this is not the default.
+   */
+  | "nat";
+
+/** Accelerator choice (beyond): "auto" probes KVM/HVF and falls back to TCG with a warning. */
+export type Accelerator = "auto" | "kvm" | "hvf" | "tcg";
+
+/** Progress of a build, for progress bars (beyond). */
+export type BuildProgress =
+  | { phase: "resolve"; ref: string }
+  | { phase: "pull"; layer: string; bytesDone: number; bytesTotal: number }
+  | { phase: "rootfs"; bytesDone?: number; entries?: number }
+  | { phase: "initramfs" }
+  | { phase: "boot" }
+  | { phase: "warmup" }
+  | { phase: "snapshot" }
+  | { phase: "done"; cacheHit: boolean; snapshotPath: string };
+
+export interface BuildOptions {
+  /** OCI reference: `alpine:latest`, `registry:5000/ns/img:tag`, `img@sha256:...`. Required. */
+  ref: string;
+  /** Stable snapshot name (directory name under snapshotsDir). Default: derived from ref and fingerprint. */
+  name?: string;
+  /** Guest-visible RAM ceiling in MiB; host memory is committed lazily. Default 256. */
+  memoryMib?: number;
+  /** vCPUs per VM. Default 1. */
+  vcpus?: number;
+  /** Docker semantics. Default "missing". */
+  pullPolicy?: "always" | "missing" | "never";
+  /** Workload listener port (used with listenerRequired). Default 80. */
+  guestPort?: number;
+  /** Override the workload command. Default: the image's ENTRYPOINT + CMD. */
+  cmd?: string[];
+  /** Extra workload environment, merged over the image's Env. Default {}. */
+  env?: Record<string, string>;
+  /**
+   * false (default): snapshot just before the workload is exec'd (fast bake; the workload starts fresh
+   * on every restore). true: start the workload and snapshot once it listens on guestPort.
+   */
+  listenerRequired?: boolean;
+  /** Where snapshots live. Default `~/.local/supermachine-snapshots` (env SUPERMACHINE_SNAPSHOTS_DIR). */
+  snapshotsDir?: string;
+  /** Host files copied into the guest filesystem at bake; their contents feed the fingerprint. */
+  extraFiles?: ExtraFile[];
+  /** Live host directory shares. */
+  mounts?: MountSpec[];
+  /** Writable block volumes backed by sparse host files. */
+  volumes?: VolumeSpec[];
+  /** Appended to the kernel command line; part of the fingerprint. */
+  extraKernelArgs?: string[];
+  /** Versions the warmup for cache invalidation. Default "default". Only counts when warmup is given. */
+  warmupTag?: string;
+  /** Runs on a freshly booted guest before capture. The WarmupVm's exec fails after it returns. */
+  warmup?: (vm: WarmupVm) => Promise<void>;
+  /**
+   * Where the image bytes come from instead of a registry (the "image source override").
+   * Default `{ type: "registry" }`. See {@link ImageSource}.
+   */
+  source?: ImageSource;
+  /** Beyond: guest networking. Default "none". Part of the fingerprint. */
+  network?: NetworkMode;
+  /** Beyond: accelerator. Default "auto". Not part of the fingerprint. */
+  accel?: Accelerator;
+  /** Beyond: platform to pull, e.g. "linux/arm64". Default: the host's. */
+  platform?: string;
+  /** Beyond: explicit kernel bundle directory (else SUPERMACHINE_KERNEL_DIR, else the cache). */
+  kernelDir?: string;
+  /** Beyond: writable tmpfs upper layer size in MiB. Default: half of memoryMib. */
+  tmpfsMib?: number;
+  /** Beyond: progress callback (pull bytes, bake phases). */
+  onProgress?: (event: BuildProgress) => void;
+}
+
+export interface PoolOptions {
+  /** Idle VMs kept warm, started eagerly. Default 1. */
+  min?: number;
+  /** Total VMs (in use + idle). Default 1, or `min` when only min is given. min > max is an error. */
+  max?: number;
+  /** How long acquire waits; 0 means forever. Default 60000. */
+  acquireTimeoutMs?: number;
+  /** Idle VMs above min are stopped after this. Default: never. */
+  idleTimeoutMs?: number;
+  /** true (default): every release discards the VM and a clean one is restored. false: dirty reuse. */
+  restoreOnRelease?: boolean;
+  /**
+   * Runtime override of the image's memoryMib without a re-bake. Passed to the backend's restore; a
+   * value that differs from the baked one makes each VM cold-boot instead of restore when the backend
+   * cannot resize a restored guest (see README).
+   */
+  memoryMib?: number;
+  /** Runtime override of the image's vcpus. */
+  vcpus?: number;
+  /** Per-VM restore deadline; a VM that misses it is discarded and replaced. Default 30000. */
+  restoreTimeoutMs?: number;
+}
+
+export interface PoolStats {
+  alive: number;
+  inUse: number;
+  idle: number;
+  waiting: number;
+  min: number;
+  max: number;
+}
+
+export interface AcquireOptions {
+  /** Aborting removes the waiter; acquire rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface StagedFile {
+  guestPath: string;
+  bytes: Buffer | Uint8Array | string;
+  /** Unix mode; default 0o644. */
+  mode?: number;
+}
+
+export interface ExecOptions {
+  /** argv[0] is resolved through PATH in the guest. Required. */
+  argv: string[];
+  /** Files written (mode 0644) before the command starts: guestPath → bytes. */
+  stageFiles?: Record<string, Buffer | Uint8Array | string>;
+  /** Same with an explicit mode per file. */
+  stageFilesMode?: StagedFile[];
+  /** Collect mode only: kill the process (and its group) after this. Default 60000; 0 = none. */
+  timeoutMs?: number;
+  /** Merged over the image environment. */
+  env?: Record<string, string>;
+  /** Working directory. Default "/". */
+  cwd?: string;
+  /** A follow-up command run only if argv exits 0, in the same call. */
+  chain?: { argv: string[]; env?: Record<string, string>; cwd?: string };
+  /** Allocate a pty; stdout and stderr merge onto stdout. Default false. */
+  tty?: boolean;
+  /** Initial pty size. Default 80x24. */
+  winsize?: { cols: number; rows: number };
+}
+
+export interface ExecOutput {
+  stdout: Buffer;
+  stderr: Buffer;
+  /** Exit status; -1 when killed by a signal, the timeout, or agent loss. */
+  exitCode: number;
+  /** Beyond: true when the timeout killed the process. */
+  timedOut?: boolean;
+  /** Beyond: the signal number that killed the process, if any. */
+  signal?: number | null;
+  /** Beyond: peak resident set size of the process in KiB. */
+  peakRssKib?: number;
+}
+
+export interface ExecExit {
+  exitCode: number;
+  timedOut: boolean;
+  peakRssKib?: number;
+  /** Beyond: the signal that killed the process, if any. */
+  signal?: number | null;
+}
+
+/** A streaming process started with `vm.spawn`. */
+export interface ExecChild {
+  /** Guest pid. */
+  readonly pid: number;
+  /** Write to stdin (resolves when accepted under flow control). */
+  writeStdin(buf: Buffer | Uint8Array | string): Promise<void>;
+  /** Close stdin (EOF for the process). */
+  closeStdin(): Promise<void>;
+  /** Up to maxBytes (default 65536) of stdout; an empty Buffer at EOF. */
+  readStdout(maxBytes?: number): Promise<Buffer>;
+  /** Up to maxBytes (default 65536) of stderr; an empty Buffer at EOF. */
+  readStderr(maxBytes?: number): Promise<Buffer>;
+  resize(cols: number, rows: number): Promise<void>;
+  signal(signum: number): Promise<void>;
+  /** Waits for exit; drains (discards) output nobody read. */
+  wait(): Promise<ExecExit>;
+  /** Beyond: stdout as a Node Readable (also async-iterable), with backpressure. */
+  readonly stdout: import("node:stream").Readable;
+  /** Beyond: stderr as a Node Readable (empty with tty). */
+  readonly stderr: import("node:stream").Readable;
+  /** Beyond: stdin as a Node Writable, with backpressure; end() closes stdin. */
+  readonly stdin: import("node:stream").Writable;
+}
+
+export interface TcpForwarder {
+  /** "127.0.0.1:54321" */
+  readonly localAddr: string;
+  /** Stop listening; idempotent; in-flight connections finish naturally. */
+  stop(): Promise<void>;
+}
+
+/** The VM handed to a warmup callback: exec only, and only while the callback runs. */
+export interface WarmupVm {
+  exec(options: ExecOptions): Promise<ExecOutput>;
+}

@@ -1,0 +1,143 @@
+import { describe, expect, it } from "vitest";
+import { validateBuildOptions, validateExecOptions, validatePoolOptions } from "./validate";
+
+function fieldOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    expect((err as { code?: string }).code).toBe("SM_INVALID_OPTIONS");
+    return (err as { details?: { field?: string } }).details?.field;
+  }
+  throw new Error("expected SM_INVALID_OPTIONS");
+}
+
+describe("validateBuildOptions", () => {
+  it("applies the api.md defaults", () => {
+    const o = validateBuildOptions({ ref: "busybox:latest" });
+    expect(o).toMatchObject({
+      memoryMib: 256,
+      vcpus: 1,
+      pullPolicy: "missing",
+      guestPort: 80,
+      env: {},
+      listenerRequired: false,
+      warmupTag: "default",
+      source: { type: "registry" },
+      network: "none",
+      accel: "auto",
+    });
+    expect(o.volumes).toEqual([]);
+  });
+
+  it("names the offending field", () => {
+    expect(fieldOf(() => validateBuildOptions({}))).toBe("ref");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", memoryMib: "256" }))).toBe("memoryMib");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", memoryMib: -1 }))).toBe("memoryMib");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", vcpus: 1.5 }))).toBe("vcpus");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", colour: "red" }))).toBe("colour");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", pullPolicy: "sometimes" }))).toBe("pullPolicy");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", cmd: ["sh", 1] }))).toBe("cmd[1]");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", env: { A: 1 } }))).toBe("env.A");
+    expect(
+      fieldOf(() =>
+        validateBuildOptions({ ref: "a", volumes: [{ hostPath: "/x", guestPath: "/d", sizeMib: -5 }] }),
+      ),
+    ).toBe("volumes[0].sizeMib");
+    expect(
+      fieldOf(() => validateBuildOptions({ ref: "a", volumes: [{ hostPath: "/x", guestPath: "d" }] })),
+    ).toBe("volumes[0].guestPath");
+    expect(
+      fieldOf(() =>
+        validateBuildOptions({ ref: "a", extraFiles: [{ hostPath: "/x", guestPath: "/y", mode: 1 }] }),
+      ),
+    ).toBe("extraFiles[0].mode");
+    expect(
+      fieldOf(() =>
+        validateBuildOptions({ ref: "a", mounts: [{ hostPath: "/x", guestTag: "t".repeat(36) }] }),
+      ),
+    ).toBe("mounts[0].guestTag");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", source: { type: "oci-layout" } }))).toBe(
+      "source.path",
+    );
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", source: { type: "ftp" } }))).toBe("source.type");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", warmup: "yes" }))).toBe("warmup");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", network: "bridge" }))).toBe("network");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", guestPort: 70000 }))).toBe("guestPort");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", name: "../up" }))).toBe("name");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", extraKernelArgs: ["a b"] }))).toBe(
+      "extraKernelArgs[0]",
+    );
+    expect(fieldOf(() => validateBuildOptions(null))).toBe("options");
+  });
+
+  it("accepts every documented source", () => {
+    expect(validateBuildOptions({ ref: "x", source: { type: "archive", path: "/t.tar" } }).source).toEqual({
+      type: "archive",
+      path: "/t.tar",
+    });
+    expect(validateBuildOptions({ ref: "x", source: { type: "oci-layout", path: "/l" } }).source.type).toBe(
+      "oci-layout",
+    );
+  });
+
+  it("defaults volume size and mount symlink policy", () => {
+    const o = validateBuildOptions({
+      ref: "x",
+      volumes: [{ hostPath: "/v.img", guestPath: "/data" }],
+      mounts: [{ hostPath: "/src", guestTag: "src" }],
+    });
+    expect(o.volumes[0]?.sizeMib).toBe(1024);
+    expect(o.mounts[0]?.symlinks).toBe("opaque");
+  });
+});
+
+describe("validatePoolOptions", () => {
+  it("defaults", () => {
+    expect(validatePoolOptions(undefined)).toEqual({
+      min: 1,
+      max: 1,
+      acquireTimeoutMs: 60000,
+      idleTimeoutMs: undefined,
+      restoreOnRelease: true,
+      memoryMib: undefined,
+      vcpus: undefined,
+      restoreTimeoutMs: 30000,
+    });
+    expect(validatePoolOptions({ min: 3 }).max).toBe(3);
+  });
+  it("rejects bad values", () => {
+    expect(fieldOf(() => validatePoolOptions({ min: 3, max: 2 }))).toBe("min");
+    expect(fieldOf(() => validatePoolOptions({ max: 0 }))).toBe("max");
+    expect(fieldOf(() => validatePoolOptions({ acquireTimeoutMs: -1 }))).toBe("acquireTimeoutMs");
+    expect(fieldOf(() => validatePoolOptions({ restoreOnRelease: "yes" }))).toBe("restoreOnRelease");
+    expect(fieldOf(() => validatePoolOptions({ maxSize: 3 }))).toBe("maxSize");
+  });
+});
+
+describe("validateExecOptions", () => {
+  it("defaults and merges staged files", () => {
+    const o = validateExecOptions({
+      argv: ["cat", "/a"],
+      stageFiles: { "/a": "hi" },
+      stageFilesMode: [{ guestPath: "/b.sh", bytes: Buffer.from("x"), mode: 0o755 }],
+    });
+    expect(o).toMatchObject({ timeoutMs: 60000, cwd: "/", tty: false, cols: 80, rows: 24, chain: null });
+    expect(o.stage).toEqual([
+      { path: "/a", data: Buffer.from("hi"), mode: 0o644 },
+      { path: "/b.sh", data: Buffer.from("x"), mode: 0o755 },
+    ]);
+  });
+  it("rejects bad values", () => {
+    expect(fieldOf(() => validateExecOptions({}))).toBe("argv");
+    expect(fieldOf(() => validateExecOptions({ argv: [] }))).toBe("argv");
+    expect(fieldOf(() => validateExecOptions({ argv: ["x"], timeoutMs: -1 }))).toBe("timeoutMs");
+    expect(fieldOf(() => validateExecOptions({ argv: ["x"], winsize: { cols: 0, rows: 2 } }))).toBe(
+      "winsize.cols",
+    );
+    expect(fieldOf(() => validateExecOptions({ argv: ["x"], stageFiles: { rel: "x" } }))).toBe(
+      'stageFiles["rel"]',
+    );
+    expect(fieldOf(() => validateExecOptions({ argv: ["x"], chain: {} }))).toBe("chain.argv");
+    expect(fieldOf(() => validateExecOptions({ argv: ["x"], stdin: "x" }))).toBe("stdin");
+  });
+});

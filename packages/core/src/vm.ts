@@ -1,0 +1,612 @@
+/**
+ * Vm: the handle a pool hands out. A `VmHandle` owns one running VMM + its agent session (the pooled
+ * resource); every acquire wraps it in a fresh `Vm` facade, so a released facade stays released even
+ * when the handle is reused (restoreOnRelease: false).
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import { registerForCleanup } from "./cleanup";
+import { codeOf, SupermachineError } from "./errors";
+import { startForwarder } from "./forwarder";
+import type { AgentChild, AgentPort, LiveVmPort } from "./ports";
+import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
+import { MAX_FILE_BYTES, optInt, toBuffer, validateExecOptions } from "./validate";
+
+let nextHandleId = 1;
+
+/** Where a mounted volume goes after resume (see volumes.ts for the why). */
+export interface HandleVolume {
+  guestPath: string;
+  device: string;
+}
+
+/** The pooled resource: one live VM and its agent session. */
+export class VmHandle {
+  readonly id = nextHandleId++;
+  dead = false;
+  deathError: Error | undefined;
+  readonly forwarders = new Set<TcpForwarder & { closeAll(): void }>();
+  #unregister: () => void;
+  #stopping: Promise<void> | undefined;
+  #execServer: Server | undefined;
+  #execPath: string | undefined;
+
+  constructor(
+    readonly live: LiveVmPort,
+    readonly agent: AgentPort,
+    readonly volumes: HandleVolume[] = [],
+  ) {
+    this.#unregister = registerForCleanup(() => live.killSync());
+    live.exited.then(
+      (r) =>
+        this.#markDead(r.error ?? new Error(r.expected ? "VM stopped" : "VMM process exited unexpectedly")),
+      (err) => this.#markDead(err as Error),
+    );
+    agent.onLost((err) => {
+      // The session died: if the VMM is gone too, exited will say so; treat the VM as failed either way.
+      this.#markDead(err);
+    });
+  }
+
+  #markDead(err: Error): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.deathError = err;
+  }
+
+  /** Map an agent error to the public error space. */
+  async translate(err: unknown, what: string): Promise<Error> {
+    const remote = (err as { remoteCode?: unknown } | null)?.remoteCode;
+    const code = typeof remote === "string" ? remote : codeOf(err);
+    if (code === "SM_AGENT_LOST" || code === "SM_AGENT_PROTOCOL" || this.dead) {
+      // Give the VMM exit a moment to be observed, so the message names the real cause.
+      await Promise.race([this.live.exited.catch(() => undefined), new Promise((r) => setTimeout(r, 200))]);
+      return new SupermachineError(
+        "SM_GUEST_CRASHED",
+        `The VM died during ${what}${this.deathError ? `: ${this.deathError.message}` : ""}. The pool replaces it; acquire a new Vm.`,
+        { cause: err },
+      );
+    }
+    if (code === "SM_FILE_TOO_LARGE") {
+      return new SupermachineError("SM_FILE_TOO_LARGE", `${what}: file larger than 4 MiB`, { cause: err });
+    }
+    if (code && /^E[A-Z]+$/.test(code)) {
+      const e = new SupermachineError(
+        "SM_AGENT_ERROR",
+        `${what} failed in the guest: ${code} ${(err as Error).message ?? ""}`.trim(),
+        {
+          cause: err,
+          details: { agentCode: code },
+        },
+      );
+      return e;
+    }
+    return err instanceof Error ? err : new Error(String(err));
+  }
+
+  /** After a restore (or the bake VM's handoff): set clock + reseed RNG, then mount volumes. */
+  async resume(): Promise<void> {
+    const timeNs = BigInt(Date.now()) * 1_000_000n + BigInt(process.hrtime()[1] % 1_000_000);
+    await this.agent.resume(timeNs, randomBytes(64));
+    if (this.volumes.length > 0) await this.mountVolumes();
+  }
+
+  async mountVolumes(): Promise<void> {
+    // The guest may hold stale cached blocks of the device from bake time: drop clean caches first.
+    await this.agent.writeFile("/proc/sys/vm/drop_caches", Buffer.from("3\n"), 0o644).catch(() => undefined);
+    for (const v of this.volumes) {
+      const r = await this.agent.exec({
+        argv: [
+          "/bin/sh",
+          "-c",
+          'mkdir -p "$2" && mount -t ext4 -o noatime "$1" "$2"',
+          "sh",
+          v.device,
+          v.guestPath,
+        ],
+        env: {},
+        cwd: "/",
+        stage: [],
+        timeoutMs: 30_000,
+        chain: null,
+        tty: false,
+        cols: 80,
+        rows: 24,
+      });
+      if (r.exitCode !== 0) {
+        throw new SupermachineError(
+          "SM_VOLUME_INVALID",
+          `Mounting volume ${v.device} at ${v.guestPath} failed (exit ${r.exitCode}): ${r.stderr.toString().trim()}. The image needs /bin/sh and mount.`,
+        );
+      }
+    }
+  }
+
+  get execPath(): string {
+    if (this.#execPath) return this.#execPath;
+    const path = join(this.live.runtimeDir, "exec.sock");
+    this.#execPath = path;
+    this.#execServer = serveExecSocket(path, (opts) => this.exec(opts));
+    return path;
+  }
+
+  exec(options: ExecOptions): Promise<ExecOutput> {
+    return execOn(this, options);
+  }
+
+  /** Stop the VM (idempotent). Volumes are unmounted cleanly by the agent's shutdown first. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      for (const f of this.forwarders) f.closeAll();
+      this.forwarders.clear();
+      this.#execServer?.close();
+      if (this.volumes.length > 0 && !this.dead) {
+        await Promise.race([
+          this.agent.shutdown().catch(() => undefined),
+          new Promise((r) => setTimeout(r, 3000)),
+        ]);
+      }
+      this.agent.close();
+      try {
+        await this.live.stop();
+      } finally {
+        this.dead = true;
+        this.#unregister();
+      }
+    })();
+    return this.#stopping;
+  }
+}
+
+async function execOn(handle: VmHandle, options: ExecOptions): Promise<ExecOutput> {
+  const o = validateExecOptions(options);
+  if (handle.dead) throw await handle.translate(null, "exec");
+  try {
+    const r = await handle.agent.exec({
+      argv: o.argv,
+      env: o.env,
+      cwd: o.cwd,
+      stage: o.stage,
+      timeoutMs: o.timeoutMs,
+      chain: o.chain,
+      tty: o.tty,
+      cols: o.cols,
+      rows: o.rows,
+    });
+    return {
+      stdout: r.stdout,
+      stderr: r.stderr,
+      exitCode: r.exitCode,
+      timedOut: r.timedOut,
+      signal: r.signal,
+      peakRssKib: r.peakRssKib,
+    };
+  } catch (err) {
+    const e = await handle.translate(err, "exec");
+    if (codeOf(e) === "SM_AGENT_ERROR" && (e as SupermachineError).details?.agentCode === "ENOENT") {
+      // cwd missing: report like a shell would rather than as an exception.
+      return {
+        stdout: Buffer.alloc(0),
+        stderr: Buffer.from(`sm: ${o.cwd}: ${(err as Error).message}\n`),
+        exitCode: 127,
+      };
+    }
+    throw e;
+  }
+}
+
+/** JSON-lines exec server behind `vm.execPath` (see README "Escape hatches"). */
+function serveExecSocket(path: string, exec: (o: ExecOptions) => Promise<ExecOutput>): Server {
+  if (existsSync(path)) rmSync(path, { force: true });
+  const server = createServer((sock) => {
+    let buf = "";
+    let chain = Promise.resolve();
+    sock.setEncoding("utf8");
+    sock.on("error", () => undefined);
+    sock.on("data", (chunk: string) => {
+      buf += chunk;
+      if (buf.length > 8 * 1024 * 1024) {
+        sock.destroy();
+        return;
+      }
+      let nl = buf.indexOf("\n");
+      while (nl >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        nl = buf.indexOf("\n");
+        if (!line.trim()) continue;
+        chain = chain.then(async () => {
+          let reply: Record<string, unknown>;
+          try {
+            const req = JSON.parse(line) as Record<string, unknown>;
+            const { stdin: _ignored, ...opts } = req;
+            const out = await exec(opts as unknown as ExecOptions);
+            reply = {
+              exitCode: out.exitCode,
+              stdout: out.stdout.toString("base64"),
+              stderr: out.stderr.toString("base64"),
+              timedOut: out.timedOut ?? false,
+            };
+          } catch (err) {
+            reply = { error: { code: codeOf(err) ?? "EIO", message: (err as Error).message } };
+          }
+          if (!sock.destroyed) sock.write(`${JSON.stringify(reply)}\n`);
+        });
+      }
+    });
+  });
+  server.listen(path);
+  server.unref();
+  return server;
+}
+
+function pullRead(stream: Readable, maxBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const attempt = (): boolean => {
+      const chunk = stream.read() as Buffer | null;
+      if (chunk !== null) {
+        const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+        if (b.length > maxBytes) {
+          stream.unshift(b.subarray(maxBytes));
+          resolve(b.subarray(0, maxBytes));
+        } else resolve(b);
+        return true;
+      }
+      if (stream.readableEnded || stream.destroyed) {
+        resolve(Buffer.alloc(0));
+        return true;
+      }
+      return false;
+    };
+    if (attempt()) return;
+    const cleanup = () => {
+      stream.off("readable", onReadable);
+      stream.off("end", onEnd);
+      stream.off("error", onError);
+      stream.off("close", onEnd);
+    };
+    const onReadable = () => {
+      if (attempt()) cleanup();
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(Buffer.alloc(0));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    stream.on("readable", onReadable);
+    stream.once("end", onEnd);
+    stream.once("close", onEnd);
+    stream.once("error", onError);
+  });
+}
+
+function writeTo(stream: Writable, data: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (stream.writableEnded || stream.destroyed) {
+      reject(new SupermachineError("SM_UNSUPPORTED", "stdin is closed"));
+      return;
+    }
+    stream.write(data, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+class ExecChildImpl implements ExecChild {
+  #exit: Promise<ExecExit> | undefined;
+
+  constructor(
+    private readonly child: AgentChild,
+    private readonly handle: VmHandle,
+  ) {}
+
+  get pid(): number {
+    return this.child.pid;
+  }
+  get stdout(): Readable {
+    return this.child.stdout;
+  }
+  get stderr(): Readable {
+    return this.child.stderr;
+  }
+  get stdin(): Writable {
+    return this.child.stdin;
+  }
+
+  writeStdin(buf: Buffer | Uint8Array | string): Promise<void> {
+    return writeTo(this.child.stdin, toBuffer(buf, "buf"));
+  }
+
+  closeStdin(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.child.stdin.writableEnded) resolve();
+      else this.child.stdin.end(() => resolve());
+    });
+  }
+
+  readStdout(maxBytes = 65536): Promise<Buffer> {
+    optInt(maxBytes, "maxBytes", { min: 1 });
+    return pullRead(this.child.stdout, maxBytes);
+  }
+
+  readStderr(maxBytes = 65536): Promise<Buffer> {
+    optInt(maxBytes, "maxBytes", { min: 1 });
+    return pullRead(this.child.stderr, maxBytes);
+  }
+
+  async resize(cols: number, rows: number): Promise<void> {
+    optInt(cols, "cols", { min: 1, max: 65535 });
+    optInt(rows, "rows", { min: 1, max: 65535 });
+    try {
+      await this.child.resize(cols, rows);
+    } catch (err) {
+      throw await this.handle.translate(err, "resize");
+    }
+  }
+
+  async signal(signum: number): Promise<void> {
+    optInt(signum, "signum", { min: 1, max: 64 });
+    try {
+      await this.child.signal(signum);
+    } catch (err) {
+      throw await this.handle.translate(err, "signal");
+    }
+  }
+
+  wait(): Promise<ExecExit> {
+    this.#exit ??= (async () => {
+      // Drain output nobody consumes, so the process never blocks on a full pipe.
+      for (const s of [this.child.stdout, this.child.stderr]) {
+        if (s.listenerCount("data") + s.listenerCount("readable") === 0) s.resume();
+      }
+      try {
+        const r = await this.child.wait();
+        return { exitCode: r.exitCode, timedOut: r.timedOut, peakRssKib: r.peakRssKib, signal: r.signal };
+      } catch (err) {
+        throw await this.handle.translate(err, "wait");
+      }
+    })();
+    return this.#exit;
+  }
+}
+
+export interface VmOwner {
+  /** Return the handle (called once per facade). */
+  release(handle: VmHandle): Promise<void>;
+  /** Capture a snapshot of a running handle into destDir; returns the new Image. */
+  snapshot(handle: VmHandle, destDir: string): Promise<unknown>;
+}
+
+/** The public Vm facade. */
+export class Vm implements AsyncDisposable {
+  #handle: VmHandle | undefined;
+  #released: Promise<void> | undefined;
+
+  /** @internal */
+  constructor(
+    handle: VmHandle,
+    private readonly owner: VmOwner,
+  ) {
+    this.#handle = handle;
+  }
+
+  #live(what: string): VmHandle {
+    const h = this.#handle;
+    if (!h || this.#released) {
+      throw new SupermachineError(
+        "SM_VM_RELEASED",
+        `Cannot ${what}: this Vm was released. Acquire a new one from the pool.`,
+      );
+    }
+    return h;
+  }
+
+  async #guard<T>(what: string, fn: (h: VmHandle) => Promise<T>): Promise<T> {
+    const h = this.#live(what);
+    if (h.dead) throw await h.translate(null, what);
+    try {
+      return await fn(h);
+    } catch (err) {
+      if (err instanceof SupermachineError) throw err;
+      throw await h.translate(err, what);
+    }
+  }
+
+  /** Run to completion and collect the output. */
+  exec(options: ExecOptions): Promise<ExecOutput> {
+    try {
+      const h = this.#live("exec");
+      return execOn(h, options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Start a streaming process; timeoutMs is ignored. */
+  spawn(options: ExecOptions): Promise<ExecChild> {
+    return this.#guard("spawn", async (h) => {
+      const o = validateExecOptions(options);
+      const child = await h.agent.spawn({
+        argv: o.argv,
+        env: o.env,
+        cwd: o.cwd,
+        stage: o.stage,
+        chain: o.chain,
+        tty: o.tty,
+        cols: o.cols,
+        rows: o.rows,
+      });
+      return new ExecChildImpl(child, h);
+    });
+  }
+
+  /** Write a file (≤ 4 MiB) in the guest, mode 0644, parent directories created. */
+  writeFile(path: string, bytes: Buffer | Uint8Array | string): Promise<void> {
+    return this.#guard("writeFile", async (h) => {
+      if (typeof path !== "string" || !path.startsWith("/")) {
+        throw new SupermachineError(
+          "SM_INVALID_OPTIONS",
+          "Invalid option `path`: must be an absolute guest path",
+          {
+            details: { field: "path" },
+          },
+        );
+      }
+      const data = toBuffer(bytes, "bytes");
+      if (data.length > MAX_FILE_BYTES) {
+        throw new SupermachineError(
+          "SM_FILE_TOO_LARGE",
+          `writeFile(${path}): ${data.length} bytes is over the 4 MiB cap; split it, use exec stageFiles, or a volume.`,
+        );
+      }
+      await h.agent.writeFile(path, data, 0o644);
+    });
+  }
+
+  /** Read a file (≤ 4 MiB) from the guest. */
+  readFile(path: string): Promise<Buffer> {
+    return this.#guard("readFile", async (h) => {
+      if (typeof path !== "string" || !path.startsWith("/")) {
+        throw new SupermachineError(
+          "SM_INVALID_OPTIONS",
+          "Invalid option `path`: must be an absolute guest path",
+          {
+            details: { field: "path" },
+          },
+        );
+      }
+      try {
+        return (await h.agent.readFile(path)).data;
+      } catch (err) {
+        const remote = (err as { remoteCode?: unknown }).remoteCode;
+        if (codeOf(err) === "SM_FILE_TOO_LARGE" || remote === "SM_FILE_TOO_LARGE") {
+          throw new SupermachineError(
+            "SM_FILE_TOO_LARGE",
+            `readFile(${path}): the file is over the 4 MiB cap; use exec/spawn (e.g. cat) to stream it.`,
+            {
+              cause: err,
+            },
+          );
+        }
+        throw err;
+      }
+    });
+  }
+
+  /** Pause, capture into destDir, resume; the Vm stays usable. Resolves with an Image of the snapshot. */
+  snapshot(destDir: string): Promise<import("./image").Image> {
+    return this.#guard("snapshot", async (h) => {
+      if (typeof destDir !== "string" || destDir.length === 0) {
+        throw new SupermachineError(
+          "SM_INVALID_OPTIONS",
+          "Invalid option `destDir`: expected a directory path",
+          {
+            details: { field: "destDir" },
+          },
+        );
+      }
+      return (await this.owner.snapshot(h, destDir)) as import("./image").Image;
+    });
+  }
+
+  /** Signal the image's workload (the CMD started at boot/resume), not an exec'd process. */
+  workloadSignal(signum: number): Promise<void> {
+    return this.#guard("workloadSignal", async (h) => {
+      optInt(signum, "signum", { min: 1, max: 64 });
+      if (signum === undefined)
+        throw new SupermachineError("SM_INVALID_OPTIONS", "Invalid option `signum`: is required");
+      await h.agent.workloadSignal(signum);
+    });
+  }
+
+  /** Listen on 127.0.0.1:hostPort (0 = free port) and forward each connection to guestPort in the guest. */
+  exposeTcp(hostPort: number, guestPort: number): Promise<TcpForwarder> {
+    return this.#guard("exposeTcp", async (h) => {
+      optInt(hostPort, "hostPort", { min: 0, max: 65535 });
+      optInt(guestPort, "guestPort", { min: 1, max: 65535 });
+      if (hostPort === undefined || guestPort === undefined) {
+        throw new SupermachineError(
+          "SM_INVALID_OPTIONS",
+          "Invalid option `guestPort`: hostPort and guestPort are required",
+        );
+      }
+      const fwd = await startForwarder(hostPort, guestPort, (port) => h.agent.tcpConnect(port));
+      h.forwarders.add(fwd);
+      return fwd;
+    });
+  }
+
+  /** Return the VM to its pool; idempotent. */
+  release(): Promise<void> {
+    if (!this.#released) {
+      const h = this.#handle;
+      this.#handle = undefined;
+      this.#released = h ? this.owner.release(h) : Promise.resolve();
+    }
+    return this.#released;
+  }
+
+  /** Same as release(). */
+  dispose(): Promise<void> {
+    return this.release();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.release();
+  }
+
+  /**
+   * Host path of the VM's agent transport socket (QEMU virtio-serial chardev, Unix stream). It speaks
+   * the agent protocol (packages/agent-protocol/SPEC.md). Core holds the single session while the Vm is
+   * in use: a client connecting here starts a new session (hello) and ends core's — use it for
+   * debugging or a fully custom client only.
+   */
+  get vsockPath(): string {
+    return this.#live("read vsockPath").live.agentSocketPath;
+  }
+
+  /**
+   * Host path of a Unix socket served by core for bring-your-own exec clients, speaking JSON lines:
+   * each request line is an ExecOptions object (`stageFiles` values base64 are not supported; use
+   * strings), each reply line `{exitCode, stdout: base64, stderr: base64, timedOut}` or `{error:{code,message}}`.
+   * Started on first access; closed on release.
+   */
+  get execPath(): string {
+    return this.#live("read execPath").execPath;
+  }
+}
+
+/** The warmup facade: exec only, and only until the warmup callback returns. */
+export class WarmupVmImpl implements WarmupVm {
+  #open = true;
+  constructor(private readonly handle: VmHandle) {}
+
+  exec(options: ExecOptions): Promise<ExecOutput> {
+    if (!this.#open) {
+      return Promise.reject(
+        new SupermachineError(
+          "SM_WARMUP_OVER",
+          "The warmup is over: a WarmupVm cannot be used after the warmup callback returned.",
+        ),
+      );
+    }
+    return execOn(this.handle, options);
+  }
+
+  get vsockPath(): string {
+    throw new SupermachineError("SM_UNSUPPORTED", "vsockPath is not available on the WarmupVm.");
+  }
+
+  get execPath(): string {
+    throw new SupermachineError("SM_UNSUPPORTED", "execPath is not available on the WarmupVm.");
+  }
+
+  /** @internal */
+  close(): void {
+    this.#open = false;
+  }
+}
