@@ -189,7 +189,12 @@ describe("waiters", () => {
 describe("reset and validate", () => {
   it("runs reset on release before the resource becomes idle again", async () => {
     let finishReset: () => void = noop;
-    const reset = vi.fn(() => new Promise<void>((r) => (finishReset = r)));
+    const reset = vi.fn(
+      () =>
+        new Promise<void>((r) => {
+          finishReset = r;
+        }),
+    );
     const h = makeHarness({ max: 1, reset });
     const r = await h.pool.acquire();
     h.pool.release(r);
@@ -242,7 +247,10 @@ describe("reset and validate", () => {
     const h = makeHarness({
       max: 1,
       acquireTimeoutMs: 50,
-      validate: () => new Promise<boolean>((r) => (pass = r)),
+      validate: () =>
+        new Promise<boolean>((r) => {
+          pass = r;
+        }),
     });
     const r = await h.pool.acquire();
     h.pool.release(r);
@@ -443,7 +451,13 @@ describe("shutdown and drain", () => {
 
   it("waits for running resets before resolving", async () => {
     let finish: () => void = noop;
-    const h = makeHarness({ max: 1, reset: () => new Promise<void>((r) => (finish = r)) });
+    const h = makeHarness({
+      max: 1,
+      reset: () =>
+        new Promise<void>((r) => {
+          finish = r;
+        }),
+    });
     const r = await h.pool.acquire();
     h.pool.release(r);
     const done = track(h.pool.shutdown());

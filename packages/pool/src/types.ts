@@ -112,7 +112,8 @@ export interface PoolEvents {
   };
   release: { resourceId: number };
   "reset-fail": { resourceId: number; error: unknown };
-  "validate-fail": { resourceId: number; error: unknown };
+  /** `requestId`: the acquire the resource was being validated for (it goes back to the front of the line). */
+  "validate-fail": { resourceId: number; requestId: number; error: unknown };
   destroy: { resourceId: number; reason: DestroyReason };
   "destroy-fail": { resourceId: number; error: unknown };
 }

@@ -1,0 +1,6 @@
+import { expect, it } from "vitest";
+import * as pool from "./index";
+
+it("exports exactly the public API", () => {
+  expect(Object.keys(pool).sort()).toEqual(["PoolError", "createPool"]);
+});
