@@ -1,6 +1,12 @@
+export type { RootfsCommandArgs } from "./cli";
+export { parseRootfsArgs, ROOTFS_USAGE, runRootfsCommand } from "./cli";
 export type { RootfsErrorCode } from "./errors";
 export { isRootfsError, RootfsError } from "./errors";
+export type { BuildInitramfsOptions, BuildInitramfsResult } from "./initramfs";
+export { buildInitramfs } from "./initramfs";
 export { tarFileLayer, tarLayer } from "./layers";
+export type { ResolvedModule } from "./modules";
+export { resolveModules } from "./modules";
 export type { BuildRootfsOptions, BuildRootfsResult, RootfsProgress } from "./rootfs";
 export { buildRootfs } from "./rootfs";
 export type { ExtraFile, LayerEntry, LayerInput, TarHeader } from "./types";
