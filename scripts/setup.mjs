@@ -15,7 +15,7 @@ import { ensureFixtures } from "./lib/fixture-build.mjs";
 import { ensureKernels } from "./lib/kernels.mjs";
 import { ensureRegistry, stopRegistry } from "./lib/registry.mjs";
 import { ensureSystemPackages } from "./lib/system.mjs";
-import { REPO_ROOT, activity, cacheDir, note, run, say, setQuiet, withLock } from "./lib/util.mjs";
+import { activity, cacheDir, note, REPO_ROOT, run, say, setQuiet, withLock } from "./lib/util.mjs";
 
 /** Build the static guest agent for both arches (when guest-agent/Makefile exists). */
 export async function ensureAgent() {
@@ -38,10 +38,20 @@ export async function setupAll() {
   const notes = [];
   const { bundles, notes: kn } = await withLock("setup", () => ensureKernels());
   notes.push(...kn);
-  const agentNote = await withLock("setup", () => ensureAgent());
-  if (agentNote) notes.push(agentNote);
+  // A broken agent build must not keep the registry and fixtures from being provisioned: report it last.
+  let agentError = null;
+  try {
+    const agentNote = await withLock("setup", () => ensureAgent());
+    if (agentNote) notes.push(agentNote);
+  } catch (e) {
+    agentError = e;
+  }
   const reg = await ensureRegistry();
   const fx = await ensureFixtures();
+  if (agentError) {
+    agentError.message = `guest agent build failed (everything else is provisioned):\n${agentError.message}`;
+    throw agentError;
+  }
   return { bundles, registry: reg.host, fixtures: Object.keys(fx.images), notes };
 }
 
@@ -78,12 +88,16 @@ async function main(argv) {
     }
     case "registry": {
       const r = await ensureRegistry();
-      console.log(`setup: registry ${activity.count ? "started" : "running"} on ${r.host} (pid ${r.pid})`);
+      // When it was started, the progress line already said so (stderr); stdout always gets the host.
+      if (activity.count === 0) console.log(`setup: registry running on ${r.host} (pid ${r.pid})`);
+      else console.log(r.host);
       return;
     }
     case "registry-stop": {
       const pids = await stopRegistry();
-      console.log(pids.length ? `setup: registry stopped (pid ${pids.join(", ")})` : "setup: registry was not running");
+      console.log(
+        pids.length ? `setup: registry stopped (pid ${pids.join(", ")})` : "setup: registry was not running",
+      );
       return;
     }
     case "fixtures": {
@@ -97,7 +111,9 @@ async function main(argv) {
       return;
     }
     default:
-      console.error(`unknown command ${cmd}; use: all | system | kernels | agent | registry | registry-stop | fixtures | status`);
+      console.error(
+        `unknown command ${cmd}; use: all | system | kernels | agent | registry | registry-stop | fixtures | status`,
+      );
       process.exitCode = 64;
   }
 }
@@ -105,7 +121,9 @@ async function main(argv) {
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
     process.once(sig, () => {
-      process.stderr.write(`\nsetup: interrupted (${sig}); the next run resumes from the last complete step\n`);
+      process.stderr.write(
+        `\nsetup: interrupted (${sig}); the next run resumes from the last complete step\n`,
+      );
       process.exit(130); // the exit handler removes our lock files; temp dirs are cleaned next run
     });
   }

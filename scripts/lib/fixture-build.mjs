@@ -7,8 +7,8 @@ import {
   existsSync,
   linkSync,
   mkdirSync,
-  readFileSync,
   readdirSync,
+  readFileSync,
   renameSync,
   rmSync,
   statSync,
@@ -18,8 +18,8 @@ import {
 import { dirname, join } from "node:path";
 import { downloadDeb } from "./kernels.mjs";
 import { ensureRegistry } from "./registry.mjs";
+import { aptCache } from "./system.mjs";
 import {
-  SetupError,
   cacheDir,
   cleanStaleTemps,
   isRoot,
@@ -27,6 +27,7 @@ import {
   readJson,
   replaceDir,
   run,
+  SetupError,
   say,
   sha256,
   sha256File,
@@ -109,7 +110,8 @@ class Layout {
       os: "linux",
       config,
       rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
-      history: history ?? layers.map((_, i) => ({ created: EPOCH, created_by: `supermachine fixture layer ${i}` })),
+      history:
+        history ?? layers.map((_, i) => ({ created: EPOCH, created_by: `supermachine fixture layer ${i}` })),
     };
     const cfgDesc = this.json(cfg, MT.config);
     const manifest = {
@@ -192,27 +194,36 @@ async function busyboxApplets() {
 
 /** A minimal busybox root: /bin/busybox, applet symlinks, passwd/group, the usual dirs. */
 async function busyboxRoot(root, busyboxBin, applets) {
-  for (const d of ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "var", "home"]) dir(root, d);
+  for (const d of ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "var", "home"])
+    dir(root, d);
   dir(root, "tmp", 0o1777);
   dir(root, "root", 0o700);
   copyFileSync(busyboxBin, join(root, "bin/busybox"));
   chmodSync(join(root, "bin/busybox"), 0o755);
   for (const a of applets) symlink(root, a, "/bin/busybox");
-  put(root, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n");
+  put(
+    root,
+    "etc/passwd",
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+  );
   put(root, "etc/group", "root:x:0:\nnogroup:x:65534:\n");
   put(root, "etc/hostname", "busybox\n");
 }
 
 // ---------------------------------------------------------------------------------------------- fixtures
 /**
- * Each fixture: inputs() → key material (resolved versions), build(layout, work, inputs, deps).
+ * Each fixture: version (bump when its build changes), inputs() → key material (resolved package versions),
+ * build(layout, work, inputs, deps).
  * `deps` = built layouts of fixtures this one reuses.
  */
 const FIXTURES = {
   busybox: {
+    version: 1, // bump when build() changes
     platforms: ["linux/amd64"],
     async inputs() {
-      const v = await run("dpkg-query", ["-W", "-f", "${Version}", "busybox-static"], { allowFail: true });
+      const v = await run("dpkg-query", ["-W", "-f", "$" + "{Version}", "busybox-static"], {
+        allowFail: true,
+      });
       const bin = (await run("sh", ["-c", "command -v busybox"])).stdout.trim();
       return { busyboxStatic: v.stdout.trim() || "unknown", binSha: await sha256File(bin), bin };
     },
@@ -230,6 +241,7 @@ const FIXTURES = {
   },
 
   layers: {
+    version: 1, // bump when build() changes
     platforms: ["linux/amd64"],
     deps: ["busybox"],
     async inputs(deps) {
@@ -239,7 +251,10 @@ const FIXTURES = {
       const base = deps.busybox;
       const baseManifest = base.manifest();
       const baseCfg = base.config();
-      const baseLayer = { desc: layout.copyFrom(base.layout, baseManifest.layers[0]), diffId: baseCfg.rootfs.diff_ids[0] };
+      const baseLayer = {
+        desc: layout.copyFrom(base.layout, baseManifest.layers[0]),
+        diffId: baseCfg.rootfs.diff_ids[0],
+      };
       const long = `${"l".repeat(100)}-${"o".repeat(100)}-long-name.txt`; // 214 chars
       const deep = `deep/${"d".repeat(90)}/${"e".repeat(90)}/${"f".repeat(90)}`;
       // Layer 1 (GNU tar format): the starting tree.
@@ -298,6 +313,7 @@ const FIXTURES = {
   },
 
   httpd: {
+    version: 1, // bump when build() changes
     platforms: ["linux/amd64"],
     deps: ["busybox"],
     async inputs(deps) {
@@ -334,11 +350,11 @@ const FIXTURES = {
   },
 
   multiarch: {
+    version: 1, // bump when build() changes
     platforms: ["linux/amd64", "linux/arm64"],
     deps: ["busybox"],
     async inputs(deps) {
-      const pol = await run("apt-cache", ["policy", "busybox-static:arm64"], { allowFail: true });
-      const v = /Candidate:\s*(\S+)/.exec(pol.stdout)?.[1];
+      const v = /Candidate:\s*(\S+)/.exec(await aptCache(["policy", "busybox-static:arm64"]))?.[1];
       if (!v || v === "(none)") return null; // apt metadata for arm64 unavailable
       return { base: deps.busybox.key, arm64: v };
     },
@@ -368,7 +384,12 @@ const FIXTURES = {
           schemaVersion: 2,
           mediaType: MT.index,
           manifests: [
-            { mediaType: MT.manifest, digest: amdDesc.digest, size: amdDesc.size, platform: { architecture: "amd64", os: "linux" } },
+            {
+              mediaType: MT.manifest,
+              digest: amdDesc.digest,
+              size: amdDesc.size,
+              platform: { architecture: "amd64", os: "linux" },
+            },
             { ...armDesc, platform: { architecture: "arm64", os: "linux", variant: "v8" } },
           ],
         },
@@ -379,17 +400,21 @@ const FIXTURES = {
   },
 
   "debian-python": {
+    version: 1, // bump when build() changes
     platforms: ["linux/amd64"],
     async inputs() {
       // Deliberately not keyed on package versions: debootstrap takes minutes, so this is cached hard.
       return { suite: "bookworm", variant: "minbase", include: "python3-minimal", user: "app:1000:1000" };
     },
     async build(layout, work, inp) {
-      if (!isRoot()) throw new SetupError("the debian-python fixture needs root (debootstrap); run setup as root");
+      if (!isRoot())
+        throw new SetupError("the debian-python fixture needs root (debootstrap); run setup as root");
       const mirror = debianMirror();
       const root = join(work, "root");
       const t0 = Date.now();
-      say(`fixture debian-python: debootstrap --variant=minbase --include=python3-minimal bookworm (takes minutes)`);
+      say(
+        `fixture debian-python: debootstrap --variant=minbase --include=python3-minimal bookworm (takes minutes)`,
+      );
       await run("debootstrap", [
         `--variant=${inp.variant}`,
         `--include=${inp.include}`,
@@ -408,7 +433,8 @@ const FIXTURES = {
       await run("chown", ["1000:1000", join(root, "home/app")]);
       // Like container images: no device nodes, no apt caches, no debootstrap logs.
       for (const d of ["dev", "proc", "sys", "run", "tmp"]) {
-        for (const n of readdirSync(join(root, d))) rmSync(join(root, d, n), { recursive: true, force: true });
+        for (const n of readdirSync(join(root, d)))
+          rmSync(join(root, d, n), { recursive: true, force: true });
       }
       for (const d of ["var/cache/apt/archives", "var/lib/apt/lists", "var/log"]) {
         if (!existsSync(join(root, d))) continue;
@@ -453,12 +479,18 @@ export function debianMirror() {
       for (const para of text.split(/\n\s*\n/)) {
         const field = (k) =>
           new RegExp(`^${k}:\\s*(.+)$`, "im")
-            .exec(para.split("\n").filter((l) => !l.trimStart().startsWith("#")).join("\n"))?.[1]
+            .exec(
+              para
+                .split("\n")
+                .filter((l) => !l.trimStart().startsWith("#"))
+                .join("\n"),
+            )?.[1]
             .trim()
             .split(/\s+/) ?? [];
         if (/^Enabled:\s*no/im.test(para)) continue;
         if (!field("Types").includes("deb")) continue;
-        for (const uri of field("URIs")) candidates.push({ uri, suites: field("Suites"), comps: field("Components") });
+        for (const uri of field("URIs"))
+          candidates.push({ uri, suites: field("Suites"), comps: field("Components") });
       }
     } else {
       for (const line of text.split("\n")) {
@@ -469,8 +501,11 @@ export function debianMirror() {
   }
   const pick =
     candidates.find((c) => c.suites.includes("bookworm") && c.comps.includes("main")) ??
-    candidates.find((c) => c.comps.includes("main") && !c.suites.some((s) => /security|updates|backports/.test(s)));
-  if (!pick) throw new SetupError("no Debian 'main' apt source found in /etc/apt/sources.list(.d) for debootstrap");
+    candidates.find(
+      (c) => c.comps.includes("main") && !c.suites.some((s) => /security|updates|backports/.test(s)),
+    );
+  if (!pick)
+    throw new SetupError("no Debian 'main' apt source found in /etc/apt/sources.list(.d) for debootstrap");
   return pick.uri;
 }
 
@@ -511,7 +546,7 @@ async function ensureFixture(name, built) {
     if (haveKey) return loaded(name); // inputs unresolvable (offline): keep what we have
     throw new SetupError(`fixture ${name}: cannot resolve its inputs through apt`);
   }
-  const key = sha256(JSON.stringify({ FORMAT, name, inp, src: fx.build.toString() }));
+  const key = sha256(JSON.stringify({ FORMAT, name, version: fx.version, inp }));
   if (haveKey === key) return loaded(name);
   say(`fixture ${name}: building${haveKey ? " (inputs changed)" : ""}`);
   const work = join(fixturesDir(), tempName(`${name}-work`));
@@ -534,7 +569,12 @@ async function ensureFixture(name, built) {
   return loaded(name);
 }
 
-const ACCEPT = [MT.index, MT.manifest, "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json"].join(", ");
+const ACCEPT = [
+  MT.index,
+  MT.manifest,
+  "application/vnd.docker.distribution.manifest.v2+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+].join(", ");
 
 /** Manifest digest the registry serves for name:tag, or null. */
 export async function remoteDigest(host, name, tag = "latest") {
@@ -564,7 +604,8 @@ async function push(fx, host) {
     `docker://${host}/${fx.name}:latest`,
   ]);
   const got = await remoteDigest(host, fx.name);
-  if (got !== digest) throw new SetupError(`fixture ${fx.name}: registry serves ${got} after push, expected ${digest}`);
+  if (got !== digest)
+    throw new SetupError(`fixture ${fx.name}: registry serves ${got} after push, expected ${digest}`);
   return digest;
 }
 

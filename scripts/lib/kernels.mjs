@@ -4,17 +4,17 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { aptUpdate } from "./system.mjs";
+import { aptCache, aptUpdate } from "./system.mjs";
 import {
-  REPO_ROOT,
-  SetupError,
   cacheDir,
   cleanStaleTemps,
   isRoot,
   note,
+  REPO_ROOT,
   readJson,
   replaceDir,
   run,
+  SetupError,
   say,
   tempName,
   writeJsonAtomic,
@@ -33,7 +33,8 @@ export function bundleProblem(dir, expect = {}) {
   if (!b || typeof b !== "object") return "bundle.json missing or not valid JSON";
   for (const k of ["release", "arch", "package", "debVersion", "kernel"]) {
     if (typeof b[k] !== "string" || !b[k]) return `bundle.json field ${k} missing`;
-    if (expect[k] !== undefined && b[k] !== expect[k]) return `bundle.json ${k}=${b[k]}, expected ${expect[k]}`;
+    if (expect[k] !== undefined && b[k] !== expect[k])
+      return `bundle.json ${k}=${b[k]}, expected ${expect[k]}`;
   }
   try {
     if (statSync(join(dir, b.kernel)).size < 1024 * 1024) return `${b.kernel} too small`;
@@ -65,12 +66,10 @@ async function resolvePackage(arch) {
   const { deb, meta } = ARCHES[arch];
   const suffix = arch === "x86_64" ? "" : `:${deb}`;
   const tryResolve = async () => {
-    const r = await run("apt-cache", ["depends", `${meta}${suffix}`], { allowFail: true });
-    const m = /Depends:\s*(linux-image-[^\s:]+)/.exec(r.stdout);
+    const m = /Depends:\s*(linux-image-[^\s:]+)/.exec(await aptCache(["depends", `${meta}${suffix}`]));
     if (!m) return null;
     const pkg = m[1];
-    const pol = await run("apt-cache", ["policy", `${pkg}${suffix}`], { allowFail: true });
-    const v = /Candidate:\s*(\S+)/.exec(pol.stdout)?.[1];
+    const v = /Candidate:\s*(\S+)/.exec(await aptCache(["policy", `${pkg}${suffix}`]))?.[1];
     if (!v || v === "(none)") return null;
     return { pkg, debVersion: v, release: pkg.replace(/^linux-image-/, ""), aptName: `${pkg}${suffix}` };
   };
@@ -119,10 +118,12 @@ async function buildBundle(arch, info, target) {
   const modSrc = existsSync(join(x, "lib/modules", info.release))
     ? join(x, "lib/modules", info.release)
     : join(x, "usr/lib/modules", info.release);
-  const kernelSrc = [join(x, "boot", `vmlinuz-${info.release}`), join(x, "boot", `vmlinux-${info.release}`)].find(
-    (p) => existsSync(p),
-  );
-  if (!kernelSrc || !existsSync(modSrc)) throw new SetupError(`${info.pkg}: no kernel or modules in the package`);
+  const kernelSrc = [
+    join(x, "boot", `vmlinuz-${info.release}`),
+    join(x, "boot", `vmlinux-${info.release}`),
+  ].find((p) => existsSync(p));
+  if (!kernelSrc || !existsSync(modSrc))
+    throw new SetupError(`${info.pkg}: no kernel or modules in the package`);
   // Debian generates modules.dep in postinst; we run depmod ourselves against the unpacked tree.
   await run("depmod", ["-b", modSrc.includes("/usr/lib/") ? join(x, "usr") : x, info.release]);
   const bundle = join(tmp, "bundle");
@@ -150,7 +151,8 @@ async function deriveVmlinux(dir) {
   try {
     const mod = await import(pathToFileURL(dist).href);
     const fn = mod.ensureVmlinux;
-    if (typeof fn !== "function") return "hypervisor package does not export ensureVmlinux yet (done lazily on first boot)";
+    if (typeof fn !== "function")
+      return "hypervisor package does not export ensureVmlinux yet (done lazily on first boot)";
     say(`kernel x86_64: deriving vmlinux via @supermachine/hypervisor`);
     await fn(dir);
     return null;
@@ -190,12 +192,15 @@ export async function ensureKernels() {
         result[arch] = have;
         continue;
       }
-      throw new SetupError(`cannot resolve ${ARCHES[arch].meta} through apt-cache (is the Debian archive reachable?)`);
+      throw new SetupError(
+        `cannot resolve ${ARCHES[arch].meta} through apt-cache (is the Debian archive reachable?)`,
+      );
     }
     const target = join(kernelsDir(), `${info.release}-${arch}`);
     const problem = bundleProblem(target, { arch, release: info.release, debVersion: info.debVersion });
     if (problem) {
-      if (existsSync(target)) note(`kernel ${arch}: ${target} is not a complete bundle (${problem}); rebuilding`);
+      if (existsSync(target))
+        note(`kernel ${arch}: ${target} is not a complete bundle (${problem}); rebuilding`);
       await buildBundle(arch, info, target);
     }
     result[arch] = target;

@@ -1,16 +1,17 @@
 // The test registry: Debian's docker-registry (distribution v2) on 127.0.0.1:<free port>, config and storage
 // under CACHE/registry, state in CACHE/registry/state.json = { host, pid, port }.
 import { spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { basename, join } from "node:path";
 import {
-  SetupError,
   cacheDir,
   note,
   pidAlive,
   procCmdline,
   readJson,
+  SetupError,
   say,
   sleep,
   which,
@@ -100,6 +101,7 @@ function writeConfig(port) {
       "      enabled: false",
       "http:",
       `  addr: 127.0.0.1:${port}`,
+      `  secret: ${randomBytes(16).toString("hex")}`,
       "  headers:",
       "    X-Content-Type-Options: [nosniff]",
       "",
@@ -163,12 +165,15 @@ export async function ensureRegistry() {
         note(`registry pid ${s.pid} does not answer; restarting it`);
         await killPid(s.pid);
       } else {
-        note(`stale registry state (pid ${s.pid} ${pidAlive(s.pid) ? "is not our docker-registry" : "is gone"}); replacing it`);
+        note(
+          `stale registry state (pid ${s.pid} ${pidAlive(s.pid) ? "is not our docker-registry" : "is gone"}); replacing it`,
+        );
       }
       rmSync(statePath(), { force: true });
     }
     for (const pid of findOurRegistries()) await killPid(pid); // orphans with our config
     let recorded = Number.parseInt(readFileSafe(portPath()), 10) || s?.port || 0;
+    if (!(recorded >= 1024 && recorded < 65536)) recorded = 0; // never a privileged or invalid port
     for (let attempt = 0; attempt < 5; attempt++) {
       let port = recorded && (await tryListen(recorded)) ? recorded : 0;
       if (!port) {

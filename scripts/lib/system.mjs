@@ -1,7 +1,8 @@
 // System packages: check for the binaries we need; install them through apt when root, else print the
 // exact command and fail without touching anything.
-import { closeSync, openSync, readSync } from "node:fs";
-import { SetupError, isRoot, run, say, which } from "./util.mjs";
+import { closeSync, mkdirSync, openSync, readSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { cacheDir, isRoot, readJson, run, SetupError, say, which, writeJsonAtomic } from "./util.mjs";
 
 /** binary → Debian package providing it. Order = install line order. */
 export const REQUIRED = [
@@ -104,4 +105,44 @@ export async function ensureSystemPackages() {
   });
   const still = missingPackages();
   if (still.length) throw new SetupError(`apt-get install did not provide: ${still.join(" ")}`);
+}
+
+// apt-cache is slow here (~1 s per call: no pkgcache.bin), but its answers only change when the package
+// lists or the configured architectures change. Memoise answers keyed on those files' mtimes.
+function aptStamp() {
+  const parts = [];
+  for (const p of [
+    "/var/lib/apt/lists",
+    "/var/lib/dpkg/arch",
+    "/etc/apt/sources.list",
+    "/etc/apt/sources.list.d",
+    "/var/lib/dpkg/status",
+  ]) {
+    try {
+      parts.push(`${p}:${statSync(p).mtimeMs}`);
+    } catch {
+      parts.push(`${p}:-`);
+    }
+  }
+  return parts.join("|");
+}
+
+/** `apt-cache <args>` stdout (memoised across runs in CACHE/apt-cache.json). */
+export async function aptCache(args) {
+  const file = join(cacheDir(), "apt-cache.json");
+  const stamp = aptStamp();
+  let memo = readJson(file);
+  if (!memo || memo.stamp !== stamp) memo = { stamp, answers: {} };
+  const key = args.join(" ");
+  if (key in memo.answers) return memo.answers[key];
+  const r = await run("apt-cache", args, { allowFail: true });
+  const out = r.code === 0 ? r.stdout : "";
+  if (r.code === 0) {
+    memo.answers[key] = out;
+    try {
+      mkdirSync(cacheDir(), { recursive: true });
+      writeJsonAtomic(file, memo);
+    } catch {}
+  }
+  return out;
 }

@@ -7,8 +7,8 @@ import {
   existsSync,
   mkdirSync,
   openSync,
-  readFileSync,
   readdirSync,
+  readFileSync,
   renameSync,
   rmSync,
   statSync,
@@ -72,9 +72,7 @@ export function run(cmd, args, opts = {}) {
     child.stdout?.on("data", (d) => out.push(d));
     child.stderr.on("data", (d) => err.push(d));
     if (opts.input !== undefined) child.stdin.end(opts.input);
-    child.on("error", (e) =>
-      reject(new SetupError(`cannot run ${cmd}: ${e.message}`, { cause: e })),
-    );
+    child.on("error", (e) => reject(new SetupError(`cannot run ${cmd}: ${e.message}`, { cause: e })));
     child.on("close", (code, signal) => {
       const res = {
         code: code ?? 128,
@@ -84,9 +82,7 @@ export function run(cmd, args, opts = {}) {
       if ((code !== 0 || signal) && !opts.allowFail) {
         const tail = (res.stderr || res.stdout).trim().split("\n").slice(-15).join("\n");
         reject(
-          new SetupError(
-            `command failed (${signal ?? `exit ${code}`}): ${cmd} ${args.join(" ")}\n${tail}`,
-          ),
+          new SetupError(`command failed (${signal ?? `exit ${code}`}): ${cmd} ${args.join(" ")}\n${tail}`),
         );
       } else resolvePromise(res);
     });
