@@ -1,11 +1,14 @@
 // Real docker-registry instances (Debian `docker-registry`, distribution 2.8) on 127.0.0.1 for tests.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { createSign, randomBytes, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from "node:http";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
+
+const execFileAsync = promisify(execFile);
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -114,6 +117,8 @@ export interface TokenIssuer {
   service: string;
   issuer: string;
   certPath: string;
+  /** Lifetime of issued tokens (settable). */
+  expiresInS: number;
   /** Requests received: scopes asked for and whether Basic credentials were valid. */
   requests: Array<{ scopes: string[]; authorized: boolean }>;
   stop(): Promise<void>;
@@ -156,6 +161,7 @@ export async function startTokenIssuer(opts: {
   const service = "sm-test-registry";
   const issuer = "sm-test-issuer";
   const requests: TokenIssuer["requests"] = [];
+  const state = { expiresInS: opts.expiresInS ?? 300 };
   const server: Server = createServer((req: IncomingMessage, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     const scopes = url.searchParams
@@ -177,7 +183,7 @@ export async function startTokenIssuer(opts: {
       return { type, name: rest.join(":"), actions: actions.split(",").filter(Boolean) };
     });
     const now = Math.floor(Date.now() / 1000);
-    const expiresIn = opts.expiresInS ?? 300;
+    const expiresIn = state.expiresInS;
     const header = { typ: "JWT", alg: "RS256", x5c: [certDer.toString("base64")] };
     const claims = {
       iss: issuer,
@@ -205,6 +211,12 @@ export async function startTokenIssuer(opts: {
   const port = await freePort();
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   return {
+    get expiresInS() {
+      return state.expiresInS;
+    },
+    set expiresInS(v: number) {
+      state.expiresInS = v;
+    },
     realm: `http://127.0.0.1:${port}/token`,
     service,
     issuer,
@@ -281,10 +293,8 @@ export async function startProxy(
   };
 }
 
-export function skopeo(args: string[]): string {
-  return execFileSync("skopeo", args, {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-    timeout: 120_000,
-  });
+/** Run skopeo asynchronously (the event loop must keep serving in-process token issuers/proxies). */
+export async function skopeo(args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync("skopeo", args, { encoding: "utf8", timeout: 120_000 });
+  return stdout;
 }
