@@ -1,0 +1,175 @@
+// Hot path of @supermachine/pool: acquire + release of an idle resource, against tarn and generic-pool
+// measured in the same process, interleaved in rounds so that CPU-frequency and GC drift hit all three alike.
+//
+//   npx lerna run build --scope @supermachine/pool && node bench/pool-acquire.mjs [iterationsPerRound]
+//
+// Prints a table (p50/p99/mean per acquire+release, ratio to each peer) and writes bench/results/pool.json.
+import { mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import genericPool from "generic-pool";
+import { Pool as TarnPool } from "tarn";
+import { createPool } from "../packages/pool/dist/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ITERATIONS = Number(process.argv[2] ?? 50_000); // per round and library
+const ROUNDS = 6;
+const WARMUP = 30_000;
+
+const makeResource = () => ({ id: Math.random() });
+
+/** Each subject: setup() → { acquire(): Promise<R>, release(r), close(): Promise<void> } with one idle resource. */
+const subjects = [
+  {
+    name: "@supermachine/pool",
+    async setup() {
+      const pool = createPool({
+        create: async () => makeResource(),
+        destroy: () => {},
+        min: 1,
+        max: 1,
+      });
+      await pool.release(await pool.acquire()); // resource created and idle
+      return {
+        acquire: () => pool.acquire(),
+        release: (r) => pool.release(r),
+        close: () => pool.shutdown(),
+      };
+    },
+  },
+  {
+    name: "tarn",
+    async setup() {
+      const pool = new TarnPool({
+        create: async () => makeResource(),
+        destroy: () => {},
+        min: 1,
+        max: 1,
+      });
+      pool.release(await pool.acquire().promise);
+      return {
+        acquire: () => pool.acquire().promise,
+        release: (r) => pool.release(r),
+        close: () => pool.destroy(),
+      };
+    },
+  },
+  {
+    name: "generic-pool",
+    async setup() {
+      const pool = genericPool.createPool(
+        { create: async () => makeResource(), destroy: async () => {} },
+        { min: 1, max: 1 },
+      );
+      await pool.release(await pool.acquire());
+      return {
+        acquire: () => pool.acquire(),
+        release: (r) => pool.release(r),
+        close: async () => {
+          await pool.drain();
+          await pool.clear();
+        },
+      };
+    },
+  },
+];
+
+async function measure(s, n, out) {
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    const r = await s.acquire();
+    s.release(r);
+    const t1 = process.hrtime.bigint();
+    if (out !== undefined) out.push(Number(t1 - t0));
+  }
+}
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+const live = [];
+for (const subject of subjects) {
+  const s = await subject.setup();
+  await measure(s, WARMUP);
+  live.push({ subject, s, samples: [] });
+}
+for (let round = 0; round < ROUNDS; round++) {
+  for (const l of round % 2 === 0 ? live : [...live].reverse()) await measure(l.s, ITERATIONS, l.samples);
+}
+for (const l of live) await l.s.close();
+
+const results = live.map(({ subject, samples }) => {
+  samples.sort((a, b) => a - b);
+  const mean = samples.reduce((a, b) => a + b, 0) / samples.length;
+  return {
+    name: subject.name,
+    iterations: samples.length,
+    p50Us: percentile(samples, 50) / 1000,
+    p99Us: percentile(samples, 99) / 1000,
+    meanUs: mean / 1000,
+    opsPerSec: Math.round(1e9 / mean),
+  };
+});
+
+const ours = results[0];
+const machine = {
+  cpu: os.cpus()[0]?.model ?? "unknown",
+  cores: os.cpus().length,
+  memGiB: Math.round(os.totalmem() / 2 ** 30),
+  platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+  node: process.version,
+  // No VM is involved in this bench; guests on this host run under QEMU TCG.
+  accelerator: "none (host-only; VMs here use tcg)",
+};
+
+const fmt = (x) => x.toFixed(2).padStart(8);
+console.log(
+  `pool acquire+release of an idle resource — ${ITERATIONS * ROUNDS} iterations each, ${ROUNDS} interleaved rounds`,
+);
+console.log(
+  `machine: ${machine.cpu} x${machine.cores}, ${machine.memGiB} GiB, ${machine.platform}, node ${machine.node}, accelerator: ${machine.accelerator}`,
+);
+console.log("");
+console.log(
+  `${"library".padEnd(20)} ${"p50 µs".padStart(8)} ${"p99 µs".padStart(8)} ${"mean µs".padStart(8)} ${"ops/s".padStart(10)}  p50 vs ours`,
+);
+for (const r of results) {
+  const ratio = r === ours ? "1.00x" : `${(r.p50Us / ours.p50Us).toFixed(2)}x slower`;
+  console.log(
+    `${r.name.padEnd(20)} ${fmt(r.p50Us)} ${fmt(r.p99Us)} ${fmt(r.meanUs)} ${String(r.opsPerSec).padStart(10)}  ${ratio}`,
+  );
+}
+const goalP50 = ours.p50Us <= 50;
+const notSlower = results.every((r) => r === ours || ours.p50Us <= r.p50Us);
+console.log("");
+console.log(
+  `goal p50 <= 50 µs: ${goalP50 ? "met" : "MISSED"}; not slower than either peer (p50): ${notSlower ? "met" : "MISSED"}`,
+);
+
+const out = join(here, "results", "pool.json");
+mkdirSync(dirname(out), { recursive: true });
+writeFileSync(
+  out,
+  `${JSON.stringify(
+    {
+      bench: "pool-acquire",
+      what: "acquire + release of one idle resource (min=max=1), per-iteration wall time via process.hrtime.bigint",
+      date: new Date().toISOString(),
+      machine,
+      iterationsPerLibrary: ITERATIONS * ROUNDS,
+      warmup: WARMUP,
+      results,
+      ratios: Object.fromEntries(
+        results
+          .filter((r) => r !== ours)
+          .map((r) => [r.name, { p50: r.p50Us / ours.p50Us, p99: r.p99Us / ours.p99Us }]),
+      ),
+      goals: { p50AtMost50Us: goalP50, notSlowerThanPeers: notSlower },
+    },
+    null,
+    2,
+  )}\n`,
+);
+console.log(`wrote ${out}`);
