@@ -8,7 +8,6 @@ class Raw {
     this.hex = hex;
   }
 }
-const raw = (hex) => new Raw(hex.replace(/\s+/g, ""));
 
 function head(major, n) {
   const m = major << 5;
@@ -124,10 +123,14 @@ valid(
   { t: "hello", v: 1, host: "0.1.0", maxFrame: 5242880, window: 262144, nonce: 305419896 },
   { direction: H2A, canonical: true },
 );
-valid("hello-host-no-nonce", { t: "hello", v: 1, host: "0.1.0", maxFrame: 1048576, window: 65536 }, {
-  direction: H2A,
-  canonical: true,
-});
+valid(
+  "hello-host-no-nonce",
+  { t: "hello", v: 1, host: "0.1.0", maxFrame: 1048576, window: 65536 },
+  {
+    direction: H2A,
+    canonical: true,
+  },
+);
 valid(
   "hello-agent-booting",
   {
@@ -196,7 +199,17 @@ valid(
     t: "req",
     id: 3,
     op: "spawn",
-    args: { argv: ["/bin/sh"], env: {}, cwd: "/", tty: true, cols: 132, rows: 43, chOut: 5, chIn: 6, chain: null },
+    args: {
+      argv: ["/bin/sh"],
+      env: {},
+      cwd: "/",
+      tty: true,
+      cols: 132,
+      rows: 43,
+      chOut: 5,
+      chIn: 6,
+      chain: null,
+    },
   },
   { direction: H2A, canonical: true },
 );
@@ -205,80 +218,147 @@ valid(
   { t: "req", id: 4, op: "spawn", args: { argv: ["cat"], chOut: 7, chErr: 8, chIn: 9 } },
   { direction: H2A, canonical: true },
 );
-valid("req-signal", { t: "req", id: 5, op: "signal", args: { pid: 42, signum: 15 } }, { direction: H2A, canonical: true });
-valid("req-resize", { t: "req", id: 6, op: "resize", args: { pid: 42, cols: 100, rows: 30 } }, {
-  direction: H2A,
-  canonical: true,
-});
-valid("req-close-stdin", { t: "req", id: 7, op: "close-stdin", args: { pid: 42 } }, { direction: H2A, canonical: true });
 valid(
-  "req-write-file",
-  { t: "req", id: 8, op: "write-file", args: { path: "/etc/motd", data: bytes("hello\n"), mode: 384, mkdirs: true } },
+  "req-signal",
+  { t: "req", id: 5, op: "signal", args: { pid: 42, signum: 15 } },
   { direction: H2A, canonical: true },
 );
-valid("req-read-file", { t: "req", id: 9, op: "read-file", args: { path: "/etc/hostname" } }, {
-  direction: H2A,
-  canonical: true,
-});
-valid("req-workload-signal", { t: "req", id: 10, op: "workload-signal", args: { signum: 1 } }, {
-  direction: H2A,
-  canonical: true,
-});
-valid("req-tcp-connect", { t: "req", id: 11, op: "tcp-connect", args: { port: 8080, ch: 10 } }, {
-  direction: H2A,
-  canonical: true,
-});
+valid(
+  "req-resize",
+  { t: "req", id: 6, op: "resize", args: { pid: 42, cols: 100, rows: 30 } },
+  {
+    direction: H2A,
+    canonical: true,
+  },
+);
+valid(
+  "req-close-stdin",
+  { t: "req", id: 7, op: "close-stdin", args: { pid: 42 } },
+  { direction: H2A, canonical: true },
+);
+valid(
+  "req-write-file",
+  {
+    t: "req",
+    id: 8,
+    op: "write-file",
+    args: { path: "/etc/motd", data: bytes("hello\n"), mode: 384, mkdirs: true },
+  },
+  { direction: H2A, canonical: true },
+);
+valid(
+  "req-read-file",
+  { t: "req", id: 9, op: "read-file", args: { path: "/etc/hostname" } },
+  {
+    direction: H2A,
+    canonical: true,
+  },
+);
+valid(
+  "req-workload-signal",
+  { t: "req", id: 10, op: "workload-signal", args: { signum: 1 } },
+  {
+    direction: H2A,
+    canonical: true,
+  },
+);
+valid(
+  "req-tcp-connect",
+  { t: "req", id: 11, op: "tcp-connect", args: { port: 8080, ch: 10 } },
+  {
+    direction: H2A,
+    canonical: true,
+  },
+);
 valid(
   "req-resume",
   {
     t: "req",
     id: 12,
     op: "resume",
-    args: { timeNs: 1795420800123456789n, entropy: hexb("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff") },
+    args: {
+      timeNs: 1795420800123456789n,
+      entropy: hexb("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"),
+    },
   },
   { direction: H2A, canonical: true },
 );
 valid("req-shutdown", { t: "req", id: 13, op: "shutdown", args: {} }, { direction: H2A, canonical: true });
 valid("req-stats", { t: "req", id: 14, op: "stats", args: {} }, { direction: H2A, canonical: true });
-valid("req-unknown-op", { t: "req", id: 15, op: "frobnicate", args: { x: 1 } }, {
-  direction: H2A,
-  canonical: true,
-  resError: "SM_UNKNOWN_OP",
-  note: "valid frame; the agent answers res error SM_UNKNOWN_OP (not fatal)",
-});
-valid("req-exec-argv-not-array", { t: "req", id: 16, op: "exec", args: { argv: "ls", chOut: 1, chErr: 2 } }, {
-  direction: H2A,
-  canonical: true,
-  resError: "EINVAL",
-  note: "valid frame; bad args → res error EINVAL",
-});
-valid("req-resume-entropy-too-short", { t: "req", id: 17, op: "resume", args: { timeNs: 1, entropy: hexb("0011") } }, {
-  direction: H2A,
-  canonical: true,
-  resError: "EINVAL",
-});
-valid("req-exec-missing-chout", { t: "req", id: 18, op: "exec", args: { argv: ["true"], chErr: 2 } }, {
-  direction: H2A,
-  canonical: true,
-  resError: "EINVAL",
-});
-valid("req-signal-signum-out-of-range", { t: "req", id: 19, op: "signal", args: { pid: 1, signum: 65 } }, {
-  direction: H2A,
-  canonical: true,
-  resError: "EINVAL",
-  note: "signum out of 1..64",
-});
+valid(
+  "req-unknown-op",
+  { t: "req", id: 15, op: "frobnicate", args: { x: 1 } },
+  {
+    direction: H2A,
+    canonical: true,
+    resError: "SM_UNKNOWN_OP",
+    note: "valid frame; the agent answers res error SM_UNKNOWN_OP (not fatal)",
+  },
+);
+valid(
+  "req-exec-argv-not-array",
+  { t: "req", id: 16, op: "exec", args: { argv: "ls", chOut: 1, chErr: 2 } },
+  {
+    direction: H2A,
+    canonical: true,
+    resError: "EINVAL",
+    note: "valid frame; bad args → res error EINVAL",
+  },
+);
+valid(
+  "req-resume-entropy-too-short",
+  { t: "req", id: 17, op: "resume", args: { timeNs: 1, entropy: hexb("0011") } },
+  {
+    direction: H2A,
+    canonical: true,
+    resError: "EINVAL",
+  },
+);
+valid(
+  "req-exec-missing-chout",
+  { t: "req", id: 18, op: "exec", args: { argv: ["true"], chErr: 2 } },
+  {
+    direction: H2A,
+    canonical: true,
+    resError: "EINVAL",
+  },
+);
+valid(
+  "req-signal-signum-out-of-range",
+  { t: "req", id: 19, op: "signal", args: { pid: 1, signum: 65 } },
+  {
+    direction: H2A,
+    canonical: true,
+    resError: "EINVAL",
+    note: "signum out of 1..64",
+  },
+);
 
 // ---------- valid: responses ----------
 valid("res-ping", { t: "res", id: 1, result: {} }, { direction: A2H, canonical: true, op: "ping" });
 valid(
   "res-exec-ok",
-  { t: "res", id: 2, result: { exitCode: 0, signal: null, timedOut: false, peakRssKib: 1234, stdout: bytes("hi\n"), stderr: bytes("") } },
+  {
+    t: "res",
+    id: 2,
+    result: {
+      exitCode: 0,
+      signal: null,
+      timedOut: false,
+      peakRssKib: 1234,
+      stdout: bytes("hi\n"),
+      stderr: bytes(""),
+    },
+  },
   { direction: A2H, canonical: true, op: "exec" },
 );
 valid(
   "res-exec-timeout",
-  { t: "res", id: 3, result: { exitCode: -1, signal: 9, timedOut: true, peakRssKib: 0, stdout: bytes(""), stderr: bytes("") } },
+  {
+    t: "res",
+    id: 3,
+    result: { exitCode: -1, signal: 9, timedOut: true, peakRssKib: 0, stdout: bytes(""), stderr: bytes("") },
+  },
   { direction: A2H, canonical: true, op: "exec" },
 );
 valid(
@@ -297,36 +377,64 @@ valid(
   },
   { direction: A2H, canonical: true, op: "exec" },
 );
-valid("res-spawn", { t: "res", id: 5, result: { pid: 77 } }, { direction: A2H, canonical: true, op: "spawn" });
-valid("res-read-file", { t: "res", id: 6, result: { data: bytes("sm-1\n"), mode: 420 } }, {
-  direction: A2H,
-  canonical: true,
-  op: "read-file",
-});
+valid(
+  "res-spawn",
+  { t: "res", id: 5, result: { pid: 77 } },
+  { direction: A2H, canonical: true, op: "spawn" },
+);
+valid(
+  "res-read-file",
+  { t: "res", id: 6, result: { data: bytes("sm-1\n"), mode: 420 } },
+  {
+    direction: A2H,
+    canonical: true,
+    op: "read-file",
+  },
+);
 valid(
   "res-stats",
-  { t: "res", id: 7, result: { memTotalKib: 245760, memAvailKib: 200000, uptimeMs: 5000, loadAvg1Milli: 130 } },
+  {
+    t: "res",
+    id: 7,
+    result: { memTotalKib: 245760, memAvailKib: 200000, uptimeMs: 5000, loadAvg1Milli: 130 },
+  },
   { direction: A2H, canonical: true, op: "stats" },
 );
-valid("res-error-enoent", { t: "res", id: 8, error: { code: "ENOENT", message: "/nope: no such file" } }, {
-  direction: A2H,
-  canonical: true,
-  op: "read-file",
-});
-valid("res-error-file-too-large", { t: "res", id: 9, error: { code: "SM_FILE_TOO_LARGE", message: "5000000 > 4194304" } }, {
-  direction: A2H,
-  canonical: true,
-  op: "read-file",
-});
-valid("res-error-unknown-errno", { t: "res", id: 10, error: { code: "ENOSPC", message: "disk full" } }, {
-  direction: A2H,
-  canonical: true,
-  op: "write-file",
-});
+valid(
+  "res-error-enoent",
+  { t: "res", id: 8, error: { code: "ENOENT", message: "/nope: no such file" } },
+  {
+    direction: A2H,
+    canonical: true,
+    op: "read-file",
+  },
+);
+valid(
+  "res-error-file-too-large",
+  { t: "res", id: 9, error: { code: "SM_FILE_TOO_LARGE", message: "5000000 > 4194304" } },
+  {
+    direction: A2H,
+    canonical: true,
+    op: "read-file",
+  },
+);
+valid(
+  "res-error-unknown-errno",
+  { t: "res", id: 10, error: { code: "ENOSPC", message: "disk full" } },
+  {
+    direction: A2H,
+    canonical: true,
+    op: "write-file",
+  },
+);
 
 // ---------- valid: events ----------
 valid("evt-ready", { t: "evt", ev: "ready", data: { bootMs: 850 } }, { direction: A2H, canonical: true });
-valid("evt-listening", { t: "evt", ev: "listening", data: { port: 80 } }, { direction: A2H, canonical: true });
+valid(
+  "evt-listening",
+  { t: "evt", ev: "listening", data: { port: 80 } },
+  { direction: A2H, canonical: true },
+);
 valid(
   "evt-exit-signal",
   { t: "evt", ev: "exit", data: { pid: 77, exitCode: -1, signal: 15, timedOut: false, peakRssKib: 512 } },
@@ -337,15 +445,23 @@ valid(
   { t: "evt", ev: "exit", data: { pid: 78, exitCode: 3, signal: null, timedOut: false, peakRssKib: 512 } },
   { direction: A2H, canonical: true },
 );
-valid("evt-workload-exit", { t: "evt", ev: "workload-exit", data: { exitCode: 0, signal: null } }, {
-  direction: A2H,
-  canonical: true,
-});
-valid("evt-unknown-ignored", { t: "evt", ev: "future-thing", data: { anything: [1, "x"] } }, {
-  direction: A2H,
-  canonical: true,
-  note: "unknown ev: ignored",
-});
+valid(
+  "evt-workload-exit",
+  { t: "evt", ev: "workload-exit", data: { exitCode: 0, signal: null } },
+  {
+    direction: A2H,
+    canonical: true,
+  },
+);
+valid(
+  "evt-unknown-ignored",
+  { t: "evt", ev: "future-thing", data: { anything: [1, "x"] } },
+  {
+    direction: A2H,
+    canonical: true,
+    note: "unknown ev: ignored",
+  },
+);
 
 // ---------- valid: channels, fatal ----------
 valid("data", { t: "data", ch: 1, d: bytes("hello world\n") }, { canonical: true });
@@ -356,26 +472,64 @@ valid("close", { t: "close", ch: 3 }, { canonical: true });
 valid("fatal", { t: "fatal", code: "SM_BAD_CBOR", message: "duplicate map key" }, { canonical: true });
 
 // ---------- valid: decoder leniency that the spec requires ----------
-validRaw("non-preferred-integer-widths", "a2 61 74 63 656f66 62 6368 1a 00000001", { t: "eof", ch: 1 }, {
-  note: "ch encoded as a 4-byte uint; decoders must accept non-shortest forms",
-});
-validRaw("non-preferred-length", "a2 61 74 78 03 656f66 62 6368 01", { t: "eof", ch: 1 }, {
-  note: "text length with a 1-byte argument",
-});
-validRaw("t-not-first-key", "a2 62 6368 01 61 74 63 656f66", { t: "eof", ch: 1 }, {
-  note: "senders put t first; receivers must not depend on it",
-});
-valid("unknown-keys-ignored", { t: "credit", ch: 1, n: 10, extra: [1, 2, { deep: null }], big: 18446744073709551615n, neg: -9223372036854775808n }, {
-  canonical: true,
-  note: "unknown keys are ignored; uint up to 2^64-1 and nint down to -2^63 are valid CBOR",
-});
-valid("proto-key-ignored", { t: "eof", ch: 5, __proto__x: 1, constructor: { prototype: 1 } }, {
-  canonical: true,
-  note: "keys like constructor must not affect the decoder's objects",
-});
+validRaw(
+  "non-preferred-integer-widths",
+  "a2 61 74 63 656f66 62 6368 1a 00000001",
+  { t: "eof", ch: 1 },
+  {
+    note: "ch encoded as a 4-byte uint; decoders must accept non-shortest forms",
+  },
+);
+validRaw(
+  "non-preferred-length",
+  "a2 61 74 78 03 656f66 62 6368 01",
+  { t: "eof", ch: 1 },
+  {
+    note: "text length with a 1-byte argument",
+  },
+);
+validRaw(
+  "t-not-first-key",
+  "a2 62 6368 01 61 74 63 656f66",
+  { t: "eof", ch: 1 },
+  {
+    note: "senders put t first; receivers must not depend on it",
+  },
+);
+valid(
+  "unknown-keys-ignored",
+  {
+    t: "credit",
+    ch: 1,
+    n: 10,
+    extra: [1, 2, { deep: null }],
+    big: 18446744073709551615n,
+    neg: -9223372036854775808n,
+  },
+  {
+    canonical: true,
+    note: "unknown keys are ignored; uint up to 2^64-1 and nint down to -2^63 are valid CBOR",
+  },
+);
+valid(
+  "proto-key-ignored",
+  { t: "eof", ch: 5, __proto__x: 1, constructor: { prototype: 1 } },
+  {
+    canonical: true,
+    note: "keys like constructor must not affect the decoder's objects",
+  },
+);
 vectors.push({
   name: "proto-key-literal",
-  hex: frameHex(enc(new Map([["t", "eof"], ["ch", 6], ["__proto__", { polluted: true }]]))),
+  hex: frameHex(
+    enc(
+      new Map([
+        ["t", "eof"],
+        ["ch", 6],
+        ["__proto__", { polluted: true }],
+      ]),
+    ),
+  ),
   valid: true,
   canonical: true,
   meaning: JSON.parse('{"t":"eof","ch":6,"__proto__":{"polluted":true}}'),
@@ -385,11 +539,15 @@ vectors.push({
   // depth exactly 16: top map (1) > args map (2) > x: 14 nested arrays (3..16)
   let inner = [];
   for (let i = 0; i < 13; i++) inner = [inner];
-  valid("nesting-depth-16", { t: "req", id: 20, op: "ping", args: { x: inner } }, {
-    direction: H2A,
-    canonical: true,
-    note: "16 levels is the maximum",
-  });
+  valid(
+    "nesting-depth-16",
+    { t: "req", id: 20, op: "ping", args: { x: inner } },
+    {
+      direction: H2A,
+      canonical: true,
+      note: "16 levels is the maximum",
+    },
+  );
 }
 
 // ---------- invalid: framing ----------
@@ -405,7 +563,9 @@ vectors.push({
   incomplete: true,
   note: "prefix says 10 bytes, only 7 follow: the receiver waits for more; if the stream ends here the session ends without fatal",
 });
-invalidBody("cbor-truncated-item", "a2 61 74 63 656f66 62 6368", "SM_BAD_CBOR", { note: "map declares 2 pairs, value missing" });
+invalidBody("cbor-truncated-item", "a2 61 74 63 656f66 62 6368", "SM_BAD_CBOR", {
+  note: "map declares 2 pairs, value missing",
+});
 invalidBody("cbor-trailing-bytes", "a2 61 74 63 656f66 62 6368 01 00", "SM_BAD_CBOR");
 invalidBody("cbor-two-items", "a1 61 74 63 656f66 a1 61 74 63 656f66", "SM_BAD_CBOR");
 invalidBody("bytes-length-beyond-frame", "a3 61 74 64 64617461 62 6368 01 61 64 5a 7fffffff", "SM_BAD_CBOR");
@@ -423,7 +583,9 @@ invalid("t-bytes", { t: bytes("eof"), ch: 1 }, "SM_BAD_FRAME");
 invalid("unknown-t", { t: "bogus", ch: 1 }, "SM_UNKNOWN_FRAME");
 invalid("req-from-agent", { t: "req", id: 1, op: "ping", args: {} }, "SM_UNKNOWN_FRAME", { direction: A2H });
 invalid("res-from-host", { t: "res", id: 1, result: {} }, "SM_UNKNOWN_FRAME", { direction: H2A });
-invalid("evt-from-host", { t: "evt", ev: "ready", data: { bootMs: 1 } }, "SM_UNKNOWN_FRAME", { direction: H2A });
+invalid("evt-from-host", { t: "evt", ev: "ready", data: { bootMs: 1 } }, "SM_UNKNOWN_FRAME", {
+  direction: H2A,
+});
 
 // ---------- invalid: wrong field types / ranges ----------
 invalid("credit-ch-text", { t: "credit", ch: "1", n: 10 }, "SM_BAD_FRAME");
@@ -437,71 +599,162 @@ invalid("ch-zero", { t: "eof", ch: 0 }, "SM_BAD_FRAME");
 invalid("ch-negative", { t: "eof", ch: -1 }, "SM_BAD_FRAME");
 invalid("ch-too-large", { t: "close", ch: 4294967296 }, "SM_BAD_FRAME");
 invalid("ch-bool", { t: "close", ch: true }, "SM_BAD_FRAME");
-invalid("req-id-too-large", { t: "req", id: 4294967296, op: "ping", args: {} }, "SM_BAD_FRAME", { direction: H2A });
+invalid("req-id-too-large", { t: "req", id: 4294967296, op: "ping", args: {} }, "SM_BAD_FRAME", {
+  direction: H2A,
+});
 invalid("req-id-negative", { t: "req", id: -1, op: "ping", args: {} }, "SM_BAD_FRAME", { direction: H2A });
 invalid("req-op-not-text", { t: "req", id: 1, op: 5, args: {} }, "SM_BAD_FRAME", { direction: H2A });
 invalid("req-args-not-map", { t: "req", id: 1, op: "ping", args: [] }, "SM_BAD_FRAME", { direction: H2A });
 invalid("req-missing-args", { t: "req", id: 1, op: "ping" }, "SM_BAD_FRAME", { direction: H2A });
-invalid("res-both-result-and-error", { t: "res", id: 1, result: {}, error: { code: "EIO", message: "x" } }, "SM_BAD_FRAME", {
+invalid(
+  "res-both-result-and-error",
+  { t: "res", id: 1, result: {}, error: { code: "EIO", message: "x" } },
+  "SM_BAD_FRAME",
+  {
+    direction: A2H,
+  },
+);
+invalid("res-neither", { t: "res", id: 1 }, "SM_BAD_FRAME", { direction: A2H });
+invalid("res-error-missing-message", { t: "res", id: 1, error: { code: "EIO" } }, "SM_BAD_FRAME", {
   direction: A2H,
 });
-invalid("res-neither", { t: "res", id: 1 }, "SM_BAD_FRAME", { direction: A2H });
-invalid("res-error-missing-message", { t: "res", id: 1, error: { code: "EIO" } }, "SM_BAD_FRAME", { direction: A2H });
-invalid("res-error-code-empty", { t: "res", id: 1, error: { code: "", message: "x" } }, "SM_BAD_FRAME", { direction: A2H });
+invalid("res-error-code-empty", { t: "res", id: 1, error: { code: "", message: "x" } }, "SM_BAD_FRAME", {
+  direction: A2H,
+});
 invalid("res-result-not-map", { t: "res", id: 1, result: 0 }, "SM_BAD_FRAME", { direction: A2H });
 invalid(
   "res-exec-exitcode-text",
-  { t: "res", id: 2, result: { exitCode: "0", signal: null, timedOut: false, peakRssKib: 0, stdout: bytes(""), stderr: bytes("") } },
+  {
+    t: "res",
+    id: 2,
+    result: {
+      exitCode: "0",
+      signal: null,
+      timedOut: false,
+      peakRssKib: 0,
+      stdout: bytes(""),
+      stderr: bytes(""),
+    },
+  },
   "SM_BAD_FRAME",
   { direction: A2H, op: "exec" },
 );
 invalid(
   "res-exec-stdout-text",
-  { t: "res", id: 2, result: { exitCode: 0, signal: null, timedOut: false, peakRssKib: 0, stdout: "hi", stderr: bytes("") } },
+  {
+    t: "res",
+    id: 2,
+    result: { exitCode: 0, signal: null, timedOut: false, peakRssKib: 0, stdout: "hi", stderr: bytes("") },
+  },
   "SM_BAD_FRAME",
   { direction: A2H, op: "exec" },
 );
 invalid(
   "res-exec-exitcode-out-of-range",
-  { t: "res", id: 2, result: { exitCode: -2, signal: null, timedOut: false, peakRssKib: 0, stdout: bytes(""), stderr: bytes("") } },
+  {
+    t: "res",
+    id: 2,
+    result: {
+      exitCode: -2,
+      signal: null,
+      timedOut: false,
+      peakRssKib: 0,
+      stdout: bytes(""),
+      stderr: bytes(""),
+    },
+  },
   "SM_BAD_FRAME",
   { direction: A2H, op: "exec" },
 );
-invalid("res-spawn-missing-pid", { t: "res", id: 5, result: {} }, "SM_BAD_FRAME", { direction: A2H, op: "spawn" });
+invalid("res-spawn-missing-pid", { t: "res", id: 5, result: {} }, "SM_BAD_FRAME", {
+  direction: A2H,
+  op: "spawn",
+});
 invalid("res-read-file-data-text", { t: "res", id: 6, result: { data: "x", mode: 420 } }, "SM_BAD_FRAME", {
   direction: A2H,
   op: "read-file",
 });
-invalid("evt-exit-pid-text", { t: "evt", ev: "exit", data: { pid: "1", exitCode: 0, signal: null, timedOut: false, peakRssKib: 0 } }, "SM_BAD_FRAME", {
-  direction: A2H,
-});
+invalid(
+  "evt-exit-pid-text",
+  { t: "evt", ev: "exit", data: { pid: "1", exitCode: 0, signal: null, timedOut: false, peakRssKib: 0 } },
+  "SM_BAD_FRAME",
+  {
+    direction: A2H,
+  },
+);
 invalid("evt-data-not-map", { t: "evt", ev: "ready", data: null }, "SM_BAD_FRAME", { direction: A2H });
-invalid("evt-listening-port-too-large", { t: "evt", ev: "listening", data: { port: 65536 } }, "SM_BAD_FRAME", { direction: A2H });
+invalid(
+  "evt-listening-port-too-large",
+  { t: "evt", ev: "listening", data: { port: 65536 } },
+  "SM_BAD_FRAME",
+  { direction: A2H },
+);
 invalid(
   "hello-agent-window-too-small",
-  { t: "hello", v: 1, agent: "x", caps: [], maxFrame: 5242880, window: 1000, ready: true, listening: null, bootMs: 1 },
+  {
+    t: "hello",
+    v: 1,
+    agent: "x",
+    caps: [],
+    maxFrame: 5242880,
+    window: 1000,
+    ready: true,
+    listening: null,
+    bootMs: 1,
+  },
   "SM_BAD_FRAME",
   { direction: A2H },
 );
 invalid(
   "hello-agent-maxframe-too-small",
-  { t: "hello", v: 1, agent: "x", caps: [], maxFrame: 1000, window: 262144, ready: true, listening: null, bootMs: 1 },
+  {
+    t: "hello",
+    v: 1,
+    agent: "x",
+    caps: [],
+    maxFrame: 1000,
+    window: 262144,
+    ready: true,
+    listening: null,
+    bootMs: 1,
+  },
   "SM_BAD_FRAME",
   { direction: A2H },
 );
 invalid(
   "hello-agent-missing-caps",
-  { t: "hello", v: 1, agent: "x", maxFrame: 5242880, window: 262144, ready: true, listening: null, bootMs: 1 },
+  {
+    t: "hello",
+    v: 1,
+    agent: "x",
+    maxFrame: 5242880,
+    window: 262144,
+    ready: true,
+    listening: null,
+    bootMs: 1,
+  },
   "SM_BAD_FRAME",
   { direction: A2H },
 );
 invalid(
   "hello-agent-caps-not-text",
-  { t: "hello", v: 1, agent: "x", caps: [1], maxFrame: 5242880, window: 262144, ready: true, listening: null, bootMs: 1 },
+  {
+    t: "hello",
+    v: 1,
+    agent: "x",
+    caps: [1],
+    maxFrame: 5242880,
+    window: 262144,
+    ready: true,
+    listening: null,
+    bootMs: 1,
+  },
   "SM_BAD_FRAME",
   { direction: A2H },
 );
-invalid("hello-host-missing-window", { t: "hello", v: 1, host: "x", maxFrame: 5242880 }, "SM_BAD_FRAME", { direction: H2A });
+invalid("hello-host-missing-window", { t: "hello", v: 1, host: "x", maxFrame: 5242880 }, "SM_BAD_FRAME", {
+  direction: H2A,
+});
 invalid("fatal-missing-message", { t: "fatal", code: "SM_BAD_CBOR" }, "SM_BAD_FRAME");
 
 // ---------- invalid: outside the CBOR subset ----------
@@ -521,14 +774,24 @@ invalidBody("reserved-additional-info", "a2 61 74 63 656f66 62 6368 1c", "SM_BAD
 invalidBody("nint-below-int64", "a3 61 74 63 656f66 62 6368 01 61 78 3b ffffffffffffffff", "SM_BAD_CBOR");
 invalidBody("duplicate-key", "a3 61 74 63 656f66 62 6368 01 62 6368 02", "SM_BAD_CBOR");
 invalidBody("duplicate-t", "a3 61 74 63 656f66 62 6368 01 61 74 65 636c6f7365", "SM_BAD_CBOR");
-invalidBody("duplicate-key-nested", "a4 61 74 63 726571 62 6964 01 62 6f70 64 70696e67 64 61726773 a2 61 61 01 61 61 02", "SM_BAD_CBOR", {
-  direction: H2A,
-});
+invalidBody(
+  "duplicate-key-nested",
+  "a4 61 74 63 726571 62 6964 01 62 6f70 64 70696e67 64 61726773 a2 61 61 01 61 61 02",
+  "SM_BAD_CBOR",
+  {
+    direction: H2A,
+  },
+);
 invalidBody("integer-key", "a2 61 74 63 656f66 01 02", "SM_BAD_CBOR");
 invalidBody("bytes-key", "a2 61 74 63 656f66 41 78 02", "SM_BAD_CBOR");
-invalidBody("nested-integer-key", "a4 61 74 63 726571 62 6964 01 62 6f70 64 70696e67 64 61726773 a1 01 02", "SM_BAD_CBOR", {
-  direction: H2A,
-});
+invalidBody(
+  "nested-integer-key",
+  "a4 61 74 63 726571 62 6964 01 62 6f70 64 70696e67 64 61726773 a1 01 02",
+  "SM_BAD_CBOR",
+  {
+    direction: H2A,
+  },
+);
 invalidBody("utf8-invalid-byte", "a2 61 74 63 ff fe fd 62 6368 01", "SM_BAD_CBOR");
 invalidBody("utf8-overlong", "a3 61 74 63 656f66 62 6368 01 61 78 62 c0af", "SM_BAD_CBOR");
 invalidBody("utf8-surrogate", "a3 61 74 63 656f66 62 6368 01 61 78 63 eda080", "SM_BAD_CBOR");
@@ -537,12 +800,20 @@ invalidBody("utf8-key-invalid", "a3 61 74 63 656f66 62 6368 01 61 ff 01", "SM_BA
 {
   let inner = [];
   for (let i = 0; i < 14; i++) inner = [inner];
-  invalid("nesting-depth-17", { t: "req", id: 21, op: "ping", args: { x: inner } }, "SM_BAD_CBOR", { direction: H2A });
+  invalid("nesting-depth-17", { t: "req", id: 21, op: "ping", args: { x: inner } }, "SM_BAD_CBOR", {
+    direction: H2A,
+  });
 }
 {
   // array of 65537 zeros inside an unknown key: over MAX_CONTAINER_ITEMS
-  const body = Buffer.concat([enc({ t: "eof", ch: 1 }).subarray(0, 0), Buffer.from("a3617463656f666263680161789a00010001", "hex"), Buffer.alloc(65537)]);
-  invalidBody("array-too-many-items", body.toString("hex"), "SM_BAD_CBOR", { note: "65537 entries > MAX_CONTAINER_ITEMS" });
+  const body = Buffer.concat([
+    enc({ t: "eof", ch: 1 }).subarray(0, 0),
+    Buffer.from("a3617463656f666263680161789a00010001", "hex"),
+    Buffer.alloc(65537),
+  ]);
+  invalidBody("array-too-many-items", body.toString("hex"), "SM_BAD_CBOR", {
+    note: "65537 entries > MAX_CONTAINER_ITEMS",
+  });
 }
 
 const names = new Set();

@@ -1,1 +1,43 @@
-export const PACKAGE_NAME = "@supermachine/agent-protocol";
+export {
+  type BootConfig,
+  type BootNetwork,
+  type BootVolume,
+  type BootWorkload,
+  decodeBootConfig,
+  encodeBootConfig,
+  type ResolvedBootConfig,
+} from "./boot-config";
+export { type CborMap, type CborValue, decodeCbor, encodeCbor } from "./cbor";
+export {
+  AgentChild,
+  AgentClient,
+  type AgentClientEvents,
+  type AgentClientOptions,
+  type AgentClientState,
+  type AgentHello,
+  type AgentStats,
+  type CallOptions,
+  type CommandSpec,
+  connectAgent,
+  type ExecResult,
+  type ExecSpec,
+  type ExitEvent,
+  type ExitInfo,
+  type ProcessSpec,
+  type ResumeSpec,
+  type StageFileSpec,
+  type WriteFileOptions,
+} from "./client";
+export {
+  DEFAULT_WINDOW,
+  FILE_MAX,
+  HELLO_RESEND_MS,
+  HELLO_TIMEOUT_MS,
+  MAX_FRAME,
+  MIN_MAX_FRAME,
+  PROTOCOL_VERSION,
+} from "./constants";
+export { AgentError, type AgentErrorCode, type FatalCode, isAgentError } from "./errors";
+export { type Direction, decodeFrame, encodeFrame, type Frame } from "./frames";
+export { FrameReader, type FrameReaderOptions } from "./reader";
+export { VERSION } from "./version";

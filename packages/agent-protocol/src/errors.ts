@@ -1,0 +1,82 @@
+/**
+ * Errors of @supermachine/agent-protocol. Match on `code`, not on `instanceof` (several copies of
+ * the package may be installed). Every code is documented in README.md.
+ */
+
+/** Stable error codes thrown by this package. */
+export type AgentErrorCode =
+  /** The peer broke the protocol (or sent `fatal`); the session is torn down. `reason` has the SPEC §9.1 code. */
+  | "SM_AGENT_PROTOCOL"
+  /** The transport closed or failed, the handshake timed out, or the client was closed. */
+  | "SM_AGENT_LOST"
+  /** A per-call `timeoutMs` elapsed before the agent answered. */
+  | "SM_AGENT_TIMEOUT"
+  /** The call's AbortSignal fired. */
+  | "SM_AGENT_ABORTED"
+  /** The agent answered the request with an error; `remoteCode` is its code (ENOENT, EACCES, ...). */
+  | "SM_AGENT_REMOTE"
+  /** A file for write-file/read-file exceeds 4 MiB (checked locally before sending, or by the agent). */
+  | "SM_FILE_TOO_LARGE"
+  /** Invalid arguments or options passed to this library. */
+  | "SM_AGENT_INVALID_ARGS"
+  /** More than MAX_PENDING_REQUESTS requests are outstanding. */
+  | "SM_AGENT_BUSY";
+
+/** The `fatal` codes of SPEC §9.1. */
+export type FatalCode =
+  | "SM_FRAME_EMPTY"
+  | "SM_FRAME_TOO_LARGE"
+  | "SM_BAD_CBOR"
+  | "SM_BAD_FRAME"
+  | "SM_UNKNOWN_FRAME"
+  | "SM_UNKNOWN_ID"
+  | "SM_DUPLICATE_ID"
+  | "SM_UNKNOWN_CHANNEL"
+  | "SM_DATA_AFTER_EOF"
+  | "SM_CREDIT_EXCEEDED"
+  | "SM_CREDIT_OVERFLOW"
+  | "SM_VERSION";
+
+export interface AgentErrorOptions {
+  cause?: unknown;
+  /** For SM_AGENT_PROTOCOL: the SPEC §9.1 fatal code. */
+  reason?: FatalCode;
+  /** For SM_AGENT_PROTOCOL: true when the peer sent `fatal`, false when we detected the violation. */
+  remote?: boolean;
+  /** For SM_AGENT_REMOTE / SM_FILE_TOO_LARGE from the agent: the agent's `error.code`. */
+  remoteCode?: string;
+}
+
+/** The one error class of this package. */
+export class AgentError extends Error {
+  override readonly name = "AgentError";
+  readonly code: AgentErrorCode;
+  readonly reason: FatalCode | undefined;
+  readonly remote: boolean | undefined;
+  readonly remoteCode: string | undefined;
+
+  constructor(code: AgentErrorCode, message: string, options: AgentErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.reason = options.reason;
+    this.remote = options.remote;
+    this.remoteCode = options.remoteCode;
+  }
+}
+
+/** A protocol violation detected locally (SPEC §9). */
+export function violation(reason: FatalCode, message: string): AgentError {
+  return new AgentError("SM_AGENT_PROTOCOL", `agent protocol violation (${reason}): ${message}`, {
+    reason,
+    remote: false,
+  });
+}
+
+export function isAgentError(e: unknown): e is AgentError {
+  return (
+    typeof e === "object" &&
+    e !== null &&
+    (e as { name?: unknown }).name === "AgentError" &&
+    typeof (e as { code?: unknown }).code === "string"
+  );
+}

@@ -1,0 +1,2 @@
+// @supermachine/agent-protocol/testing — TEST DOUBLES only. The real agent is guest-agent/ (C).
+export { ReferenceAgent, type ReferenceAgentOptions, startReferenceAgent } from "./reference-agent";
