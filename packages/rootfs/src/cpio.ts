@@ -58,7 +58,7 @@ export function encodeCpio(entries: CpioEntry[], mtime = 0): Buffer {
       push(Buffer.alloc(pad4(data.length)));
     }
   };
-  entries.forEach((e, i) => one(e, i + 1));
+  for (let i = 0; i < entries.length; i++) one(entries[i] as CpioEntry, i + 1);
   one({ name: "TRAILER!!!", mode: 0 }, 0);
   push(Buffer.alloc((512 - (size % 512)) % 512));
   return Buffer.concat(parts, size);
