@@ -8,6 +8,7 @@
 //   node scripts/setup.mjs registry-stop   stop the test registry (no process left behind)
 //   node scripts/setup.mjs kernels|agent|fixtures|system
 //   --quiet   print nothing but errors
+// Exit codes: 0 ready, 1 failed, 2 needs root (the printed command), 3 only the guest agent build failed.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -50,6 +51,7 @@ export async function setupAll() {
   const fx = await ensureFixtures();
   if (agentError) {
     agentError.message = `guest agent build failed (everything else is provisioned):\n${agentError.message}`;
+    agentError.exitCode = 3; // drivers may go on with the other steps
     throw agentError;
   }
   return { bundles, registry: reg.host, fixtures: Object.keys(fx.images), notes };
