@@ -33,6 +33,7 @@ const DOMAIN_RE = new RegExp(`^${DOMAIN}$`);
 const PATH_RE = new RegExp(`^${PATH_COMPONENT}(?:/${PATH_COMPONENT})*$`);
 const TAG_RE = new RegExp(`^${TAG}$`);
 const DIGEST_RE = new RegExp(`^${DIGEST}$`);
+const DIGEST_HEX_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
 const HEX64_RE = /^[a-f0-9]{64}$/;
 const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
 
@@ -57,8 +58,11 @@ export function parseReference(input: string): ImageReference {
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
     if (!DIGEST_RE.test(digest)) throw invalid(input, `"${digest}" is not a valid digest`);
-    if (digest.startsWith("sha256:") && !SHA256_RE.test(digest)) {
-      throw invalid(input, "a sha256 digest must be 64 lowercase hexadecimal characters");
+    const [alg, hex] = digest.split(":") as [string, string];
+    const hexLen = DIGEST_HEX_LENGTH[alg];
+    if (hexLen === undefined) throw invalid(input, `unsupported digest algorithm "${alg}"`);
+    if (hex.length !== hexLen || !/^[a-f0-9]+$/.test(hex)) {
+      throw invalid(input, `a ${alg} digest must be ${hexLen} lowercase hexadecimal characters`);
     }
   }
   // A tag is after the last ":" that follows the last "/" (a ":" before it is a port).

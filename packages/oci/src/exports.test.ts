@@ -1,0 +1,46 @@
+import { expect, it } from "vitest";
+import * as api from "./index";
+
+it("exports exactly the public API", () => {
+  expect(Object.keys(api).sort()).toEqual(
+    [
+      "DEFAULT_DOMAIN",
+      "DEFAULT_INSECURE_HOSTS",
+      "MANIFEST_ACCEPT",
+      "MediaType",
+      "OciError",
+      "OciStore",
+      "RegistryClient",
+      "cacheRoot",
+      "copy",
+      "createZstdDecompress",
+      "credentialsFromDockerConfig",
+      "defaultStoreDir",
+      "familiarReference",
+      "formatPlatform",
+      "formatReference",
+      "hostPlatform",
+      "imageLayers",
+      "importArchive",
+      "importLayout",
+      "inspect",
+      "isOciError",
+      "layerCompression",
+      "layerEntries",
+      "loadFrom",
+      "loadImage",
+      "parseImageConfig",
+      "parseLocation",
+      "parsePlatform",
+      "parseReference",
+      "parseWwwAuthenticate",
+      "platformMatches",
+      "pull",
+      "push",
+      "runtimeConfig",
+      "selectManifest",
+      "sniffCompression",
+      "writeLayout",
+    ].sort(),
+  );
+});
