@@ -65,6 +65,7 @@ async function runSequence(seed: number): Promise<void> {
   const pendingCreates: { ctx: CreateContext; resolve: (r: Res) => void; reject: (e: Error) => void }[] = [];
   let autoCreate = false;
   let shuttingDown = false;
+  let abruptShutdown = false;
   let n = 0;
 
   const newRes = () => {
@@ -81,7 +82,8 @@ async function runSequence(seed: number): Promise<void> {
     destroy: (r) => {
       if (destroyed.has(r)) violations.push(`resource ${r.n} destroyed twice`);
       if (!created.has(r)) violations.push(`destroy of unknown resource ${r.n}`);
-      if (held.has(r) && !shuttingDown) violations.push(`resource ${r.n} destroyed while held by the caller`);
+      if (held.has(r) && !abruptShutdown)
+        violations.push(`resource ${r.n} destroyed while held by the caller`);
       destroyed.add(r);
       if (rnd() < 0.2) return Promise.reject(new Error("destroy failed"));
     },
@@ -187,7 +189,7 @@ async function runSequence(seed: number): Promise<void> {
     if (s.alive + s.creating > max) violations.push(`${where}: alive + creating > max`);
     const atCreateLimit = s.creating === maxConcurrentCreates;
     // Never below min without a creation on the way.
-    if (!atCreateLimit && s.alive + s.creating < min)
+    if (!shuttingDown && !atCreateLimit && s.alive + s.creating < min)
       violations.push(`${where}: below min with nothing creating`);
     // Nobody waits while a resource idles, and every waiter has capacity working for it.
     if (waiting > pendingValidations.length && s.idle > 0)
@@ -281,11 +283,52 @@ async function runSequence(seed: number): Promise<void> {
 
   // Quiesce: creations now succeed; everything held goes back; time passes. The pool must settle at >= min
   // with nobody waiting, and shutdown must destroy every resource exactly once.
-  const abrupt = rnd() < 0.3;
+  const ending = rnd();
+  const abrupt = ending < 0.3;
+  const draining = ending >= 0.3 && ending < 0.5;
+  if (violations.length === 0 && draining) {
+    // Graceful: queued waiters are still served, new acquires fail, everything returns, then all is destroyed.
+    let closed = false;
+    shuttingDown = true; // min no longer applies; SM_POOL_CLOSED is expected for new acquires
+    const done = pool.drain().then(() => {
+      closed = true;
+    });
+    await pool.acquire().then(
+      () => violations.push("acquire() succeeded after drain()"),
+      (error: PoolError) => {
+        if (error.code !== "SM_POOL_CLOSED") violations.push(`acquire() after drain(): ${error.code}`);
+      },
+    );
+    autoCreate = true;
+    for (let round = 0; round < 500 && !closed; round++) {
+      for (const c of pendingCreates.splice(0)) c.resolve(newRes());
+      await flush();
+      while (pendingValidations.length > 0) {
+        pendingValidations.shift()!();
+        await flush();
+      }
+      for (const x of heldList()) {
+        held.delete(x);
+        pool.release(x);
+      }
+      await flush();
+      if (!closed) check(`drain round ${round}`);
+      await clock.advance(int(0, 50));
+    }
+    if (!closed) violations.push(`drain() never resolved: ${JSON.stringify(pool.stats())}`);
+    for (const r of requests) {
+      if (r.state === "pending") violations.push(`request ${r.seq} still pending after drain()`);
+      if (r.error?.code === "SM_POOL_CLOSED") violations.push(`request ${r.seq} rejected by drain()`);
+    }
+    for (const r of created) if (!destroyed.has(r)) violations.push(`resource ${r.n} not destroyed by drain`);
+    if (clock.pendingTimers !== 0) violations.push(`${clock.pendingTimers} timers left after drain`);
+    await done;
+  }
   if (violations.length === 0 && abrupt) {
     // Shut down with everything in flight: waiters, creations, validations, resources held by callers.
     let closed = false;
     shuttingDown = true;
+    abruptShutdown = true; // shutdown() destroys resources callers still hold
     const done = pool.shutdown().then(() => {
       closed = true;
     });
@@ -318,7 +361,7 @@ async function runSequence(seed: number): Promise<void> {
       violations.push(`stats after shutdown: ${JSON.stringify(pool.stats())}`);
     }
   }
-  if (violations.length === 0 && !abrupt) {
+  if (violations.length === 0 && !abrupt && !draining) {
     autoCreate = true;
     for (const c of pendingCreates.splice(0)) c.resolve(newRes());
     for (

@@ -486,6 +486,17 @@ describe("shutdown and drain", () => {
   });
 });
 
+it("drain cancels retries that only served min instead of waiting out their backoff", async () => {
+  const h = makeHarness({ min: 1, max: 1, failCreates: 1, createBackoffMs: 5000 });
+  await flush();
+  expect(h.pool.stats()).toMatchObject({ alive: 0, creating: 1 });
+  const drained = track(h.pool.drain());
+  await flush();
+  expect(drained.state).toBe("resolved");
+  expect(h.createCalls).toHaveLength(1);
+  expect(h.clock.pendingTimers).toBe(0);
+});
+
 describe("seeding", () => {
   it("initial resources count toward max and are handed out first", async () => {
     const warm = new Res(100);

@@ -314,6 +314,13 @@ export class ResourcePool<T extends object> implements Pool<T> {
     const closed = this.closedPromise();
     if (this.phase === Phase.Open) {
       this.phase = Phase.Draining;
+      // Retries scheduled only to keep `min` are pointless now: cancel them rather than wait out their backoff.
+      for (const chain of [...this.chains]) {
+        if (chain.controller === undefined && this.entries.size + this.chains.size - 1 >= this.desired()) {
+          this.cfg.clock.clearTimeout(chain.timer);
+          this.endChain(chain);
+        }
+      }
       this.dispatch();
     }
     return closed;
