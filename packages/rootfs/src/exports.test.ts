@@ -1,0 +1,21 @@
+import { describe, expect, it } from "vitest";
+import * as api from "./index";
+
+describe("public API", () => {
+  it("exports exactly these names", () => {
+    expect(Object.keys(api).sort()).toEqual(
+      [
+        "ROOTFS_USAGE",
+        "RootfsError",
+        "buildInitramfs",
+        "buildRootfs",
+        "isRootfsError",
+        "parseRootfsArgs",
+        "resolveModules",
+        "runRootfsCommand",
+        "tarFileLayer",
+        "tarLayer",
+      ].sort(),
+    );
+  });
+});
