@@ -7,6 +7,8 @@ export class ManualClock implements PoolClock {
   private t = 0;
   private seq = 0;
   private readonly timers = new Map<number, { at: number; cb: () => void }>();
+  /** Called after every fired timer once promise callbacks settled (the harness checks invariants here). */
+  onTick: (() => void) | undefined;
 
   now(): number {
     return this.t;
@@ -45,9 +47,11 @@ export class ManualClock implements PoolClock {
       this.t = Math.max(this.t, timer.at);
       timer.cb();
       await flush();
+      this.onTick?.();
     }
     this.t = target;
     await flush();
+    this.onTick?.();
   }
 }
 
@@ -114,8 +118,28 @@ export function makeHarness(
     ...rest,
     clock,
   }) as ResourcePool<Res>;
+  // Assert the pool's invariants after every operation: each method call (and the settlement of the promise it
+  // returns) and every timer the clock fires.
+  const check = () => pool.assertInvariants();
+  clock.onTick = check;
+  const checked = new Proxy(pool, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (typeof value !== "function" || prop === "assertInvariants") return value;
+      return (...args: unknown[]) => {
+        let out: unknown;
+        try {
+          out = (value as (...a: unknown[]) => unknown).apply(target, args);
+        } finally {
+          check();
+        }
+        if (out instanceof Promise) out.then(check, check);
+        return out;
+      };
+    },
+  });
   return {
-    pool,
+    pool: checked,
     clock,
     created,
     destroyed,
