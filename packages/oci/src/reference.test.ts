@@ -38,6 +38,7 @@ describe("parseReference normalises like Docker", () => {
   const bad: Array<[string, RegExp]> = [
     ["", /empty/],
     [" alpine", /whitespace/],
+    ["my image", /whitespace/],
     [":justtag", /missing/],
     [`@${D}`, /missing/],
     ["foo/Bar", /lowercase/],

@@ -47,7 +47,7 @@ function invalid(input: string, why: string): OciError {
 /** Parse and normalise an image reference. Throws `SM_INVALID_REFERENCE`. */
 export function parseReference(input: string): ImageReference {
   if (typeof input !== "string" || input.length === 0) throw invalid(String(input), "it is empty");
-  if (input.trim() !== input) throw invalid(input, "it has leading or trailing whitespace");
+  if (/\s/.test(input)) throw invalid(input, "it contains whitespace");
   if (HEX64_RE.test(input))
     throw invalid(input, "a 64-character hexadecimal string cannot be a repository name");
 

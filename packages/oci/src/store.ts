@@ -41,7 +41,8 @@ export interface StoredRef {
  */
 export class BlobWriter {
   #hash = createHash("sha256");
-  #out: WriteStream;
+  #out!: WriteStream;
+  #error: Error | undefined;
   #offset = 0;
   #done = false;
   readonly tempPath: string;
@@ -51,8 +52,17 @@ export class BlobWriter {
     readonly expected: { digest?: string; size?: number },
   ) {
     this.tempPath = join(store.dir, "tmp", `${process.pid}-${randomBytes(6).toString("hex")}.partial`);
-    this.#out = createWriteStream(this.tempPath, { flags: "w" });
-    this.#out.on("error", () => {});
+    this.#open();
+  }
+
+  #open(): void {
+    this.#error = undefined;
+    const out = createWriteStream(this.tempPath, { flags: "w" });
+    // Remember the first write error (ENOSPC, EIO…) so the next write/commit throws it.
+    out.on("error", (err) => {
+      this.#error ??= err;
+    });
+    this.#out = out;
   }
 
   /** Bytes written so far (the offset a resumed download continues from). */
@@ -61,6 +71,7 @@ export class BlobWriter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
+    if (this.#error) throw this.#error;
     const size = this.expected.size;
     if (size !== undefined && this.#offset + chunk.length > size) {
       throw new OciError(
@@ -70,35 +81,51 @@ export class BlobWriter {
     }
     this.#hash.update(chunk);
     this.#offset += chunk.length;
-    if (!this.#out.write(chunk)) {
+    const out = this.#out;
+    if (!out.write(chunk)) {
       await new Promise<void>((resolve, reject) => {
+        const cleanup = () => {
+          out.off("drain", onDrain);
+          out.off("error", onError);
+          out.off("close", onClose);
+        };
         const onDrain = () => {
-          this.#out.off("error", onError);
+          cleanup();
           resolve();
         };
         const onError = (e: Error) => {
-          this.#out.off("drain", onDrain);
+          cleanup();
           reject(e);
         };
-        this.#out.once("drain", onDrain);
-        this.#out.once("error", onError);
+        const onClose = () => {
+          cleanup();
+          reject(this.#error ?? new Error("blob temp file closed unexpectedly"));
+        };
+        out.once("drain", onDrain);
+        out.once("error", onError);
+        out.once("close", onClose);
       });
     }
   }
 
   /** Throw away what was written and start over (server ignored our Range request). */
   async restart(): Promise<void> {
-    await this.#close();
+    await this.#close().catch(() => {});
     this.#hash = createHash("sha256");
     this.#offset = 0;
-    this.#out = createWriteStream(this.tempPath, { flags: "w" });
-    this.#out.on("error", () => {});
+    this.#open();
   }
 
   #close(): Promise<void> {
+    const out = this.#out;
     return new Promise((resolve, reject) => {
-      if (this.#out.closed) return resolve();
-      this.#out.end((err?: Error | null) => (err ? reject(err) : resolve()));
+      if (this.#error) return reject(this.#error);
+      if (out.closed) return resolve();
+      out.once("error", reject);
+      out.end(() => {
+        if (this.#error) reject(this.#error);
+        else resolve();
+      });
     });
   }
 
@@ -136,7 +163,8 @@ export class BlobWriter {
   async abort(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
-    this.#out.destroy();
+    const out = this.#out;
+    if (!out.closed) await new Promise<void>((resolve) => out.destroy().once("close", () => resolve()));
     await rm(this.tempPath, { force: true });
   }
 }

@@ -1,5 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -214,6 +215,38 @@ describe("push and pull against a real docker-registry", () => {
   });
 });
 
+describe("disk full mid-pull", () => {
+  it("fails with the file system's error and leaves the store consistent", async (ctx) => {
+    const dir = tmp("sm-oci-full-");
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir], { stdio: "ignore" });
+    } catch (err) {
+      ctx.skip(`cannot mount a 1 MiB tmpfs to fill up (needs root): ${(err as Error).message}`);
+    }
+    try {
+      const image = await buildImage(src, "local/full", {
+        layers: [[{ name: "small", data: "fits" }], [{ name: "big", data: randomBytes(3 << 20) }]],
+        compression: "none",
+      });
+      await push(image, `${reg.host}/full/img:1`);
+      const store = new OciStore(dir);
+      await expect(pull(`${reg.host}/full/img:1`, { store })).rejects.toMatchObject({ code: "ENOSPC" });
+      expect(readdirSync(join(dir, "tmp"))).toEqual([]);
+      expect(await store.hasBlob(image.layers[1]!.digest)).toBe(false);
+      expect(await store.getRef(`${reg.host}/full/img:1`)).toBeUndefined();
+      for (const hex of readdirSync(join(dir, "blobs", "sha256"))) {
+        expect(
+          createHash("sha256")
+            .update(readFileSync(join(dir, "blobs", "sha256", hex)))
+            .digest("hex"),
+        ).toBe(hex);
+      }
+    } finally {
+      execFileSync("umount", [dir], { stdio: "ignore" });
+    }
+  });
+});
+
 describe("integrity and resumption through a tampering proxy", () => {
   let image: Image;
   beforeAll(async () => {
@@ -240,8 +273,6 @@ describe("integrity and resumption through a tampering proxy", () => {
     expect(await store.getRef(`${proxy.host}/tamper/img:1`)).toBeUndefined();
     // What is in the store hashes to its name.
     for (const hex of readdirSync(join(dir, "blobs", "sha256"))) {
-      const { createHash } = await import("node:crypto");
-      const { readFileSync } = await import("node:fs");
       expect(
         createHash("sha256")
           .update(readFileSync(join(dir, "blobs", "sha256", hex)))
