@@ -343,7 +343,14 @@ export class InboundQueue implements InboundSink {
 
   private wake() {
     if (this.readable !== null) {
-      if (!this.readablePaused) this.pump();
+      if (this.failure !== null) {
+        if (!this.readableDone) {
+          this.readableDone = true;
+          this.readable.destroy(this.failure);
+        }
+        return;
+      }
+      if (!this.readablePaused || (this.ended && this.queued === 0)) this.pump();
       return;
     }
     const w = this.waiter;

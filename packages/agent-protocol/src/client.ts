@@ -266,9 +266,12 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   get openChannels(): number {
     return this.channels.size;
   }
-  /** Bytes received on channels and not yet consumed, plus partial frame bytes: bounded by windows. */
+  /**
+   * Bytes received on channels and not yet consumed by their readers (SPEC §8.4 bounds this by
+   * `window` per channel). A partially received frame (at most maxFrame) is not included.
+   */
   get bufferedBytes(): number {
-    let n = this.reader.bufferedBytes;
+    let n = 0;
     for (const ch of this.channels.values()) n += ch.buffered;
     return n;
   }

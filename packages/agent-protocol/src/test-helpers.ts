@@ -1,6 +1,6 @@
 // Helpers shared by this package's tests (not exported from the package).
 import { readFileSync } from "node:fs";
-import { createServer, type Socket, connect as netConnect } from "node:net";
+import { createServer, connect as netConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { CborValue } from "./cbor";
@@ -20,7 +20,9 @@ export interface Vector {
 }
 
 export function loadVectors(): Vector[] {
-  return JSON.parse(readFileSync(new URL("../test-vectors/vectors.json", import.meta.url), "utf8")) as Vector[];
+  return JSON.parse(
+    readFileSync(new URL("../test-vectors/vectors.json", import.meta.url), "utf8"),
+  ) as Vector[];
 }
 
 function setKey(o: Record<string, unknown>, k: string, v: unknown): void {

@@ -48,7 +48,8 @@ describe("shared test vectors (test-vectors/vectors.json)", () => {
           if (val === undefined) continue;
           expect(meaning[k], `${v.name}.${k}`).toEqual(val);
         }
-        if (v.op !== undefined && frame.t === "res" && frame.result !== undefined) validateResult(v.op, frame.result);
+        if (v.op !== undefined && frame.t === "res" && frame.result !== undefined)
+          validateResult(v.op, frame.result);
         if (frame.t === "req") {
           if (v.resError !== undefined) {
             let code: string | undefined;
@@ -84,7 +85,8 @@ describe("shared test vectors (test-vectors/vectors.json)", () => {
         for (const dir of directions(v.direction)) {
           try {
             const frame = decodeFrame(bodies[0]!, dir);
-            if (v.op !== undefined && frame.t === "res" && frame.result !== undefined) validateResult(v.op, frame.result);
+            if (v.op !== undefined && frame.t === "res" && frame.result !== undefined)
+              validateResult(v.op, frame.result);
             err = null;
           } catch (e) {
             err = e;

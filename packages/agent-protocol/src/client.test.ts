@@ -1,0 +1,633 @@
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { AgentClient, connectAgent } from "./client";
+import { DEFAULT_WINDOW, FILE_MAX } from "./constants";
+import { AgentError } from "./errors";
+import { fakeAgent } from "./fake-agent.test-util";
+import { decodeFrame, encodeFrame, type Frame } from "./frames";
+import { FrameReader } from "./reader";
+import { socketPair } from "./test-helpers";
+import { ReferenceAgent } from "./testing/reference-agent";
+
+async function rejection(p: Promise<unknown>): Promise<AgentError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as AgentError;
+  }
+  throw new Error("expected a rejection");
+}
+
+/** Counts frames flowing on a socket (tap on 'data'). */
+function tapFrames(sock: Socket, dir: "host-to-agent" | "agent-to-host"): Frame[] {
+  const out: Frame[] = [];
+  const r = new FrameReader({
+    onFrame: (b) => out.push(decodeFrame(Buffer.from(b), dir)),
+    onError: () => {},
+  });
+  sock.on("data", (c: Buffer) => r.push(c));
+  return out;
+}
+
+describe("AgentClient with the reference agent", () => {
+  let pair: Awaited<ReturnType<typeof socketPair>>;
+  let agent: ReferenceAgent;
+  let client: AgentClient;
+
+  beforeEach(async () => {
+    pair = await socketPair();
+    agent = new ReferenceAgent(pair.agent);
+    client = await connectAgent(pair.host);
+  });
+  afterEach(async () => {
+    client.close();
+    agent.close();
+    await pair.close();
+  });
+
+  it("handshakes and reports the agent's hello", () => {
+    expect(client.state).toBe("connected");
+    expect(client.hello?.protocolVersion).toBe(1);
+    expect(client.hello?.agentVersion).toMatch(/^reference-/);
+    expect(client.hello?.caps).toContain("exec");
+    expect(client.ready).toBe(true);
+    expect(agent.sessions).toBe(1);
+  });
+
+  it("exec collects stdout, stderr and the exit code; small outputs are one frame each way", async () => {
+    const toAgent = tapFrames(pair.agent, "host-to-agent");
+    const toHost = tapFrames(pair.host, "agent-to-host");
+    const r = await client.exec({ argv: ["sh", "-c", "echo out; echo err >&2; exit 3"] });
+    expect(r.stdout.toString()).toBe("out\n");
+    expect(r.stderr.toString()).toBe("err\n");
+    expect(r.exitCode).toBe(3);
+    expect(r.signal).toBeNull();
+    expect(r.timedOut).toBe(false);
+    expect(toAgent.map((f) => f.t)).toEqual(["req"]);
+    expect(toHost.map((f) => f.t)).toEqual(["res"]);
+  });
+
+  it("exec streams large output through the channels and concatenates it with the tail", async () => {
+    const r = await client.exec({
+      argv: ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' 'x'; printf END"],
+    });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.length).toBe(3_000_003);
+    expect(r.stdout.subarray(0, 10).toString()).toBe("xxxxxxxxxx");
+    expect(r.stdout.subarray(-3).toString()).toBe("END");
+  });
+
+  it("exec of a missing binary exits 127 with a clear stderr", async () => {
+    const r = await client.exec({ argv: ["definitely-not-a-command-xyz"] });
+    expect(r.exitCode).toBe(127);
+    expect(r.stderr.toString()).toContain("definitely-not-a-command-xyz: command not found");
+  });
+
+  it("exec timeout kills the process: exitCode -1, timedOut", async () => {
+    const t0 = Date.now();
+    const r = await client.exec({ argv: ["sleep", "10"], timeoutMs: 200 });
+    expect(r.timedOut).toBe(true);
+    expect(r.exitCode).toBe(-1);
+    expect(r.signal).toBe(9);
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
+  it("exec chain runs only after success, stage files, cwd and env are applied", async () => {
+    const r = await client.exec({
+      argv: ["sh", "-c", 'cat in.txt; echo " $FOO"'],
+      cwd: "/work",
+      env: { FOO: "bar" },
+      stage: [{ path: "/work/in.txt", data: Buffer.from("staged"), mode: 0o600 }],
+      chain: { argv: ["echo", "chained"] },
+    });
+    expect(r.stdout.toString()).toBe("staged bar\nchained\n");
+    expect(readFileSync(join(agent.root, "work/in.txt"), "utf8")).toBe("staged");
+    const r2 = await client.exec({ argv: ["false"], chain: { argv: ["echo", "never"] } });
+    expect(r2.exitCode).toBe(1);
+    expect(r2.stdout.length).toBe(0);
+  });
+
+  it("interleaved concurrent execs on one connection each get their own output", async () => {
+    const jobs = Array.from({ length: 24 }, (_, i) =>
+      client.exec({
+        argv: [
+          "sh",
+          "-c",
+          i % 3 === 0
+            ? `head -c ${200_000 + i} /dev/zero | tr '\\0' '${i % 10}'`
+            : `echo job-${i}; exit ${i % 7}`,
+        ],
+      }),
+    );
+    const results = await Promise.all(jobs);
+    results.forEach((r, i) => {
+      if (i % 3 === 0) {
+        expect(r.stdout.length).toBe(200_000 + i);
+        expect(r.stdout.every((b) => b === 48 + (i % 10))).toBe(true);
+      } else {
+        expect(r.stdout.toString()).toBe(`job-${i}\n`);
+        expect(r.exitCode).toBe(i % 7);
+      }
+    });
+    expect(client.openChannels).toBe(0);
+  });
+
+  it("spawn: pull-style stdin/stdout, closeStdin, wait", async () => {
+    const child = await client.spawn({ argv: ["cat"] });
+    expect(child.pid).toBeGreaterThan(0);
+    await child.writeStdin("hello ");
+    await child.writeStdin(Buffer.from("world"));
+    await child.closeStdin();
+    const chunks: Buffer[] = [];
+    for (;;) {
+      const b = await child.readStdout(4);
+      if (b.length === 0) break;
+      expect(b.length).toBeLessThanOrEqual(4);
+      chunks.push(b);
+    }
+    expect(Buffer.concat(chunks).toString()).toBe("hello world");
+    expect(await child.readStderr()).toHaveLength(0);
+    const exit = await child.wait();
+    expect(exit.exitCode).toBe(0);
+  });
+
+  it("spawn: Readable stdout and Writable stdin with backpressure round-trip 8 MiB", async () => {
+    const child = await client.spawn({ argv: ["cat"] });
+    const input = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < input.length; i++) input[i] = (i * 7) & 0xff;
+    const got: Buffer[] = [];
+    const done = new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (c: Buffer) => got.push(c));
+      child.stdout.on("end", resolve);
+      child.stdout.on("error", reject);
+    });
+    let writesQueued = 0;
+    for (let off = 0; off < input.length; off += 100_000) {
+      if (!child.stdin.write(input.subarray(off, off + 100_000))) {
+        writesQueued++;
+        await new Promise((r) => child.stdin.once("drain", r));
+      }
+    }
+    child.stdin.end();
+    await done;
+    expect(Buffer.compare(Buffer.concat(got), input)).toBe(0);
+    expect(writesQueued).toBeGreaterThan(0); // the Writable really applied backpressure
+    expect((await child.wait()).exitCode).toBe(0);
+  });
+
+  it("signal terminates a spawned process and the exit event reports it", async () => {
+    const child = await client.spawn({ argv: ["sleep", "30"] });
+    const exitEvent = new Promise((resolve) => client.once("exit", resolve));
+    await child.signal(15);
+    const exit = await child.wait();
+    expect(exit.exitCode).toBe(-1);
+    expect(exit.signal).toBe(15);
+    expect(await exitEvent).toMatchObject({ pid: child.pid, signal: 15 });
+    const err = await rejection(client.signal(child.pid, 15));
+    expect(err.code).toBe("SM_AGENT_REMOTE");
+    expect(err.remoteCode).toBe("ESRCH");
+  });
+
+  it("writeFile/readFile round-trip with modes; errors carry the agent's code", async () => {
+    const data = Buffer.from("#!/bin/sh\necho hi\n");
+    await client.writeFile("/opt/bin/hello.sh", data, { mode: 0o755 });
+    const r = await client.readFile("/opt/bin/hello.sh");
+    expect(r.data.equals(data)).toBe(true);
+    expect(r.mode).toBe(0o755);
+    const missing = await rejection(client.readFile("/nope/missing"));
+    expect(missing.code).toBe("SM_AGENT_REMOTE");
+    expect(missing.remoteCode).toBe("ENOENT");
+    const noDirs = await rejection(client.writeFile("/x/y/z", data, { mkdirs: false }));
+    expect(noDirs.remoteCode).toBe("ENOENT");
+  });
+
+  it("writeFile above 4 MiB fails locally with SM_FILE_TOO_LARGE; readFile above 4 MiB fails in the agent", async () => {
+    const toAgent = tapFrames(pair.agent, "host-to-agent");
+    const err = await rejection(client.writeFile("/big", Buffer.alloc(FILE_MAX + 1)));
+    expect(err.code).toBe("SM_FILE_TOO_LARGE");
+    expect(client.pendingRequests).toBe(0);
+    await client.ping();
+    expect(toAgent.filter((f) => f.t === "req").map((f) => (f as { op: string }).op)).toEqual(["ping"]);
+    writeFileSync(join(agent.root, "big"), Buffer.alloc(FILE_MAX + 1));
+    const err2 = await rejection(client.readFile("/big"));
+    expect(err2.code).toBe("SM_FILE_TOO_LARGE");
+    expect(err2.remoteCode).toBe("SM_FILE_TOO_LARGE");
+    await client.writeFile("/exact", Buffer.alloc(FILE_MAX, 1));
+    expect((await client.readFile("/exact")).data.length).toBe(FILE_MAX);
+  });
+
+  it("tcpConnect returns a Duplex to 127.0.0.1:port; refused ports fail with ECONNREFUSED", async () => {
+    const server: Server = createServer((s) => s.pipe(s));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const d = await client.tcpConnect(port);
+      const got: Buffer[] = [];
+      const ended = new Promise<void>((r) => d.on("end", r));
+      d.on("data", (c: Buffer) => got.push(c));
+      d.write("ping over tcp ");
+      d.end(Buffer.alloc(300_000, 0x41));
+      await ended;
+      expect(Buffer.concat(got).length).toBe(14 + 300_000);
+      expect(Buffer.concat(got).subarray(0, 14).toString()).toBe("ping over tcp ");
+      await new Promise((r) => setTimeout(r, 20));
+      expect(client.openChannels).toBe(0);
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+    const closedPort = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const err = await rejection(client.tcpConnect(closedPort));
+    expect(err.remoteCode).toBe("ECONNREFUSED");
+  });
+
+  it("resume sends the time and fresh entropy; ping and stats answer", async () => {
+    await client.resume();
+    expect(agent.lastResume?.entropy.length).toBe(64);
+    const ns = BigInt(agent.lastResume!.timeNs);
+    expect(Number(ns / 1_000_000n)).toBeGreaterThan(Date.now() - 5000);
+    await client.resume({ timeNs: 5n, entropy: Buffer.alloc(32, 7) });
+    expect(agent.lastResume).toEqual({ timeNs: 5, entropy: Buffer.alloc(32, 7) });
+    await client.ping();
+    const s = await client.stats();
+    expect(s.memTotalKib).toBeGreaterThan(0);
+    expect(s.uptimeMs).toBeGreaterThan(0);
+  });
+
+  it("unknown ops are answered with SM_UNKNOWN_OP and the session stays usable", async () => {
+    const err = await rejection(client.request("frobnicate", { x: 1 }));
+    expect(err.code).toBe("SM_AGENT_REMOTE");
+    expect(err.remoteCode).toBe("SM_UNKNOWN_OP");
+    await client.ping();
+  });
+
+  it("AbortSignal cancels an exec: the call rejects at once, the guest process is killed, the session survives", async () => {
+    const ac = new AbortController();
+    const pidFile = join(agent.root, "pid");
+    const p = client.exec(
+      { argv: ["sh", "-c", "echo $$ > /dev/stderr; echo $$ > pid; exec sleep 30"] },
+      { signal: ac.signal },
+    );
+    for (let i = 0; i < 100 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 20));
+    const pid = Number(readFileSync(pidFile, "utf8"));
+    const t0 = Date.now();
+    ac.abort();
+    const err = await rejection(p);
+    expect(err.code).toBe("SM_AGENT_ABORTED");
+    expect(Date.now() - t0).toBeLessThan(100);
+    for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(isAlive(pid)).toBe(false);
+    await client.ping();
+    for (let i = 0; i < 50 && client.pendingRequests > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(client.pendingRequests).toBe(0);
+    expect(client.state).toBe("connected");
+  });
+
+  it("a per-call timeout rejects with SM_AGENT_TIMEOUT; an already-aborted signal never sends", async () => {
+    const err = await rejection(client.exec({ argv: ["sleep", "5"] }, { timeoutMs: 100 }));
+    expect(err.code).toBe("SM_AGENT_TIMEOUT");
+    const ac = new AbortController();
+    ac.abort();
+    expect((await rejection(client.ping({ signal: ac.signal }))).code).toBe("SM_AGENT_ABORTED");
+    await client.ping();
+  });
+
+  it("transport loss rejects pending calls with SM_AGENT_LOST and errors every channel", async () => {
+    const failed = new Promise<AgentError>((r) => client.once("failed", r));
+    const child = await client.spawn({ argv: ["sleep", "30"] });
+    const stdoutError = new Promise<Error>((r) => child.stdout.once("error", r));
+    const waitP = child.wait();
+    const execP = client.exec({ argv: ["sleep", "30"] });
+    const pingP = client.ping();
+    await new Promise((r) => setTimeout(r, 50));
+    pair.agent.destroy();
+    for (const p of [execP, waitP]) expect((await rejection(p)).code).toBe("SM_AGENT_LOST");
+    await pingP.catch(() => {}); // may have been answered before the loss
+    expect((await stdoutError).message).toMatch(/lost the agent/);
+    expect((await failed).code).toBe("SM_AGENT_LOST");
+    expect(client.state).toBe("failed");
+    expect((await rejection(client.ping())).code).toBe("SM_AGENT_LOST");
+    expect(client.openChannels).toBe(0);
+  });
+
+  it("shutdown ends the session normally (closed, not failed)", async () => {
+    let failed = false;
+    client.on("failed", () => {
+      failed = true;
+    });
+    await client.shutdown();
+    for (let i = 0; i < 100 && client.state !== "closed"; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(client.state).toBe("closed");
+    expect(failed).toBe(false);
+  });
+});
+
+describe("AgentClient handshake", () => {
+  let cleanup: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const c of cleanup.reverse()) await c();
+    cleanup = [];
+  });
+
+  it("resends hello every 200 ms until the agent opens its port", async () => {
+    const pair = await socketPair();
+    cleanup.push(() => pair.close());
+    let dropped = 0;
+    const drop = (c: Buffer) => {
+      dropped += c.length;
+    };
+    pair.agent.on("data", drop); // the guest has not opened its port yet: bytes are lost
+    const client = new AgentClient(pair.host);
+    cleanup.push(() => client.close());
+    const connecting = client.connect();
+    await new Promise((r) => setTimeout(r, 650));
+    pair.agent.off("data", drop);
+    const agent = new ReferenceAgent(pair.agent);
+    cleanup.push(() => agent.close());
+    const hello = await connecting;
+    expect(hello.agentVersion).toMatch(/^reference-/);
+    expect(dropped).toBeGreaterThan(0);
+    const oneHello = encodeFrame({
+      t: "hello",
+      v: 1,
+      host: "0.1.0",
+      maxFrame: 5242880,
+      window: 262144,
+      nonce: 1,
+    }).length;
+    expect(dropped / oneHello).toBeGreaterThanOrEqual(3); // t=0, 200, 400, 600 ms
+    await client.ping();
+  });
+
+  it("resynchronises past garbage and stale hello answers", async () => {
+    const pair = await socketPair();
+    cleanup.push(() => pair.close());
+    // stale bytes from before a snapshot: a frame tail, a hello answer with another nonce, junk
+    pair.agent.write(Buffer.from("6c6c6f00ff", "hex"));
+    pair.agent.write(
+      encodeFrame({
+        t: "hello",
+        v: 1,
+        agent: "stale",
+        caps: [],
+        maxFrame: 5242880,
+        window: 262144,
+        ready: true,
+        listening: null,
+        bootMs: 1,
+        nonce: 12345,
+      }),
+    );
+    pair.agent.write(Buffer.from("0000000ba16174 65 68656c6c6f".replace(/ /g, ""), "hex")); // truncated candidate
+    pair.agent.write(Buffer.from("deadbeef", "hex"));
+    const agent = new ReferenceAgent(pair.agent);
+    cleanup.push(() => agent.close());
+    const client = await connectAgent(pair.host);
+    cleanup.push(() => client.close());
+    expect(client.hello?.agentVersion).toMatch(/^reference-/);
+    await client.ping();
+  });
+
+  it("times out with SM_AGENT_LOST when nobody answers", async () => {
+    const pair = await socketPair();
+    cleanup.push(() => pair.close());
+    const client = new AgentClient(pair.host, { helloTimeoutMs: 300 });
+    const t0 = Date.now();
+    const err = await rejection(client.connect());
+    expect(err.code).toBe("SM_AGENT_LOST");
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(280);
+    expect(client.state).toBe("failed");
+  });
+
+  it("tolerates one answer per resent hello", async () => {
+    const pair = await socketPair();
+    cleanup.push(() => pair.close());
+    const fake = fakeAgent(pair.agent, { answerHello: false });
+    const client = new AgentClient(pair.host, { helloResendMs: 20 });
+    cleanup.push(() => client.close());
+    const p = client.connect();
+    await new Promise((r) => setTimeout(r, 90));
+    const hellos = fake.frames.filter((f) => f.t === "hello") as Array<{ nonce?: number }>;
+    expect(hellos.length).toBeGreaterThanOrEqual(3);
+    for (const h of hellos) {
+      fake.send({
+        t: "hello",
+        v: 1,
+        agent: "f",
+        caps: [],
+        maxFrame: 5242880,
+        window: 65536,
+        ready: true,
+        listening: null,
+        bootMs: 1,
+        nonce: h.nonce,
+      });
+    }
+    await p;
+    const ping = client.ping();
+    const req = await fake.next((f) => f.t === "req");
+    fake.send({ t: "res", id: (req as { id: number }).id, result: {} });
+    await ping;
+    expect(client.state).toBe("connected");
+  });
+
+  it("rejects unknown options", () => {
+    expect(() => new AgentClient(null as never, { windw: 1 } as never)).toThrowError(
+      /unknown AgentClient option/,
+    );
+    expect(() => new AgentClient(null as never, { window: 10 })).toThrowError(AgentError);
+  });
+});
+
+describe("protocol violations by the agent", () => {
+  let cleanup: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const c of cleanup.reverse()) await c();
+    cleanup = [];
+  });
+
+  async function setup(window = DEFAULT_WINDOW) {
+    const pair = await socketPair();
+    cleanup.push(() => pair.close());
+    const fake = fakeAgent(pair.agent, { window });
+    const client = await connectAgent(pair.host);
+    cleanup.push(() => client.close());
+    const failed = new Promise<AgentError>((r) => client.once("failed", r));
+    return { pair, fake, client, failed };
+  }
+
+  async function expectFatal(
+    fake: ReturnType<typeof fakeAgent>,
+    client: AgentClient,
+    failed: Promise<AgentError>,
+    reason: string,
+  ) {
+    const err = await failed;
+    expect(err.code).toBe("SM_AGENT_PROTOCOL");
+    expect(err.reason).toBe(reason);
+    expect(client.state).toBe("failed");
+    const fatal = (await fake.next((f) => f.t === "fatal")) as { code: string };
+    expect(fatal.code).toBe(reason);
+  }
+
+  it("data on an unknown channel", async () => {
+    const { fake, client, failed } = await setup();
+    const ping = rejection(client.ping());
+    fake.send({ t: "data", ch: 99, d: Buffer.from("x") });
+    await expectFatal(fake, client, failed, "SM_UNKNOWN_CHANNEL");
+    expect((await ping).code).toBe("SM_AGENT_PROTOCOL");
+  });
+
+  it("more data than the window allows", async () => {
+    const { fake, client, failed } = await setup();
+    const child = client.spawn({ argv: ["x"] });
+    const req = (await fake.next((f) => f.t === "req")) as { id: number; args: { chOut: number } };
+    fake.send({ t: "res", id: req.id, result: { pid: 9 } });
+    await child;
+    // nobody reads stdout, so no credit comes back: window + 1 bytes is one too many
+    fake.send({ t: "data", ch: req.args.chOut, d: Buffer.alloc(DEFAULT_WINDOW - 10) });
+    fake.send({ t: "data", ch: req.args.chOut, d: Buffer.alloc(11) });
+    await expectFatal(fake, client, failed, "SM_CREDIT_EXCEEDED");
+  });
+
+  it("a consumer that drains returns credit, so the same bytes are legal", async () => {
+    const { fake, client } = await setup();
+    const child = await (async () => {
+      const c = client.spawn({ argv: ["x"] });
+      const req = (await fake.next((f) => f.t === "req")) as { id: number; args: { chOut: number } };
+      fake.send({ t: "res", id: req.id, result: { pid: 9 } });
+      return { c: await c, chOut: req.args.chOut };
+    })();
+    fake.send({ t: "data", ch: child.chOut, d: Buffer.alloc(DEFAULT_WINDOW) });
+    let got = 0;
+    while (got < DEFAULT_WINDOW) got += (await child.c.readStdout(DEFAULT_WINDOW)).length;
+    const credit = (await fake.next((f) => f.t === "credit")) as { n: number };
+    expect(credit.n).toBe(DEFAULT_WINDOW);
+    fake.send({ t: "data", ch: child.chOut, d: Buffer.alloc(DEFAULT_WINDOW) });
+    got = 0;
+    while (got < DEFAULT_WINDOW) got += (await child.c.readStdout(DEFAULT_WINDOW)).length;
+    expect(client.state).toBe("connected");
+  });
+
+  it("data after eof, and credit beyond the window", async () => {
+    {
+      const { fake, client, failed } = await setup();
+      const child = client.spawn({ argv: ["x"] });
+      const req = (await fake.next((f) => f.t === "req")) as { id: number; args: { chOut: number } };
+      fake.send({ t: "res", id: req.id, result: { pid: 5 } });
+      await child;
+      fake.send({ t: "eof", ch: req.args.chOut });
+      fake.send({ t: "data", ch: req.args.chOut, d: Buffer.from("late") });
+      // after eof the channel may be removed already (both halves closed): either code names the fault
+      const err = await failed;
+      expect(["SM_DATA_AFTER_EOF", "SM_UNKNOWN_CHANNEL"]).toContain(err.reason);
+    }
+    {
+      const { fake, client, failed } = await setup(65536);
+      const child = client.spawn({ argv: ["x"] });
+      const req = (await fake.next((f) => f.t === "req")) as { id: number; args: { chIn: number } };
+      fake.send({ t: "res", id: req.id, result: { pid: 6 } });
+      await child;
+      fake.send({ t: "credit", ch: req.args.chIn, n: 1 });
+      await expectFatal(fake, client, failed, "SM_CREDIT_OVERFLOW");
+    }
+  });
+
+  it("oversized frame, res for an unknown id, wrong field types, unknown frame type", async () => {
+    const cases: Array<[Buffer | Frame, string]> = [
+      [Buffer.from("00500001", "hex"), "SM_FRAME_TOO_LARGE"],
+      [{ t: "res", id: 777, result: {} }, "SM_UNKNOWN_ID"],
+      [encodeFrame({ t: "evt", ev: "exit", data: { pid: "1" } } as never), "SM_BAD_FRAME"],
+      [encodeFrame({ t: "bogus" } as never), "SM_UNKNOWN_FRAME"],
+      [Buffer.from("00000003a1f7f7", "hex"), "SM_BAD_CBOR"],
+    ];
+    for (const [bytes, reason] of cases) {
+      const { fake, client, failed } = await setup();
+      fake.send(bytes);
+      await expectFatal(fake, client, failed, reason);
+    }
+  });
+
+  it("a res that does not match the op's result schema", async () => {
+    const { fake, client, failed } = await setup();
+    const p = rejection(client.exec({ argv: ["x"] }));
+    const req = (await fake.next((f) => f.t === "req")) as { id: number };
+    fake.send({ t: "res", id: req.id, result: { exitCode: "0" } } as never);
+    await expectFatal(fake, client, failed, "SM_BAD_FRAME");
+    expect((await p).code).toBe("SM_AGENT_PROTOCOL");
+  });
+
+  it("a fatal from the agent tears the session down without a fatal reply", async () => {
+    const { fake, client, failed } = await setup();
+    fake.send({ t: "fatal", code: "SM_BAD_CBOR", message: "you sent junk" });
+    const err = await failed;
+    expect(err.reason).toBe("SM_BAD_CBOR");
+    expect(err.remote).toBe(true);
+    expect(err.message).toContain("you sent junk");
+    await new Promise((r) => setTimeout(r, 20));
+    expect(fake.frames.some((f) => f.t === "fatal")).toBe(false);
+  });
+
+  it("ignores credit/close for unknown channels and unknown events", async () => {
+    const { fake, client } = await setup();
+    fake.send({ t: "credit", ch: 1234, n: 5 });
+    fake.send({ t: "close", ch: 1234 });
+    fake.send({ t: "evt", ev: "from-the-future", data: { x: [1] } });
+    const ping = client.ping();
+    const req = (await fake.next((f) => f.t === "req")) as { id: number };
+    fake.send({ t: "res", id: req.id, result: {} });
+    await ping;
+    expect(client.state).toBe("connected");
+  });
+
+  it("emits 'error' only when someone listens, never throws", async () => {
+    const { fake, client } = await setup();
+    const errors: AgentError[] = [];
+    client.on("error", (e) => errors.push(e));
+    fake.send({ t: "bogus" } as never);
+    for (let i = 0; i < 50 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(errors[0]?.reason).toBe("SM_UNKNOWN_FRAME");
+  });
+});
+
+describe("events", () => {
+  it("ready, listening, workload-exit", async () => {
+    const pair = await socketPair();
+    const agent = new ReferenceAgent(pair.agent, { ready: false, workload: { argv: ["sleep", "30"] } });
+    const client = await connectAgent(pair.host);
+    try {
+      expect(client.ready).toBe(false);
+      const ready = new Promise((r) => client.once("ready", r));
+      agent.markReady(42);
+      expect(await ready).toEqual({ bootMs: 42 });
+      expect(client.ready).toBe(true);
+      const listening = new Promise((r) => client.once("listening", r));
+      agent.event("listening", { port: 8080 });
+      expect(await listening).toEqual({ port: 8080 });
+      expect(client.listeningPort).toBe(8080);
+      const wexit = new Promise((r) => client.once("workload-exit", r));
+      await client.workloadSignal(15);
+      expect(await wexit).toEqual({ exitCode: -1, signal: 15 });
+      expect((await rejection(client.workloadSignal(15))).remoteCode).toBe("ESRCH");
+    } finally {
+      client.close();
+      agent.close();
+      await pair.close();
+    }
+  });
+});
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
