@@ -487,7 +487,7 @@ describe("protocol violations by the agent", () => {
   it("more data than the window allows", async () => {
     const { fake, client, failed } = await setup();
     const child = client.spawn({ argv: ["x"] });
-    const req = (await fake.next((f) => f.t === "req")) as { id: number; args: { chOut: number } };
+    const req = (await fake.next((f) => f.t === "req")) as unknown as { id: number; args: { chOut: number } };
     fake.send({ t: "res", id: req.id, result: { pid: 9 } });
     await child;
     // nobody reads stdout, so no credit comes back: window + 1 bytes is one too many
@@ -500,7 +500,7 @@ describe("protocol violations by the agent", () => {
     const { fake, client } = await setup();
     const child = await (async () => {
       const c = client.spawn({ argv: ["x"] });
-      const req = (await fake.next((f) => f.t === "req")) as { id: number; args: { chOut: number } };
+      const req = (await fake.next((f) => f.t === "req")) as unknown as { id: number; args: { chOut: number } };
       fake.send({ t: "res", id: req.id, result: { pid: 9 } });
       return { c: await c, chOut: req.args.chOut };
     })();
@@ -519,7 +519,7 @@ describe("protocol violations by the agent", () => {
     {
       const { fake, client, failed } = await setup();
       const child = client.spawn({ argv: ["x"] });
-      const req = (await fake.next((f) => f.t === "req")) as { id: number; args: { chOut: number } };
+      const req = (await fake.next((f) => f.t === "req")) as unknown as { id: number; args: { chOut: number } };
       fake.send({ t: "res", id: req.id, result: { pid: 5 } });
       await child;
       fake.send({ t: "eof", ch: req.args.chOut });
@@ -531,7 +531,7 @@ describe("protocol violations by the agent", () => {
     {
       const { fake, client, failed } = await setup(65536);
       const child = client.spawn({ argv: ["x"] });
-      const req = (await fake.next((f) => f.t === "req")) as { id: number; args: { chIn: number } };
+      const req = (await fake.next((f) => f.t === "req")) as unknown as { id: number; args: { chIn: number } };
       fake.send({ t: "res", id: req.id, result: { pid: 6 } });
       await child;
       fake.send({ t: "credit", ch: req.args.chIn, n: 1 });
@@ -567,6 +567,7 @@ describe("protocol violations by the agent", () => {
     const { fake, client, failed } = await setup();
     fake.send({ t: "fatal", code: "SM_BAD_CBOR", message: "you sent junk" });
     const err = await failed;
+    expect(client.state).toBe("failed");
     expect(err.reason).toBe("SM_BAD_CBOR");
     expect(err.remote).toBe(true);
     expect(err.message).toContain("you sent junk");
