@@ -38,7 +38,7 @@ import { type HandleVolume, VmHandle, WarmupVmImpl } from "./vm";
 import { prepareVolume } from "./volumes";
 
 /** Boot → ready deadline for a bake (TCG cold boots take ~5 s; leave room for slow CI). */
-const BAKE_READY_TIMEOUT_MS = 120_000;
+const BAKE_READY_TIMEOUT_MS = Number(process.env.SUPERMACHINE_BAKE_TIMEOUT_MS) || 120_000;
 /** An unused warm-handoff VM is stopped after this (so a script that only builds can exit). */
 const HANDOFF_IDLE_MS = 15_000;
 
@@ -291,16 +291,17 @@ export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promi
   }
 }
 
-function wrapBakeError(err: unknown, step: string): unknown {
+function wrapBakeError(err: unknown, step: string, consoleTail: string | undefined): unknown {
   const code = codeOf(err);
-  // Errors of the lower packages (and ours) keep their code; anything else becomes SM_BAKE_FAILED.
-  if (code?.startsWith("SM_")) return err;
+  // Errors of the lower packages (and ours) keep their code; the guest agent never answering, and
+  // anything without a code, become SM_BAKE_FAILED with the guest console's last lines.
+  const agentGone = code === "SM_AGENT_LOST" || code === "SM_AGENT_TIMEOUT" || code === "SM_AGENT_PROTOCOL";
+  if (code?.startsWith("SM_") && !agentGone) return err;
+  const tail = consoleTail?.trim() ? `\n--- guest console (last lines) ---\n${consoleTail.trim()}` : "";
   return new SupermachineError(
     "SM_BAKE_FAILED",
-    `Bake failed while ${step}: ${(err as Error)?.message ?? String(err)}`,
-    {
-      cause: err,
-    },
+    `Bake failed while ${step}: ${(err as Error)?.message ?? String(err)}${tail}`,
+    { cause: err },
   );
 }
 
@@ -408,6 +409,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       extraKernelArgs: opts.extraKernelArgs,
       volumes: volumes.map((v) => ({ hostPath: v.hostPath, guestPath: v.guestPath, sizeMib: v.sizeMib })),
       mounts: p.inputs.mounts,
+      workload: bootConfig.workload?.argv ?? null,
       startWorkload: bootConfig.startWorkload,
       backendState,
     };
@@ -421,7 +423,13 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
     emit(opts, { phase: "done", cacheHit: false, snapshotPath: p.finalDir });
     return img;
   } catch (err) {
-    throw wrapBakeError(err, step);
+    let tail: string | undefined;
+    try {
+      tail = live?.consoleTail?.(30);
+    } catch {
+      /* runtime dir already gone */
+    }
+    throw wrapBakeError(err, step, tail);
   } finally {
     if (handle) await handle.stop().catch(() => undefined);
     else if (live) await live.stop().catch(() => undefined);

@@ -111,6 +111,8 @@ export interface LiveVmPort {
   stop(): Promise<void>;
   /** Synchronous SIGKILL + runtime dir removal, for process-exit cleanup. */
   killSync(): void;
+  /** Last lines of the guest serial console (for error messages). */
+  consoleTail?(lines?: number): string;
   /** Memory usage of the VMM process (PSS when available). */
   memory?(): Promise<{ rssBytes: number; pssBytes?: number }>;
 }

@@ -14,7 +14,6 @@ import {
   type Vm as HvVm,
   NET_GUEST_MODULES,
   resolveKernelBundle,
-  resolveModules,
   type VmmBackend,
 } from "@supermachine/hypervisor";
 import { imageLayers, importArchive, importLayout, type Image as OciImage, pull } from "@supermachine/oci";
@@ -35,9 +34,20 @@ import type { KernelInfo, ResolvedImage, Runtime } from "./runtime-port";
 import type { ResolvedBuildOptions } from "./validate";
 
 /** Backend short name → package. Loaded with import() on first use. */
-export const BACKEND_PACKAGES: Record<string, { pkg: string; factory: string }> = {
-  kvm: { pkg: "@supermachine/hypervisor-kvm", factory: "createKvmBackend" },
-  hvf: { pkg: "@supermachine/hypervisor-hvf", factory: "createHvfBackend" },
+export const BACKEND_PACKAGES: Record<
+  string,
+  { pkg: string; factory: string; load: () => Promise<unknown> }
+> = {
+  kvm: {
+    pkg: "@supermachine/hypervisor-kvm",
+    factory: "createKvmBackend",
+    load: () => import("@supermachine/hypervisor-kvm"),
+  },
+  hvf: {
+    pkg: "@supermachine/hypervisor-hvf",
+    factory: "createHvfBackend",
+    load: () => import("@supermachine/hypervisor-hvf"),
+  },
 };
 
 export function defaultBackendName(): string {
@@ -165,6 +175,7 @@ function adaptLive(vm: HvVm): LiveVmPort {
     accel: vm.accel,
     exited: vm.exited.then((e) => ({ expected: e.cause === "stop", ...(e.error ? { error: e.error } : {}) })),
     agentStream: () => vm.agentStream(),
+    consoleTail: (lines) => vm.consoleTail(lines),
     snapshot: async (dir) => {
       const r = await vm.snapshot(dir);
       return { manifest: r.manifest, timings: r.timings };
@@ -253,7 +264,7 @@ async function loadBackend(): Promise<BackendPort> {
     }
     let mod: Record<string, unknown>;
     try {
-      mod = (await import(entry.pkg)) as Record<string, unknown>;
+      mod = (await entry.load()) as Record<string, unknown>;
     } catch (err) {
       throw new SupermachineError(
         "SM_DEPENDENCY_MISSING",
@@ -281,13 +292,109 @@ async function loadBackend(): Promise<BackendPort> {
 async function connectAgent(live: LiveVmPort, timeoutMs: number): Promise<AgentPort> {
   const stream: Duplex = await live.agentStream();
   const client = new AgentClient(stream, { helloTimeoutMs: timeoutMs });
-  await client.ready;
+  // A VMM that dies during the handshake ends it at once instead of waiting for the timeout.
+  const abort = new AbortController();
+  void live.exited.then(() => abort.abort(new Error("the VM exited during the agent handshake")));
+  try {
+    await client.connect({ signal: abort.signal });
+  } catch (err) {
+    client.close();
+    throw err;
+  }
   return adaptAgent(client);
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: adapter over the agent-protocol client's surface
-function adaptAgent(c: any): AgentPort {
-  return c as AgentPort;
+function waitFor(
+  client: AgentClient,
+  done: () => boolean,
+  event: "ready" | "listening",
+  timeoutMs: number,
+): Promise<void> {
+  if (done()) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(
+        new SupermachineError(
+          "SM_BAKE_FAILED",
+          `The guest agent did not report \`${event}\` within ${timeoutMs} ms.`,
+        ),
+      );
+    }, timeoutMs);
+    const onEvent = () => {
+      cleanup();
+      resolve();
+    };
+    const onFailed = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      client.off(event, onEvent);
+      client.off("failed", onFailed);
+    };
+    client.on(event, onEvent);
+    client.on("failed", onFailed);
+  });
+}
+
+function adaptAgent(c: AgentClient): AgentPort {
+  const hello = c.hello;
+  return {
+    hello: {
+      agentVersion: hello?.agentVersion ?? "unknown",
+      caps: hello?.caps ?? [],
+      ready: hello?.ready ?? false,
+      listening: hello?.listening ?? null,
+      bootMs: hello?.bootMs ?? 0,
+    },
+    exec: (a: AgentExecArgs) =>
+      c.exec({
+        argv: a.argv,
+        env: a.env,
+        cwd: a.cwd,
+        stage: a.stage,
+        chain: a.chain,
+        tty: a.tty,
+        winsize: { cols: a.cols, rows: a.rows },
+        timeoutMs: a.timeoutMs,
+      }),
+    spawn: async (a) => {
+      const child = await c.spawn({
+        argv: a.argv,
+        env: a.env,
+        cwd: a.cwd,
+        stage: a.stage,
+        chain: a.chain,
+        tty: a.tty,
+        winsize: { cols: a.cols, rows: a.rows },
+      });
+      const port: AgentChild = {
+        pid: child.pid,
+        stdout: child.stdout,
+        stderr: child.stderr,
+        stdin: child.stdin,
+        wait: () => child.wait(),
+        signal: (n) => child.signal(n),
+        resize: (cols, rows) => child.resize(cols, rows),
+      };
+      return port;
+    },
+    writeFile: (path, data, mode) => c.writeFile(path, data, { mode }),
+    readFile: (path) => c.readFile(path),
+    workloadSignal: (n) => c.workloadSignal(n),
+    tcpConnect: (port) => c.tcpConnect(port),
+    resume: (timeNs, entropy) => c.resume({ timeNs, entropy }),
+    ping: () => c.ping(),
+    shutdown: () => c.shutdown(),
+    waitReady: (t) => waitFor(c, () => c.ready, "ready", t),
+    waitListening: (t) => waitFor(c, () => c.listeningPort !== null, "listening", t),
+    onLost: (cb) => {
+      c.on("failed", cb);
+    },
+    close: () => c.close(),
+  };
 }
 
 export function createDefaultRuntime(): Runtime {
@@ -311,10 +418,10 @@ export function createDefaultRuntime(): Runtime {
     },
     buildInitramfs: async (o) => {
       const names = [...BASE_GUEST_MODULES, ...(o.network ? NET_GUEST_MODULES : [])];
-      const modules = resolveModules(o.kernel.modulesDir, names);
       await buildInitramfs({
-        agent: o.agentPath,
-        modules: modules.map((m) => ({ name: m.name, path: m.path })),
+        init: o.agentPath,
+        modulesDir: o.kernel.modulesDir,
+        modules: names,
         config: o.config,
         out: o.out,
       });

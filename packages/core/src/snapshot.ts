@@ -45,6 +45,8 @@ export interface SnapshotMetadata {
   extraKernelArgs: string[];
   volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
   mounts: { hostPath: string; guestTag: string; symlinks: string }[];
+  /** The workload argv (ENTRYPOINT+CMD or the cmd override); null when the image has none. */
+  workload?: string[] | null;
   /** Whether a workload is started by `resume` on restore. */
   startWorkload: "boot" | "resume" | "never";
   /** Opaque backend data needed to restore (file names inside vm/, machine config). */

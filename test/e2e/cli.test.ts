@@ -1,0 +1,69 @@
+/**
+ * The `supermachine` CLI (bundled from source): run prints the command's output and exits with its code;
+ * images lists the snapshot; rm deletes it; doctor reports the host.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bundle, type FixtureRefs, fixtureRefs, REPO, sharedSnapshotsDir } from "./_shared";
+
+let refs: FixtureRefs;
+let cli: string;
+let shared: string;
+
+beforeAll(async () => {
+  shared = sharedSnapshotsDir();
+  refs = await fixtureRefs();
+  cli = await bundle(join(REPO, "packages/core/src/cli.ts"), "cli");
+});
+afterAll(() => rm(cli, { force: true }));
+
+function sm(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, SUPERMACHINE_SNAPSHOTS_DIR: shared, ...env },
+    timeout: 170_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe("supermachine CLI", () => {
+  it("run IMAGE -- CMD prints the output and exits with the command's code (the demo)", () => {
+    const r = sm(["run", refs.busybox, "--", "uname", "-a"]);
+    expect(r.stderr).not.toMatch(/SM_/);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Linux \S+ 6\.\d/);
+    const fail = sm(["run", "-q", refs.busybox, "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    expect(fail).toMatchObject({ code: 3, stdout: "out\n", stderr: "err\n" });
+  });
+
+  it("images lists snapshots; rm deletes one; bad usage exits 2", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sm-core-e2e-cli-"));
+    try {
+      const env = { SUPERMACHINE_SNAPSHOTS_DIR: dir };
+      const b = sm(["build", "-q", "--name", "bb", refs.busybox], env);
+      expect(b.code).toBe(0);
+      expect(b.stdout.trim()).toBe(join(dir, "bb"));
+      const ls = sm(["images"], env);
+      expect(ls.stdout).toMatch(
+        /^NAME\s+IMAGE\s+MEMORY\s+SIZE\s+CREATED\nbb\s+\S+busybox:latest\s+256 MiB\s+\S+ \S+\s+\d+s ago\n$/,
+      );
+      expect(sm(["rm", "bb"], env).code).toBe(0);
+      expect(sm(["images"], env).stdout.split("\n").filter(Boolean)).toHaveLength(1);
+      expect(sm(["rm", "bb"], env).code).toBe(1);
+      expect(sm(["frobnicate"]).code).toBe(2);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("doctor checks QEMU, kernel, agent, accelerator, runtime dir and disk", () => {
+    const r = sm(["doctor"]);
+    for (const what of ["qemu", "kernel", "guest agent", "accelerator", "runtime dir", "disk"]) {
+      expect(r.stdout).toMatch(new RegExp(`^(ok  |warn)  ${what}`, "m"));
+    }
+    expect(r.code).toBe(0);
+  });
+});

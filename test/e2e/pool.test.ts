@@ -1,0 +1,175 @@
+/**
+ * Pool semantics on real VMs: restoreOnRelease, concurrency with consistent stats, acquire timeout,
+ * a VM crashing in use, snapshot mid-flight, kill -9 of the host process.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Image, type Pool } from "../../packages/core/src/index";
+import { bundle, type FixtureRefs, fixtureRefs, qemuPids, sharedSnapshotsDir } from "./_shared";
+
+let refs: FixtureRefs;
+let shared: string;
+let image: Image;
+const pools: Pool[] = [];
+
+beforeAll(async () => {
+  shared = sharedSnapshotsDir();
+  refs = await fixtureRefs();
+  image = await Image.build({ ref: refs.busybox, snapshotsDir: shared });
+});
+afterAll(async () => {
+  await Promise.all(pools.map((p) => p.shutdown()));
+});
+
+async function makePool(opts: Parameters<Image["pool"]>[0]): Promise<Pool> {
+  const p = await image.pool(opts);
+  pools.push(p);
+  return p;
+}
+
+describe("pool on real VMs", () => {
+  it("restoreOnRelease: true gives a clean guest; false keeps state", async () => {
+    const clean = await makePool({ min: 1, max: 1 });
+    let vm = await clean.acquire();
+    await vm.writeFile("/tmp/marker", "x");
+    await vm.release();
+    vm = await clean.acquire();
+    expect((await vm.exec({ argv: ["test", "-e", "/tmp/marker"] })).exitCode).toBe(1);
+    await vm.release();
+    await clean.shutdown();
+
+    const dirty = await makePool({ min: 1, max: 1, restoreOnRelease: false });
+    vm = await dirty.acquire();
+    await vm.writeFile("/tmp/marker", "x");
+    await vm.release();
+    vm = await dirty.acquire();
+    expect((await vm.exec({ argv: ["cat", "/tmp/marker"] })).stdout.toString()).toBe("x");
+    await vm.release();
+    await dirty.shutdown();
+  });
+
+  it("min 2 max 4 under 8 concurrent tasks: all complete, stats consistent, waiting observed; timeout code", async () => {
+    const pool = await makePool({ min: 2, max: 4, acquireTimeoutMs: 120_000 });
+    const violations: string[] = [];
+    let maxWaiting = 0;
+    const sample = () => {
+      const s = pool.stats();
+      maxWaiting = Math.max(maxWaiting, s.waiting);
+      if (s.alive !== s.inUse + s.idle) violations.push(`alive ${JSON.stringify(s)}`);
+      if (s.alive > s.max || s.inUse > s.max) violations.push(`over max ${JSON.stringify(s)}`);
+      if (Object.values(s).some((v) => v < 0)) violations.push(`negative ${JSON.stringify(s)}`);
+    };
+    const timer = setInterval(sample, 5);
+    const results = await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const vm = await pool.acquire();
+        sample();
+        try {
+          const r = await vm.exec({ argv: ["sh", "-c", `sleep 0.3; echo ${i}`] });
+          return r.stdout.toString().trim();
+        } finally {
+          await vm.release();
+          sample();
+        }
+      }),
+    );
+    clearInterval(timer);
+    expect(results.sort()).toEqual(["0", "1", "2", "3", "4", "5", "6", "7"]);
+    expect(violations).toEqual([]);
+    expect(maxWaiting).toBeGreaterThan(0);
+    await pool.shutdown();
+
+    const tiny = await makePool({ min: 1, max: 1, acquireTimeoutMs: 300 });
+    const held = await tiny.acquire();
+    await expect(tiny.acquire()).rejects.toMatchObject({ code: "SM_ACQUIRE_TIMEOUT" });
+    await held.release();
+    await tiny.shutdown();
+  });
+
+  it("a VM whose QEMU dies in use rejects with SM_GUEST_CRASHED and is replaced", async () => {
+    const pool = await makePool({ min: 1, max: 1, restoreOnRelease: false });
+    const vm = await pool.acquire();
+    const runtimeDir = join(vm.vsockPath, "..");
+    const [pid] = qemuPids(runtimeDir);
+    expect(pid).toBeGreaterThan(0);
+    const pending = vm.exec({ argv: ["sleep", "30"] });
+    process.kill(pid!, "SIGKILL");
+    await expect(pending).rejects.toMatchObject({ code: "SM_GUEST_CRASHED" });
+    await expect(vm.exec({ argv: ["true"] })).rejects.toMatchObject({ code: "SM_GUEST_CRASHED" });
+    await vm.release();
+    const next = await pool.acquire();
+    expect((await next.exec({ argv: ["echo", "alive"] })).stdout.toString()).toBe("alive\n");
+    await next.release();
+    await pool.shutdown();
+  });
+
+  it("vm.snapshot mid-flight: files and running processes are in the new image", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sm-core-e2e-mid-"));
+    try {
+      const pool = await makePool({ min: 1, max: 1 });
+      const vm = await pool.acquire();
+      await vm.writeFile("/root/note", "mid-flight");
+      const bg = await vm.spawn({ argv: ["sh", "-c", "while true; do sleep 1; done"] });
+      const snap = await vm.snapshot(join(dir, "mid"));
+      expect((await vm.exec({ argv: ["cat", "/root/note"] })).stdout.toString()).toBe("mid-flight"); // still usable
+      await bg.signal(9);
+      await vm.release();
+      await pool.shutdown();
+
+      const loaded = await Image.fromSnapshot(snap.snapshotPath);
+      const p2 = await loaded.pool({ min: 1, max: 1 });
+      pools.push(p2);
+      const vm2 = await p2.acquire();
+      expect((await vm2.readFile("/root/note")).toString()).toBe("mid-flight");
+      const ps = await vm2.exec({ argv: ["ps"] });
+      expect(ps.stdout.toString()).toContain("while true");
+      await vm2.release();
+      await p2.shutdown();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("kill -9 of the Node process with a pool of 3 leaves no QEMU within 5 s", async () => {
+    const script = await bundle(join(__dirname, "child-pool.ts"), "child-pool");
+    try {
+      const child = spawn(process.execPath, [script, refs.busybox, shared, "3"], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let err = "";
+      child.stderr.on("data", (d) => {
+        err += d;
+      });
+      const info = await new Promise<{ qemu: number[] }>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d) => {
+          out += d;
+          const line = out.split("\n").find((l) => l.includes('"ready"'));
+          if (line) resolve(JSON.parse(line));
+        });
+        child.on("exit", (code) => reject(new Error(`child exited ${code}: ${err}`)));
+      });
+      expect(info.qemu).toHaveLength(3);
+      child.kill("SIGKILL");
+      const deadline = Date.now() + 5000;
+      let left = info.qemu;
+      while (Date.now() < deadline && left.length > 0) {
+        await new Promise((r) => setTimeout(r, 100));
+        left = left.filter((p) => {
+          try {
+            process.kill(p, 0);
+            return true;
+          } catch {
+            return false;
+          }
+        });
+      }
+      expect(left).toEqual([]);
+    } finally {
+      await rm(script, { force: true });
+    }
+  });
+});
