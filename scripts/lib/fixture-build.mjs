@@ -400,7 +400,7 @@ const FIXTURES = {
   },
 
   "debian-python": {
-    version: 1, // bump when build() changes
+    version: 2, // bump when build() changes
     platforms: ["linux/amd64"],
     async inputs() {
       // Deliberately not keyed on package versions: debootstrap takes minutes, so this is cached hard.
@@ -451,9 +451,9 @@ const FIXTURES = {
         arch: "amd64",
         config: {
           Env: [PATH_ENV, "LANG=C.UTF-8"],
-          Cmd: ["/usr/bin/python3"],
-          WorkingDir: "/home/app",
-          User: "app",
+          Cmd: ["python3"],
+          // Like python:slim the default user is root; tests pick `app` (uid 1000) explicitly.
+          WorkingDir: "/",
         },
       });
       layout.writeIndex(m);

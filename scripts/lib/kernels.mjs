@@ -17,6 +17,7 @@ import {
   SetupError,
   say,
   tempName,
+  which,
   writeJsonAtomic,
 } from "./util.mjs";
 
@@ -125,7 +126,11 @@ async function buildBundle(arch, info, target) {
   if (!kernelSrc || !existsSync(modSrc))
     throw new SetupError(`${info.pkg}: no kernel or modules in the package`);
   // Debian generates modules.dep in postinst; we run depmod ourselves against the unpacked tree.
-  await run("depmod", ["-b", modSrc.includes("/usr/lib/") ? join(x, "usr") : x, info.release]);
+  await run(which("depmod") ?? "depmod", [
+    "-b",
+    modSrc.includes("/usr/lib/") ? join(x, "usr") : x,
+    info.release,
+  ]);
   const bundle = join(tmp, "bundle");
   mkdirSync(bundle);
   copyFileSync(kernelSrc, join(bundle, "vmlinuz"));
@@ -153,8 +158,10 @@ async function deriveVmlinux(dir) {
     const fn = mod.ensureVmlinux;
     if (typeof fn !== "function")
       return "hypervisor package does not export ensureVmlinux yet (done lazily on first boot)";
-    say(`kernel x86_64: deriving vmlinux via @supermachine/hypervisor`);
-    await fn(dir);
+    say("kernel x86_64: deriving vmlinux via @supermachine/hypervisor");
+    const kernel = readJson(join(dir, "bundle.json"))?.kernel ?? "vmlinuz";
+    await fn(join(dir, kernel)); // ensureVmlinux(kernelPath) → writes <dir>/vmlinux (temp + rename)
+    if (!existsSync(join(dir, "vmlinux"))) return "ensureVmlinux did not write vmlinux next to the kernel";
     return null;
   } catch (e) {
     return `vmlinux derivation failed (${e.message}); the hypervisor does it lazily on first boot`;

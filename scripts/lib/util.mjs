@@ -89,10 +89,14 @@ export function run(cmd, args, opts = {}) {
   });
 }
 
-/** Find an executable in PATH (like `command -v`). */
+/**
+ * Find an executable in PATH (like `command -v`), then in the sbin dirs, which a non-root user's PATH
+ * often lacks on Debian (depmod, mke2fs, debootstrap live there).
+ */
 export function which(name) {
   if (name.includes("/")) return isExecutable(name) ? name : null;
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin"];
+  for (const dir of dirs) {
     if (!dir) continue;
     const p = join(dir, name);
     if (isExecutable(p)) return p;
