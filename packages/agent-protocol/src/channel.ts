@@ -70,6 +70,7 @@ export class Channel {
   private readonly sendWindow: number;
   private readonly chunkMax: number;
   private readonly writes: PendingWrite[] = [];
+  private queuedWriteBytes = 0;
   private eofWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   // receiving
   private readonly recvWindow: number;
@@ -212,15 +213,14 @@ export class Channel {
     if (buf.length === 0) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.writes.push({ buf, off: 0, resolve, reject });
+      this.queuedWriteBytes += buf.length;
       this.flush();
     });
   }
 
   /** Bytes queued locally waiting for credit. */
   get pendingWriteBytes(): number {
-    let n = 0;
-    for (const w of this.writes) n += w.buf.length - w.off;
-    return n;
+    return this.queuedWriteBytes;
   }
 
   /** Half-closes our sending side once queued writes are sent. */
@@ -240,6 +240,7 @@ export class Channel {
       this.sendCredit -= n;
       const chunk = n === w.buf.length && w.off === 0 ? w.buf : w.buf.subarray(w.off, w.off + n);
       w.off += n;
+      this.queuedWriteBytes -= n;
       this.io.sendData(this.id, chunk);
       if (w.off === w.buf.length) {
         this.writes.shift();
@@ -271,6 +272,7 @@ export class Channel {
     this.onAbortHook = undefined;
     hook?.(err);
     const writes = this.writes.splice(0);
+    this.queuedWriteBytes = 0;
     for (const w of writes) w.reject(err);
     const waiters = this.eofWaiters;
     this.eofWaiters = [];

@@ -500,7 +500,10 @@ describe("protocol violations by the agent", () => {
     const { fake, client } = await setup();
     const child = await (async () => {
       const c = client.spawn({ argv: ["x"] });
-      const req = (await fake.next((f) => f.t === "req")) as unknown as { id: number; args: { chOut: number } };
+      const req = (await fake.next((f) => f.t === "req")) as unknown as {
+        id: number;
+        args: { chOut: number };
+      };
       fake.send({ t: "res", id: req.id, result: { pid: 9 } });
       return { c: await c, chOut: req.args.chOut };
     })();
@@ -519,7 +522,10 @@ describe("protocol violations by the agent", () => {
     {
       const { fake, client, failed } = await setup();
       const child = client.spawn({ argv: ["x"] });
-      const req = (await fake.next((f) => f.t === "req")) as unknown as { id: number; args: { chOut: number } };
+      const req = (await fake.next((f) => f.t === "req")) as unknown as {
+        id: number;
+        args: { chOut: number };
+      };
       fake.send({ t: "res", id: req.id, result: { pid: 5 } });
       await child;
       fake.send({ t: "eof", ch: req.args.chOut });
@@ -531,7 +537,10 @@ describe("protocol violations by the agent", () => {
     {
       const { fake, client, failed } = await setup(65536);
       const child = client.spawn({ argv: ["x"] });
-      const req = (await fake.next((f) => f.t === "req")) as unknown as { id: number; args: { chIn: number } };
+      const req = (await fake.next((f) => f.t === "req")) as unknown as {
+        id: number;
+        args: { chIn: number };
+      };
       fake.send({ t: "res", id: req.id, result: { pid: 6 } });
       await child;
       fake.send({ t: "credit", ch: req.args.chIn, n: 1 });
