@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { open, rename, rm } from "node:fs/promises";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { isRootfsError, RootfsError } from "./errors";
@@ -96,6 +96,13 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfs
   const concurrency = opts.concurrency ?? Math.max(4, availableParallelism() * 2);
 
   const outDir = dirname(opts.out);
+  await mkdir(outDir, { recursive: true }).catch((err: unknown) => {
+    throw new RootfsError(
+      "SM_ROOTFS_IO",
+      `cannot create the output directory ${outDir}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  });
   const spool = await Spool.create(opts.tmpDir ?? outDir).catch((err: unknown) => {
     throw new RootfsError(
       "SM_ROOTFS_IO",

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { type FileHandle, mkdtemp, open, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { RootfsError } from "./errors";
 
 /** Where a regular file's bytes live in the spool. */
 export interface Content {
@@ -67,9 +68,17 @@ export class Spool {
 
   private async writeAll(buf: Buffer, position: number): Promise<void> {
     let done = 0;
-    while (done < buf.length) {
-      const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, position + done);
-      done += bytesWritten;
+    try {
+      while (done < buf.length) {
+        const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, position + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw new RootfsError(
+        "SM_ROOTFS_IO",
+        `writing the content spool in ${this.dir} failed: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
   }
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tarFileLayer } from "../layers";
 import { buildRootfs } from "../rootfs";
-import { diffListings, execFileP, listDir, listImage, rmrf, tempDir } from "../test-util";
+import { diffListings, execFileP, listDir, listImage, rmrf, synthLayer, tempDir } from "../test-util";
 
 let dir: string;
 let tree: string;
@@ -147,6 +147,53 @@ describe("squashfs writer, judged by squashfs-tools(-ng) and the kernel", () => 
         }
         await expect(stat(join(mnt, "big", "entry-with-a-longish-name-99999"))).rejects.toMatchObject({
           code: "ENOENT",
+        });
+      } finally {
+        await execFileP("umount", [mnt]);
+      }
+    },
+  );
+  it.skipIf(probe !== null)(
+    `the kernel reads the xattr table (user., trusted., binary security.capability)${probe ? ` (skipped: ${probe})` : ""}`,
+    async () => {
+      const cap = Buffer.from("0100000200200000000000000000000000000000", "hex"); // v2 capability: cap_net_raw
+      const layer = await synthLayer("sha256:x", [
+        { name: "dir/", type: "directory", pax: { "SCHILY.xattr.user.dirattr": "on a dir" } },
+        {
+          name: "dir/ping",
+          data: "binary",
+          mode: 0o755,
+          pax: {
+            "LIBARCHIVE.xattr.security.capability": cap.toString("base64"),
+            "SCHILY.xattr.trusted.t": "tv",
+            "SCHILY.xattr.user.a": "1",
+          },
+        },
+        { name: "dir/same", data: "other", pax: { "SCHILY.xattr.user.a": "1" } },
+      ]);
+      const img = join(dir, "xattr.sqfs");
+      await buildRootfs({ layers: [layer], out: img });
+      const mnt = join(dir, "mnt-x");
+      await mkdir(mnt, { recursive: true });
+      await execFileP("mount", ["-o", "loop,ro", "-t", "squashfs", img, mnt]);
+      try {
+        const py = `import os,sys,json
+out={}
+for p in sys.argv[1:]:
+    out[os.path.basename(p)]={k: os.getxattr(p,k,follow_symlinks=False).hex() for k in sorted(os.listxattr(p,follow_symlinks=False))}
+print(json.dumps(out))`;
+        const { stdout } = await execFileP("python3", [
+          "-c",
+          py,
+          join(mnt, "dir"),
+          join(mnt, "dir/ping"),
+          join(mnt, "dir/same"),
+        ]);
+        const hex = (s: string) => Buffer.from(s).toString("hex");
+        expect(JSON.parse(stdout)).toEqual({
+          dir: { "user.dirattr": hex("on a dir") },
+          ping: { "security.capability": cap.toString("hex"), "trusted.t": hex("tv"), "user.a": hex("1") },
+          same: { "user.a": hex("1") },
         });
       } finally {
         await execFileP("umount", [mnt]);
