@@ -15,8 +15,8 @@ import { pathToFileURL } from "node:url";
 import { ensureFixtures } from "./lib/fixture-build.mjs";
 import { ensureKernels } from "./lib/kernels.mjs";
 import { ensureRegistry, stopRegistry } from "./lib/registry.mjs";
-import { ensureSystemPackages } from "./lib/system.mjs";
-import { activity, cacheDir, note, REPO_ROOT, run, say, setQuiet, withLock } from "./lib/util.mjs";
+import { ensureSystemPackages, OPTIONAL } from "./lib/system.mjs";
+import { activity, cacheDir, note, REPO_ROOT, run, say, setQuiet, which, withLock } from "./lib/util.mjs";
 
 /** Build the static guest agent for both arches (when guest-agent/Makefile exists). */
 export async function ensureAgent() {
@@ -37,6 +37,8 @@ export async function ensureAgent() {
 export async function setupAll() {
   await ensureSystemPackages(); // before any lock or write: non-root + missing → instructions, exit 2
   const notes = [];
+  for (const [bin, pkg] of OPTIONAL)
+    if (!which(bin)) notes.push(`optional ${bin} not installed (apt-get install ${pkg})`);
   const { bundles, notes: kn } = await withLock("setup", () => ensureKernels());
   notes.push(...kn);
   // A broken agent build must not keep the registry and fixtures from being provisioned: report it last.
