@@ -112,13 +112,19 @@ function isExecutable(p) {
   }
 }
 
+/** The process exists and is not a zombie (an exited child nobody has reaped yet counts as gone). */
 export function pidAlive(pid) {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return e.code === "EPERM";
+    if (e.code !== "EPERM") return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return true; // no procfs: trust kill(0)
   }
 }
 

@@ -37,10 +37,11 @@ function setup(cache, args, extraEnv = {}) {
 
 const state = (cache) => JSON.parse(readFileSync(join(cache, "supermachine/registry/state.json"), "utf8"));
 
+/** Running (a zombie waiting for the machine's reaper has exited: it counts as gone). */
 function alive(pid) {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
   } catch {
     return false;
   }
