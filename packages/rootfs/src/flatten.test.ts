@@ -223,6 +223,14 @@ describe("layer flattening", () => {
     ).toEqual([]);
   });
 
+  it("an empty (0-byte) layer blob is an empty layer", async () => {
+    const { list } = await build([
+      bytesLayer("sha256:empty", Buffer.alloc(0)),
+      ...(await layers([{ name: "a", data: "1" }])),
+    ]);
+    expect([...list.keys()]).toEqual(["a"]);
+  });
+
   it("names over 256 bytes are SM_NAME_TOO_LONG", async () => {
     const ls = await layers([{ name: `d/${"n".repeat(300)}`, data: "x" }]);
     await expect(build(ls)).rejects.toMatchObject({ code: "SM_NAME_TOO_LONG" });

@@ -1,5 +1,5 @@
 import { createReadStream } from "node:fs";
-import { PassThrough, type Readable } from "node:stream";
+import { pipeline, Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { extract } from "tar-stream";
 import type { LayerEntry, LayerInput, TarHeader } from "./types";
@@ -21,10 +21,26 @@ export function tarFileLayer(path: string, digest = `file:${path}`): LayerInput 
 }
 
 async function* iterateTar(source: Readable): AsyncGenerator<LayerEntry> {
-  const input = await sniffGzip(source);
+  // Peek at the first chunk: gzip magic → gunzip in between. An empty stream is an empty layer.
+  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const first = await it.next();
+  if (first.done) return;
+  const head = first.value;
+  const rest = Readable.from(
+    (async function* () {
+      yield head;
+      for (;;) {
+        const n = await it.next();
+        if (n.done) return;
+        yield n.value;
+      }
+    })(),
+    { objectMode: false },
+  );
   const ex = extract();
-  input.on("error", (err) => ex.destroy(err));
-  input.pipe(ex);
+  const isGzip = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
+  // pipeline destroys every stream with the first error (truncated gzip, read error): the iteration below throws it.
+  pipeline(isGzip ? [rest, createGunzip(), ex] : [rest, ex], () => {});
   try {
     for await (const entry of ex) {
       yield { header: entry.header as TarHeader, stream: entry as unknown as AsyncIterable<Uint8Array> };
@@ -32,41 +48,4 @@ async function* iterateTar(source: Readable): AsyncGenerator<LayerEntry> {
   } finally {
     source.destroy();
   }
-}
-
-/** Peeks at the first bytes; pipes through gunzip when they are the gzip magic. */
-async function sniffGzip(source: Readable): Promise<Readable> {
-  const first: Buffer | null = await new Promise((resolve, reject) => {
-    const onReadable = () => {
-      cleanup();
-      resolve(source.read() as Buffer | null);
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve(null);
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(err);
-    };
-    const cleanup = () => {
-      source.off("readable", onReadable);
-      source.off("end", onEnd);
-      source.off("error", onError);
-    };
-    source.on("readable", onReadable);
-    source.on("end", onEnd);
-    source.on("error", onError);
-  });
-  const out = new PassThrough({ highWaterMark: 1 << 20 });
-  const isGzip = first !== null && first.length >= 2 && first[0] === 0x1f && first[1] === 0x8b;
-  const sink = isGzip ? createGunzip() : out;
-  if (isGzip) {
-    sink.on("error", (err) => out.destroy(err));
-    sink.pipe(out);
-  }
-  source.on("error", (err) => sink.destroy(err));
-  if (first) sink.write(first);
-  source.pipe(sink);
-  return out;
 }
