@@ -66,3 +66,31 @@ describe("boot config", () => {
     expect(hostnameFor("Busybox_latest-0123")).toBe("busybox-latest-0123");
   });
 });
+
+describe("boot config vs the agent-protocol reference decoder", () => {
+  it("decodes with @supermachine/agent-protocol's strict decoder to the same values", async () => {
+    const ap = await import("@supermachine/agent-protocol");
+    const c = buildBootConfig({
+      hostname: "sm-test",
+      imageConfig: { Entrypoint: ["/bin/sh", "-c"], Cmd: ["httpd -f"], Env: ["PATH=/bin"], User: "1000:1000" },
+      cmd: undefined,
+      env: { A: "b" },
+      tmpfsMib: 64,
+      guestPort: 8080,
+      listenerRequired: true,
+      volumes: [{ guestPath: "/data", format: false }],
+      network: "nat",
+    });
+    const decoded = ap.decodeBootConfig(encodeBootConfig(c)) as unknown as Record<string, unknown>;
+    expect(decoded).toMatchObject({
+      hostname: "sm-test",
+      tmpfsMib: 64,
+      startWorkload: "boot",
+      guestPort: 8080,
+      listenerRequired: true,
+      workload: { argv: ["/bin/sh", "-c", "httpd -f"], env: ["PATH=/bin", "A=b"], cwd: "/", user: "1000:1000" },
+      volumes: [{ device: "/dev/vdb", path: "/data", format: false }],
+      network: { ip: "10.0.2.15/24", gateway: "10.0.2.2", dns: "10.0.2.3" },
+    });
+  });
+});

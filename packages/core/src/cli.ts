@@ -475,13 +475,14 @@ async function cmdDoctor(): Promise<number> {
   line(agent !== undefined, "guest agent", agent ?? `not found; build with make -C guest-agent ARCH=${arch}`);
   const backendName = defaultBackendName();
   try {
-    const pkg = backendName === "hvf" ? "@supermachine/hypervisor-hvf" : "@supermachine/hypervisor-kvm";
-    const mod = (await import(pkg)) as Record<
+    const entry = BACKEND_PACKAGES[backendName];
+    if (!entry) throw new Error(`unknown backend ${backendName}`);
+    const mod = (await entry.load()) as Record<
       string,
       (() => import("@supermachine/hypervisor").VmmBackend) | undefined
     >;
-    const factory = mod[backendName === "hvf" ? "createHvfBackend" : "createKvmBackend"];
-    if (!factory) throw new Error(`${pkg} has no backend factory`);
+    const factory = mod[entry.factory];
+    if (!factory) throw new Error(`${entry.pkg} has no backend factory`);
     const be = factory();
     if (kernelPath) {
       const r = await be.resolveAccel("auto");

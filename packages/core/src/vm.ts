@@ -381,6 +381,12 @@ export interface VmOwner {
   snapshot(handle: VmHandle, destDir: string): Promise<unknown>;
 }
 
+/**
+ * Internal accessor for benches and tests of this repository (not part of the API): `vm[INTERNAL]()`
+ * returns the pooled handle (agent session, backend VM) or undefined after release.
+ */
+export const INTERNAL: unique symbol = Symbol.for("supermachine.core.internal") as never;
+
 /** The public Vm facade. */
 export class Vm implements AsyncDisposable {
   #handle: VmHandle | undefined;
@@ -557,6 +563,11 @@ export class Vm implements AsyncDisposable {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.release();
+  }
+
+  /** @internal see INTERNAL */
+  [INTERNAL](): VmHandle | undefined {
+    return this.#released ? undefined : this.#handle;
   }
 
   /**

@@ -1,0 +1,95 @@
+// Shared helpers of the core benches: results file, machine description, stats, the fixture registry.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, homedir, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const RESULTS = join(ROOT, "bench", "results", "core.json");
+export const INTERNAL = Symbol.for("supermachine.core.internal");
+
+export async function loadCore() {
+  const dist = join(ROOT, "packages", "core", "dist", "index.js");
+  if (!existsSync(dist)) throw new Error("build first: npx lerna run build");
+  return import(dist);
+}
+
+export function machine() {
+  return {
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: cpus().length,
+    memGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    qemu: (() => {
+      try {
+        return execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0];
+      } catch {
+        return "unknown";
+      }
+    })(),
+  };
+}
+
+export function registry() {
+  if (process.env.SUPERMACHINE_REGISTRY) return process.env.SUPERMACHINE_REGISTRY;
+  const cache = join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "supermachine");
+  return JSON.parse(readFileSync(join(cache, "registry", "state.json"), "utf8")).host;
+}
+
+export function pct(values, p) {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+export function summary(values) {
+  return {
+    n: values.length,
+    p50: round(pct(values, 50)),
+    p99: round(pct(values, 99)),
+    min: round(Math.min(...values)),
+  };
+}
+
+export const round = (x, d = 3) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
+
+/** Merge `section` into bench/results/core.json. */
+export function saveResults(section, data) {
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  const all = existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, "utf8")) : {};
+  all[section] = { ...data, measuredAt: new Date().toISOString(), machine: machine() };
+  writeFileSync(RESULTS, `${JSON.stringify(all, null, 2)}\n`);
+}
+
+/** Raw numbers of the hypervisor package's own bench, if it has run on this machine. */
+export function hypervisorResults() {
+  const p = join(ROOT, "bench", "results", "hypervisor.json");
+  return existsSync(p) ? JSON.parse(readFileSync(p, "utf8")) : null;
+}
+
+export function table(rows) {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "").length)));
+  for (const r of rows)
+    console.log(
+      r
+        .map((c, i) => String(c ?? "").padEnd(widths[i]))
+        .join("  ")
+        .trimEnd(),
+    );
+}
+
+export function pssOf(pid) {
+  try {
+    const txt = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const m = /^Pss:\s+(\d+) kB/m.exec(txt);
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+export function memAvailable() {
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"));
+  return m ? Number(m[1]) * 1024 : null;
+}

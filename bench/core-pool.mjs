@@ -1,0 +1,194 @@
+// bench: pool paths vs the raw hypervisor backend, same run, same snapshot.
+//   acquire from idle, cycle-restore (core create = restore + hello + resume) vs raw QEMU restore,
+//   exec(["true"]) vs agent ping on the same VM, idle PSS per VM (core vs raw restore), density.
+//   npx lerna run build && node bench/core-pool.mjs [densityN=64]
+import { join } from "node:path";
+import {
+  hypervisorResults,
+  INTERNAL,
+  loadCore,
+  memAvailable,
+  pssOf,
+  ROOT,
+  registry,
+  round,
+  saveResults,
+  summary,
+  table,
+} from "./core-lib.mjs";
+
+const densityN = Number(process.argv[2] ?? process.env.DENSITY_N ?? 64);
+const { Image } = await loadCore();
+const { createKvmBackend } = await import(join(ROOT, "packages", "hypervisor-kvm", "dist", "index.js"));
+const ref = `${registry()}/busybox:latest`;
+const image = await Image.build({ ref });
+await image.takeHandoff?.()?.stop();
+const accel = image.meta.accel;
+const snapVm = join(image.snapshotPath, "vm");
+const overrides = {
+  rootfs: join(image.snapshotPath, "rootfs.sqfs"),
+  initrd: join(image.snapshotPath, "initramfs.cpio.gz"),
+};
+const out = { accel };
+const rows = [["metric", "supermachine", "raw / peer", "ratio", "goal"]];
+const ratio = (a, b) => (b ? round(a / b, 2) : null);
+
+// 1. acquire from idle (dirty reuse: nothing to restore)
+{
+  const pool = await image.pool({ min: 1, max: 1, restoreOnRelease: false });
+  const warm = await pool.acquire();
+  await warm.release();
+  const t = [];
+  for (let i = 0; i < 2000; i++) {
+    const s = performance.now();
+    const vm = await pool.acquire();
+    t.push((performance.now() - s) * 1000);
+    await vm.release();
+  }
+  out.acquireIdleUs = summary(t);
+  rows.push(["acquire from idle p50", `${out.acquireIdleUs.p50} µs`, "", "", "<= 50 µs"]);
+
+  // 2. exec(["true"]) vs agent ping on the same VM
+  const vm = await pool.acquire();
+  const h = vm[INTERNAL]();
+  const ping = [];
+  const exec = [];
+  for (let i = 0; i < 20; i++) {
+    await h.agent.ping();
+    await vm.exec({ argv: ["true"] });
+  }
+  for (let i = 0; i < 300; i++) {
+    let s = performance.now();
+    await h.agent.ping();
+    ping.push((performance.now() - s) * 1000);
+    s = performance.now();
+    await vm.exec({ argv: ["true"] });
+    exec.push((performance.now() - s) * 1000);
+  }
+  out.execTrueUs = summary(exec);
+  out.agentPingUs = summary(ping);
+  rows.push([
+    "exec(['true']) round trip p50",
+    `${out.execTrueUs.p50} µs`,
+    `ping ${out.agentPingUs.p50} µs`,
+    ratio(out.execTrueUs.p50, out.agentPingUs.p50),
+    "<= 1.5x ping",
+  ]);
+  await vm.release();
+  await pool.shutdown();
+}
+
+// 3. cycle-restore: a fresh VM per acquire (core) vs raw backend restore of the same snapshot
+{
+  const backend = createKvmBackend({ warn: () => {} });
+  const raw = [];
+  const rawPrepared = [];
+  for (let i = 0; i < 10; i++) {
+    let s = performance.now();
+    const v = await backend.restore(snapVm, overrides);
+    raw.push(performance.now() - s);
+    await v.stop();
+    const prep = await backend.prepareRestore(snapVm, overrides);
+    s = performance.now();
+    const v2 = await prep.start();
+    rawPrepared.push(performance.now() - s);
+    await v2.stop();
+  }
+  const pool = await image.pool({ min: 0, max: 1, restoreOnRelease: true });
+  const core = [];
+  for (let i = 0; i < 12; i++) {
+    const s = performance.now();
+    const vm = await pool.acquire();
+    const d = performance.now() - s;
+    if (i >= 2) core.push(d); // the first acquires have no pre-started spare yet
+    await vm.release();
+    await new Promise((r) => setTimeout(r, 300)); // let the spare VMM pre-start, like an idle pool would
+  }
+  await pool.shutdown();
+  out.cycleRestoreMs = summary(core);
+  out.rawRestoreMs = summary(raw);
+  out.rawPreparedRestoreMs = summary(rawPrepared);
+  rows.push([
+    "cycle-restore (acquire, fresh VM) p50",
+    `${out.cycleRestoreMs.p50} ms`,
+    `raw restore ${out.rawRestoreMs.p50} ms / pre-started ${out.rawPreparedRestoreMs.p50} ms`,
+    ratio(out.cycleRestoreMs.p50, out.rawRestoreMs.p50),
+    "<= 1.2x raw",
+  ]);
+
+  // 4. idle PSS per VM: 4 pooled VMs vs 4 raw restores of the same snapshot
+  const n = 4;
+  const rawVms = [];
+  for (let i = 0; i < n; i++) rawVms.push(await backend.restore(snapVm, overrides));
+  await new Promise((r) => setTimeout(r, 2000));
+  const rawPss = rawVms.map((v) => pssOf(v.pid)).filter((x) => x !== null);
+  for (const v of rawVms) await v.stop();
+  const p2 = await image.pool({ min: n, max: n });
+  const vms = [];
+  for (let i = 0; i < n; i++) vms.push(await p2.acquire());
+  await new Promise((r) => setTimeout(r, 2000));
+  const corePss = vms.map((vm) => pssOf(vm[INTERNAL]().live.pid)).filter((x) => x !== null);
+  for (const vm of vms) await vm.release();
+  await p2.shutdown();
+  const avg = (a) => a.reduce((x, y) => x + y, 0) / a.length;
+  out.idlePssMiB = round(avg(corePss) / 2 ** 20, 1);
+  out.rawIdlePssMiB = round(avg(rawPss) / 2 ** 20, 1);
+  rows.push([
+    "idle PSS per VM",
+    `${out.idlePssMiB} MiB`,
+    `raw ${out.rawIdlePssMiB} MiB`,
+    ratio(out.idlePssMiB, out.rawIdlePssMiB),
+    "<= 1.05x raw",
+  ]);
+}
+
+// 5. density: N idle VMs
+if (densityN > 0) {
+  const before = memAvailable();
+  const s = performance.now();
+  const pool = await image.pool({ min: 0, max: densityN, restoreTimeoutMs: 120_000, acquireTimeoutMs: 0 });
+  const vms = [];
+  let failed = null;
+  try {
+    for (let i = 0; i < densityN; i++) vms.push(await pool.acquire());
+  } catch (err) {
+    failed = `${err.code ?? ""} ${err.message}`;
+  }
+  const fillMs = performance.now() - s;
+  await new Promise((r) => setTimeout(r, 3000));
+  const pss = vms.map((vm) => pssOf(vm[INTERNAL]().live.pid) ?? 0).reduce((a, b) => a + b, 0);
+  const after = memAvailable();
+  const alive = await Promise.all(
+    vms.map((vm) =>
+      vm.exec({ argv: ["true"] }).then(
+        (r) => r.exitCode === 0,
+        () => false,
+      ),
+    ),
+  );
+  out.density = {
+    requested: densityN,
+    running: vms.length,
+    answering: alive.filter(Boolean).length,
+    fillSeconds: round(fillMs / 1000, 1),
+    totalPssMiB: round(pss / 2 ** 20, 0),
+    memAvailableDropMiB: before && after ? round((before - after) / 2 ** 20, 0) : null,
+    failed,
+  };
+  rows.push([
+    `density: ${densityN} idle VMs`,
+    `${vms.length} running, ${out.density.answering} answer exec`,
+    `PSS total ${out.density.totalPssMiB} MiB, MemAvailable -${out.density.memAvailableDropMiB} MiB`,
+    "",
+    "64 fit in 24 GiB",
+  ]);
+  await Promise.all(vms.map((vm) => vm.release()));
+  await pool.shutdown();
+}
+
+const hv = hypervisorResults();
+if (hv) out.hypervisorBenchFile = hv;
+console.log(`accelerator: ${accel}`);
+table(rows);
+saveResults("pool", out);
+process.exit(0);

@@ -1,0 +1,46 @@
+// Regenerates the "Numbers" table of packages/core/README.md from bench/results/core.json.
+//   node bench/core-readme.mjs
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { RESULTS, ROOT } from "./core-lib.mjs";
+
+const r = JSON.parse(readFileSync(RESULTS, "utf8"));
+const b = r.build ?? {};
+const p = r.pool ?? {};
+const m = (p.machine ?? b.machine) || {};
+const ratio = (a, c) => (a && c ? `${(a / c).toFixed(2)}x` : "");
+const lines = [
+  `Accelerator: **${p.accel ?? b.accel ?? "?"}**; machine: ${m.cores ?? "?"} cores (${m.cpu ?? "?"}), ${m.memGiB ?? "?"} GiB, ${m.qemu ?? ""}, Node ${m.node ?? ""}. Measured ${p.measuredAt ?? b.measuredAt ?? ""}.`,
+  "",
+  "| metric | supermachine | raw / peer (same run) | ratio | goal |",
+  "|---|---|---|---|---|",
+];
+if (b.cacheHitMs)
+  lines.push(
+    `| cache-hit \`Image.build\` p50 / p99 | ${b.cacheHitMs.p50} / ${b.cacheHitMs.p99} ms | | | ≤ 5 ms |`,
+  );
+if (b.coldBakeMs) lines.push(`| cold bake (busybox) | ${(b.coldBakeMs / 1000).toFixed(1)} s | | | |`);
+if (p.acquireIdleUs) lines.push(`| acquire from idle p50 | ${p.acquireIdleUs.p50} µs | | | ≤ 50 µs |`);
+if (p.cycleRestoreMs)
+  lines.push(
+    `| cycle-restore (acquire of a fresh VM) p50 | ${p.cycleRestoreMs.p50} ms | raw QEMU restore ${p.rawRestoreMs.p50} ms, pre-started ${p.rawPreparedRestoreMs.p50} ms | ${ratio(p.cycleRestoreMs.p50, p.rawRestoreMs.p50)} | ≤ 1.2× |`,
+  );
+if (p.execTrueUs)
+  lines.push(
+    `| \`exec(["true"])\` round trip p50 | ${p.execTrueUs.p50} µs | agent ping ${p.agentPingUs.p50} µs | ${ratio(p.execTrueUs.p50, p.agentPingUs.p50)} | ≤ 1.5× |`,
+  );
+if (p.idlePssMiB)
+  lines.push(
+    `| idle PSS per pooled VM | ${p.idlePssMiB} MiB | raw restore ${p.rawIdlePssMiB} MiB | ${ratio(p.idlePssMiB, p.rawIdlePssMiB)} | ≤ 1.05× |`,
+  );
+if (p.density)
+  lines.push(
+    `| density | ${p.density.running}/${p.density.requested} idle VMs running (${p.density.answering} answer exec), filled in ${p.density.fillSeconds} s | PSS total ${p.density.totalPssMiB} MiB; MemAvailable dropped ${p.density.memAvailableDropMiB} MiB | | 64 fit in 24 GiB |`,
+  );
+const readme = join(ROOT, "packages", "core", "README.md");
+const text = readFileSync(readme, "utf8");
+const start = text.indexOf("<!-- bench:start -->");
+const end = text.indexOf("<!-- bench:end -->");
+if (start < 0 || end < 0) throw new Error("README markers missing");
+writeFileSync(readme, `${text.slice(0, start)}<!-- bench:start -->\n${lines.join("\n")}\n${text.slice(end)}`);
+console.log(lines.join("\n"));
