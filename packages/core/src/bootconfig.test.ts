@@ -72,7 +72,12 @@ describe("boot config vs the agent-protocol reference decoder", () => {
     const ap = await import("@supermachine/agent-protocol");
     const c = buildBootConfig({
       hostname: "sm-test",
-      imageConfig: { Entrypoint: ["/bin/sh", "-c"], Cmd: ["httpd -f"], Env: ["PATH=/bin"], User: "1000:1000" },
+      imageConfig: {
+        Entrypoint: ["/bin/sh", "-c"],
+        Cmd: ["httpd -f"],
+        Env: ["PATH=/bin"],
+        User: "1000:1000",
+      },
       cmd: undefined,
       env: { A: "b" },
       tmpfsMib: 64,
@@ -88,7 +93,12 @@ describe("boot config vs the agent-protocol reference decoder", () => {
       startWorkload: "boot",
       guestPort: 8080,
       listenerRequired: true,
-      workload: { argv: ["/bin/sh", "-c", "httpd -f"], env: ["PATH=/bin", "A=b"], cwd: "/", user: "1000:1000" },
+      workload: {
+        argv: ["/bin/sh", "-c", "httpd -f"],
+        env: ["PATH=/bin", "A=b"],
+        cwd: "/",
+        user: "1000:1000",
+      },
       volumes: [{ device: "/dev/vdb", path: "/data", format: false }],
       network: { ip: "10.0.2.15/24", gateway: "10.0.2.2", dns: "10.0.2.3" },
     });

@@ -11,7 +11,9 @@ afterAll(() => rm(dir, { recursive: true, force: true }));
 const cleanupTs = fileURLToPath(new URL("./cleanup.ts", import.meta.url));
 
 /** Run a child that registers a killer (writing a marker file) and then ends in `how`. */
-async function child(how: "exit" | "SIGTERM" | "throw"): Promise<{ marker: boolean; code: number | null; signal: string | null }> {
+async function child(
+  how: "exit" | "SIGTERM" | "throw",
+): Promise<{ marker: boolean; code: number | null; signal: string | null }> {
   const esbuild = await import("esbuild");
   const marker = join(dir, `marker-${how}`);
   const src = `
@@ -24,7 +26,14 @@ async function child(how: "exit" | "SIGTERM" | "throw"): Promise<{ marker: boole
     setInterval(() => {}, 1000);
   `;
   const out = join(dir, `child-${how}.mjs`);
-  await esbuild.build({ stdin: { contents: src, resolveDir: dir, loader: "ts" }, bundle: true, platform: "node", format: "esm", outfile: out, logLevel: "error" });
+  await esbuild.build({
+    stdin: { contents: src, resolveDir: dir, loader: "ts" },
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    outfile: out,
+    logLevel: "error",
+  });
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [out], { stdio: ["ignore", "pipe", "ignore"] });
     p.stdout.once("data", () => {

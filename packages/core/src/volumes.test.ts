@@ -25,7 +25,10 @@ describe.skipIf(!hasMke2fs)("volumes (host mke2fs)", () => {
     const st = await stat(p);
     expect(st.size).toBe(32 * 1024 * 1024);
     expect(st.blocks * 512).toBeLessThan(st.size / 2);
-    const info = execFileSync("/sbin/dumpe2fs", ["-h", p], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    const info = execFileSync("/sbin/dumpe2fs", ["-h", p], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    });
     expect(info).toMatch(/Filesystem features:.*extent/);
     // Second use: contents kept, not reformatted.
     expect((await prepareVolume({ hostPath: p, guestPath: "/data", sizeMib: 32 })).formatted).toBe(false);
