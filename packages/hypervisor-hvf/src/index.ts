@@ -1,1 +1,3 @@
-export const PACKAGE_NAME = "@supermachine/hypervisor-hvf";
+export type { HvfBackendOptions } from "./backend";
+export { createHvfBackend, resolveHvfAccel, virtHvfProfile } from "./backend";
+export { PACKAGE_NAME } from "./package-name";

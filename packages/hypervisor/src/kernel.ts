@@ -1,0 +1,331 @@
+/**
+ * Kernel bundles: `CACHE/kernels/<release>-<arch>/{bundle.json, vmlinuz, modules/}` (contract in the team
+ * brief). Resolution order: explicit path → SUPERMACHINE_KERNEL_DIR → cache (newest bundle for the arch).
+ */
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { HypervisorError } from "./errors";
+import { cacheRoot, type GuestArch } from "./paths";
+
+export interface KernelBundle {
+  /** Bundle directory (holds bundle.json when it came from setup). */
+  dir: string;
+  /** Kernel release, e.g. "6.1.0-56-cloud-amd64". */
+  release: string;
+  arch: GuestArch;
+  /** Debian package name and version when known. */
+  package?: string;
+  debVersion?: string;
+  /** The kernel file as shipped (x86_64 bzImage / arm64 Image). */
+  kernelPath: string;
+  /** `lib/modules/<release>/` tree (modules.order, modules.dep if present, kernel/...). */
+  modulesDir: string;
+}
+
+export interface ResolveKernelOptions {
+  arch: GuestArch;
+  /** Explicit bundle dir or kernel file (highest priority). */
+  path?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Cache root override (default: cacheRoot()). */
+  cacheDir?: string;
+}
+
+const PROVISION_HINT =
+  "Run `npm run setup` (downloads the distribution cloud kernel into the cache), set SUPERMACHINE_KERNEL_DIR to a kernel bundle directory, or pass an explicit kernel path.";
+
+function notFound(msg: string, details: Record<string, unknown> = {}): HypervisorError {
+  return new HypervisorError("SM_KERNEL_NOT_FOUND", `${msg}. ${PROVISION_HINT}`, { details });
+}
+
+/**
+ * Read bundle.json. Tolerates a file holding several JSON lines (takes the first complete record for the arch).
+ */
+export function readBundleJson(dir: string, arch?: GuestArch): Record<string, string> | undefined {
+  const file = join(dir, "bundle.json");
+  if (!existsSync(file)) return undefined;
+  const text = readFileSync(file, "utf8");
+  const candidates: unknown[] = [];
+  try {
+    candidates.push(JSON.parse(text));
+  } catch {
+    for (const line of text.split("\n")) {
+      if (!line.trim()) continue;
+      try {
+        candidates.push(JSON.parse(line));
+      } catch {}
+    }
+  }
+  for (const c of candidates) {
+    if (typeof c !== "object" || c === null) continue;
+    const r = c as Record<string, unknown>;
+    if (typeof r.release !== "string" || !r.release) continue;
+    if (typeof r.arch !== "string" || (r.arch !== "x86_64" && r.arch !== "aarch64")) continue;
+    if (arch && r.arch !== arch) continue;
+    return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, String(v)]));
+  }
+  return undefined;
+}
+
+function bundleFromDir(dir: string, arch: GuestArch): KernelBundle | undefined {
+  const meta = readBundleJson(dir, arch);
+  if (!meta) return undefined;
+  const kernelPath = join(dir, meta.kernel || "vmlinuz");
+  if (!existsSync(kernelPath)) return undefined;
+  return {
+    dir,
+    release: meta.release as string,
+    arch,
+    package: meta.package,
+    debVersion: meta.debVersion,
+    kernelPath,
+    modulesDir: join(dir, "modules"),
+  };
+}
+
+/** Compare Debian-ish version strings (numeric runs compared as numbers). */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.match(/\d+|\D+/g) ?? [];
+  const pb = b.match(/\d+|\D+/g) ?? [];
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i];
+    const y = pb[i];
+    if (x === undefined) return -1;
+    if (y === undefined) return 1;
+    const nx = /^\d/.test(x);
+    const ny = /^\d/.test(y);
+    if (nx && ny) {
+      const d = Number(x) - Number(y);
+      if (d !== 0) return d;
+    } else if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
+}
+
+/** All valid bundles for `arch` under `CACHE/kernels`, newest first. */
+export function listCachedBundles(arch: GuestArch, cacheDir = cacheRoot()): KernelBundle[] {
+  const root = join(cacheDir, "kernels");
+  if (!existsSync(root)) return [];
+  const out: KernelBundle[] = [];
+  for (const name of readdirSync(root)) {
+    const b = bundleFromDir(join(root, name), arch);
+    if (b) out.push(b);
+  }
+  return out.sort(
+    (x, y) =>
+      compareVersions(y.release, x.release) ||
+      compareVersions(y.debVersion ?? "", x.debVersion ?? "") ||
+      statSync(y.dir).mtimeMs - statSync(x.dir).mtimeMs,
+  );
+}
+
+/** Resolve the kernel bundle for `arch`: explicit path → SUPERMACHINE_KERNEL_DIR → cache. */
+export function resolveKernelBundle(opts: ResolveKernelOptions): KernelBundle {
+  const env = opts.env ?? process.env;
+  const { arch } = opts;
+  if (opts.path) {
+    const p = resolve(opts.path);
+    if (!existsSync(p)) throw notFound(`kernel path ${p} does not exist`, { path: p });
+    if (statSync(p).isDirectory()) {
+      const b = bundleFromDir(p, arch);
+      if (b) return b;
+      for (const k of ["vmlinuz", "Image", "vmlinux"]) {
+        if (existsSync(join(p, k))) return looseBundle(join(p, k), arch);
+      }
+      throw notFound(`${p} holds no ${arch} kernel bundle (bundle.json + vmlinuz)`, { path: p });
+    }
+    return looseBundle(p, arch);
+  }
+  const envDir = env.SUPERMACHINE_KERNEL_DIR;
+  if (envDir) {
+    const p = resolve(envDir);
+    const b = existsSync(p) ? bundleFromDir(p, arch) : undefined;
+    if (b) return b;
+    if (existsSync(p) && statSync(p).isDirectory()) {
+      const nested = readdirSync(p)
+        .map((n) => bundleFromDir(join(p, n), arch))
+        .filter((x): x is KernelBundle => !!x)
+        .sort((x, y) => compareVersions(y.release, x.release));
+      if (nested[0]) return nested[0];
+    }
+    throw notFound(`SUPERMACHINE_KERNEL_DIR=${envDir} holds no ${arch} kernel bundle`, { path: p });
+  }
+  const cacheDir = opts.cacheDir ?? cacheRoot(env);
+  const cached = listCachedBundles(arch, cacheDir);
+  if (cached[0]) return cached[0];
+  throw notFound(`no ${arch} kernel bundle in ${join(cacheDir, "kernels")}`, { cacheDir });
+}
+
+/** A kernel file given directly: modules/ next to it (if any), release from the modules dir or the file name. */
+function looseBundle(kernelPath: string, arch: GuestArch): KernelBundle {
+  const dir = dirname(kernelPath);
+  const meta = readBundleJson(dir, arch);
+  return {
+    dir,
+    release: meta?.release ?? basename(kernelPath),
+    arch,
+    package: meta?.package,
+    debVersion: meta?.debVersion,
+    kernelPath,
+    modulesDir: join(dir, "modules"),
+  };
+}
+
+export interface PruneOptions {
+  arch: GuestArch;
+  /** Bundles to keep per arch (default 2). */
+  keep?: number;
+  cacheDir?: string;
+  /** Called with a message BEFORE a bundle is removed (default: process.emitWarning). */
+  warn?: (message: string) => void;
+}
+
+/** Keep the `keep` newest bundles for `arch` in the cache; warn before evicting the others. Returns evicted dirs. */
+export function pruneKernelCache(opts: PruneOptions): string[] {
+  const keep = opts.keep ?? 2;
+  const warn = opts.warn ?? ((m: string) => process.emitWarning(m, { code: "SM_KERNEL_EVICT" }));
+  const bundles = listCachedBundles(opts.arch, opts.cacheDir);
+  const evict = bundles.slice(keep);
+  for (const b of evict) {
+    warn(
+      `supermachine: evicting kernel bundle ${b.release} (${b.arch}) from ${b.dir}; the cache keeps the ${keep} newest per arch. Snapshots baked with it need a re-bake or SUPERMACHINE_KERNEL_DIR.`,
+    );
+    rmSync(b.dir, { recursive: true, force: true });
+  }
+  return evict.map((b) => b.dir);
+}
+
+// ---------------------------------------------------------------- modules
+
+export interface KernelModule {
+  /** Canonical module name (dashes normalised to underscores), e.g. "virtio_mmio". */
+  name: string;
+  /** Path relative to modulesDir, e.g. "kernel/drivers/virtio/virtio_mmio.ko". */
+  relPath: string;
+  /** Absolute path of the .ko file. */
+  path: string;
+}
+
+const canon = (n: string) => n.replace(/-/g, "_");
+const modNameOf = (rel: string) => canon(basename(rel).replace(/\.ko(\.(xz|zst|gz))?$/, ""));
+
+/** Read `name=`/`depends=` from a module's .modinfo strings (uncompressed .ko only). */
+export function readModinfoDepends(koPath: string): string[] {
+  const data = readFileSync(koPath);
+  const key = Buffer.from("\0depends=");
+  const i = data.indexOf(key);
+  if (i < 0) return [];
+  const start = i + key.length;
+  const end = data.indexOf(0, start);
+  const value = data.toString("utf8", start, end < 0 ? data.length : end);
+  return value
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(canon);
+}
+
+interface ModuleIndex {
+  byName: Map<string, string>; // canon name -> relPath
+  deps?: Map<string, string[]>; // from modules.dep: canon name -> dep canon names
+  builtin: Set<string>;
+}
+
+const indexCache = new Map<string, ModuleIndex>();
+
+function moduleIndex(modulesDir: string): ModuleIndex {
+  const cached = indexCache.get(modulesDir);
+  if (cached) return cached;
+  if (!existsSync(modulesDir))
+    throw notFound(`kernel modules directory ${modulesDir} does not exist`, { modulesDir });
+  const byName = new Map<string, string>();
+  let deps: Map<string, string[]> | undefined;
+  const depFile = join(modulesDir, "modules.dep");
+  if (existsSync(depFile)) {
+    deps = new Map();
+    for (const line of readFileSync(depFile, "utf8").split("\n")) {
+      const colon = line.indexOf(":");
+      if (colon < 0) continue;
+      const rel = line.slice(0, colon).trim();
+      const name = modNameOf(rel);
+      byName.set(name, rel);
+      deps.set(
+        name,
+        line
+          .slice(colon + 1)
+          .trim()
+          .split(/\s+/)
+          .filter(Boolean)
+          .map(modNameOf),
+      );
+    }
+  } else {
+    const orderFile = join(modulesDir, "modules.order");
+    if (existsSync(orderFile)) {
+      for (const rel of readFileSync(orderFile, "utf8").split("\n")) {
+        if (rel.trim()) byName.set(modNameOf(rel.trim()), rel.trim());
+      }
+    }
+  }
+  const builtin = new Set<string>();
+  const builtinFile = join(modulesDir, "modules.builtin");
+  if (existsSync(builtinFile)) {
+    for (const rel of readFileSync(builtinFile, "utf8").split("\n"))
+      if (rel.trim()) builtin.add(modNameOf(rel.trim()));
+  }
+  const idx = { byName, deps, builtin };
+  indexCache.set(modulesDir, idx);
+  return idx;
+}
+
+/**
+ * Resolve `names` (and their dependencies) to module files in load order: dependencies first, each module once.
+ * Uses modules.dep when present; otherwise reads `depends=` from each .ko's modinfo (Debian packages ship no
+ * modules.dep; depmod creates it at install time). Built-in modules are skipped. Unknown names throw.
+ */
+export function resolveModules(modulesDir: string, names: readonly string[]): KernelModule[] {
+  const idx = moduleIndex(modulesDir);
+  const out: KernelModule[] = [];
+  const done = new Set<string>();
+  const visiting = new Set<string>();
+  const visit = (raw: string, chain: string[]) => {
+    const name = canon(raw);
+    if (done.has(name)) return;
+    if (idx.builtin.has(name) && !idx.byName.has(name)) {
+      done.add(name);
+      return;
+    }
+    const rel = idx.byName.get(name);
+    if (!rel) {
+      throw new HypervisorError(
+        "SM_KERNEL_NOT_FOUND",
+        `kernel module ${name} not found in ${modulesDir}${chain.length ? ` (needed by ${chain.join(" <- ")})` : ""}. The kernel bundle is incomplete: re-run \`npm run setup\`.`,
+        { details: { module: name, modulesDir } },
+      );
+    }
+    if (visiting.has(name)) return; // dependency cycle: kernel would refuse too; keep first occurrence
+    visiting.add(name);
+    const path = join(modulesDir, rel);
+    const deps = idx.deps ? (idx.deps.get(name) ?? []) : readModinfoDepends(path);
+    for (const d of deps) visit(d, [name, ...chain]);
+    visiting.delete(name);
+    done.add(name);
+    out.push({ name, relPath: rel, path });
+  };
+  for (const n of names) visit(n, []);
+  return out;
+}
+
+/** Modules a supermachine guest needs for the base device set (virtio-mmio, blk, console, rng, squashfs, overlay). */
+export const BASE_GUEST_MODULES: readonly string[] = [
+  "virtio_mmio",
+  "virtio_blk",
+  "virtio_console",
+  "virtio_rng",
+  "squashfs",
+  "overlay",
+];
+/** Extra modules for `network: "nat" | "restricted"`. */
+export const NET_GUEST_MODULES: readonly string[] = ["virtio_net"];
+/** Extra modules for vsock where the host has /dev/vhost-vsock. */
+export const VSOCK_GUEST_MODULES: readonly string[] = ["vmw_vsock_virtio_transport"];

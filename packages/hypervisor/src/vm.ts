@@ -1,0 +1,529 @@
+/** The live QEMU VM (implements the `Vm` contract). Created by the driver, never directly by users. */
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import type { Duplex } from "node:stream";
+import type { MachineProfile } from "./argv";
+import {
+  CONSOLE_TAIL_LINES,
+  MIGRATION_POLL_MS,
+  MIGRATION_TIMEOUT_MS,
+  SNAPSHOT_FORMAT_VERSION,
+  STOP_GUEST_SHUTDOWN_TIMEOUT_MS,
+  STOP_QMP_QUIT_TIMEOUT_MS,
+  STOP_SIGKILL_TIMEOUT_MS,
+  STOP_SIGTERM_TIMEOUT_MS,
+} from "./constants";
+import type {
+  MemoryStats,
+  ResolvedAccel,
+  ResolvedVmConfig,
+  SnapshotDevice,
+  SnapshotManifest,
+  SnapshotResult,
+  StopOptions,
+  Vm,
+  VmEvents,
+  VmExit,
+  VmExitCause,
+  VmState,
+} from "./contract";
+import { HypervisorError } from "./errors";
+import { OperationLock } from "./lock";
+import type { GuestArch } from "./paths";
+import { readMemoryStats, type SpawnedVmm } from "./process";
+import { QmpClient, type QmpEvent } from "./qmp";
+import { removeRuntimeDir } from "./runtime";
+import {
+  createSparseFile,
+  MANIFEST_FILE,
+  MEMORY_FILE,
+  STATE_FILE,
+  sparseCopy,
+  writeJsonSync,
+} from "./snapshot-files";
+
+/** Shell-quote for QEMU's `exec:` migration URIs (run by /bin/sh -c). */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Resolve true if `p` settles within `ms`, else false. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let t: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((r) => {
+    t = setTimeout(() => r(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+/** Read the last `lines` lines of a (possibly large) text file. */
+export function tailFile(path: string, lines: number): string {
+  if (!existsSync(path)) return "";
+  const size = statSync(path).size;
+  const want = Math.min(size, 64 * 1024);
+  const buf = Buffer.alloc(want);
+  const fd = openSync(path, "r");
+  try {
+    readSync(fd, buf, 0, want, size - want);
+  } finally {
+    closeSync(fd);
+  }
+  const all = buf.toString("utf8").replace(/\r/g, "").split("\n");
+  if (all.length && all[all.length - 1] === "") all.pop();
+  return all.slice(-lines).join("\n");
+}
+
+export interface QemuVmInit {
+  id: string;
+  profile: MachineProfile;
+  config: ResolvedVmConfig;
+  accel: ResolvedAccel;
+  runtimeDir: string;
+  spawned: SpawnedVmm;
+  qmpSocketPath: string;
+  agentSocketPath: string;
+  consoleLogPath: string;
+  memPath: string;
+  /** RAM is a share=on file (booted VM) → snapshots use x-ignore-shared + memory copy. */
+  memShared: boolean;
+  /** What a snapshot records to recreate this machine. */
+  machineRecord: {
+    kernelPath: string;
+    kernelRelease?: string;
+    initrdPath: string;
+    cmdline: string;
+    devices: SnapshotDevice[];
+    qemuVersion?: string;
+  };
+  restoredFrom?: string;
+  /** Pending `-incoming defer` load (prepared restore). */
+  incoming?: { statePath: string; ramInState: boolean };
+}
+
+export class QemuVm extends EventEmitter implements Vm {
+  readonly id: string;
+  readonly pid: number;
+  readonly arch: GuestArch;
+  readonly accel: ResolvedAccel;
+  readonly config: ResolvedVmConfig;
+  readonly runtimeDir: string;
+  readonly consoleLogPath: string;
+  readonly agentSocketPath: string;
+  readonly restoredFrom?: string;
+  readonly exited: Promise<VmExit>;
+
+  private _state: VmState = "starting";
+  private qmp?: QmpClient;
+  private readonly lock = new OperationLock();
+  private readonly init: QemuVmInit;
+  private stopRequested = false;
+  private stopPromise?: Promise<VmExit>;
+  private lastShutdownReason?: string;
+  private guestPanicked = false;
+  private agentSock?: Socket;
+  private processGone = false;
+
+  constructor(init: QemuVmInit) {
+    super();
+    this.init = init;
+    this.id = init.id;
+    this.pid = init.spawned.pid;
+    this.arch = init.profile.arch;
+    this.accel = init.accel;
+    this.config = init.config;
+    this.runtimeDir = init.runtimeDir;
+    this.consoleLogPath = init.consoleLogPath;
+    this.agentSocketPath = init.agentSocketPath;
+    if (init.restoredFrom) this.restoredFrom = init.restoredFrom;
+    this.exited = init.spawned.exit.then((r) => this.onProcessExit(r.code, r.signal));
+    // An unhandled "error"-less emitter is fine: we only emit "state" and "exit".
+  }
+
+  get state(): VmState {
+    return this._state;
+  }
+
+  private setState(next: VmState): void {
+    const prev = this._state;
+    if (prev === next) return;
+    this._state = next;
+    this.emit("state", next, prev);
+  }
+
+  override on<K extends keyof VmEvents>(event: K, listener: (...args: VmEvents[K]) => void): this {
+    return super.on(event, listener as (...args: unknown[]) => void);
+  }
+  override off<K extends keyof VmEvents>(event: K, listener: (...args: VmEvents[K]) => void): this {
+    return super.off(event, listener as (...args: unknown[]) => void);
+  }
+
+  /** Connect QMP (racing the process exit). Called by the driver right after spawn. */
+  async connect(): Promise<void> {
+    const ac = new AbortController();
+    const exitedEarly = this.init.spawned.exit.then(() => {
+      ac.abort(new Error("exited"));
+      throw this.startError("QEMU exited during startup");
+    });
+    exitedEarly.catch(() => {});
+    const qmp = await Promise.race([
+      QmpClient.connect(this.init.qmpSocketPath, { signal: ac.signal }),
+      exitedEarly,
+    ]).catch((err) => {
+      if (err instanceof HypervisorError && err.code === "SM_VMM_START") throw err;
+      throw this.startError(`QMP did not come up: ${(err as Error).message}`, err);
+    });
+    this.qmp = qmp;
+    qmp.on("event", (e) => this.onQmpEvent(e));
+  }
+
+  /** Mark a freshly booted VM as running (driver). */
+  markRunning(): void {
+    this.setState("running");
+  }
+
+  private startError(what: string, cause?: unknown): HypervisorError {
+    const stderr = this.init.spawned.stderr.toString().trim();
+    return new HypervisorError(
+      "SM_VMM_START",
+      `${what}.${stderr ? ` QEMU said: ${stderr.split("\n").slice(-10).join(" | ")}` : ""} Command: ${this.init.spawned.argv.join(" ")}`,
+      { cause, details: { stderr, argv: this.init.spawned.argv } },
+    );
+  }
+
+  private onQmpEvent(e: QmpEvent): void {
+    if (e.event === "SHUTDOWN") this.lastShutdownReason = String(e.data?.reason ?? "unknown");
+    else if (e.event === "GUEST_PANICKED") this.guestPanicked = true;
+  }
+
+  private onProcessExit(code: number | null, signal: NodeJS.Signals | null): VmExit {
+    this.processGone = true;
+    this.qmp?.close();
+    this.agentSock?.destroy();
+    const consoleTail = this.consoleTail();
+    let cause: VmExitCause;
+    let error: HypervisorError | undefined;
+    const tailMsg = consoleTail ? `\nLast console lines:\n${consoleTail}` : " (console is empty)";
+    if (this.stopRequested) cause = "stop";
+    else if (
+      this.guestPanicked ||
+      this.lastShutdownReason === "guest-reset" ||
+      this.lastShutdownReason === "guest-panic"
+    ) {
+      cause = "guest-panic";
+      error = new HypervisorError(
+        "SM_GUEST_CRASHED",
+        `guest of VM ${this.id} crashed (kernel panic or reset).${tailMsg}`,
+        {
+          details: { consoleTail, reason: this.lastShutdownReason ?? "guest-panicked" },
+        },
+      );
+    } else if (this.lastShutdownReason?.startsWith("guest")) {
+      cause = "guest-shutdown";
+      error = new HypervisorError(
+        "SM_GUEST_CRASHED",
+        `guest of VM ${this.id} powered off unexpectedly (${this.lastShutdownReason}).${tailMsg}`,
+        { details: { consoleTail, reason: this.lastShutdownReason } },
+      );
+    } else {
+      cause = "vmm-crashed";
+      const stderr = this.init.spawned.stderr.toString().trim();
+      error = new HypervisorError(
+        "SM_VMM_CRASHED",
+        `the VMM process of VM ${this.id} (pid ${this.pid}) died unexpectedly (${signal ? `signal ${signal}` : `exit code ${code}`}).${stderr ? ` QEMU stderr: ${stderr.split("\n").slice(-10).join(" | ")}` : ""}${tailMsg}`,
+        { details: { consoleTail, stderr, exitCode: code, signal } },
+      );
+    }
+    try {
+      removeRuntimeDir(this.runtimeDir);
+    } catch {}
+    this.setState(cause === "stop" ? "stopped" : "failed");
+    const exit: VmExit = { cause, exitCode: code, signal, consoleTail };
+    if (error) exit.error = error;
+    this.emit("exit", exit);
+    return exit;
+  }
+
+  private assertState(allowed: VmState[], op: string): void {
+    if (!allowed.includes(this._state)) {
+      throw new HypervisorError(
+        "SM_VM_STATE",
+        `cannot ${op} VM ${this.id}: it is ${this._state} (allowed: ${allowed.join(", ")})`,
+        {
+          details: { state: this._state, op },
+        },
+      );
+    }
+  }
+
+  private requireQmp(): QmpClient {
+    if (!this.qmp || this.qmp.isClosed)
+      throw new HypervisorError("SM_VM_STATE", `VM ${this.id} has no QMP connection (state ${this._state})`);
+    return this.qmp;
+  }
+
+  /** Finish a prepared restore: load the state and resume. */
+  async completeIncoming(): Promise<void> {
+    return this.lock.run("restore", async () => {
+      this.assertState(["starting"], "start the restore of");
+      const inc = this.init.incoming;
+      if (!inc)
+        throw new HypervisorError("SM_VM_STATE", `VM ${this.id} is not waiting for an incoming state`);
+      this.init.incoming = undefined;
+      const qmp = this.requireQmp();
+      const died = this.init.spawned.exit.then(() => {
+        throw new HypervisorError(
+          "SM_SNAPSHOT_INVALID",
+          `QEMU rejected the snapshot state ${inc.statePath}: ${this.init.spawned.stderr.toString().trim().split("\n").slice(-5).join(" | ") || "process exited"}. Delete the snapshot and capture it again.`,
+          { details: { file: inc.statePath, stderr: this.init.spawned.stderr.toString() } },
+        );
+      });
+      died.catch(() => {});
+      const load = async () => {
+        await qmp.execute("migrate-set-capabilities", {
+          capabilities: [{ capability: "x-ignore-shared", state: !inc.ramInState }],
+        });
+        await qmp.execute("migrate-incoming", { uri: `exec:cat ${shellQuote(inc.statePath)}` });
+        const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
+        for (;;) {
+          const st = await qmp.execute<{ status: string }>("query-status");
+          if (st.status !== "inmigrate") {
+            if (st.status !== "paused" && st.status !== "running") {
+              throw new HypervisorError(
+                "SM_SNAPSHOT_INVALID",
+                `restore of ${inc.statePath} ended in QEMU state ${st.status}`,
+                {
+                  details: { file: inc.statePath },
+                },
+              );
+            }
+            break;
+          }
+          if (Date.now() > deadline)
+            throw new HypervisorError(
+              "SM_TIMEOUT",
+              `loading ${inc.statePath} took over ${MIGRATION_TIMEOUT_MS} ms`,
+            );
+          await sleep(MIGRATION_POLL_MS);
+        }
+        await qmp.execute("cont");
+      };
+      await Promise.race([load(), died]);
+      this.setState("running");
+    });
+  }
+
+  async agentStream(): Promise<Duplex> {
+    this.assertState(["running", "paused", "starting"], "open the agent stream of");
+    const old = this.agentSock;
+    if (old && !old.destroyed) {
+      const closed = new Promise<void>((r) => old.once("close", () => r()));
+      old.destroy();
+      await closed;
+    }
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      try {
+        const sock = await new Promise<Socket>((res, rej) => {
+          const s = connect(this.agentSocketPath);
+          s.once("connect", () => {
+            s.removeListener("error", rej);
+            res(s);
+          });
+          s.once("error", rej);
+        });
+        this.agentSock = sock;
+        sock.once("close", () => {
+          if (this.agentSock === sock) this.agentSock = undefined;
+        });
+        if (this.processGone) sock.destroy();
+        return sock;
+      } catch (err) {
+        if (this.processGone || Date.now() > deadline) {
+          throw new HypervisorError(
+            "SM_VM_STATE",
+            `cannot connect to the agent socket of VM ${this.id}: ${(err as Error).message}`,
+            {
+              cause: err,
+            },
+          );
+        }
+        await sleep(10);
+      }
+    }
+  }
+
+  pause(): Promise<void> {
+    return this.lock.run("pause", async () => {
+      this.assertState(["running"], "pause");
+      await this.requireQmp().execute("stop");
+      this.setState("paused");
+    });
+  }
+
+  resume(): Promise<void> {
+    return this.lock.run("resume", async () => {
+      this.assertState(["paused"], "resume");
+      await this.requireQmp().execute("cont");
+      this.setState("running");
+    });
+  }
+
+  private async waitOutgoingMigration(qmp: QmpClient): Promise<void> {
+    const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
+    for (;;) {
+      const m = await qmp.execute<{ status?: string; "error-desc"?: string }>("query-migrate");
+      if (m.status === "completed") return;
+      if (m.status === "failed" || m.status === "cancelled") {
+        throw new HypervisorError(
+          "SM_QMP",
+          `snapshot migration ${m.status}: ${m["error-desc"] ?? "no detail"}`,
+        );
+      }
+      if (Date.now() > deadline) {
+        await qmp.execute("migrate_cancel").catch(() => {});
+        throw new HypervisorError("SM_TIMEOUT", `snapshot migration took over ${MIGRATION_TIMEOUT_MS} ms`);
+      }
+      await sleep(MIGRATION_POLL_MS);
+    }
+  }
+
+  snapshot(dir: string): Promise<SnapshotResult> {
+    return this.lock.run("snapshot", async () => {
+      this.assertState(["running", "paused"], "snapshot");
+      const dest = resolve(dir);
+      if (existsSync(dest)) {
+        throw new HypervisorError(
+          "SM_VMM_CONFIG",
+          `snapshot destination ${dest} already exists; choose a new directory or delete it`,
+        );
+      }
+      const qmp = this.requireQmp();
+      const t0 = performance.now();
+      const wasRunning = this._state === "running";
+      mkdirSync(dirname(dest), { recursive: true });
+      const tmp = `${dest}.tmp-${randomBytes(4).toString("hex")}`;
+      mkdirSync(tmp, { mode: 0o755 });
+      let resumed = false;
+      try {
+        if (wasRunning) {
+          await qmp.execute("stop");
+          this.setState("paused");
+        }
+        const tState = performance.now();
+        const ignoreShared = this.init.memShared;
+        await qmp.execute("migrate-set-capabilities", {
+          capabilities: [{ capability: "x-ignore-shared", state: ignoreShared }],
+        });
+        await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(join(tmp, STATE_FILE))}` });
+        await this.waitOutgoingMigration(qmp);
+        const tMem = performance.now();
+        const memBytes = this.config.memoryMib * 1024 * 1024;
+        if (ignoreShared) await sparseCopy(this.init.memPath, join(tmp, MEMORY_FILE));
+        else createSparseFile(join(tmp, MEMORY_FILE), memBytes);
+        const tDone = performance.now();
+        const rec = this.init.machineRecord;
+        const manifest: SnapshotManifest = {
+          format: SNAPSHOT_FORMAT_VERSION,
+          backend: this.init.profile.backend,
+          arch: this.arch,
+          machine: this.init.profile.machine,
+          accel: this.accel,
+          memoryMib: this.config.memoryMib,
+          vcpus: this.config.vcpus,
+          kernelPath: rec.kernelPath,
+          initrdPath: rec.initrdPath,
+          cmdline: rec.cmdline,
+          devices: rec.devices,
+          ramInState: !ignoreShared,
+          createdAt: new Date().toISOString(),
+          stateBytes: statSync(join(tmp, STATE_FILE)).size,
+        };
+        if (rec.kernelRelease) manifest.kernelRelease = rec.kernelRelease;
+        if (rec.qemuVersion) manifest.qemuVersion = rec.qemuVersion;
+        writeJsonSync(join(tmp, MANIFEST_FILE), manifest);
+        renameSync(tmp, dest);
+        if (wasRunning) {
+          await qmp.execute("cont");
+          resumed = true;
+          this.setState("running");
+        }
+        const tEnd = performance.now();
+        return {
+          dir: dest,
+          manifest,
+          timings: {
+            pausedMs: wasRunning ? tEnd - tState : 0,
+            stateMs: tMem - tState,
+            memoryMs: tDone - tMem,
+            totalMs: tEnd - t0,
+          },
+        };
+      } catch (err) {
+        rmSync(tmp, { recursive: true, force: true });
+        if (wasRunning && !resumed && !this.processGone && this.qmp && !this.qmp.isClosed) {
+          await this.qmp.execute("cont").then(
+            () => this.setState("running"),
+            () => {},
+          );
+        }
+        throw err;
+      }
+    });
+  }
+
+  stop(options: StopOptions = {}): Promise<VmExit> {
+    if (this.stopPromise) return this.stopPromise;
+    if (this.processGone) return this.exited;
+    this.stopRequested = true;
+    this.setState("stopping");
+    const exit = this.init.spawned.exit;
+    const kill = (sig: NodeJS.Signals) => {
+      try {
+        this.init.spawned.child.kill(sig);
+      } catch {}
+    };
+    this.stopPromise = (async () => {
+      if (options.guestShutdown && !this.init.incoming) {
+        const t = options.guestShutdownTimeoutMs ?? STOP_GUEST_SHUTDOWN_TIMEOUT_MS;
+        const deadline = Date.now() + t;
+        await within(
+          options.guestShutdown().catch(() => {}),
+          t,
+        );
+        if (await within(exit, Math.max(0, deadline - Date.now()))) return this.exited;
+      }
+      if (this.qmp && !this.qmp.isClosed) {
+        this.qmp.execute("quit").catch(() => {});
+        if (await within(exit, options.qmpQuitTimeoutMs ?? STOP_QMP_QUIT_TIMEOUT_MS)) return this.exited;
+      }
+      kill("SIGTERM");
+      if (await within(exit, options.sigtermTimeoutMs ?? STOP_SIGTERM_TIMEOUT_MS)) return this.exited;
+      kill("SIGKILL");
+      await within(exit, STOP_SIGKILL_TIMEOUT_MS);
+      return this.exited;
+    })();
+    return this.stopPromise;
+  }
+
+  async memoryStats(): Promise<MemoryStats> {
+    if (this.processGone) throw new HypervisorError("SM_VM_STATE", `VM ${this.id} has exited`);
+    return readMemoryStats(this.pid);
+  }
+
+  consoleTail(lines = CONSOLE_TAIL_LINES): string {
+    try {
+      return tailFile(this.consoleLogPath, lines);
+    } catch {
+      return "";
+    }
+  }
+}
