@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
@@ -221,6 +222,19 @@ describe("layer flattening", () => {
     expect(
       (await readdir(dir)).filter((f) => f.includes(".tmp-") || f.startsWith(".sm-rootfs-spool")),
     ).toEqual([]);
+  });
+
+  it("reads zstd-compressed layers; a truncated zstd layer is SM_LAYER_INVALID", async () => {
+    const tar = await tarBytes([{ name: "z/file", data: "zstd!".repeat(50_000) }]);
+    const zst = execFileSync("zstd", ["-q", "-c"], { input: tar });
+    const { list } = await build([bytesLayer("sha256:zst", zst)]);
+    expect(list.get("z/file")?.size).toBe(250_000);
+    await expect(
+      build([bytesLayer("sha256:zstcut", zst.subarray(0, zst.length - 20))]),
+    ).rejects.toMatchObject({
+      code: "SM_LAYER_INVALID",
+      layer: "sha256:zstcut",
+    });
   });
 
   it("an empty (0-byte) layer blob is an empty layer", async () => {

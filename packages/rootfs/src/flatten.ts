@@ -230,6 +230,11 @@ export class Flattener {
       }
       case "symlink": {
         await drain(entry.stream);
+        if (Buffer.byteLength(h.linkname ?? "") > 4095)
+          throw new RootfsError(
+            "SM_NAME_TOO_LONG",
+            "symlink target is longer than 4095 bytes (the kernel refuses such squashfs symlinks)",
+          );
         node = { kind: "symlink", target: h.linkname ?? "", ...meta };
         break;
       }
