@@ -1,9 +1,10 @@
-import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { type BlobSink, InlineSink, WorkerSink } from "./blob-sink";
 import { OciError } from "./errors";
 import { isSha256Digest } from "./reference";
 
@@ -27,6 +28,9 @@ function hexOf(digest: string): string {
   return digest.slice(7);
 }
 
+/** Blobs at least this large are hashed and written on a worker thread. */
+const WORKER_MIN_BYTES = 4 << 20;
+
 /** A ref recorded in the store: which top-level manifest/index a reference resolved to. */
 export interface StoredRef {
   reference: string;
@@ -40,9 +44,7 @@ export interface StoredRef {
  * verifies digest and size and renames into place. Nothing partial is ever visible under blobs/.
  */
 export class BlobWriter {
-  #hash = createHash("sha256");
-  #out!: WriteStream;
-  #error: Error | undefined;
+  #sink: BlobSink;
   #offset = 0;
   #done = false;
   readonly tempPath: string;
@@ -52,17 +54,11 @@ export class BlobWriter {
     readonly expected: { digest?: string; size?: number },
   ) {
     this.tempPath = join(store.dir, "tmp", `${process.pid}-${randomBytes(6).toString("hex")}.partial`);
-    this.#open();
-  }
-
-  #open(): void {
-    this.#error = undefined;
-    const out = createWriteStream(this.tempPath, { flags: "w" });
-    // Remember the first write error (ENOSPC, EIO…) so the next write/commit throws it.
-    out.on("error", (err) => {
-      this.#error ??= err;
-    });
-    this.#out = out;
+    // Large blobs are hashed and written on a worker thread (a second core); small ones inline.
+    this.#sink =
+      expected.size !== undefined && expected.size >= WORKER_MIN_BYTES
+        ? new WorkerSink(this.tempPath)
+        : new InlineSink(this.tempPath);
   }
 
   /** Bytes written so far (the offset a resumed download continues from). */
@@ -71,7 +67,6 @@ export class BlobWriter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (this.#error) throw this.#error;
     const size = this.expected.size;
     if (size !== undefined && this.#offset + chunk.length > size) {
       throw new OciError(
@@ -79,54 +74,14 @@ export class BlobWriter {
         `blob ${this.expected.digest ?? ""} is larger than the ${size} bytes its descriptor declares; refusing it`,
       );
     }
-    this.#hash.update(chunk);
     this.#offset += chunk.length;
-    const out = this.#out;
-    if (!out.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const cleanup = () => {
-          out.off("drain", onDrain);
-          out.off("error", onError);
-          out.off("close", onClose);
-        };
-        const onDrain = () => {
-          cleanup();
-          resolve();
-        };
-        const onError = (e: Error) => {
-          cleanup();
-          reject(e);
-        };
-        const onClose = () => {
-          cleanup();
-          reject(this.#error ?? new Error("blob temp file closed unexpectedly"));
-        };
-        out.once("drain", onDrain);
-        out.once("error", onError);
-        out.once("close", onClose);
-      });
-    }
+    await this.#sink.write(chunk);
   }
 
   /** Throw away what was written and start over (server ignored our Range request). */
   async restart(): Promise<void> {
-    await this.#close().catch(() => {});
-    this.#hash = createHash("sha256");
+    await this.#sink.reset();
     this.#offset = 0;
-    this.#open();
-  }
-
-  #close(): Promise<void> {
-    const out = this.#out;
-    return new Promise((resolve, reject) => {
-      if (this.#error) return reject(this.#error);
-      if (out.closed) return resolve();
-      out.once("error", reject);
-      out.end(() => {
-        if (this.#error) reject(this.#error);
-        else resolve();
-      });
-    });
   }
 
   /** Verify and move into the store. Returns the blob's digest and size. */
@@ -134,8 +89,7 @@ export class BlobWriter {
     if (this.#done) throw new Error("BlobWriter already finished");
     this.#done = true;
     try {
-      await this.#close();
-      const digest = `sha256:${this.#hash.digest("hex")}`;
+      const digest = `sha256:${await this.#sink.finish()}`;
       const size = this.#offset;
       if (this.expected.size !== undefined && size !== this.expected.size) {
         throw new OciError(
@@ -149,12 +103,20 @@ export class BlobWriter {
           `blob content does not match its digest: expected ${this.expected.digest}, got ${digest}; the download was discarded (corrupt registry, proxy or disk?)`,
         );
       }
+      // Belt and braces against a file system that lost data without reporting it on write.
+      const onDisk = (await stat(this.tempPath)).size;
+      if (onDisk !== size) {
+        throw Object.assign(new Error(`blob temp file has ${onDisk} bytes on disk, ${size} were written`), {
+          code: "EIO",
+        });
+      }
       const dest = this.store.blobPath(digest);
       // rename() is atomic and replaces: two processes committing the same digest both succeed
       // with identical content.
       await rename(this.tempPath, dest);
       return { digest, size };
     } catch (err) {
+      await this.#sink.destroy().catch(() => {});
       await rm(this.tempPath, { force: true });
       throw err;
     }
@@ -163,8 +125,7 @@ export class BlobWriter {
   async abort(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
-    const out = this.#out;
-    if (!out.closed) await new Promise<void>((resolve) => out.destroy().once("close", () => resolve()));
+    await this.#sink.destroy().catch(() => {});
     await rm(this.tempPath, { force: true });
   }
 }
@@ -268,8 +229,13 @@ export class OciStore {
     await this.init();
     const doc: StoredRef = { reference, digest, mediaType, updatedAt: new Date().toISOString() };
     const tmp = join(this.dir, "tmp", `${process.pid}-${randomBytes(6).toString("hex")}.ref`);
-    await writeFile(tmp, JSON.stringify(doc));
-    await rename(tmp, this.#refPath(reference));
+    try {
+      await writeFile(tmp, JSON.stringify(doc));
+      await rename(tmp, this.#refPath(reference));
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
   }
 
   async getRef(reference: string): Promise<StoredRef | undefined> {

@@ -224,22 +224,27 @@ describe("disk full mid-pull", () => {
       ctx.skip(`cannot mount a 1 MiB tmpfs to fill up (needs root): ${(err as Error).message}`);
     }
     try {
-      const image = await buildImage(src, "local/full", {
-        layers: [[{ name: "small", data: "fits" }], [{ name: "big", data: randomBytes(3 << 20) }]],
-        compression: "none",
-      });
-      await push(image, `${reg.host}/full/img:1`);
-      const store = new OciStore(dir);
-      await expect(pull(`${reg.host}/full/img:1`, { store })).rejects.toMatchObject({ code: "ENOSPC" });
-      expect(readdirSync(join(dir, "tmp"))).toEqual([]);
-      expect(await store.hasBlob(image.layers[1]!.digest)).toBe(false);
-      expect(await store.getRef(`${reg.host}/full/img:1`)).toBeUndefined();
-      for (const hex of readdirSync(join(dir, "blobs", "sha256"))) {
-        expect(
-          createHash("sha256")
-            .update(readFileSync(join(dir, "blobs", "sha256", hex)))
-            .digest("hex"),
-        ).toBe(hex);
+      // 2 MiB is written on the main thread, 6 MiB through the worker-thread writer: both must fail cleanly.
+      for (const mib of [2, 6]) {
+        const image = await buildImage(src, `local/full${mib}`, {
+          layers: [[{ name: "small", data: "fits" }], [{ name: "big", data: randomBytes(mib << 20) }]],
+          compression: "none",
+        });
+        await push(image, `${reg.host}/full/img:${mib}`);
+        const store = new OciStore(dir);
+        await expect(pull(`${reg.host}/full/img:${mib}`, { store })).rejects.toMatchObject({
+          code: "ENOSPC",
+        });
+        expect(readdirSync(join(dir, "tmp"))).toEqual([]);
+        expect(await store.hasBlob(image.layers[1]!.digest)).toBe(false);
+        expect(await store.getRef(`${reg.host}/full/img:${mib}`)).toBeUndefined();
+        for (const hex of readdirSync(join(dir, "blobs", "sha256"))) {
+          expect(
+            createHash("sha256")
+              .update(readFileSync(join(dir, "blobs", "sha256", hex)))
+              .digest("hex"),
+          ).toBe(hex);
+        }
       }
     } finally {
       execFileSync("umount", [dir], { stdio: "ignore" });
@@ -250,8 +255,13 @@ describe("disk full mid-pull", () => {
 describe("integrity and resumption through a tampering proxy", () => {
   let image: Image;
   beforeAll(async () => {
+    // A small layer (hashed inline) and a 6 MiB one (hashed on the worker thread).
     image = await buildImage(src, "local/tamper", {
-      layers: [[{ name: "payload", data: randomBytes(200_000).toString("hex") }]],
+      layers: [
+        [{ name: "payload", data: randomBytes(200_000).toString("hex") }],
+        [{ name: "big", data: randomBytes(6 << 20) }],
+      ],
+      compression: "none",
     });
     await push(image, `${reg.host}/tamper/img:1`);
   });
@@ -290,8 +300,9 @@ describe("integrity and resumption through a tampering proxy", () => {
     } finally {
       await proxy.stop();
     }
-    const layer = image.layers[0]!;
-    expect(proxy.rangeRequests.some((r) => r.includes(layer.digest) && /bytes=\d+-/.test(r))).toBe(true);
-    expect(await store.hasBlob(layer.digest, layer.size)).toBe(true);
+    for (const layer of image.layers) {
+      expect(proxy.rangeRequests.some((r) => r.includes(layer.digest) && /bytes=\d+-/.test(r))).toBe(true);
+      expect(await store.hasBlob(layer.digest, layer.size)).toBe(true);
+    }
   });
 });
