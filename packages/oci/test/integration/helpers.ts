@@ -233,11 +233,12 @@ export async function startTokenIssuer(opts: {
 /**
  * A reverse proxy in front of a registry that can tamper with blob downloads:
  * `flip` flips one byte in the middle of each blob body, `dropOnce` sends half of the first
- * full (non-Range) body of each blob, then destroys the socket.
+ * full (non-Range) body of each blob, then destroys the socket, `redirect` answers blob GETs
+ * with a 307 to the registry itself (another origin).
  */
 export async function startProxy(
   target: string,
-  mode: { flip?: boolean; dropOnce?: boolean },
+  mode: { flip?: boolean; dropOnce?: boolean; redirect?: boolean },
 ): Promise<{ host: string; rangeRequests: string[]; stop(): Promise<void> }> {
   const [thost, tport] = target.split(":");
   const dropped = new Set<string>();
@@ -245,6 +246,12 @@ export async function startProxy(
   const server = createServer((req, res) => {
     const isBlob = req.method === "GET" && /\/blobs\/sha256:/.test(req.url ?? "");
     if (req.headers.range) rangeRequests.push(`${req.url} ${req.headers.range}`);
+    if (isBlob && mode.redirect) {
+      // Like a registry handing blobs to a CDN: a different origin.
+      res.writeHead(307, { location: `http://${target}${req.url}` });
+      res.end();
+      return;
+    }
     const headers = { ...req.headers, host: target };
     const up = httpRequest(
       { host: thost, port: Number(tport), path: req.url, method: req.method, headers },

@@ -291,6 +291,16 @@ describe("integrity and resumption through a tampering proxy", () => {
     }
   });
 
+  it("follows blob redirects to another origin", async () => {
+    const proxy = await startProxy(reg.host, { redirect: true });
+    try {
+      const pulled = await pull(`${proxy.host}/tamper/img:1`, { store: new OciStore(tmp("sm-oci-pull-")) });
+      expect(pulled.digest).toBe(image.digest);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it("resumes a blob download with Range after the connection drops mid-blob", async () => {
     const proxy = await startProxy(reg.host, { dropOnce: true });
     const store = new OciStore(tmp("sm-oci-pull-"));
