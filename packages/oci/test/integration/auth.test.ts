@@ -124,7 +124,12 @@ describe("registry with bearer token auth (token issuer signing JWTs the registr
   let issuer: TokenIssuer;
   let reg: TestRegistry;
   beforeAll(async () => {
-    issuer = await startTokenIssuer({ username: USER, password: PASS });
+    issuer = await startTokenIssuer({
+      username: USER,
+      password: PASS,
+      refreshToken: "rt-identity-123",
+      anonymousPull: true,
+    });
     reg = await startRegistry({
       kind: "token",
       realm: issuer.realm,
@@ -179,6 +184,45 @@ describe("registry with bearer token auth (token issuer signing JWTs the registr
       issuer.expiresInS = 300;
       await client.close();
     }
+  });
+
+  it("pulls anonymously (pull-only token) but may not push without credentials", async () => {
+    const pulled = await pull(`${reg.host}/tok/app:1`, {
+      store: new OciStore(tmp("sm-oci-tok-")),
+      dockerConfig: false,
+    });
+    expect(pulled.digest).toBe(image.digest);
+    await expect(push(image, `${reg.host}/tok/anon:1`, { dockerConfig: false })).rejects.toMatchObject({
+      code: "SM_REGISTRY_AUTH",
+      message: expect.stringContaining("anonymous"),
+    });
+  });
+
+  it("exchanges a docker config identitytoken with the refresh-token grant", async () => {
+    const dir = tmp("sm-oci-idcfg-");
+    writeFileSync(
+      join(dir, "config.json"),
+      JSON.stringify({
+        auths: {
+          [reg.host]: { auth: Buffer.from(`${USER}:`).toString("base64"), identitytoken: "rt-identity-123" },
+        },
+      }),
+    );
+    const before = issuer.requests.length;
+    await push(image, `${reg.host}/tok/id:1`, { dockerConfig: join(dir, "config.json") });
+    const used = issuer.requests.slice(before);
+    expect(used.length).toBeGreaterThan(0);
+    expect(used.every((r) => r.authorized)).toBe(true);
+    const out = JSON.parse(
+      await skopeo([
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        `${USER}:${PASS}`,
+        `docker://${reg.host}/tok/id:1`,
+      ]),
+    ) as { Digest: string };
+    expect(out.Digest).toBe(image.digest);
   });
 
   it("rejects bad credentials at the token service with SM_REGISTRY_AUTH", async () => {

@@ -1,10 +1,11 @@
 import { execFile, execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OciStore, writeLayout } from "../../src/index";
+import { OciStore, push, writeLayout } from "../../src/index";
 import { buildImage } from "../../src/test-utils";
 import { skopeo, startRegistry, type TestRegistry } from "./helpers";
 
@@ -83,6 +84,40 @@ describe("supermachine-oci CLI", () => {
     expect(
       JSON.parse(await skopeo(["inspect", "--tls-verify=false", `docker://${reg.host}/cli/copy:v2`])).Digest,
     ).toBe(image.digest);
+  });
+
+  it("two processes pulling the same image into one store both succeed and leave it consistent", async () => {
+    const store = new OciStore(join(work, "build2"));
+    const image = await buildImage(store, "local/race", {
+      layers: [[{ name: "big", data: randomBytes(6 << 20) }], [{ name: "small", data: "s" }]],
+      compression: "none",
+    });
+    await push(image, `${reg.host}/cli/race:1`);
+    const shared = join(work, "shared-store");
+    const [a, b] = await Promise.all([
+      run(process.execPath, [cli, "pull", `${reg.host}/cli/race:1`, "--store", shared, "--quiet"], {
+        encoding: "utf8",
+      }),
+      run(process.execPath, [cli, "pull", `${reg.host}/cli/race:1`, "--store", shared, "--quiet"], {
+        encoding: "utf8",
+      }),
+    ]);
+    expect(a.stdout).toContain(image.digest);
+    expect(b.stdout).toContain(image.digest);
+    expect(readdirSync(join(shared, "tmp"))).toEqual([]);
+    const blobs = readdirSync(join(shared, "blobs", "sha256"));
+    expect(blobs.sort()).toEqual(
+      [image.digest, image.manifest.config.digest, ...image.layers.map((l) => l.digest)]
+        .map((d) => d.slice(7))
+        .sort(),
+    );
+    for (const hex of blobs) {
+      expect(
+        createHash("sha256")
+          .update(readFileSync(join(shared, "blobs", "sha256", hex)))
+          .digest("hex"),
+      ).toBe(hex);
+    }
   });
 
   it("exits 1 with the error code for a missing image and 2 for bad usage", async () => {

@@ -133,6 +133,10 @@ export async function startTokenIssuer(opts: {
   username: string;
   password: string;
   expiresInS?: number;
+  /** Accepted in the refresh-token grant (POST). */
+  refreshToken?: string;
+  /** Grant `pull` to callers without credentials. */
+  anonymousPull?: boolean;
 }): Promise<TokenIssuer> {
   const dir = mkdtempSync(join(tmpdir(), "sm-oci-tok-"));
   const keyPath = join(dir, "key.pem");
@@ -163,24 +167,43 @@ export async function startTokenIssuer(opts: {
   const requests: TokenIssuer["requests"] = [];
   const state = { expiresInS: opts.expiresInS ?? 300 };
   const server: Server = createServer((req: IncomingMessage, res) => {
+    void handle(req, res);
+  });
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://x");
-    const scopes = url.searchParams
+    let params = url.searchParams;
+    if (req.method === "POST") {
+      // OAuth2 refresh-token grant (Docker identity tokens).
+      let body = "";
+      for await (const c of req) body += String(c);
+      params = new URLSearchParams(body);
+    }
+    const scopes = params
       .getAll("scope")
       .flatMap((s) => s.split(" "))
       .filter(Boolean);
     const authz = req.headers.authorization ?? "";
     const expected = `Basic ${Buffer.from(`${opts.username}:${opts.password}`).toString("base64")}`;
-    const authorized = authz === expected;
+    const authorized =
+      req.method === "POST"
+        ? params.get("grant_type") === "refresh_token" && params.get("refresh_token") === opts.refreshToken
+        : authz === expected;
+    const anonymous = req.method === "GET" && authz === "" && opts.anonymousPull === true;
     requests.push({ scopes, authorized });
-    if (!authorized) {
+    if (!authorized && !anonymous) {
       res.writeHead(401, { "content-type": "application/json" });
       res.end(JSON.stringify({ details: "bad credentials" }));
       return;
     }
     const access = scopes.map((s) => {
       const [type, ...rest] = s.split(":");
-      const actions = rest.pop() ?? "";
-      return { type, name: rest.join(":"), actions: actions.split(",").filter(Boolean) };
+      const actions = (rest.pop() ?? "").split(",").filter(Boolean);
+      // Anonymous callers may only pull.
+      return {
+        type,
+        name: rest.join(":"),
+        actions: anonymous ? actions.filter((a) => a === "pull") : actions,
+      };
     });
     const now = Math.floor(Date.now() / 1000);
     const expiresIn = state.expiresInS;
@@ -207,7 +230,7 @@ export async function startTokenIssuer(opts: {
         issued_at: new Date().toISOString(),
       }),
     );
-  });
+  };
   const port = await freePort();
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   return {
