@@ -136,8 +136,9 @@ export class ReferenceAgent {
         this.violation(isAgentError(e) ? e : violation("SM_BAD_FRAME", String(e)));
       }
     });
-    transport.on("error", () => this.endSession());
-    transport.on("close", () => this.endSession());
+    // the transport going away ends this agent (its temp root is removed)
+    transport.on("error", () => this.close());
+    transport.on("close", () => this.close());
     if (options.workload) {
       const w = spawnProcess(options.workload.argv[0]!, options.workload.argv.slice(1), {
         cwd: this.root,
@@ -473,9 +474,11 @@ export class ReferenceAgent {
       let writing: Promise<void> = Promise.resolve();
       const sendNow = (b: Buffer) => {
         if (ch === null || ch.state !== "open") return;
-        src.pause();
         const w = ch.write(b);
+        w.catch(() => {});
+        if (ch.pendingWriteBytes === 0) return; // sent within credit: keep reading
         this.peakQueuedBytes = Math.max(this.peakQueuedBytes, ch.pendingWriteBytes);
+        src.pause();
         writing = w.then(
           () => {
             src.resume();
