@@ -1,8 +1,10 @@
 export type { KvmBackendOptions } from "./backend";
 export {
   createKvmBackend,
+  hostTscKhz,
   microvmX86Profile,
   resolveKvmAccel,
+  tcgTimerArgs,
   virtArm64KvmProfile,
   x86KernelFile,
 } from "./backend";

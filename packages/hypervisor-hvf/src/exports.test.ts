@@ -1,0 +1,16 @@
+import { describe, expect, it } from "vitest";
+import * as api from "./index";
+
+describe("@supermachine/hypervisor-hvf exports", () => {
+  it("exposes exactly the documented API", () => {
+    expect(Object.keys(api).sort()).toEqual(
+      [
+        "PACKAGE_NAME",
+        "createHvfBackend",
+        "hvfUnavailableReason",
+        "resolveHvfAccel",
+        "virtHvfProfile",
+      ].sort(),
+    );
+  });
+});

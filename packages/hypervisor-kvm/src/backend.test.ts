@@ -1,0 +1,36 @@
+import { describe, expect, it } from "vitest";
+import { createKvmBackend, hostTscKhz, microvmX86Profile, resolveKvmAccel, tcgTimerArgs } from "./backend";
+
+describe("hypervisor-kvm", () => {
+  it("implements contract v1 for x86_64 microvm", () => {
+    const b = createKvmBackend({ arch: "x86_64" });
+    expect(b.version).toBe(1);
+    expect(b.name).toBe("kvm");
+    expect(b.capabilities).toMatchObject({
+      arch: "x86_64",
+      snapshot: true,
+      cowRestore: true,
+      prepareRestore: true,
+      accels: ["kvm", "tcg"],
+    });
+    expect(microvmX86Profile.machine).toBe("microvm,rtc=off");
+    expect(microvmX86Profile.cpuFor("kvm")).toBe("host");
+    expect(microvmX86Profile.cpuFor("tcg")).toBe("max");
+  });
+
+  it("gives the TCG guest its TSC frequency (host) and lpj; nothing for KVM", () => {
+    expect(hostTscKhz("model name : Intel(R) Xeon(R) CPU @ 2.20GHz\ncpu MHz : 1200.000\n")).toBe(2_200_000);
+    expect(hostTscKhz("model name : AMD EPYC\ncpu MHz : 2445.422\n")).toBe(2_445_422);
+    expect(hostTscKhz("")).toBe(2_000_000);
+    expect(tcgTimerArgs(2_000_000)).toEqual(["tsc_early_khz=2000000", "lpj=8000000"]);
+    expect(microvmX86Profile.extraKernelArgs?.("kvm")).toEqual([]);
+  });
+
+  it('accel "tcg" is used as asked; "hvf" is refused on this backend', async () => {
+    const ctx = { qemuBinary: "/nonexistent", kernelPath: "/nonexistent" };
+    await expect(resolveKvmAccel(microvmX86Profile, "tcg", ctx)).resolves.toEqual({ accel: "tcg" });
+    await expect(resolveKvmAccel(microvmX86Profile, "hvf", ctx)).rejects.toMatchObject({
+      code: "SM_VMM_CONFIG",
+    });
+  });
+});

@@ -1,0 +1,19 @@
+import { describe, expect, it } from "vitest";
+import * as api from "./index";
+
+describe("@supermachine/hypervisor-kvm exports", () => {
+  it("exposes exactly the documented API", () => {
+    expect(Object.keys(api).sort()).toEqual(
+      [
+        "PACKAGE_NAME",
+        "createKvmBackend",
+        "hostTscKhz",
+        "microvmX86Profile",
+        "resolveKvmAccel",
+        "tcgTimerArgs",
+        "virtArm64KvmProfile",
+        "x86KernelFile",
+      ].sort(),
+    );
+  });
+});
