@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { copy, importLayoutOrArchive } from "./cli-helpers";
 import { isOciError } from "./errors";
+import type { Image } from "./image";
 import { writeLayout } from "./local";
 import { formatPlatform } from "./platform";
 import type { ProgressEvent, ProgressListener } from "./progress";
+import type { PullOptions } from "./pull";
 import { inspect, type PullPolicy, pull } from "./pull";
 import { push } from "./push";
 import { OciStore } from "./store";
+import { copy, loadFrom, parseLocation } from "./transport";
 
 const USAGE = `supermachine-oci — OCI images without a Docker daemon
 
@@ -23,6 +25,14 @@ Common options:
   --insecure HOST    allow plain HTTP to HOST (repeatable; 127.0.0.1 and localhost always allowed)
   --quiet            no progress output
 `;
+
+/** `push` takes a layout dir (`DIR[:tag]`, the `oci:` prefix optional) or another local location. */
+function loadLocal(arg: string, options: PullOptions): Promise<Image> {
+  const loc = /^(oci|oci-archive|docker-archive):/.test(arg)
+    ? parseLocation(arg)
+    : parseLocation(`oci:${arg}`);
+  return loadFrom(loc, options);
+}
 
 function fmtBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -147,7 +157,7 @@ async function main(argv: string[]): Promise<number> {
       }
       case "push": {
         if (args.length !== 2) break;
-        const image = await importLayoutOrArchive(args[0]!, common);
+        const image = await loadLocal(args[0]!, common);
         const r = await push(image, args[1]!, { ...common, onProgress: progress.listener });
         progress.end();
         process.stdout.write(`${r.reference} ${r.digest}\n`);

@@ -147,3 +147,18 @@ export async function loadImage(
     layers: manifest.layers,
   };
 }
+
+/** Whether every manifest of an index (recursively) and all their blobs are in the store. */
+export async function isIndexComplete(store: OciStore, index: ImageIndex): Promise<boolean> {
+  for (const m of index.manifests) {
+    if (!(await store.hasBlob(m.digest))) return false;
+    const doc = parseManifest(await store.readBlob(m.digest), m.digest);
+    if (isIndex(doc)) {
+      if (!(await isIndexComplete(store, doc))) return false;
+      continue;
+    }
+    if (!(await store.hasBlob(doc.config.digest))) return false;
+    for (const l of doc.layers) if (!(await store.hasBlob(l.digest))) return false;
+  }
+  return true;
+}

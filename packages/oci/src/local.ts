@@ -4,7 +4,15 @@ import { copyFile, link, mkdir, readFile, rename, stat, writeFile } from "node:f
 import { dirname, join, posix, resolve } from "node:path";
 import * as tar from "tar-stream";
 import { OciError } from "./errors";
-import { type Image, isIndex, loadImage, manifestMediaType, parseManifest, sha256Digest } from "./image";
+import {
+  type Image,
+  isIndex,
+  isIndexComplete,
+  loadImage,
+  manifestMediaType,
+  parseManifest,
+  sha256Digest,
+} from "./image";
 import { MediaType, ociLayerMediaType, sniffCompression } from "./media-types";
 import { hostPlatform, parsePlatform, selectManifest } from "./platform";
 import type { ProgressListener } from "./progress";
@@ -300,20 +308,6 @@ async function placeBlob(store: OciStore, digest: string, destDir: string): Prom
   await rename(tmp, dest);
 }
 
-async function isComplete(store: OciStore, index: ImageIndex): Promise<boolean> {
-  for (const m of index.manifests) {
-    if (!(await store.hasBlob(m.digest))) return false;
-    const doc = parseManifest(await store.readBlob(m.digest), m.digest);
-    if (isIndex(doc)) {
-      if (!(await isComplete(store, doc))) return false;
-      continue;
-    }
-    if (!(await store.hasBlob(doc.config.digest))) return false;
-    for (const l of doc.layers) if (!(await store.hasBlob(l.digest))) return false;
-  }
-  return true;
-}
-
 /**
  * Write an image as an OCI image layout directory (created or extended; an entry with the same
  * tag is replaced). When every platform of an index is in the store the whole index is written,
@@ -329,7 +323,7 @@ export async function writeLayout(
   await mkdir(join(abs, "blobs", "sha256"), { recursive: true });
   let top: Descriptor;
   const blobs = new Set<string>();
-  if (image.index && (await isComplete(store, image.index))) {
+  if (image.index && (await isIndexComplete(store, image.index))) {
     const bytes = await store.readBlob(image.digest);
     top = { mediaType: image.mediaType, digest: image.digest, size: bytes.length };
     await store.reachable(image.digest, blobs);

@@ -1,10 +1,10 @@
 import { OciError } from "./errors";
-import { type Image, isIndex, parseManifest } from "./image";
+import { type Image, isIndex, isIndexComplete, parseManifest } from "./image";
 import { mapLimit, type ProgressListener } from "./progress";
 import { formatReference, type ImageReference, parseReference } from "./reference";
 import { RegistryClient, type RegistryOptions } from "./registry";
 import type { OciStore } from "./store";
-import type { Descriptor, ImageIndex } from "./types";
+import type { Descriptor } from "./types";
 
 export interface PushOptions extends RegistryOptions {
   /** Blobs above this size are uploaded in chunks (PATCH); default 64 MiB. */
@@ -102,7 +102,7 @@ export async function push(
     let top: Descriptor;
     let complete = false;
     if (image.index && options.allPlatforms !== false) {
-      complete = await allPresent(store, image.index);
+      complete = await isIndexComplete(store, image.index);
     }
     if (complete) {
       const bytes = await store.readBlob(image.digest);
@@ -123,18 +123,4 @@ export async function push(
   } finally {
     if (!options.client) await client.close();
   }
-}
-
-async function allPresent(store: OciStore, index: ImageIndex): Promise<boolean> {
-  for (const m of index.manifests) {
-    if (!(await store.hasBlob(m.digest))) return false;
-    const doc = parseManifest(await store.readBlob(m.digest), m.digest);
-    if (isIndex(doc)) {
-      if (!(await allPresent(store, doc))) return false;
-      continue;
-    }
-    if (!(await store.hasBlob(doc.config.digest))) return false;
-    for (const l of doc.layers) if (!(await store.hasBlob(l.digest))) return false;
-  }
-  return true;
 }

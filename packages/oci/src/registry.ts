@@ -202,7 +202,15 @@ export class RegistryClient {
       }
       if (this.options.dockerConfig === false) return undefined;
       const path = this.options.dockerConfig ?? defaultDockerConfigPath();
-      return credentialsFromDockerConfig(registry, path);
+      try {
+        return await credentialsFromDockerConfig(registry, path);
+      } catch (err) {
+        throw new OciError(
+          "SM_REGISTRY_AUTH",
+          `could not read credentials for ${registry} from ${path} (or its credential helper): ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
     })();
     return st.credentials;
   }
@@ -355,7 +363,6 @@ export class RegistryClient {
 
   async #sendAuthed(registry: string, opts: SendOptions): Promise<RegistryResponse> {
     const st = this.#state(registry);
-    const hadChallenge = st.challenge !== undefined;
     let auth = await this.#authHeader(registry, opts.scopes);
     let res = await this.#sendOnce(registry, opts, auth);
     if (res.status !== 401) return this.#checkForbidden(registry, res, auth, opts);
@@ -374,7 +381,7 @@ export class RegistryClient {
     st.challenge = ch;
     st.tokens.clear();
     auth = await this.#authHeader(registry, opts.scopes);
-    if (auth === undefined || (hadChallenge && auth === undefined)) {
+    if (auth === undefined) {
       throw new OciError(
         "SM_REGISTRY_AUTH",
         `${registry} requires authentication (${ch.scheme}) for ${opts.what}; tried ${describeCredentials(creds)}. Log in with docker login ${registry} or pass credentials.`,
