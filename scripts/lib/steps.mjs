@@ -67,9 +67,21 @@ export async function ensureNodeModules(steps) {
   const npmArgs = existsSync(join(REPO_ROOT, "package-lock.json"))
     ? ["ci", "--no-audit", "--no-fund"]
     : ["install", "--no-audit", "--no-fund"];
-  // Serialise with other npm runs in this checkout (several people may share one machine).
-  if (which("flock")) return steps.cmd(`npm ${npmArgs[0]}`, "flock", ["/tmp/sm-npm.lock", "npm", ...npmArgs]);
-  return steps.cmd(`npm ${npmArgs[0]}`, "npm", npmArgs);
+  // Serialise with other npm runs on this machine (several people may share one checkout).
+  const npm = (args) =>
+    which("flock")
+      ? steps.cmd(`npm ${args[0]}`, "flock", ["/tmp/sm-npm.lock", "npm", ...args])
+      : steps.cmd(`npm ${args[0]}`, "npm", args);
+  const code = await npm(npmArgs);
+  if (code === 0 || npmArgs[0] !== "ci") return code;
+  // npm >= 11 `ci` rejects a lock file that lacks entries for optional platform packages (npm/cli#4828),
+  // e.g. when it was written against a registry mirror that does not carry them. `npm install` honours the
+  // locked versions and tolerates that.
+  process.stdout.write("npm ci failed; retrying with npm install (same locked versions)\n");
+  const last = steps.results[steps.results.length - 1];
+  const fallback = await npm(["install", "--no-audit", "--no-fund"]);
+  if (fallback === 0) last.status = "refused the lock file; npm install used instead";
+  return fallback;
 }
 
 export const npx = (bin) => ["npx", ["--no-install", ...bin]];
