@@ -289,6 +289,19 @@ describe("AgentClient with the reference agent", () => {
     expect(client.state).toBe("connected");
   });
 
+  it("maxOutputBytes caps collected output: a flooding guest is killed, the session survives", async () => {
+    const t0 = Date.now();
+    const err = await rejection(
+      client.exec({ argv: ["sh", "-c", "while :; do echo flood; done"], maxOutputBytes: 1_000_000 }),
+    );
+    expect(err.code).toBe("SM_AGENT_OUTPUT_LIMIT");
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    const small = await rejection(client.exec({ argv: ["echo", "0123456789"], maxOutputBytes: 5 }));
+    expect(small.code).toBe("SM_AGENT_OUTPUT_LIMIT");
+    expect((await client.exec({ argv: ["echo", "ok"], maxOutputBytes: 3 })).stdout.toString()).toBe("ok\n");
+    await client.ping();
+  });
+
   it("a per-call timeout rejects with SM_AGENT_TIMEOUT; an already-aborted signal never sends", async () => {
     const err = await rejection(client.exec({ argv: ["sleep", "5"] }, { timeoutMs: 100 }));
     expect(err.code).toBe("SM_AGENT_TIMEOUT");

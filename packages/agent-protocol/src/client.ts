@@ -93,6 +93,11 @@ export interface ProcessSpec extends CommandSpec {
 export interface ExecSpec extends ProcessSpec {
   /** Guest-side kill timeout for the process group, ms; 0/undefined = none. */
   timeoutMs?: number | undefined;
+  /**
+   * Host-side cap on collected stdout + stderr, bytes (default: none). When exceeded the process
+   * group is killed and the call rejects with SM_AGENT_OUTPUT_LIMIT. Set it for untrusted guests.
+   */
+  maxOutputBytes?: number | undefined;
 }
 export interface ExecResult {
   exitCode: number;
@@ -714,7 +719,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         reject(err);
       };
       const onAbort = () =>
-        abandon(new AgentError("SM_AGENT_ABORTED", `${op} was aborted`, { cause: signal?.reason }));
+        abandon(
+          isAgentError(signal?.reason)
+            ? signal.reason
+            : new AgentError("SM_AGENT_ABORTED", `${op} was aborted`, { cause: signal?.reason }),
+        );
       const p: Pending = {
         id,
         op,
@@ -764,6 +773,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   async exec(spec: ExecSpec, options?: CallOptions): Promise<ExecResult> {
     const args = processArgs(spec);
     checkRange("timeoutMs", spec.timeoutMs, 0, Number.MAX_SAFE_INTEGER);
+    checkRange("maxOutputBytes", spec.maxOutputBytes, 0, Number.MAX_SAFE_INTEGER);
+    const maxOutput = spec.maxOutputBytes ?? Number.POSITIVE_INFINITY;
     await this.ready_();
     const tty = spec.tty === true;
     const out: Buffer[] = [];
@@ -771,9 +782,21 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const chOut = this.allocChannel();
     const chErr = tty ? undefined : this.allocChannel();
     let discard = false;
+    let collected = 0;
+    const overLimit = new AbortController();
     const collect = (chunks: Buffer[], id: number): InboundSink => ({
       data: (b) => {
-        if (!discard) chunks.push(b);
+        if (!discard) {
+          collected += b.length;
+          if (collected > maxOutput) {
+            overLimit.abort(
+              new AgentError(
+                "SM_AGENT_OUTPUT_LIMIT",
+                `exec output exceeded maxOutputBytes (${maxOutput}); the process group was killed`,
+              ),
+            );
+          } else chunks.push(b);
+        }
         this.channels.get(id)?.consumed(b.length);
       },
       eof: () => {},
@@ -783,10 +806,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       this.channels.get(chOut)?.remove();
       if (chErr !== undefined) this.channels.get(chErr)?.remove();
     };
+    const signals = [options?.signal, overLimit.signal].filter((x): x is AbortSignal => x !== undefined);
     const result = await this.call(
       "exec",
       { ...args, timeoutMs: spec.timeoutMs ?? 0, chOut, chErr },
-      options,
+      { timeoutMs: options?.timeoutMs, signal: AbortSignal.any(signals) },
       {
         beforeSend: () => {
           this.openChannel(chOut, false, true, collect(out, chOut));
@@ -807,6 +831,9 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     removeChannels();
     const stdoutTail = result.stdout as Buffer;
     const stderrTail = result.stderr as Buffer;
+    if (collected + stdoutTail.length + stderrTail.length > maxOutput) {
+      throw new AgentError("SM_AGENT_OUTPUT_LIMIT", `exec output exceeded maxOutputBytes (${maxOutput})`);
+    }
     out.push(stdoutTail);
     err.push(stderrTail);
     return {

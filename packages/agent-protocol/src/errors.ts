@@ -20,7 +20,9 @@ export type AgentErrorCode =
   /** Invalid arguments or options passed to this library. */
   | "SM_AGENT_INVALID_ARGS"
   /** More than MAX_PENDING_REQUESTS requests are outstanding. */
-  | "SM_AGENT_BUSY";
+  | "SM_AGENT_BUSY"
+  /** An exec produced more output than its maxOutputBytes; the process group was killed. */
+  | "SM_AGENT_OUTPUT_LIMIT";
 
 /** The `fatal` codes of SPEC §9.1. */
 export type FatalCode =
