@@ -46,7 +46,7 @@ export function bundleProblem(dir, expect = {}) {
   return null;
 }
 
-/** Valid bundles present for an arch, newest debVersion first (string compare is enough as a fallback). */
+/** Valid bundles present for an arch, newest release first. */
 export function existingBundles(arch) {
   const dir = kernelsDir();
   if (!existsSync(dir)) return [];
@@ -54,8 +54,7 @@ export function existingBundles(arch) {
     .filter((n) => n.endsWith(`-${arch}`) && !n.startsWith("."))
     .map((n) => join(dir, n))
     .filter((d) => bundleProblem(d, { arch }) === null)
-    .sort()
-    .reverse();
+    .sort((a, b) => b.localeCompare(a, "en", { numeric: true })); // 6.1.0-100 after 6.1.0-56
 }
 
 async function foreignArchAdded(debArch) {
