@@ -216,6 +216,57 @@ async function busyboxRoot(root, busyboxBin, applets) {
  * build(layout, work, inputs, deps).
  * `deps` = built layouts of fixtures this one reuses.
  */
+const LAYERS_NAMES = {
+  long: `${"l".repeat(100)}-${"o".repeat(100)}-long-name.txt`, // 214 chars
+  deep: `deep/${"d".repeat(90)}/${"e".repeat(90)}/${"f".repeat(90)}`, // with the file: > 255 chars
+};
+
+/** What the `layers` image must look like once its layers are applied (written into fixtures.json). */
+const LAYERS_EXPECTED = {
+  absent: [
+    "data/to-delete.txt",
+    "data/dir-a/f1",
+    "data/dir-a/sub",
+    "data/opaque/old1",
+    "data/opaque/old-sub",
+    "data/dir-then-file/child",
+    "data/file-then-dir/now-a-dir.txt",
+  ],
+  files: {
+    "data/dir-a/recreated": { content: "dir-a recreated after its whiteout\n", mode: 0o644 },
+    "data/opaque/new1": { content: "new1 after opaque\n", mode: 0o644 },
+    "data/file-then-dir": { content: "file-then-dir is a file again in layer 3\n", mode: 0o644 },
+    "data/dir-then-file": { content: "dir-then-file is a file in layer 2\n", mode: 0o644 },
+    "data/orig.txt": { content: "original content\n", mode: 0o644 },
+    "data/hardlink-same-layer": { content: "original content\n", mode: 0o644 },
+    "data/xlayer-hardlink": { content: "original content\n", mode: 0o644 },
+    "data/modified.txt": { content: "version 2\n", mode: 0o644 },
+    [`data/${LAYERS_NAMES.long}`]: { content: "long name\n", mode: 0o644 },
+    [`data/${LAYERS_NAMES.deep}/file-at-depth.txt`]: { content: "deep path > 255 chars\n", mode: 0o644 },
+    "data/modes/setuid": { content: "#!/bin/sh\necho setuid\n", mode: 0o4755 },
+    "data/modes/setgid": { content: "#!/bin/sh\necho setgid\n", mode: 0o2755 },
+    "data/modes/private": { content: "secret\n", mode: 0o600 },
+    "data/modes/readonly": { content: "ro\n", mode: 0o640 },
+  },
+  dirs: {
+    "data/dir-a": { mode: 0o755, entries: ["recreated"] },
+    "data/opaque": { mode: 0o755, entries: ["new1"] },
+    "data/modes/sticky": { mode: 0o1777, entries: [] },
+    "data/empty-dir": { mode: 0o755, entries: [] },
+    "data/empty-dir-2": { mode: 0o755, entries: [] },
+  },
+  symlinks: {
+    "data/link-relative": "orig.txt",
+    "data/link-absolute": "/data/orig.txt",
+    "data/link-dangling": "does/not/exist",
+    "data/link-to-dir": "dir-a",
+  },
+  /** Each group is one inode. */
+  hardlinks: [["data/hardlink-same-layer", "data/orig.txt", "data/xlayer-hardlink"]],
+  /** No whiteout marker (`.wh.*`) may survive anywhere; all entries are owned by 0:0. */
+  noWhiteouts: true,
+};
+
 const FIXTURES = {
   busybox: {
     version: 1, // bump when build() changes
@@ -255,8 +306,7 @@ const FIXTURES = {
         desc: layout.copyFrom(base.layout, baseManifest.layers[0]),
         diffId: baseCfg.rootfs.diff_ids[0],
       };
-      const long = `${"l".repeat(100)}-${"o".repeat(100)}-long-name.txt`; // 214 chars
-      const deep = `deep/${"d".repeat(90)}/${"e".repeat(90)}/${"f".repeat(90)}`;
+      const { long, deep } = LAYERS_NAMES;
       // Layer 1 (GNU tar format): the starting tree.
       const r1 = join(work, "l1");
       put(r1, "data/dir-a/f1", "a1\n");
@@ -625,6 +675,7 @@ export async function ensureFixtures() {
         digest,
         platforms: FIXTURES[name].platforms,
         layout: built[name].dir,
+        ...(name === "layers" ? { expected: LAYERS_EXPECTED } : {}),
       };
     }
     const doc = { registry: reg.host, images };

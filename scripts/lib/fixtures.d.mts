@@ -11,6 +11,23 @@ export interface FixtureImage {
   platforms: string[];
   /** the local OCI image layout directory (tag `latest`) */
   layout: string;
+  /** only for `layers`: the tree once all layers are applied (checked against umoci's unpack) */
+  expected?: LayersExpected;
+}
+
+export interface LayersExpected {
+  /** paths (relative to /) that must not exist */
+  absent: string[];
+  /** regular files: exact content (utf8) and permission bits incl. setuid/setgid/sticky */
+  files: Record<string, { content: string; mode: number }>;
+  /** directories: permission bits and the exact sorted list of entry names */
+  dirs: Record<string, { mode: number; entries: string[] }>;
+  /** symlink path → target */
+  symlinks: Record<string, string>;
+  /** each group of paths shares one inode */
+  hardlinks: string[][];
+  /** no `.wh.*` marker may survive */
+  noWhiteouts: true;
 }
 
 export interface Fixtures {
