@@ -597,6 +597,36 @@ describe("protocol violations by the agent", () => {
     expect(fake.frames.some((f) => f.t === "fatal")).toBe(false);
   });
 
+  it("a process that exits at once: res, eofs and exit in one chunk still resolve wait()", async () => {
+    const { fake, client } = await setup();
+    const p = client.spawn({ argv: ["true"] });
+    const req = (await fake.next((f) => f.t === "req")) as unknown as {
+      id: number;
+      args: { chOut: number; chErr: number; chIn: number };
+    };
+    fake.send(
+      Buffer.concat([
+        encodeFrame({ t: "res", id: req.id, result: { pid: 321 } }),
+        encodeFrame({ t: "data", ch: req.args.chOut, d: Buffer.from("bye") }),
+        encodeFrame({ t: "eof", ch: req.args.chOut }),
+        encodeFrame({ t: "eof", ch: req.args.chErr }),
+        encodeFrame({ t: "close", ch: req.args.chIn }),
+        encodeFrame({
+          t: "evt",
+          ev: "exit",
+          data: { pid: 321, exitCode: 0, signal: null, timedOut: false, peakRssKib: 1 },
+        }),
+      ]),
+    );
+    const child = await p;
+    expect((await child.readStdout()).toString()).toBe("bye");
+    expect(await child.readStdout()).toHaveLength(0);
+    expect(await child.wait()).toEqual({ exitCode: 0, signal: null, timedOut: false, peakRssKib: 1 });
+    // the host answered the agent's close on chIn
+    expect(((await fake.next((f) => f.t === "close")) as { ch: number }).ch).toBe(req.args.chIn);
+    expect(client.openChannels).toBe(0);
+  });
+
   it("ignores credit/close for unknown channels and unknown events", async () => {
     const { fake, client } = await setup();
     fake.send({ t: "credit", ch: 1234, n: 5 });

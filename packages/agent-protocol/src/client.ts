@@ -156,6 +156,8 @@ interface Pending {
   reject: (err: Error) => void;
   /** The caller gave up (abort/timeout); the res is still expected and is then discarded. */
   abandoned: boolean;
+  /** Called synchronously with a successful result, before the promise resolves. */
+  onResult?: ((result: CborMap) => void) | undefined;
   /** Called with the result when an abandoned request still succeeds (cancel guest-side work). */
   onLateResult?: ((result: CborMap) => void) | undefined;
   /** Called when the request ends without a result (error res, session loss), abandoned or not. */
@@ -479,7 +481,10 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     p.cleanup();
     if (result !== undefined) {
       if (p.abandoned) p.onLateResult?.(result);
-      else p.resolve(result);
+      else {
+        p.onResult?.(result);
+        p.resolve(result);
+      }
       return;
     }
     const e = error!;
@@ -686,6 +691,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     options: CallOptions | undefined,
     hooks: {
       onAbandon?: () => void;
+      onResult?: (r: CborMap) => void;
       onLateResult?: (r: CborMap) => void;
       onError?: (err: Error) => void;
       beforeSend?: () => void;
@@ -730,6 +736,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         resolve,
         reject,
         abandoned: false,
+        onResult: hooks.onResult,
         onLateResult: hooks.onLateResult,
         onError: hooks.onError,
         cleanup: () => {
@@ -865,7 +872,14 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       if (chErr !== undefined) this.channels.get(chErr)?.remove();
       this.channels.get(chIn)?.remove();
     };
-    const result = await this.call("spawn", { ...args, chOut, chErr, chIn }, options, {
+    let child: AgentChild | null = null;
+    await this.call("spawn", { ...args, chOut, chErr, chIn }, options, {
+      // registered synchronously: the exit event may be in the same chunk as the res
+      onResult: (r) => {
+        const pid = r.pid as number;
+        child = new AgentChild(this, pid, qOut, qErr, () => this.channels.get(chIn), this.hwm);
+        this.children.set(pid, child);
+      },
       beforeSend: () => {
         this.openChannel(chOut, false, true, qOut);
         if (chErr !== undefined) this.openChannel(chErr, false, true, qErr);
@@ -878,10 +892,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         for (const id of [chOut, chErr, chIn]) if (id !== undefined) this.channels.get(id)?.abort();
       },
     });
-    const pid = result.pid as number;
-    const child = new AgentChild(this, pid, qOut, qErr, () => this.channels.get(chIn), this.hwm);
-    this.children.set(pid, child);
-    return child;
+    return child!;
   }
 
   /** Sends a signal to a spawned process. */
