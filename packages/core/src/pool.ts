@@ -227,7 +227,9 @@ export class PoolImpl implements Pool {
     return new Vm(handle, {
       release: async (h) => {
         if (this.#closed) return;
-        if (this.#opts.restoreOnRelease || h.dead) await pool.destroy(h);
+        // Discarding happens in the background: release() returns at once and the pool restores a
+        // replacement (for volumes, the next VM waits until this one has released the files).
+        if (this.#opts.restoreOnRelease || h.dead) void pool.destroy(h);
         else pool.release(h);
       },
       snapshot: async (h, destDir) => {

@@ -29,9 +29,15 @@ export interface AgentExecArgs {
 
 export interface AgentChild {
   pid: number;
-  stdout: Readable;
-  stderr: Readable;
-  stdin: Writable;
+  /** Streams are created lazily on first access (an unread stream is drained by wait()). */
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  readonly stdin: Writable;
+  /** Pull-style access without creating streams. */
+  readStdout(maxBytes: number): Promise<Buffer>;
+  readStderr(maxBytes: number): Promise<Buffer>;
+  writeStdin(data: Buffer): Promise<void>;
+  closeStdin(): Promise<void>;
   wait(): Promise<{ exitCode: number; signal: number | null; timedOut: boolean; peakRssKib: number }>;
   signal(signum: number): Promise<void>;
   resize(cols: number, rows: number): Promise<void>;

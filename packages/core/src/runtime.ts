@@ -372,9 +372,19 @@ function adaptAgent(c: AgentClient): AgentPort {
       });
       const port: AgentChild = {
         pid: child.pid,
-        stdout: child.stdout,
-        stderr: child.stderr,
-        stdin: child.stdin,
+        get stdout() {
+          return child.stdout;
+        },
+        get stderr() {
+          return child.stderr;
+        },
+        get stdin() {
+          return child.stdin;
+        },
+        readStdout: (n) => child.readStdout(n),
+        readStderr: (n) => child.readStderr(n),
+        writeStdin: (d) => child.writeStdin(d),
+        closeStdin: () => child.closeStdin(),
         wait: () => child.wait(),
         signal: (n) => child.signal(n),
         resize: (cols, rows) => child.resize(cols, rows),

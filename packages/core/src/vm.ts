@@ -144,10 +144,17 @@ export class VmHandle {
       this.forwarders.clear();
       this.#execServer?.close();
       if (this.volumes.length > 0 && !this.dead) {
-        await Promise.race([
-          this.agent.shutdown().catch(() => undefined),
-          new Promise((r) => setTimeout(r, 3000)),
+        // Clean guest shutdown (sync + unmount) so the volume file is consistent for the next VM: the
+        // agent answers first, then powers off; wait for the VMM to exit on its own.
+        const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+        const asked = await Promise.race([
+          this.agent.shutdown().then(
+            () => true,
+            () => false,
+          ),
+          sleep(3000).then(() => false),
         ]);
+        if (asked) await Promise.race([this.live.exited.catch(() => undefined), sleep(10_000)]);
       }
       this.agent.close();
       try {
@@ -243,133 +250,82 @@ function serveExecSocket(path: string, exec: (o: ExecOptions) => Promise<ExecOut
   return server;
 }
 
-function pullRead(stream: Readable, maxBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const attempt = (): boolean => {
-      const chunk = stream.read() as Buffer | null;
-      if (chunk !== null) {
-        const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
-        if (b.length > maxBytes) {
-          stream.unshift(b.subarray(maxBytes));
-          resolve(b.subarray(0, maxBytes));
-        } else resolve(b);
-        return true;
-      }
-      if (stream.readableEnded || stream.destroyed) {
-        resolve(Buffer.alloc(0));
-        return true;
-      }
-      return false;
-    };
-    if (attempt()) return;
-    const cleanup = () => {
-      stream.off("readable", onReadable);
-      stream.off("end", onEnd);
-      stream.off("error", onError);
-      stream.off("close", onEnd);
-    };
-    const onReadable = () => {
-      if (attempt()) cleanup();
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve(Buffer.alloc(0));
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(err);
-    };
-    stream.on("readable", onReadable);
-    stream.once("end", onEnd);
-    stream.once("close", onEnd);
-    stream.once("error", onError);
-  });
-}
-
-function writeTo(stream: Writable, data: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (stream.writableEnded || stream.destroyed) {
-      reject(new SupermachineError("SM_UNSUPPORTED", "stdin is closed"));
-      return;
-    }
-    stream.write(data, (err) => (err ? reject(err) : resolve()));
-  });
-}
-
 class ExecChildImpl implements ExecChild {
   #exit: Promise<ExecExit> | undefined;
+  #streams = new WeakSet<object>();
 
   constructor(
     private readonly child: AgentChild,
     private readonly handle: VmHandle,
   ) {}
 
+  /** Streams are created on first access; a no-op error listener keeps a VM loss from becoming an
+   * uncaught 'error' event (async iteration and pipes still see the error). */
+  #guardStream<T extends Readable | Writable>(s: T): T {
+    if (!this.#streams.has(s)) {
+      this.#streams.add(s);
+      s.on("error", () => undefined);
+    }
+    return s;
+  }
+
   get pid(): number {
     return this.child.pid;
   }
   get stdout(): Readable {
-    return this.child.stdout;
+    return this.#guardStream(this.child.stdout);
   }
   get stderr(): Readable {
-    return this.child.stderr;
+    return this.#guardStream(this.child.stderr);
   }
   get stdin(): Writable {
-    return this.child.stdin;
+    return this.#guardStream(this.child.stdin);
+  }
+
+  async #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw await this.handle.translate(err, what);
+    }
   }
 
   writeStdin(buf: Buffer | Uint8Array | string): Promise<void> {
-    return writeTo(this.child.stdin, toBuffer(buf, "buf"));
+    const data = toBuffer(buf, "buf");
+    return this.#call("writeStdin", () => this.child.writeStdin(data));
   }
 
   closeStdin(): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.child.stdin.writableEnded) resolve();
-      else this.child.stdin.end(() => resolve());
-    });
+    return this.#call("closeStdin", () => this.child.closeStdin());
   }
 
   readStdout(maxBytes = 65536): Promise<Buffer> {
     optInt(maxBytes, "maxBytes", { min: 1 });
-    return pullRead(this.child.stdout, maxBytes);
+    return this.#call("readStdout", () => this.child.readStdout(maxBytes));
   }
 
   readStderr(maxBytes = 65536): Promise<Buffer> {
     optInt(maxBytes, "maxBytes", { min: 1 });
-    return pullRead(this.child.stderr, maxBytes);
+    return this.#call("readStderr", () => this.child.readStderr(maxBytes));
   }
 
-  async resize(cols: number, rows: number): Promise<void> {
+  resize(cols: number, rows: number): Promise<void> {
     optInt(cols, "cols", { min: 1, max: 65535 });
     optInt(rows, "rows", { min: 1, max: 65535 });
-    try {
-      await this.child.resize(cols, rows);
-    } catch (err) {
-      throw await this.handle.translate(err, "resize");
-    }
+    return this.#call("resize", () => this.child.resize(cols, rows));
   }
 
-  async signal(signum: number): Promise<void> {
+  signal(signum: number): Promise<void> {
     optInt(signum, "signum", { min: 1, max: 64 });
-    try {
-      await this.child.signal(signum);
-    } catch (err) {
-      throw await this.handle.translate(err, "signal");
-    }
+    return this.#call("signal", () => this.child.signal(signum));
   }
 
+  /** Waits for exit; output nobody reads is discarded so the process never blocks on a full pipe. */
   wait(): Promise<ExecExit> {
-    this.#exit ??= (async () => {
-      // Drain output nobody consumes, so the process never blocks on a full pipe.
-      for (const s of [this.child.stdout, this.child.stderr]) {
-        if (s.listenerCount("data") + s.listenerCount("readable") === 0) s.resume();
-      }
-      try {
-        const r = await this.child.wait();
-        return { exitCode: r.exitCode, timedOut: r.timedOut, peakRssKib: r.peakRssKib, signal: r.signal };
-      } catch (err) {
-        throw await this.handle.translate(err, "wait");
-      }
-    })();
+    this.#exit ??= this.#call("wait", async () => {
+      const r = await this.child.wait();
+      return { exitCode: r.exitCode, timedOut: r.timedOut, peakRssKib: r.peakRssKib, signal: r.signal };
+    });
     return this.#exit;
   }
 }

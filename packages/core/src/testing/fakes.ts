@@ -28,6 +28,39 @@ class RemoteError extends Error {
   }
 }
 
+/** Pull-style read over a Readable: up to max bytes, empty at EOF. */
+function pullRead(stream: PassThrough, max: number): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const attempt = (): boolean => {
+      const chunk = stream.read() as Buffer | null;
+      if (chunk !== null) {
+        if (chunk.length > max) stream.unshift(chunk.subarray(max));
+        resolve(chunk.subarray(0, max));
+        return true;
+      }
+      if (stream.readableEnded) {
+        resolve(Buffer.alloc(0));
+        return true;
+      }
+      return false;
+    };
+    if (attempt()) return;
+    const onReadable = () => {
+      if (attempt()) done();
+    };
+    const onEnd = () => {
+      done();
+      resolve(Buffer.alloc(0));
+    };
+    const done = () => {
+      stream.off("readable", onReadable);
+      stream.off("end", onEnd);
+    };
+    stream.on("readable", onReadable);
+    stream.on("end", onEnd);
+  });
+}
+
 export class FakeAgent implements AgentPort {
   files = new Map<string, Buffer>();
   resumes: { timeNs: bigint; entropy: Buffer }[] = [];
@@ -145,6 +178,11 @@ export class FakeAgent implements AgentPort {
       stdout,
       stderr,
       stdin,
+      readStdout: (n) => pullRead(stdout, n),
+      readStderr: (n) => pullRead(stderr, n),
+      writeStdin: (d) =>
+        new Promise<void>((resolve, reject) => stdin.write(d, (e) => (e ? reject(e) : resolve()))),
+      closeStdin: () => new Promise<void>((resolve) => stdin.end(() => resolve())),
       wait: () => exit,
       signal: async (signum) => {
         stdout.end();
