@@ -316,7 +316,13 @@ export class QemuVm extends EventEmitter implements Vm {
         }
         await qmp.execute("cont");
       };
-      await Promise.race([load(), died]);
+      try {
+        await Promise.race([load(), died]);
+      } catch (err) {
+        // QEMU exits when it rejects the stream; QMP may report the closed socket first. Prefer the clear error.
+        if (await within(this.init.spawned.exit, 2_000)) await died;
+        throw err;
+      }
       this.setState("running");
     });
   }
