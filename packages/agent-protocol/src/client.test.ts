@@ -190,6 +190,33 @@ describe("AgentClient with the reference agent", () => {
     expect(err.remoteCode).toBe("ESRCH");
   });
 
+  it("closeStdin by pid ends the process's input; resize without a tty is EINVAL", async () => {
+    const child = await client.spawn({ argv: ["wc", "-c"] });
+    await child.writeStdin("12345");
+    await new Promise((r) => setTimeout(r, 50));
+    expect((await rejection(child.resize(100, 40))).remoteCode).toBe("EINVAL");
+    await client.closeStdin(child.pid);
+    expect((await child.readStdout()).toString().trim()).toBe("5");
+    expect((await child.wait()).exitCode).toBe(0);
+  });
+
+  it("a request larger than the agent's maxFrame is refused locally, the session stays up", async () => {
+    const big = Buffer.alloc(3 * 1024 * 1024);
+    const err = await rejection(
+      client.exec({
+        argv: ["true"],
+        stage: [
+          { path: "/a", data: big },
+          { path: "/b", data: big },
+        ],
+      }),
+    );
+    expect(err.code).toBe("SM_AGENT_INVALID_ARGS");
+    expect(err.message).toMatch(/maxFrame/);
+    expect(client.openChannels).toBe(0);
+    await client.ping();
+  });
+
   it("writeFile/readFile round-trip with modes; errors carry the agent's code", async () => {
     const data = Buffer.from("#!/bin/sh\necho hi\n");
     await client.writeFile("/opt/bin/hello.sh", data, { mode: 0o755 });

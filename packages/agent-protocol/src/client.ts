@@ -752,9 +752,15 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         );
       }
       signal?.addEventListener("abort", onAbort, { once: true });
-      hooks.beforeSend?.();
       try {
-        this.send({ t: "req", id, op, args: args as CborMap });
+        const bytes = encodeFrame({ t: "req", id, op, args: args as CborMap });
+        if (bytes.length - 4 > this.peerMaxFrame) {
+          throw invalid(
+            `${op} request is ${bytes.length - 4} bytes, above the agent's maxFrame ${this.peerMaxFrame}; send less data per call`,
+          );
+        }
+        hooks.beforeSend?.();
+        this.write(bytes);
       } catch (e) {
         this.pending.delete(id);
         p.cleanup();
