@@ -9,6 +9,7 @@ import { encodeDataHeader } from "./cbor";
 import { Channel, type ChannelIo, InboundQueue, type InboundSink } from "./channel";
 import {
   DEFAULT_WINDOW,
+  FATAL_LINGER_MS,
   FILE_MAX,
   HELLO_RESEND_MS,
   HELLO_TIMEOUT_MS,
@@ -201,6 +202,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   private readonly channels = new Map<number, Channel>();
   private readonly children = new Map<number, AgentChild>();
   private shuttingDown = false;
+  private fatalSent = false;
   private _ready = false;
   private _listening: number | null = null;
   private failure: AgentError | null = null;
@@ -584,6 +586,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     if (err.code === "SM_AGENT_PROTOCOL" && err.remote === false && err.reason !== undefined) {
       try {
         this.send({ t: "fatal", code: err.reason, message: err.message.slice(0, 4000) });
+        this.fatalSent = true;
       } catch {
         // ignore: the transport is going away anyway
       }
@@ -602,8 +605,18 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     t.off("error", this.onTransportError);
     t.on("error", () => {}); // late transport errors must not become uncaught
     if (!t.destroyed) {
-      t.end();
-      t.destroy();
+      if (this.fatalSent) {
+        // let the fatal frame drain before the transport goes away (bounded by a short timer)
+        t.end();
+        const timer = setTimeout(() => t.destroy(), FATAL_LINGER_MS);
+        timer.unref?.();
+        t.once("finish", () => {
+          clearTimeout(timer);
+          t.destroy();
+        });
+      } else {
+        t.destroy();
+      }
     }
     this.setState(state);
     this.handshakeSettle?.reject(err);

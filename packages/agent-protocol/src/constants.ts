@@ -25,6 +25,8 @@ export const DATA_CHUNK_MAX = 262_144;
 export const HELLO_RESEND_MS = 200;
 /** Default host handshake timeout, ms (SPEC §4.1). */
 export const HELLO_TIMEOUT_MS = 10_000;
+/** How long the host lets the transport flush its `fatal` frame before destroying it, ms (SPEC §9.2). */
+export const FATAL_LINGER_MS = 1000;
 /** Maximum array/map nesting, levels; the frame's map is level 1 (SPEC §2). */
 export const MAX_DEPTH = 16;
 /** Maximum entries in one array or pairs in one map (SPEC §2). */
