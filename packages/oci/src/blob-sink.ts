@@ -93,34 +93,64 @@ export class InlineSink implements BlobSink {
 }
 
 // The worker hashes and writes (synchronously, on its own thread), so a large download uses
-// two cores: the main thread parses HTTP, the worker hashes and writes. Plain CommonJS source:
-// no separate file to ship.
+// two cores: the main thread parses HTTP, the worker hashes and writes. A blob may arrive as
+// several byte ranges in parallel ("parts"): each part is written at its offset, and the hash
+// advances over the contiguous prefix (from the incoming buffer when it is next in line, else
+// re-read from the file, which is in the page cache). Plain CommonJS source: no file to ship.
 const WORKER_SOURCE = `
 const { parentPort } = require("node:worker_threads");
 const fs = require("node:fs");
 const crypto = require("node:crypto");
-let fd = -1, hash = null, failed = null;
+let fd = -1, hash = null, failed = null, bounds = [], front = [], cursor = 0, size = 0, scratch = null;
 function closeFd() { if (fd >= 0) { try { fs.closeSync(fd); } catch {} fd = -1; } }
+function setBounds(b) {
+  bounds = b; front = b.map((x) => x[0]); cursor = 0; size = b.length ? b[b.length - 1][1] : 0;
+  hash = crypto.createHash("sha256"); failed = null;
+}
+function advance(buf, pos) {
+  for (let k = 0; k < bounds.length && cursor < size; k++) {
+    const [s, e] = bounds[k];
+    if (cursor >= e) continue;
+    if (cursor < s) break;
+    const avail = front[k] - cursor;
+    if (avail <= 0) break;
+    if (buf && pos <= cursor && front[k] === pos + buf.length) {
+      hash.update(buf.subarray(cursor - pos));
+      cursor = front[k];
+    } else {
+      scratch = scratch || Buffer.allocUnsafe(4 << 20);
+      while (cursor < front[k]) {
+        const n = fs.readSync(fd, scratch, 0, Math.min(scratch.length, front[k] - cursor), cursor);
+        if (n <= 0) throw new Error("short read while hashing blob");
+        hash.update(scratch.subarray(0, n));
+        cursor += n;
+      }
+    }
+    if (cursor < e) break;
+  }
+}
 parentPort.on("message", (m) => {
   try {
     if (m.t === "open") {
-      closeFd(); failed = null; hash = crypto.createHash("sha256");
-      fd = fs.openSync(m.path, "w");
+      closeFd(); setBounds(m.bounds);
+      fd = fs.openSync(m.path, "w+");
       parentPort.postMessage({ t: "ok" });
     } else if (m.t === "data") {
       if (failed) return parentPort.postMessage({ t: "ack", n: m.b.byteLength });
       const b = new Uint8Array(m.b);
-      hash.update(b);
+      const pos = front[m.part];
+      if (pos + b.length > bounds[m.part][1]) throw new Error("more data than the requested range");
       let o = 0;
-      while (o < b.length) o += fs.writeSync(fd, b, o, b.length - o);
+      while (o < b.length) o += fs.writeSync(fd, b, o, b.length - o, pos + o);
+      front[m.part] = pos + b.length;
+      advance(b, pos);
       parentPort.postMessage({ t: "ack", n: b.length });
     } else if (m.t === "reset") {
-      failed = null; hash = crypto.createHash("sha256");
-      fs.ftruncateSync(fd, 0);
-      fs.closeSync(fd); fd = fs.openSync(m.path, "w");
+      fs.ftruncateSync(fd, 0); setBounds(m.bounds);
       parentPort.postMessage({ t: "ok" });
     } else if (m.t === "finish") {
       if (failed) throw failed;
+      if (cursor !== size) throw new Error("blob incomplete: hashed " + cursor + " of " + size + " bytes");
       closeFd();
       parentPort.postMessage({ t: "done", hex: hash.digest("hex") });
     } else if (m.t === "destroy") {
@@ -156,34 +186,46 @@ function toError(e: { message: string; code?: string }): Error {
 const BATCH_BYTES = 1 << 20;
 const MAX_IN_FLIGHT = 16 << 20;
 
-/** Hash + write in a worker thread (large layers). Chunks are batched to 1 MiB and transferred. */
+/** Byte ranges `[start, end)` of a blob, in order, covering it without gaps. */
+export type PartBounds = Array<[number, number]>;
+
+/**
+ * Hash + write in a worker thread (large layers). Chunks are batched to 1 MiB per part and
+ * transferred (one copy). `writePart(i, chunk)` appends to part i; `write` is part 0.
+ */
 export class WorkerSink implements BlobSink {
   #w: Worker;
-  #pending: Buffer[] = [];
-  #pendingBytes = 0;
+  #pending: Buffer[][];
+  #pendingBytes: number[];
   #inFlight = 0;
   #error: Error | undefined;
-  #wake: (() => void) | undefined;
+  #waiters: Array<() => void> = [];
   #reply: ((m: WorkerReply) => void) | undefined;
   #ready: Promise<void>;
   #released = false;
+  readonly #total: number;
 
-  constructor(private readonly path: string) {
+  constructor(path: string, bounds: PartBounds) {
+    this.#total = bounds.length ? bounds[bounds.length - 1]![1] : 0;
+    this.#pending = bounds.map(() => []);
+    this.#pendingBytes = bounds.map(() => 0);
     this.#w = takeWorker();
     this.#w.on("message", this.#onMessage);
     this.#w.on("error", this.#onCrash);
-    this.#ready = this.#call({ t: "open", path });
+    this.#ready = this.#call({ t: "open", path, bounds });
+  }
+
+  #wakeAll(): void {
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w();
   }
 
   #onMessage = (m: WorkerReply) => {
     if (m.t === "ack") {
       this.#inFlight -= m.n;
       if (m.error) this.#error ??= toError(m.error);
-      if (this.#wake && (this.#inFlight < MAX_IN_FLIGHT || this.#error)) {
-        const f = this.#wake;
-        this.#wake = undefined;
-        f();
-      }
+      if (this.#inFlight < MAX_IN_FLIGHT || this.#error) this.#wakeAll();
       return;
     }
     const r = this.#reply;
@@ -193,7 +235,7 @@ export class WorkerSink implements BlobSink {
 
   #onCrash = (err: Error) => {
     this.#error ??= err;
-    this.#wake?.();
+    this.#wakeAll();
     this.#reply?.({ t: "error", error: { message: err.message } });
   };
 
@@ -204,46 +246,61 @@ export class WorkerSink implements BlobSink {
     });
   }
 
-  async #flush(): Promise<void> {
-    if (this.#pendingBytes === 0) return;
-    const buf = Buffer.allocUnsafeSlow(this.#pendingBytes); // own ArrayBuffer: transferable
+  async #flush(part: number): Promise<void> {
+    const bytes = this.#pendingBytes[part]!;
+    if (bytes === 0) return;
+    const buf = Buffer.allocUnsafeSlow(bytes); // own ArrayBuffer: transferable
     let o = 0;
-    for (const c of this.#pending) {
+    for (const c of this.#pending[part]!) {
       buf.set(c, o);
       o += c.length;
     }
-    this.#pending = [];
-    this.#inFlight += this.#pendingBytes;
-    this.#pendingBytes = 0;
-    this.#w.postMessage({ t: "data", b: buf.buffer }, [buf.buffer]);
-    if (this.#inFlight >= MAX_IN_FLIGHT) {
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
+    this.#pending[part] = [];
+    this.#pendingBytes[part] = 0;
+    this.#inFlight += bytes;
+    this.#w.postMessage({ t: "data", part, b: buf.buffer }, [buf.buffer]);
+    while (this.#inFlight >= MAX_IN_FLIGHT && !this.#error) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }
     if (this.#error) throw this.#error;
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
+  async writePart(part: number, chunk: Uint8Array): Promise<void> {
     await this.#ready;
     if (this.#error) throw this.#error;
-    this.#pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-    this.#pendingBytes += chunk.byteLength;
-    if (this.#pendingBytes >= BATCH_BYTES) await this.#flush();
+    if (this.#released) throw new Error("blob writer already closed");
+    this.#pending[part]!.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    this.#pendingBytes[part]! += chunk.byteLength;
+    if (this.#pendingBytes[part]! >= BATCH_BYTES) await this.#flush(part);
   }
 
-  async reset(): Promise<void> {
+  /** Send what part `part` has buffered (call when a part's download ends or pauses). */
+  async flushPart(part: number): Promise<void> {
     await this.#ready;
-    this.#pending = [];
-    this.#pendingBytes = 0;
-    // Acks of data already sent still arrive before the reply (messages are ordered).
-    await this.#call({ t: "reset", path: this.path });
+    await this.#flush(part);
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    return this.writePart(0, chunk);
+  }
+
+  /** Start over, optionally with other part bounds. Messages are ordered: earlier acks arrive first. */
+  async resetParts(bounds: PartBounds): Promise<void> {
+    await this.#ready;
+    this.#pending = bounds.map(() => []);
+    this.#pendingBytes = bounds.map(() => 0);
+    await this.#call({ t: "reset", bounds });
     this.#error = undefined;
+  }
+
+  /** Sequential restart: one part over the whole blob. */
+  async reset(): Promise<void> {
+    await this.resetParts([[0, this.#total]]);
   }
 
   async finish(): Promise<string> {
     await this.#ready;
-    await this.#flush();
+    for (let i = 0; i < this.#pending.length; i++) await this.#flush(i);
     if (this.#error) throw this.#error;
     const hex = await new Promise<string>((resolve, reject) => {
       this.#reply = (m) =>
@@ -271,6 +328,7 @@ export class WorkerSink implements BlobSink {
     this.#released = true;
     this.#w.off("message", this.#onMessage);
     this.#w.off("error", this.#onCrash);
+    this.#wakeAll();
     if (this.#error || idle.length >= 8) void this.#w.terminate();
     else idle.push(this.#w);
   }

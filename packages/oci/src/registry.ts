@@ -35,12 +35,17 @@ export interface RegistryOptions {
   retries?: number;
   /** First backoff delay; doubles each retry (default 200 ms). */
   retryBaseMs?: number;
+  /** Byte ranges fetched in parallel for one large blob (≥ 16 MiB; default 4, 1 = never split). */
+  blobParallelism?: number;
   /** An undici dispatcher to use (default: an internal keep-alive Agent). */
   dispatcher?: Dispatcher;
   /** Abort everything. */
   signal?: AbortSignal;
   userAgent?: string;
 }
+
+/** Each parallel range of a blob is at least this large. */
+const PART_MIN_BYTES = 8 << 20;
 
 export const DEFAULT_INSECURE_HOSTS = ["127.0.0.1", "localhost", "[::1]"];
 const RETRY_STATUS = new Set([408, 429, 500, 502, 503, 504]);
@@ -536,10 +541,105 @@ export class RegistryClient {
   // ---------------------------------------------------------------- blobs
 
   /**
-   * Download a blob into `writer` (which verifies digest and size on commit). A dropped
-   * connection resumes with `Range: bytes=<offset>-`; 5xx/ECONNRESET retry with backoff.
+   * Download a blob into `writer` (which verifies digest and size on commit). Large blobs are
+   * fetched as up to `blobParallelism` byte ranges at once. A dropped connection resumes with
+   * `Range: bytes=<offset>-`; 5xx/ECONNRESET retry with backoff.
    */
   async fetchBlob(
+    ref: ImageReference,
+    desc: Descriptor,
+    writer: BlobWriter,
+    onBytes?: (done: number) => void,
+  ): Promise<void> {
+    const parts = Math.min(this.options.blobParallelism ?? 4, Math.floor(desc.size / PART_MIN_BYTES));
+    if (parts >= 2 && writer.supportsParts && writer.offset === 0) {
+      const bounds = await writer.useParts(parts);
+      let stop = false;
+      const results = await Promise.allSettled(
+        bounds.map((b, i) =>
+          this.#fetchPart(ref, desc, writer, i, b, () => stop, onBytes).catch((err: unknown) => {
+            stop = true;
+            throw err;
+          }),
+        ),
+      );
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (!failed) return;
+      if (!(failed.reason as { noRanges?: boolean }).noRanges) throw failed.reason;
+      // The registry does not serve ranges: one sequential stream instead.
+      await writer.restart();
+      onBytes?.(0);
+    }
+    await this.#fetchSequential(ref, desc, writer, onBytes);
+  }
+
+  async #fetchPart(
+    ref: ImageReference,
+    desc: Descriptor,
+    writer: BlobWriter,
+    part: number,
+    [start, end]: [number, number],
+    stopped: () => boolean,
+    onBytes?: (done: number) => void,
+  ): Promise<void> {
+    const maxStalls = this.options.retries ?? 5;
+    const base = this.options.retryBaseMs ?? 200;
+    const what = `downloading blob ${desc.digest} of ${formatReference(ref)}`;
+    let stalls = 0;
+    for (;;) {
+      const from = start + writer.partWritten(part);
+      if (stopped() || from >= end) return;
+      try {
+        const res = await this.send(ref.registry, {
+          method: "GET",
+          path: `/v2/${ref.repository}/blobs/${desc.digest}`,
+          headers: { range: `bytes=${from}-${end - 1}` },
+          scopes: [`repository:${ref.repository}:pull`],
+          redirects: true,
+          what,
+        });
+        if (res.status === 404) {
+          await res.body.dump();
+          throw blobMissing(ref, desc);
+        }
+        const cr = header(res.headers, "content-range") ?? "";
+        if (res.status === 200 || (res.status === 206 && Number(/bytes (\d+)-/.exec(cr)?.[1]) !== from)) {
+          await res.body.dump();
+          throw Object.assign(new Error("registry ignored the Range request"), { noRanges: true });
+        }
+        if (res.status !== 206) {
+          const { text } = await errorDetails(res);
+          throw new OciError("SM_REGISTRY_ERROR", `${what}: HTTP ${res.status}: ${text}`);
+        }
+        for await (const chunk of res.body) {
+          if (stopped()) break;
+          await writer.writePart(part, chunk as Buffer);
+          onBytes?.(writer.offset);
+        }
+        if (stopped()) return;
+        if (start + writer.partWritten(part) < end) {
+          throw Object.assign(new Error("premature close"), { code: "ECONNRESET" });
+        }
+        return;
+      } catch (err) {
+        if (!isRetryableError(err) || stopped()) throw err;
+        if (start + writer.partWritten(part) > from) stalls = 0;
+        else stalls++;
+        if (stalls >= maxStalls) {
+          throw new OciError(
+            "SM_REGISTRY_UNREACHABLE",
+            `${what}: connection to ${ref.registry} keeps failing`,
+            {
+              cause: err,
+            },
+          );
+        }
+        await sleep(stalls === 0 ? 50 : base * 2 ** (stalls - 1), undefined, { signal: this.options.signal });
+      }
+    }
+  }
+
+  async #fetchSequential(
     ref: ImageReference,
     desc: Descriptor,
     writer: BlobWriter,
@@ -564,10 +664,7 @@ export class RegistryClient {
         });
         if (res.status === 404) {
           await res.body.dump();
-          throw new OciError(
-            "SM_IMAGE_NOT_FOUND",
-            `blob ${desc.digest} of ${formatReference(ref)} is missing from ${ref.registry} (the image is incomplete there)`,
-          );
+          throw blobMissing(ref, desc);
         }
         if (res.status === 416 && start === desc.size) {
           await res.body.dump();
@@ -732,6 +829,13 @@ export class RegistryClient {
     if (!loc) throw new OciError("SM_REGISTRY_ERROR", "registry sent no Location for the upload session");
     return new URL(loc, res.url).toString();
   }
+}
+
+function blobMissing(ref: ImageReference, desc: Descriptor): OciError {
+  return new OciError(
+    "SM_IMAGE_NOT_FOUND",
+    `blob ${desc.digest} of ${formatReference(ref)} is missing from ${ref.registry} (the image is incomplete there)`,
+  );
 }
 
 function notFound(ref: ImageReference, codes: string[]): OciError {

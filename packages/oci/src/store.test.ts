@@ -90,6 +90,49 @@ describe("OciStore", () => {
     expect(readdirSync(join(dir, "tmp"))).toEqual([]);
   });
 
+  it("assembles a blob written as parallel parts in any order, and verifies it", async () => {
+    const s = newStore();
+    const data = randomBytes((9 << 20) + 12345);
+    const w = await s.beginBlob({ digest: sha(data), size: data.length });
+    expect(w.supportsParts).toBe(true);
+    const bounds = await w.useParts(3);
+    expect(bounds[0]![0]).toBe(0);
+    expect(bounds[2]![1]).toBe(data.length);
+    // Last part first, then interleave the first two in small chunks.
+    await w.writePart(2, data.subarray(bounds[2]![0], bounds[2]![1]));
+    const step = 300_000;
+    for (let o = 0; o < bounds[1]![1] - bounds[1]![0]; o += step) {
+      const a0 = bounds[0]![0] + o;
+      const a1 = bounds[1]![0] + o;
+      if (a1 < bounds[1]![1]) await w.writePart(1, data.subarray(a1, Math.min(a1 + step, bounds[1]![1])));
+      if (a0 < bounds[0]![1]) await w.writePart(0, data.subarray(a0, Math.min(a0 + step, bounds[0]![1])));
+    }
+    expect(await w.commit()).toEqual({ digest: sha(data), size: data.length });
+    expect(sha(readFileSync(s.blobPath(sha(data))))).toBe(sha(data));
+
+    const bad = Buffer.from(data);
+    bad[bad.length - 10]! ^= 1;
+    const w2 = await s.beginBlob({ digest: sha(data), size: data.length });
+    const b2 = await w2.useParts(2);
+    await w2.writePart(1, bad.subarray(b2[1]![0], b2[1]![1]));
+    await w2.writePart(0, bad.subarray(b2[0]![0], b2[0]![1]));
+    await expect(w2.commit()).rejects.toMatchObject({ code: "SM_DIGEST_MISMATCH" });
+    await expect(w2.writePart(0, Buffer.alloc(1))).rejects.toThrow();
+    expect(readdirSync(join(s.dir, "tmp"))).toEqual([]);
+  });
+
+  it("refuses more bytes than a part's range", async () => {
+    const s = newStore();
+    const data = randomBytes(8 << 20);
+    const w = await s.beginBlob({ digest: sha(data), size: data.length });
+    const b = await w.useParts(2);
+    await expect(w.writePart(0, data.subarray(0, b[0]![1] + 1))).rejects.toMatchObject({
+      code: "SM_DIGEST_MISMATCH",
+    });
+    await w.abort();
+    expect(readdirSync(join(s.dir, "tmp"))).toEqual([]);
+  });
+
   it("records refs atomically and lists them", async () => {
     const s = newStore();
     await s.setRef(

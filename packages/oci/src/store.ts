@@ -4,7 +4,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from "n
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { type BlobSink, InlineSink, WorkerSink } from "./blob-sink";
+import { type BlobSink, InlineSink, type PartBounds, WorkerSink } from "./blob-sink";
 import { OciError } from "./errors";
 import { isSha256Digest } from "./reference";
 
@@ -46,6 +46,8 @@ export interface StoredRef {
 export class BlobWriter {
   #sink: BlobSink;
   #offset = 0;
+  #bounds: PartBounds = [];
+  #partWritten: number[] = [0];
   #done = false;
   readonly tempPath: string;
 
@@ -55,15 +57,64 @@ export class BlobWriter {
   ) {
     this.tempPath = join(store.dir, "tmp", `${process.pid}-${randomBytes(6).toString("hex")}.partial`);
     // Large blobs are hashed and written on a worker thread (a second core); small ones inline.
-    this.#sink =
-      expected.size !== undefined && expected.size >= WORKER_MIN_BYTES
-        ? new WorkerSink(this.tempPath)
-        : new InlineSink(this.tempPath);
+    if (expected.size !== undefined && expected.size >= WORKER_MIN_BYTES) {
+      this.#bounds = [[0, expected.size]];
+      this.#sink = new WorkerSink(this.tempPath, this.#bounds);
+    } else {
+      this.#sink = new InlineSink(this.tempPath);
+    }
   }
 
   /** Bytes written so far (the offset a resumed download continues from). */
   get offset(): number {
     return this.#offset;
+  }
+
+  /** Whether the blob may be fetched as several byte ranges in parallel (`useParts`). */
+  get supportsParts(): boolean {
+    return this.#sink instanceof WorkerSink;
+  }
+
+  /** Current part bounds (`[start, end)`); one part unless `useParts` split the blob. */
+  get parts(): PartBounds {
+    return this.#bounds;
+  }
+
+  /** Bytes received so far for part `i` (a resumed range request continues from start + this). */
+  partWritten(i: number): number {
+    return this.#partWritten[i] ?? 0;
+  }
+
+  /** Start over with the blob split into `n` ranges of (nearly) equal size. */
+  async useParts(n: number): Promise<PartBounds> {
+    const sink = this.#sink;
+    const size = this.expected.size;
+    if (!(sink instanceof WorkerSink) || size === undefined)
+      throw new Error("this blob cannot be split into parts");
+    const step = Math.ceil(size / n);
+    const bounds: PartBounds = [];
+    for (let s = 0; s < size; s += step) bounds.push([s, Math.min(size, s + step)]);
+    await sink.resetParts(bounds);
+    this.#bounds = bounds;
+    this.#partWritten = bounds.map(() => 0);
+    this.#offset = 0;
+    return bounds;
+  }
+
+  /** Append to part `i` (parallel range downloads). */
+  async writePart(i: number, chunk: Uint8Array): Promise<void> {
+    const sink = this.#sink;
+    const b = this.#bounds[i];
+    if (!(sink instanceof WorkerSink) || !b) throw new Error(`no part ${i}`);
+    if (b[0] + this.#partWritten[i]! + chunk.length > b[1]) {
+      throw new OciError(
+        "SM_DIGEST_MISMATCH",
+        `blob ${this.expected.digest ?? ""}: the registry sent more bytes than the requested range ${b[0]}-${b[1] - 1}`,
+      );
+    }
+    this.#partWritten[i]! += chunk.length;
+    this.#offset += chunk.length;
+    await sink.writePart(i, chunk);
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -74,13 +125,20 @@ export class BlobWriter {
         `blob ${this.expected.digest ?? ""} is larger than the ${size} bytes its descriptor declares; refusing it`,
       );
     }
+    if (this.#sink instanceof WorkerSink && this.#bounds.length > 1) {
+      throw new Error("write() after useParts(): use writePart()");
+    }
     this.#offset += chunk.length;
+    this.#partWritten[0] = this.#offset;
     await this.#sink.write(chunk);
   }
 
-  /** Throw away what was written and start over (server ignored our Range request). */
+  /** Throw away what was written and start over as one sequential stream. */
   async restart(): Promise<void> {
     await this.#sink.reset();
+    if (this.expected.size !== undefined && this.#sink instanceof WorkerSink)
+      this.#bounds = [[0, this.expected.size]];
+    this.#partWritten = [0];
     this.#offset = 0;
   }
 

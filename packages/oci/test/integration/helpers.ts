@@ -256,12 +256,12 @@ export async function startTokenIssuer(opts: {
 /**
  * A reverse proxy in front of a registry that can tamper with blob downloads:
  * `flip` flips one byte in the middle of each blob body, `dropOnce` sends half of the first
- * full (non-Range) body of each blob, then destroys the socket, `redirect` answers blob GETs
- * with a 307 to the registry itself (another origin).
+ * response for each blob URL and range end, then destroys the socket, `redirect` answers blob GETs
+ * with a 307 to the registry itself (another origin), `noRanges` drops Range headers.
  */
 export async function startProxy(
   target: string,
-  mode: { flip?: boolean; dropOnce?: boolean; redirect?: boolean },
+  mode: { flip?: boolean; dropOnce?: boolean; redirect?: boolean; noRanges?: boolean },
 ): Promise<{ host: string; rangeRequests: string[]; stop(): Promise<void> }> {
   const [thost, tport] = target.split(":");
   const dropped = new Set<string>();
@@ -276,6 +276,7 @@ export async function startProxy(
       return;
     }
     const headers = { ...req.headers, host: target };
+    if (mode.noRanges) delete headers.range; // a server without Range support answers 200
     const up = httpRequest(
       { host: thost, port: Number(tport), path: req.url, method: req.method, headers },
       (ur) => {
@@ -292,9 +293,11 @@ export async function startProxy(
             const i = Math.floor(body.length / 2);
             body[i] = body[i]! ^ 0xff;
           }
-          if (mode.dropOnce && !req.headers.range && !dropped.has(req.url!) && body.length > 1) {
-            dropped.add(req.url!);
-            res.writeHead(200, { ...ur.headers, "content-length": String(body.length) });
+          // Once per blob and range end: a resumed request (same end, later start) goes through.
+          const key = `${req.url} ${/bytes=\d+-(\d*)/.exec(req.headers.range ?? "")?.[1] ?? ""}`;
+          if (mode.dropOnce && !dropped.has(key) && body.length > 1) {
+            dropped.add(key);
+            res.writeHead(ur.statusCode ?? 200, { ...ur.headers, "content-length": String(body.length) });
             res.write(body.subarray(0, Math.floor(body.length / 2)), () => {
               setTimeout(() => res.socket?.destroy(), 20);
             });

@@ -255,11 +255,13 @@ describe("disk full mid-pull", () => {
 describe("integrity and resumption through a tampering proxy", () => {
   let image: Image;
   beforeAll(async () => {
-    // A small layer (hashed inline) and a 6 MiB one (hashed on the worker thread).
+    // A small layer (hashed inline), a 6 MiB one (hashed on the worker thread) and a 17 MiB one
+    // (fetched as two parallel byte ranges).
     image = await buildImage(src, "local/tamper", {
       layers: [
         [{ name: "payload", data: randomBytes(200_000).toString("hex") }],
         [{ name: "big", data: randomBytes(6 << 20) }],
+        [{ name: "huge", data: randomBytes(17 << 20) }],
       ],
       compression: "none",
     });
@@ -291,6 +293,16 @@ describe("integrity and resumption through a tampering proxy", () => {
     }
   });
 
+  it("falls back to one stream when the server ignores Range", async () => {
+    const proxy = await startProxy(reg.host, { noRanges: true });
+    try {
+      const pulled = await pull(`${proxy.host}/tamper/img:1`, { store: new OciStore(tmp("sm-oci-pull-")) });
+      expect(pulled.digest).toBe(image.digest);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it("follows blob redirects to another origin", async () => {
     const proxy = await startProxy(reg.host, { redirect: true });
     try {
@@ -314,5 +326,12 @@ describe("integrity and resumption through a tampering proxy", () => {
       expect(proxy.rangeRequests.some((r) => r.includes(layer.digest) && /bytes=\d+-/.test(r))).toBe(true);
       expect(await store.hasBlob(layer.digest, layer.size)).toBe(true);
     }
+    // The 17 MiB layer: two range requests, each dropped once and resumed mid-range.
+    const huge = image.layers[2]!;
+    const starts = proxy.rangeRequests
+      .filter((r) => r.includes(huge.digest))
+      .map((r) => Number(/bytes=(\d+)-/.exec(r)![1]));
+    expect(starts.length).toBe(4);
+    expect(starts.filter((x) => x === 0 || x === Math.ceil(huge.size / 2)).length).toBe(2);
   });
 });
