@@ -32,7 +32,7 @@ function sm(args: string[], env: Record<string, string> = {}) {
 describe("supermachine CLI", () => {
   it("run IMAGE -- CMD prints the output and exits with the command's code (the demo)", () => {
     const r = sm(["run", refs.busybox, "--", "uname", "-a"]);
-    expect(r.stderr).not.toMatch(/supermachine: /);
+    expect(r.stderr).not.toMatch(/^supermachine: SM_/m);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Linux \S+ 6\.\d/);
     const fail = sm(["run", "-q", refs.busybox, "sh", "-c", "echo out; echo err >&2; exit 3"]);

@@ -12,6 +12,8 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { findExecutable, resolveKernelBundle, type VmmBackend } from "@supermachine/hypervisor";
+import { pull } from "@supermachine/oci";
 import type { Image as ImageT } from "./image";
 import { Image } from "./index";
 import { defaultSnapshotsDir, hostArch, runtimeRoot } from "./paths";
@@ -422,7 +424,6 @@ async function cmdPull(args: string[]): Promise<number> {
   const p = parse(args, 1);
   const ref = p.positionals[0];
   if (!ref) throw new UsageError("pull needs an IMAGE");
-  const { pull } = await import("@supermachine/oci");
   const prog = progressRenderer(has(p, "-q", "--quiet"));
   const platform = flag(p, "--platform");
   try {
@@ -451,7 +452,7 @@ async function cmdDoctor(): Promise<number> {
     process.stdout.write(`${mark}  ${what.padEnd(14)} ${detail}\n`);
   };
   const arch = hostArch();
-  const hv = await import("@supermachine/hypervisor");
+  const hv = { findExecutable, resolveKernelBundle };
   const qemuName = arch === "x86_64" ? "qemu-system-x86_64" : "qemu-system-aarch64";
   const qemu = hv.findExecutable(qemuName);
   if (qemu) {
@@ -477,10 +478,7 @@ async function cmdDoctor(): Promise<number> {
   try {
     const entry = BACKEND_PACKAGES[backendName];
     if (!entry) throw new Error(`unknown backend ${backendName}`);
-    const mod = (await entry.load()) as Record<
-      string,
-      (() => import("@supermachine/hypervisor").VmmBackend) | undefined
-    >;
+    const mod = (await entry.load()) as Record<string, (() => VmmBackend) | undefined>;
     const factory = mod[entry.factory];
     if (!factory) throw new Error(`${entry.pkg} has no backend factory`);
     const be = factory();
@@ -523,8 +521,22 @@ async function cmdDoctor(): Promise<number> {
   return failures > 0 ? 1 : 0;
 }
 
+/** Node's default warning printer is replaced: one plain line per warning, none with -q/--quiet. */
+function installWarningPrinter(quiet: boolean): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (w) => {
+    if (quiet) return;
+    const text = w.message.startsWith("supermachine: ")
+      ? w.message.slice("supermachine: ".length)
+      : w.message;
+    process.stderr.write(`supermachine: warning: ${text}\n`);
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  const own = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+  installWarningPrinter(own.includes("-q") || own.includes("--quiet"));
   try {
     switch (cmd) {
       case "run":
