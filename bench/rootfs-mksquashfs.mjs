@@ -1,10 +1,12 @@
 // Bench: @supermachine/rootfs squashfs writer vs mksquashfs on the same unpacked tree, gzip, 128 KiB blocks.
 // Run: npx lerna run build --scope @supermachine/rootfs && node bench/rootfs-mksquashfs.mjs [--runs N] [--src DIR...]
+// Tree: the debian-python fixture if scripts/setup built it (unpacked with umoci), else --src dirs (default
+// /usr/lib/python3.11 + /usr/share/perl) plus generated files.
 // Our writer reads the tree as a tar (made once, untimed: that is the shape layers arrive in); mksquashfs reads
 // the directory. Both timed wall-clock, interleaved, best of N. Writes bench/results/rootfs.json.
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpus, homedir, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildRootfs, tarFileLayer } from "../packages/rootfs/dist/index.js";
@@ -17,15 +19,28 @@ const sources = srcIdx >= 0 ? args.slice(srcIdx + 1) : ["/usr/lib/python3.11", "
 
 const work = mkdtempSync(join(tmpdir(), "sm-bench-rootfs-"));
 try {
-  // The tree: copies of real system directories plus generated content (duplicates, a sparse file, many small files).
-  const tree = join(work, "tree");
-  mkdirSync(tree);
-  for (const s of sources) execFileSync("cp", ["-a", s, join(tree, s.replaceAll("/", "_").replace(/^_/, ""))]);
-  const gen = join(tree, "generated");
-  mkdirSync(gen);
-  for (let i = 0; i < 2000; i++) writeFileSync(join(gen, `small-${i}.txt`), `file ${i}\n`.repeat(1 + (i % 50)));
-  execFileSync("cp", ["-a", join(tree, sources[0].replaceAll("/", "_").replace(/^_/, "")), join(tree, "duplicate-of-first")]);
-  execFileSync("truncate", ["-s", "32M", join(gen, "sparse.img")]);
+  // The tree: the debian-python fixture (debootstrap minbase + python3) unpacked by umoci when scripts/setup made it;
+  // else copies of real system directories plus generated content (duplicates, a sparse file, many small files).
+  let tree;
+  let treeDesc;
+  const cache = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "supermachine");
+  const fixture = join(cache, "fixtures", "debian-python");
+  if (srcIdx < 0 && existsSync(join(fixture, "index.json"))) {
+    const bundle = join(work, "bundle");
+    execFileSync("umoci", ["unpack", "--image", `${fixture}:latest`, bundle], { stdio: "ignore" });
+    tree = join(bundle, "rootfs");
+    treeDesc = { fixture: "debian-python (debootstrap minbase + python3), unpacked by umoci" };
+  } else {
+    tree = join(work, "tree");
+    mkdirSync(tree);
+    for (const s of sources) execFileSync("cp", ["-a", s, join(tree, s.replaceAll("/", "_").replace(/^_/, ""))]);
+    const gen = join(tree, "generated");
+    mkdirSync(gen);
+    for (let i = 0; i < 2000; i++) writeFileSync(join(gen, `small-${i}.txt`), `file ${i}\n`.repeat(1 + (i % 50)));
+    execFileSync("cp", ["-a", join(tree, sources[0].replaceAll("/", "_").replace(/^_/, "")), join(tree, "duplicate-of-first")]);
+    execFileSync("truncate", ["-s", "32M", join(gen, "sparse.img")]);
+    treeDesc = { sources, generated: "2000 small files, a 32 MiB sparse file, a duplicate of the first source" };
+  }
   const du = execFileSync("du", ["-sb", "--apparent-size", tree], { encoding: "utf8" }).split("\t")[0];
   const files = Number(execFileSync("sh", ["-c", `find "${tree}" | wc -l`], { encoding: "utf8" }).trim());
   const tar = join(work, "tree.tar");
@@ -60,7 +75,7 @@ try {
     accelerator: "none (host-only, no VM involved)",
     peer: `${mkVersion} (default threads = ${cpus().length})`,
     settings: { compression: "gzip level 9 (both)", blockSize: 131072 },
-    tree: { sources, generated: "2000 small files, a 32 MiB sparse file, a duplicate of the first source", bytes: Number(du), entries: files },
+    tree: { ...treeDesc, bytes: Number(du), entries: files },
     runs,
     oursMs: ours.map(Math.round),
     mksquashfsMs: theirs.map(Math.round),
