@@ -1,4 +1,5 @@
 import { createServer, type Server } from "node:net";
+import type { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { type AgentClient, connectAgent } from "./client";
 import { DEFAULT_WINDOW } from "./constants";
@@ -13,7 +14,7 @@ describe("flow control keeps memory bounded", () => {
    * Reads `source` slowly (a pause every `pauseEvery` bytes) while sampling the client's buffered
    * bytes; returns the total and the peak.
    */
-  async function slowConsume(client: AgentClient, source: AsyncIterable<Buffer>, pauseEvery: number) {
+  async function slowConsume(client: AgentClient, source: Readable, pauseEvery: number) {
     let total = 0;
     let peak = 0;
     let nextPause = pauseEvery;
@@ -24,16 +25,23 @@ describe("flow control keeps memory bounded", () => {
       heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed);
     }, 2);
     try {
-      for await (const chunk of source) {
-        total += chunk.length;
-        peak = Math.max(peak, client.bufferedBytes);
-        if (total >= nextPause) {
-          // a slow consumer: stop reading for a while; the sender must stall instead of us buffering
-          nextPause += pauseEvery;
-          await new Promise((r) => setTimeout(r, 15));
+      await new Promise<void>((resolve, reject) => {
+        source.on("data", (chunk: Buffer) => {
+          total += chunk.length;
           peak = Math.max(peak, client.bufferedBytes);
-        }
-      }
+          if (total >= nextPause) {
+            // a slow consumer: stop reading for a while; the sender must stall instead of us buffering
+            nextPause += pauseEvery;
+            source.pause();
+            setTimeout(() => {
+              peak = Math.max(peak, client.bufferedBytes);
+              source.resume();
+            }, 15);
+          }
+        });
+        source.once("end", resolve);
+        source.once("error", reject);
+      });
     } finally {
       clearInterval(sampler);
     }
