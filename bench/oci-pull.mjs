@@ -4,7 +4,7 @@
 // Usage: node bench/oci-pull.mjs [--runs N]
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -52,7 +52,13 @@ let layers = 0;
 try {
   // Warm-up (not measured): fills the registry's page cache equally for both tools.
   await pull(ref, { store: new OciStore(join(work, "warm")), pullPolicy: "always" });
-  await run("skopeo", ["copy", "-q", "--src-tls-verify=false", `docker://${ref}`, `oci:${join(work, "warm-sk")}:latest`]);
+  await run("skopeo", [
+    "copy",
+    "-q",
+    "--src-tls-verify=false",
+    `docker://${ref}`,
+    `oci:${join(work, "warm-sk")}:latest`,
+  ]);
   for (let i = 0; i < RUNS; i++) {
     // Alternate the order so neither tool always runs second.
     const order = i % 2 === 0 ? ["ours", "peer"] : ["peer", "ours"];
@@ -63,7 +69,9 @@ try {
         const tPull = await timeIt(async () => {
           image = await pull(ref, { store: new OciStore(dir), pullPolicy: "always" });
         });
-        const tLayout = await timeIt(() => writeLayout(image, join(work, `ours-layout-${i}`), { tag: "latest" }));
+        const tLayout = await timeIt(() =>
+          writeLayout(image, join(work, `ours-layout-${i}`), { tag: "latest" }),
+        );
         ours.push(tPull);
         oursLayout.push(tPull + tLayout);
         bytes = image.layers.reduce((a, l) => a + l.size, 0) + image.manifest.config.size;
@@ -98,12 +106,19 @@ const result = {
     supermachineOciPullPlusLayout: Math.round(median(oursLayout)),
     skopeoCopyToOciLayout: Math.round(median(peer)),
   },
-  samplesMs: { ours: ours.map(Math.round), oursLayout: oursLayout.map(Math.round), skopeo: peer.map(Math.round) },
+  samplesMs: {
+    ours: ours.map(Math.round),
+    oursLayout: oursLayout.map(Math.round),
+    skopeo: peer.map(Math.round),
+  },
   ratio: Number((median(ours) / median(peer)).toFixed(3)),
+  // Per-iteration ratios (same iteration = same machine load): robust when the load drifts.
+  pairedRatioMedian: Number(median(ours.map((t, i) => t / peer[i])).toFixed(3)),
   ratioWithLayout: Number((median(oursLayout) / median(peer)).toFixed(3)),
   goal: "ratio <= 1.0",
   peer: skopeoVersion,
   accelerator: "none (no VM involved; network + hashing + disk only)",
+  loadAverage1m: Number(loadavg()[0].toFixed(2)),
   machine: {
     cpu: cpus()[0]?.model ?? "unknown",
     cores: cpus().length,
@@ -114,13 +129,24 @@ const result = {
 };
 
 const mib = (bytes / 2 ** 20).toFixed(1);
-console.log(`oci-pull: ${ref} (${layers} layers, ${mib} MiB compressed), median of ${RUNS} runs, empty store each run`);
+console.log(
+  `oci-pull: ${ref} (${layers} layers, ${mib} MiB compressed), median of ${RUNS} runs, empty store each run`,
+);
 console.log("| tool                                   | median ms | ratio vs skopeo |");
 console.log("|----------------------------------------|-----------|-----------------|");
-console.log(`| @supermachine/oci pull → store         | ${String(result.medianMs.supermachineOciPull).padStart(9)} | ${result.ratio.toFixed(3).padStart(15)} |`);
-console.log(`| @supermachine/oci pull + write layout  | ${String(result.medianMs.supermachineOciPullPlusLayout).padStart(9)} | ${result.ratioWithLayout.toFixed(3).padStart(15)} |`);
-console.log(`| ${skopeoVersion.padEnd(38)} | ${String(result.medianMs.skopeoCopyToOciLayout).padStart(9)} | ${"1.000".padStart(15)} |`);
-console.log(`accelerator: ${result.accelerator}; machine: ${result.machine.cores} × ${result.machine.cpu}, ${result.machine.memGiB} GiB, node ${process.version}`);
+console.log(
+  `| @supermachine/oci pull → store         | ${String(result.medianMs.supermachineOciPull).padStart(9)} | ${result.ratio.toFixed(3).padStart(15)} |`,
+);
+console.log(
+  `| @supermachine/oci pull + write layout  | ${String(result.medianMs.supermachineOciPullPlusLayout).padStart(9)} | ${result.ratioWithLayout.toFixed(3).padStart(15)} |`,
+);
+console.log(
+  `| ${skopeoVersion.padEnd(38)} | ${String(result.medianMs.skopeoCopyToOciLayout).padStart(9)} | ${"1.000".padStart(15)} |`,
+);
+console.log(`median of per-run ratios (ours / skopeo, same run): ${result.pairedRatioMedian.toFixed(3)}`);
+console.log(
+  `accelerator: ${result.accelerator}; machine: ${result.machine.cores} × ${result.machine.cpu}, ${result.machine.memGiB} GiB, node ${process.version}, load ${result.loadAverage1m}`,
+);
 mkdirSync(join(ROOT, "bench/results"), { recursive: true });
 writeFileSync(join(ROOT, "bench/results/oci.json"), `${JSON.stringify(result, null, 2)}\n`);
 console.log("wrote bench/results/oci.json");
