@@ -237,6 +237,16 @@ describe("layer flattening", () => {
     });
   });
 
+  it("GNU sparse entries (tar --sparse) are refused rather than stored wrong", async () => {
+    const src = join(dir, "sparse-src");
+    execFileSync("sh", ["-c", `mkdir -p "$0" && truncate -s 1M "$0/s" && printf data >> "$0/s"`, src]);
+    const tar = execFileSync("tar", ["--sparse", "--posix", "-C", src, "-cf", "-", "s"]);
+    await expect(build([bytesLayer("sha256:sparse", tar)])).rejects.toMatchObject({
+      code: "SM_LAYER_INVALID",
+      entry: expect.stringContaining("s"),
+    });
+  });
+
   it("an empty (0-byte) layer blob is an empty layer", async () => {
     const { list } = await build([
       bytesLayer("sha256:empty", Buffer.alloc(0)),

@@ -149,7 +149,8 @@ export class Flattener {
 
   private async applyEntry(entry: LayerEntry, layer: number): Promise<void> {
     const h: TarHeader = entry.header;
-    const type = h.type ?? "file";
+    // undefined: a producer that does not set the type (regular file); null: tar-stream's "unknown typeflag".
+    const type = h.type === undefined ? "file" : h.type;
     if (
       type === "pax-global-header" ||
       type === "pax-header" ||
@@ -212,6 +213,10 @@ export class Flattener {
       }
       case "file":
       case "contiguous-file": {
+        if (h.pax && Object.keys(h.pax).some((k) => k.startsWith("GNU.sparse.")))
+          throw new EntryError(
+            "GNU sparse tar entries are not supported (re-create the layer without tar --sparse)",
+          );
         const content = await this.spool.append(entry.stream as AsyncIterable<Uint8Array>);
         if (h.size !== undefined && content.size !== h.size)
           throw new EntryError(`content is ${content.size} bytes, header says ${h.size} (truncated)`);
