@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { imageLayers, importLayout } from "@supermachine/oci";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Fixtures, fixtures, quietSetup } from "../../../../scripts/lib/fixtures.mjs";
 import { buildRootfs, tarFileLayer } from "../../src/index";
@@ -120,6 +121,17 @@ describe("fixture images: our squashfs == umoci unpack", () => {
         } finally {
           await execFileP("umount", [mnt]);
         }
+      }
+
+      // Contract check with @supermachine/oci (test-only import): its LayerInput for the same image gives
+      // the byte-identical image.
+      if (name === "layers" || name === "busybox") {
+        const image = await importLayout(oci, { store: join(work, "oci-store") });
+        const viaOci = await buildRootfs({
+          layers: imageLayers(image),
+          out: join(work, `${name}-via-oci.sqfs`),
+        });
+        expect(viaOci.sha256).toBe(r.sha256);
       }
 
       if (name === "layers") {
