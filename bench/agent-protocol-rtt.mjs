@@ -34,6 +34,25 @@ if (process.argv[2] === "--peer") {
       sock.end();
     };
     pump();
+  } else if (mode === "relay") {
+    // the same hops as the protocol path (TCP source → relay process → Unix socket), without framing
+    const block = Buffer.alloc(1 << 20, 0x5a);
+    const src = createServer((s) => {
+      let left = Number(arg);
+      const pump = () => {
+        while (left > 0) {
+          left--;
+          if (!s.write(block)) return void s.once("drain", pump);
+        }
+        s.end();
+      };
+      s.on("error", () => {});
+      pump();
+    });
+    await new Promise((r) => src.listen(0, "127.0.0.1", r));
+    const up = connect(src.address().port, "127.0.0.1");
+    up.pipe(sock);
+    up.on("end", () => src.close());
   } else if (mode === "agent") {
     const { ReferenceAgent } = await import(join(dist, "testing/index.js"));
     // a TCP source inside the "guest": tcp-connect to it streams `arg` MiB from memory
@@ -145,6 +164,15 @@ async function main() {
     return { bytes: total, seconds: s, mibps: total / 1048576 / s };
   });
 
+  // raw relay throughput: same hops as the protocol stream, no framing
+  const rawRelay = await withPeer("relay", MIB, async (sock) => {
+    const t0 = process.hrtime.bigint();
+    let total = 0;
+    for await (const c of sock) total += c.length;
+    const s = Number(process.hrtime.bigint() - t0) / 1e9;
+    return { bytes: total, seconds: s, mibps: total / 1048576 / s };
+  });
+
   // protocol: ping RTT and tcp-connect streaming through the reference agent
   const proto = await withPeer("agent", MIB, async (sock, info) => {
     const client = await connectAgent(sock, { window: WINDOW });
@@ -178,22 +206,32 @@ async function main() {
       "ping round trip p50",
       `${proto.ping.p50us.toFixed(1)} µs`,
       `${raw.p50us.toFixed(1)} µs`,
+      "raw socket echo",
       (proto.ping.p50us / raw.p50us).toFixed(2),
     ],
     [
       "ping round trip p99",
       `${proto.ping.p99us.toFixed(1)} µs`,
       `${raw.p99us.toFixed(1)} µs`,
+      "raw socket echo",
       (proto.ping.p99us / raw.p99us).toFixed(2),
     ],
     [
       `${MIB} MiB stream`,
       `${proto.stream.mibps.toFixed(0)} MiB/s`,
+      `${rawRelay.mibps.toFixed(0)} MiB/s`,
+      "raw relay, same hops",
+      (proto.stream.mibps / rawRelay.mibps).toFixed(2),
+    ],
+    [
+      `${MIB} MiB stream`,
+      `${proto.stream.mibps.toFixed(0)} MiB/s`,
       `${rawStream.mibps.toFixed(0)} MiB/s`,
+      "raw socket, one hop",
       (proto.stream.mibps / rawStream.mibps).toFixed(2),
     ],
   ];
-  const header = ["metric", "agent protocol (TS reference peer)", "raw Unix socket", "ratio"];
+  const header = ["metric", "agent protocol (TS reference peer)", "baseline", "baseline is", "ratio"];
   const table = [
     `| ${header.join(" | ")} |`,
     `|${header.map(() => "---").join("|")}|`,
@@ -216,11 +254,12 @@ async function main() {
     streamMiB: MIB,
     windowBytes: WINDOW,
     protocol: proto,
-    raw: { ping: raw, stream: rawStream },
+    raw: { ping: raw, stream: rawStream, relay: rawRelay },
     ratios: {
       pingP50: proto.ping.p50us / raw.p50us,
       pingP99: proto.ping.p99us / raw.p99us,
       streamThroughput: proto.stream.mibps / rawStream.mibps,
+      streamThroughputVsRelay: proto.stream.mibps / rawRelay.mibps,
     },
   };
   mkdirSync(join(here, "results"), { recursive: true });
