@@ -1,0 +1,89 @@
+/**
+ * Build/pool options on real VMs: the image-source override (OCI layout dir), a runtime memoryMib override
+ * (cold boot, no re-bake), network "nat" vs the default "none", extraKernelArgs.
+ */
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Image, type Pool } from "../../packages/core/src/index";
+// @ts-expect-error -- plain ESM helper with a .d.mts next to it
+import { fixtures } from "../../scripts/lib/fixtures.mjs";
+import { type FixtureRefs, fixtureRefs, sharedSnapshotsDir } from "./_shared";
+
+let refs: FixtureRefs;
+let shared: string;
+let busyboxLayout: string;
+const pools: Pool[] = [];
+
+beforeAll(async () => {
+  shared = sharedSnapshotsDir();
+  refs = await fixtureRefs();
+  busyboxLayout = ((await fixtures()) as { images: Record<string, { layout: string }> }).images.busybox!
+    .layout;
+});
+afterAll(async () => {
+  await Promise.all(pools.map((p) => p.shutdown()));
+});
+
+describe("options on real VMs", () => {
+  it("an OCI layout source resolves to the same image as the registry (cache hit, nothing boots)", async () => {
+    const fromRegistry = await Image.build({ ref: refs.busybox, snapshotsDir: shared });
+    const phases: string[] = [];
+    const fromLayout = await Image.build({
+      ref: refs.busybox,
+      snapshotsDir: shared,
+      source: { type: "oci-layout", path: busyboxLayout },
+      onProgress: (e) => phases.push(e.phase),
+    });
+    expect(fromLayout.snapshotPath).toBe(fromRegistry.snapshotPath);
+    expect(phases).not.toContain("boot");
+    const meta = JSON.parse(readFileSync(`${fromLayout.snapshotPath}/metadata.json`, "utf8"));
+    expect(meta.imageDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
+  });
+
+  it("pool memoryMib override: the guest sees the new size without a re-bake", async () => {
+    const image = await Image.build({ ref: refs.busybox, snapshotsDir: shared });
+    const memTotalMib = async (p: Pool) => {
+      const vm = await p.acquire();
+      const r = await vm.exec({ argv: ["cat", "/proc/meminfo"] });
+      await vm.release();
+      return Number(/MemTotal:\s+(\d+) kB/.exec(r.stdout.toString())![1]) / 1024;
+    };
+    const base = await image.pool({ min: 0, max: 1 });
+    pools.push(base);
+    const big = await image.pool({ min: 0, max: 1, memoryMib: 512 });
+    pools.push(big);
+    const a = await memTotalMib(base);
+    const b = await memTotalMib(big);
+    expect(a).toBeLessThan(256);
+    expect(b).toBeGreaterThan(400);
+    expect(b).toBeLessThan(512);
+  });
+
+  it('network "nat" gives the guest eth0 at 10.0.2.15; the default has loopback only; extraKernelArgs reach the kernel', async () => {
+    const none = await Image.build({ ref: refs.busybox, snapshotsDir: shared });
+    const pNone = await none.pool({ min: 0, max: 1 });
+    pools.push(pNone);
+    const v1 = await pNone.acquire();
+    const ifs1 = (await v1.exec({ argv: ["ls", "/sys/class/net"] })).stdout
+      .toString()
+      .split(/\s+/)
+      .filter(Boolean);
+    expect(ifs1).toEqual(["lo"]);
+    await v1.release();
+
+    const nat = await Image.build({
+      ref: refs.busybox,
+      snapshotsDir: shared,
+      network: "nat",
+      extraKernelArgs: ["sm.e2e=1"],
+    });
+    expect(nat.snapshotPath).not.toBe(none.snapshotPath);
+    const pNat = await nat.pool({ min: 0, max: 1 });
+    pools.push(pNat);
+    const v2 = await pNat.acquire();
+    const addr = (await v2.exec({ argv: ["ip", "-4", "addr", "show"] })).stdout.toString();
+    expect(addr).toContain("10.0.2.15/24");
+    expect((await v2.exec({ argv: ["cat", "/proc/cmdline"] })).stdout.toString()).toContain("sm.e2e=1");
+    await v2.release();
+  });
+});
