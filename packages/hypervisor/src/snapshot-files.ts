@@ -1,4 +1,6 @@
 /** Snapshot directory layout: `vm.json` (SnapshotManifest), `state` (migration stream), `memory` (guest RAM). */
+
+import { execFile } from "node:child_process";
 import {
   closeSync,
   existsSync,
@@ -11,9 +13,12 @@ import {
 } from "node:fs";
 import { open } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { promisify } from "node:util";
 import { PAGE_BYTES, SNAPSHOT_FORMAT_VERSION } from "./constants";
 import type { SnapshotDevice, SnapshotFiles, SnapshotManifest } from "./contract";
 import { HypervisorError } from "./errors";
+
+const execFileAsync = promisify(execFile);
 
 export const MANIFEST_FILE = "vm.json";
 export const STATE_FILE = "state";
@@ -107,6 +112,22 @@ export function readSnapshotManifest(snapshot: string | SnapshotFiles): {
     );
   }
   return { files, manifest: m };
+}
+
+/**
+ * Copy guest RAM `src` → `dst` keeping holes. On Linux, `cp --sparse=always` (SEEK_DATA/SEEK_HOLE + zero-block
+ * detection in C: measured ~4x faster than the JS loop for a 256 MiB guest); elsewhere the JS `sparseCopy`.
+ */
+export async function copyMemoryFile(src: string, dst: string): Promise<void> {
+  if (process.platform === "linux") {
+    try {
+      await execFileAsync("cp", ["--sparse=always", "--reflink=auto", "--", src, dst]);
+      return;
+    } catch {
+      // fall through to the portable copy
+    }
+  }
+  await sparseCopy(src, dst);
 }
 
 /**

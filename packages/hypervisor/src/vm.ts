@@ -37,11 +37,11 @@ import { readMemoryStats, type SpawnedVmm } from "./process";
 import { QmpClient, type QmpEvent } from "./qmp";
 import { removeRuntimeDir } from "./runtime";
 import {
+  copyMemoryFile,
   createSparseFile,
   MANIFEST_FILE,
   MEMORY_FILE,
   STATE_FILE,
-  sparseCopy,
   writeJsonSync,
 } from "./snapshot-files";
 
@@ -433,7 +433,7 @@ export class QemuVm extends EventEmitter implements Vm {
         await this.waitOutgoingMigration(qmp);
         const tMem = performance.now();
         const memBytes = this.config.memoryMib * 1024 * 1024;
-        if (ignoreShared) await sparseCopy(this.init.memPath, join(tmp, MEMORY_FILE));
+        if (ignoreShared) await copyMemoryFile(this.init.memPath, join(tmp, MEMORY_FILE));
         else createSparseFile(join(tmp, MEMORY_FILE), memBytes);
         const tDone = performance.now();
         const rec = this.init.machineRecord;
