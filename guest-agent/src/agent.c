@@ -1,0 +1,2615 @@
+/* The protocol server: single-threaded epoll loop over the transport, signals,
+ * process pipes/ptys and TCP sockets (SPEC sections 4-9). Every input is hostile:
+ * allocations are bounded, violations end the session, never the process. */
+#include "proto.h"
+#include "sm.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+/* from <linux/random.h>; defined here because musl ships no kernel headers */
+#define SM_RNDADDENTROPY _IOW('R', 0x03, int[2])
+#define SM_RNDRESEEDCRNG _IO('R', 0x07)
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+enum wkind { W_PORT = 1, W_SIG, W_CH_R, W_CH_W, W_TCP_CONN };
+
+struct watch {
+	uint8_t kind;
+	bool reg;
+	int fd;
+	uint32_t cur;
+	void *obj;
+};
+
+enum chstate { CH_FREE = 0, CH_OPEN, CH_CLOSING };
+
+struct proc;
+
+struct chan {
+	uint8_t state;
+	bool removed; /* protocol-level: unknown to lookups, resources may linger */
+	uint32_t id;
+	struct proc *proc;
+	bool collect; /* exec collect stream */
+	bool tcp;
+	/* agent -> host half */
+	bool out_open;
+	struct watch rw;
+	bool r_eof;
+	bool r_blocked; /* last read would block */
+	uint64_t credit;
+	uint8_t *cbuf;
+	uint32_t clen;
+	/* host -> agent half */
+	bool in_open;
+	bool in_eof;
+	struct watch ww;
+	bool tty_in;
+	uint8_t *ibuf;
+	uint32_t ioff, ilen;
+	uint64_t granted; /* bytes the host may still send */
+	uint64_t consumed;
+	/* tcp-connect pending */
+	bool connecting;
+	uint32_t req_id;
+	int64_t deadline;
+};
+
+enum pkind { PK_EXEC = 1, PK_SPAWN, PK_WORKLOAD };
+
+struct child_spec {
+	char **argv;
+	char **envp;
+	char *cwd;
+	struct sm_user user;
+};
+
+struct proc {
+	bool used;
+	uint8_t kind;
+	pid_t pid;
+	bool exited;
+	int status;
+	uint64_t peak_rss;
+	uint64_t sess;
+	struct chan *out, *err, *in;
+	int pty; /* master dup for TIOCSWINSZ, -1 */
+	bool tty;
+	/* exec */
+	bool pending;
+	uint32_t req_id;
+	int64_t deadline;
+	bool timed_out, cancelled;
+	struct child_spec *chain;
+	bool exit_sent;
+};
+
+static struct {
+	struct sm_config *cfg;
+	int64_t boot_ms;
+	int ep, sfd;
+	struct watch port_w, sig_w;
+	int port;
+	char port_path[64];
+	bool connected;
+	int64_t next_port_probe;
+	/* session */
+	bool session;
+	uint64_t sess;
+	uint32_t host_max_frame, host_window;
+	bool listening_reported;
+	uint32_t last_ch;
+	uint32_t pending[SM_MAX_PENDING];
+	int npending;
+	/* io */
+	struct cb_buf outq;
+	size_t out_off;
+	uint8_t *in;
+	size_t in_len, in_cap;
+	struct cb_item *items;
+	/* state */
+	struct chan chans[SM_MAX_CHANNELS];
+	struct proc procs[SM_MAX_PROCS];
+	pid_t wl_pid;
+	bool wl_started;
+	bool listening_seen;
+	int64_t next_listen_poll;
+	bool shutting_down;
+	uint32_t tmp_counter;
+} A;
+
+static uint8_t rdbuf[SM_DATA_CHUNK_BYTES];
+
+/* ------------------------------------------------------------------ output */
+
+static size_t fb_start;
+
+static void fbegin(void)
+{
+	fb_start = A.outq.len;
+	cbe_raw(&A.outq, "\0\0\0\0", 4);
+}
+
+static bool fend(void)
+{
+	if (A.outq.err) {
+		sm_log("output frame dropped: %s", A.outq.err == -EMSGSIZE ? "queue full" : "no memory");
+		A.outq.len = fb_start;
+		A.outq.err = 0;
+		return false;
+	}
+	size_t n = A.outq.len - fb_start - 4;
+	if (n > A.host_max_frame) {
+		sm_log("output frame of %zu bytes exceeds host maxFrame, dropped", n);
+		A.outq.len = fb_start;
+		return false;
+	}
+	uint8_t *p = A.outq.p + fb_start;
+	p[0] = (uint8_t)(n >> 24);
+	p[1] = (uint8_t)(n >> 16);
+	p[2] = (uint8_t)(n >> 8);
+	p[3] = (uint8_t)n;
+	return true;
+}
+
+static size_t outq_pending(void) { return A.outq.len - A.out_off; }
+
+static void outq_drop(void)
+{
+	A.outq.len = 0;
+	A.out_off = 0;
+	A.outq.err = 0;
+	if (A.outq.cap > 256 * 1024)
+		cbe_free(&A.outq);
+}
+
+static void kv_text(const char *k, const char *v)
+{
+	cbe_text(&A.outq, k);
+	cbe_text(&A.outq, v);
+}
+
+static void kv_uint(const char *k, uint64_t v)
+{
+	cbe_text(&A.outq, k);
+	cbe_uint(&A.outq, v);
+}
+
+static void send_fatal(const char *code, const char *msg)
+{
+	fbegin();
+	cbe_map(&A.outq, 3);
+	kv_text("t", "fatal");
+	kv_text("code", code);
+	kv_text("message", msg);
+	fend();
+}
+
+static void res_begin(uint32_t id, unsigned result_pairs)
+{
+	fbegin();
+	cbe_map(&A.outq, 3);
+	kv_text("t", "res");
+	kv_uint("id", id);
+	cbe_text(&A.outq, "result");
+	cbe_map(&A.outq, result_pairs);
+}
+
+static void pending_del(uint32_t id)
+{
+	for (int i = 0; i < A.npending; i++)
+		if (A.pending[i] == id) {
+			A.pending[i] = A.pending[--A.npending];
+			return;
+		}
+}
+
+static bool pending_has(uint32_t id)
+{
+	for (int i = 0; i < A.npending; i++)
+		if (A.pending[i] == id)
+			return true;
+	return false;
+}
+
+static void res_empty(uint32_t id)
+{
+	res_begin(id, 0);
+	fend();
+}
+
+static void res_error(uint32_t id, const char *code, const char *msg)
+{
+	fbegin();
+	cbe_map(&A.outq, 3);
+	kv_text("t", "res");
+	kv_uint("id", id);
+	cbe_text(&A.outq, "error");
+	cbe_map(&A.outq, 2);
+	kv_text("code", code);
+	kv_text("message", msg);
+	fend();
+}
+
+static const char *errno_code(int e)
+{
+	switch (e) {
+	case ENOENT: return "ENOENT";
+	case EACCES: return "EACCES";
+	case EPERM: return "EPERM";
+	case EEXIST: return "EEXIST";
+	case ESRCH: return "ESRCH";
+	case ECONNREFUSED: return "ECONNREFUSED";
+	case ETIMEDOUT: return "ETIMEDOUT";
+	case EINVAL: return "EINVAL";
+	case EBUSY: return "EBUSY";
+	case ENOTDIR: return "ENOTDIR";
+	case EISDIR: return "EISDIR";
+	case ENOSPC: return "ENOSPC";
+	case ENOMEM: return "ENOMEM";
+	case EROFS: return "EROFS";
+	case ENAMETOOLONG: return "ENAMETOOLONG";
+	case ELOOP: return "ELOOP";
+	case EMFILE: case ENFILE: return "EMFILE";
+	case EAGAIN: return "EAGAIN";
+	default: return "EIO";
+	}
+}
+
+static void res_errno(uint32_t id, int e, const char *what)
+{
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(e));
+	res_error(id, errno_code(e), msg);
+}
+
+static void send_chan_frame(const char *t, uint32_t ch)
+{
+	fbegin();
+	cbe_map(&A.outq, 2);
+	kv_text("t", t);
+	kv_uint("ch", ch);
+	fend();
+}
+
+static void send_credit(uint32_t ch, uint64_t n)
+{
+	fbegin();
+	cbe_map(&A.outq, 3);
+	kv_text("t", "credit");
+	kv_uint("ch", ch);
+	kv_uint("n", n);
+	fend();
+}
+
+static void send_data(uint32_t ch, const uint8_t *p, size_t n)
+{
+	fbegin();
+	cbe_map(&A.outq, 3);
+	kv_text("t", "data");
+	kv_uint("ch", ch);
+	cbe_text(&A.outq, "d");
+	cbe_bytes(&A.outq, p, n);
+	fend();
+}
+
+static void evt_begin(const char *ev, unsigned pairs)
+{
+	fbegin();
+	cbe_map(&A.outq, 3);
+	kv_text("t", "evt");
+	kv_text("ev", ev);
+	cbe_text(&A.outq, "data");
+	cbe_map(&A.outq, pairs);
+}
+
+static void enc_exit_fields(const struct proc *p)
+{
+	int st = p->status;
+	cbe_text(&A.outq, "exitCode");
+	if (WIFEXITED(st))
+		cbe_int(&A.outq, WEXITSTATUS(st));
+	else
+		cbe_int(&A.outq, -1);
+	cbe_text(&A.outq, "signal");
+	if (WIFSIGNALED(st))
+		cbe_uint(&A.outq, (uint64_t)WTERMSIG(st));
+	else
+		cbe_null(&A.outq);
+}
+
+/* ------------------------------------------------------------------ epoll */
+
+static void watch_set(struct watch *w, uint32_t want)
+{
+	if (w->fd < 0)
+		return;
+	if (!want) {
+		/* deregister entirely: EPOLLHUP is reported even with an empty mask */
+		if (w->reg) {
+			epoll_ctl(A.ep, EPOLL_CTL_DEL, w->fd, NULL);
+			w->reg = false;
+		}
+		w->cur = 0;
+		return;
+	}
+	if (w->reg && w->cur == want)
+		return;
+	struct epoll_event ev = {.events = want, .data.ptr = w};
+	if (epoll_ctl(A.ep, w->reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, w->fd, &ev) == 0) {
+		w->reg = true;
+		w->cur = want;
+	}
+}
+
+static void watch_close(struct watch *w)
+{
+	if (w->fd >= 0) {
+		if (w->reg)
+			epoll_ctl(A.ep, EPOLL_CTL_DEL, w->fd, NULL);
+		close(w->fd);
+	}
+	w->fd = -1;
+	w->reg = false;
+	w->cur = 0;
+}
+
+/* ------------------------------------------------------------------ channels */
+
+static struct chan *chan_find(uint32_t id)
+{
+	for (int i = 0; i < SM_MAX_CHANNELS; i++)
+		if (A.chans[i].state != CH_FREE && !A.chans[i].removed && A.chans[i].id == id)
+			return &A.chans[i];
+	return NULL;
+}
+
+static int chan_free_slots(void)
+{
+	int n = 0;
+	for (int i = 0; i < SM_MAX_CHANNELS; i++)
+		n += A.chans[i].state == CH_FREE;
+	return n;
+}
+
+static struct chan *chan_alloc(uint32_t id)
+{
+	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
+		struct chan *c = &A.chans[i];
+		if (c->state == CH_FREE) {
+			memset(c, 0, sizeof(*c));
+			c->state = CH_OPEN;
+			c->id = id;
+			c->rw.fd = c->ww.fd = -1;
+			c->rw.kind = W_CH_R;
+			c->ww.kind = W_CH_W;
+			c->rw.obj = c->ww.obj = c;
+			c->credit = A.host_window;
+			c->granted = SM_WINDOW_BYTES;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+static void chan_release(struct chan *c)
+{
+	watch_close(&c->rw);
+	watch_close(&c->ww);
+	free(c->cbuf);
+	free(c->ibuf);
+	if (c->proc) {
+		if (c->proc->out == c)
+			c->proc->out = NULL;
+		if (c->proc->err == c)
+			c->proc->err = NULL;
+		if (c->proc->in == c)
+			c->proc->in = NULL;
+	}
+	memset(c, 0, sizeof(*c));
+	c->rw.fd = c->ww.fd = -1;
+}
+
+/* Free the slot when the protocol no longer knows it and no resources remain. */
+static void chan_maybe_release(struct chan *c)
+{
+	if (c->state == CH_FREE || !c->removed)
+		return;
+	if (c->rw.fd >= 0 || c->ww.fd >= 0 || c->collect)
+		return;
+	chan_release(c);
+}
+
+/* Our agent->host half: after eof it is closed. */
+static bool half_out_closed(const struct chan *c) { return !c->out_open; }
+
+static void chan_remove(struct chan *c)
+{
+	c->removed = true;
+	chan_maybe_release(c);
+}
+
+static void chan_check_removed(struct chan *c)
+{
+	if (c->state == CH_OPEN && !c->out_open && !c->in_open && !c->collect)
+		chan_remove(c);
+}
+
+/* The agent aborts a channel: send close, enter CLOSING, drop our resources. */
+static void chan_send_close(struct chan *c)
+{
+	if (c->state != CH_OPEN || c->removed)
+		return;
+	send_chan_frame("close", c->id);
+	c->state = CH_CLOSING;
+	c->out_open = false;
+	free(c->ibuf);
+	c->ibuf = NULL;
+	c->ilen = c->ioff = 0;
+	watch_close(&c->ww);
+	if (c->tcp)
+		watch_close(&c->rw);
+}
+
+static void proc_check_done(struct proc *p);
+
+static void chan_in_drained(struct chan *c)
+{
+	/* host eof and everything written: close stdin / half-close the socket */
+	if (c->ww.fd < 0)
+		return;
+	if (c->tty_in) {
+		uint8_t veof = 0x04;
+		ssize_t w = write(c->ww.fd, &veof, 1);
+		(void)w;
+		watch_close(&c->ww);
+	} else if (c->tcp) {
+		shutdown(c->ww.fd, SHUT_WR);
+		watch_close(&c->ww);
+	} else {
+		watch_close(&c->ww);
+	}
+	chan_maybe_release(c);
+}
+
+static void chan_write(struct chan *c)
+{
+	while (c->ww.fd >= 0 && c->ioff < c->ilen) {
+		ssize_t n = write(c->ww.fd, c->ibuf + c->ioff, c->ilen - c->ioff);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			/* reader gone (EPIPE) or reset: the stream is dead */
+			watch_close(&c->ww);
+			if (!c->removed && c->state == CH_OPEN && c->in_open)
+				chan_send_close(c);
+			else {
+				free(c->ibuf);
+				c->ibuf = NULL;
+				c->ilen = c->ioff = 0;
+			}
+			chan_maybe_release(c);
+			return;
+		}
+		c->ioff += (uint32_t)n;
+		c->consumed += (uint64_t)n;
+		if (A.session && !c->removed && c->state == CH_OPEN && c->in_open &&
+		    c->consumed >= SM_WINDOW_BYTES / 2) {
+			send_credit(c->id, c->consumed);
+			c->granted += c->consumed;
+			c->consumed = 0;
+		}
+	}
+	if (c->ioff == c->ilen) {
+		c->ioff = c->ilen = 0;
+		if (c->in_eof)
+			chan_in_drained(c);
+	}
+}
+
+/* Exec collect: push full buffers out as data frames while credit lasts. */
+static void collect_flush(struct chan *c)
+{
+	while (c->clen == SM_COLLECT_BUF_BYTES && c->credit > 0 && !c->removed && c->state == CH_OPEN &&
+	       A.session) {
+		size_t n = c->clen;
+		if (n > c->credit)
+			n = (size_t)c->credit;
+		size_t maxd = A.host_max_frame - SM_DATA_OVERHEAD_BYTES;
+		if (n > maxd)
+			n = maxd;
+		send_data(c->id, c->cbuf, n);
+		c->credit -= n;
+		memmove(c->cbuf, c->cbuf + n, c->clen - n);
+		c->clen -= (uint32_t)n;
+	}
+}
+
+static void chan_read_eof(struct chan *c)
+{
+	c->r_eof = true;
+	if (c->tcp) {
+		/* keep the socket for the other direction; only stop reading */
+		if (c->rw.reg)
+			watch_set(&c->rw, 0);
+	} else {
+		watch_close(&c->rw);
+	}
+	if (!c->collect && c->out_open && !c->removed && c->state == CH_OPEN) {
+		send_chan_frame("eof", c->id);
+		c->out_open = false;
+		if (c->tcp && c->ww.fd < 0 && !c->in_open)
+			watch_close(&c->rw);
+		chan_check_removed(c);
+	}
+}
+
+/* Read from a process pipe / pty / socket. max_reads bounds one call (fairness);
+ * returns true when the fd would block (drained for now). */
+static bool chan_pump(struct chan *c, int max_reads)
+{
+	for (int i = 0; i < max_reads; i++) {
+		if (c->rw.fd < 0 || c->r_eof)
+			return true;
+		ssize_t n;
+		if (c->collect) {
+			if (c->clen == SM_COLLECT_BUF_BYTES) {
+				collect_flush(c);
+				if (c->clen == SM_COLLECT_BUF_BYTES) {
+					if (c->removed || c->state != CH_OPEN || !A.session) {
+						c->clen = 0; /* cancelled: discard */
+						continue;
+					}
+					return false; /* waiting for credit */
+				}
+			}
+			n = read(c->rw.fd, c->cbuf + c->clen, SM_COLLECT_BUF_BYTES - c->clen);
+			if (n > 0) {
+				c->clen += (uint32_t)n;
+				continue;
+			}
+		} else {
+			size_t room = sizeof(rdbuf);
+			bool discard = c->removed || c->state != CH_OPEN || !A.session;
+			if (!discard) {
+				if (room > c->credit)
+					room = (size_t)c->credit;
+				size_t maxd = A.host_max_frame - SM_DATA_OVERHEAD_BYTES;
+				if (room > maxd)
+					room = maxd;
+				if (room == 0 || outq_pending() > SM_OUTQ_SOFT_BYTES)
+					return false;
+			}
+			n = read(c->rw.fd, rdbuf, room);
+			if (n > 0) {
+				if (!discard) {
+					send_data(c->id, rdbuf, (size_t)n);
+					c->credit -= (uint64_t)n;
+				}
+				continue;
+			}
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			c->r_blocked = true;
+			return true;
+		}
+		/* 0 = EOF; EIO on a pty master = all slave ends closed */
+		chan_read_eof(c);
+		return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------ processes */
+
+static struct proc *proc_alloc(void)
+{
+	for (int i = 0; i < SM_MAX_PROCS; i++)
+		if (!A.procs[i].used) {
+			struct proc *p = &A.procs[i];
+			memset(p, 0, sizeof(*p));
+			p->used = true;
+			p->pty = -1;
+			p->sess = A.sess;
+			return p;
+		}
+	return NULL;
+}
+
+static struct proc *proc_by_pid(pid_t pid)
+{
+	for (int i = 0; i < SM_MAX_PROCS; i++)
+		if (A.procs[i].used && A.procs[i].pid == pid)
+			return &A.procs[i];
+	return NULL;
+}
+
+static void strv_free(char **v)
+{
+	for (char **p = v; p && *p; p++)
+		free(*p);
+	free(v);
+}
+
+static void spec_free(struct child_spec *s)
+{
+	if (!s)
+		return;
+	strv_free(s->argv);
+	strv_free(s->envp);
+	free(s->cwd);
+	free(s);
+}
+
+static void proc_free(struct proc *p)
+{
+	if (p->pty >= 0)
+		close(p->pty);
+	spec_free(p->chain);
+	memset(p, 0, sizeof(*p));
+	p->pty = -1;
+}
+
+static void write_all_fd(int fd, const char *s)
+{
+	size_t n = strlen(s);
+	while (n > 0) {
+		ssize_t w = write(fd, s, n);
+		if (w <= 0)
+			return;
+		s += w;
+		n -= (size_t)w;
+	}
+}
+
+static const char *env_lookup(char **envp, const char *key)
+{
+	size_t kl = strlen(key);
+	for (char **e = envp; e && *e; e++)
+		if (!strncmp(*e, key, kl) && (*e)[kl] == '=')
+			return *e + kl + 1;
+	return NULL;
+}
+
+/* In the child: never returns. */
+static void child_exec(struct child_spec *s, int in, int out, int err, bool tty, int slave)
+{
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (int sig = 1; sig < 32; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	if (tty) {
+		setsid();
+		ioctl(slave, TIOCSCTTY, 0);
+		in = out = err = slave;
+	} else {
+		setpgid(0, 0);
+	}
+	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+		_exit(126);
+	for (int fd = 3; fd < 1024; fd++)
+		close(fd); /* belt and braces: everything is O_CLOEXEC already */
+	if (s->user.uid != 0 || s->user.gid != 0 || s->user.ngroups > 1) {
+		gid_t groups[SM_MAX_GROUPS];
+		for (int i = 0; i < s->user.ngroups; i++)
+			groups[i] = s->user.groups[i];
+		if (setgroups((size_t)s->user.ngroups, groups) < 0 || setgid(s->user.gid) < 0 ||
+		    setuid(s->user.uid) < 0) {
+			write_all_fd(2, "sm-agent: cannot switch user\n");
+			_exit(126);
+		}
+	}
+	if (chdir(s->cwd ? s->cwd : "/") < 0) {
+		write_all_fd(2, "sm-agent: cannot change directory\n");
+		_exit(126);
+	}
+	const char *a0 = s->argv[0];
+	int saved = ENOENT;
+	if (strchr(a0, '/')) {
+		execve(a0, s->argv, s->envp);
+		saved = errno;
+	} else {
+		const char *path = env_lookup(s->envp, "PATH");
+		if (!path)
+			path = DEFAULT_PATH;
+		char buf[4096 + 256];
+		bool eacces = false;
+		while (*path) {
+			const char *colon = strchr(path, ':');
+			size_t dl = colon ? (size_t)(colon - path) : strlen(path);
+			if (dl + strlen(a0) + 2 < sizeof(buf)) {
+				if (dl == 0)
+					snprintf(buf, sizeof(buf), "%s", a0);
+				else
+					snprintf(buf, sizeof(buf), "%.*s/%s", (int)dl, path, a0);
+				execve(buf, s->argv, s->envp);
+				if (errno == EACCES)
+					eacces = true;
+				else if (errno != ENOENT && errno != ENOTDIR) {
+					saved = errno;
+					break;
+				}
+			}
+			if (!colon)
+				break;
+			path = colon + 1;
+		}
+		if (saved == ENOENT && eacces)
+			saved = EACCES;
+	}
+	char msg[512];
+	if (saved == ENOENT || saved == ENOTDIR) {
+		snprintf(msg, sizeof(msg), "sm-agent: %.400s: command not found\n", a0);
+		write_all_fd(2, msg);
+		_exit(127);
+	}
+	snprintf(msg, sizeof(msg), "sm-agent: %.400s: %s\n", a0, strerror(saved));
+	write_all_fd(2, msg);
+	_exit(126);
+}
+
+/* Build "K=V" arrays: base environment + overrides from a CBOR map. */
+static char **build_env(const struct cb_doc *d, int envmap)
+{
+	char **base = A.cfg->has_workload ? A.cfg->wl_env : NULL;
+	size_t nb = 0;
+	for (char **e = base; e && *e; e++)
+		nb++;
+	size_t no = envmap >= 0 ? d->items[envmap].count : 0;
+	char **v = calloc(nb + no + 3, sizeof(char *));
+	if (!v)
+		return NULL;
+	size_t n = 0;
+	if (base) {
+		for (size_t i = 0; i < nb; i++)
+			if (!(v[n++] = strdup(base[i])))
+				goto fail;
+	} else {
+		if (!(v[n++] = strdup("PATH=" DEFAULT_PATH)) || !(v[n++] = strdup("HOME=/root")))
+			goto fail;
+	}
+	if (envmap >= 0) {
+		uint32_t k = (uint32_t)envmap + 1;
+		for (size_t i = 0; i < no; i++) {
+			uint32_t val = d->items[k].next;
+			uint32_t kl = d->items[k].len, vl = d->items[val].len;
+			char *kv = malloc((size_t)kl + vl + 2);
+			if (!kv)
+				goto fail;
+			memcpy(kv, cb_ptr(d, k), kl);
+			kv[kl] = '=';
+			memcpy(kv + kl + 1, cb_ptr(d, val), vl);
+			kv[kl + 1 + vl] = 0;
+			size_t j;
+			for (j = 0; j < n; j++)
+				if (!strncmp(v[j], kv, (size_t)kl + 1))
+					break;
+			if (j < n) {
+				free(v[j]);
+				v[j] = kv;
+			} else {
+				v[n++] = kv;
+			}
+			k = d->items[val].next;
+		}
+	}
+	if (!env_lookup(v, "PATH") && !(v[n++] = strdup("PATH=" DEFAULT_PATH)))
+		goto fail;
+	v[n] = NULL;
+	return v;
+fail:
+	strv_free(v);
+	return NULL;
+}
+
+static char *item_strdup(const struct cb_doc *d, int i)
+{
+	return strndup((const char *)cb_ptr(d, (uint32_t)i), d->items[i].len);
+}
+
+/* Materialise argv/env/cwd/user of a command; errors filled as (code, msg). */
+static struct child_spec *build_spec(const struct cb_doc *d, const struct cmd_args *c, const char **code,
+				     char *msg, size_t msglen)
+{
+	struct child_spec *s = calloc(1, sizeof(*s));
+	if (!s)
+		goto nomem;
+	uint32_t argc = d->items[c->argv].count;
+	s->argv = calloc((size_t)argc + 1, sizeof(char *));
+	if (!s->argv)
+		goto nomem;
+	uint32_t k = (uint32_t)c->argv + 1;
+	for (uint32_t i = 0; i < argc; i++) {
+		if (!(s->argv[i] = item_strdup(d, (int)k)))
+			goto nomem;
+		k = d->items[k].next;
+	}
+	if (!(s->envp = build_env(d, c->env)))
+		goto nomem;
+	s->cwd = c->cwd >= 0 ? item_strdup(d, c->cwd) : strdup("/");
+	if (!s->cwd)
+		goto nomem;
+	struct stat st;
+	if (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		*code = errno == ENOENT || !errno ? "ENOENT" : errno_code(errno);
+		if (stat(s->cwd, &st) == 0)
+			*code = "ENOTDIR";
+		snprintf(msg, msglen, "cwd %.300s: does not exist or is not a directory", s->cwd);
+		spec_free(s);
+		return NULL;
+	}
+	char user[256] = "0:0";
+	if (c->user >= 0) {
+		memcpy(user, cb_ptr(d, (uint32_t)c->user), d->items[c->user].len);
+		user[d->items[c->user].len] = 0;
+	}
+	char err[256];
+	if (resolve_user("", user, &s->user, err, sizeof(err)) < 0) {
+		*code = "EINVAL";
+		snprintf(msg, msglen, "user: %s", err);
+		spec_free(s);
+		return NULL;
+	}
+	return s;
+nomem:
+	spec_free(s);
+	*code = "ENOMEM";
+	snprintf(msg, msglen, "out of memory");
+	return NULL;
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* Fork one command. Returns pid or -errno; outfd, errfd, infd get the parent's
+ * ends (nonblocking, cloexec), -1 where not requested. */
+static pid_t start_child(struct child_spec *s, bool tty, uint16_t cols, uint16_t rows, bool want_in,
+			 int *outfd, int *errfd, int *infd, int *ptyfd)
+{
+	int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
+	int master = -1, slave = -1, nul = -1;
+	*outfd = *errfd = *infd = *ptyfd = -1;
+	if (tty) {
+		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
+			goto fail;
+		char name[64];
+		if (ptsname_r(master, name, sizeof(name)) != 0)
+			goto fail;
+		slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (slave < 0)
+			goto fail;
+		struct winsize ws = {.ws_row = rows, .ws_col = cols};
+		ioctl(master, TIOCSWINSZ, &ws);
+	} else {
+		if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0)
+			goto fail;
+		if (want_in) {
+			if (pipe2(pi, O_CLOEXEC) < 0)
+				goto fail;
+		} else {
+			nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			if (nul < 0)
+				goto fail;
+		}
+	}
+	pid_t pid = fork();
+	if (pid < 0)
+		goto fail;
+	if (pid == 0)
+		child_exec(s, want_in ? pi[0] : nul, po[1], pe[1], tty, slave);
+	if (tty) {
+		close(slave);
+		set_nonblock(master);
+		*outfd = master;
+		*ptyfd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+		if (want_in)
+			*infd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+	} else {
+		close(po[1]);
+		close(pe[1]);
+		set_nonblock(po[0]);
+		set_nonblock(pe[0]);
+		*outfd = po[0];
+		*errfd = pe[0];
+		if (want_in) {
+			close(pi[0]);
+			set_nonblock(pi[1]);
+			*infd = pi[1];
+		} else {
+			close(nul);
+		}
+	}
+	return pid;
+fail:;
+	int e = errno ? errno : EIO;
+	int fds[] = {po[0], po[1], pe[0], pe[1], pi[0], pi[1], master, slave, nul};
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	return -e;
+}
+
+static int mkdir_parents(const char *path)
+{
+	char tmp[SM_PATH_MAX_BYTES + 1];
+	size_t n = strlen(path);
+	if (n >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	memcpy(tmp, path, n + 1);
+	char *last = strrchr(tmp, '/');
+	if (!last || last == tmp)
+		return 0;
+	*last = 0;
+	for (char *p = tmp + 1;; p++) {
+		if (*p == '/' || *p == 0) {
+			char c = *p;
+			*p = 0;
+			if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+				return -errno;
+			*p = c;
+			if (!c)
+				break;
+		}
+	}
+	return 0;
+}
+
+static int write_whole(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* stage: plain create/truncate (SPEC 6); write-file: temp + rename (atomic). */
+static int put_file(const char *path, const uint8_t *data, size_t len, mode_t mode, bool mkdirs, bool atomic)
+{
+	int r;
+	if (mkdirs && (r = mkdir_parents(path)) < 0)
+		return r;
+	struct stat st;
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return -EISDIR;
+	char tmp[SM_PATH_MAX_BYTES + 64];
+	const char *target = path;
+	if (atomic) {
+		const char *slash = strrchr(path, '/');
+		snprintf(tmp, sizeof(tmp), "%.*s/.sm-tmp-%d-%u", (int)(slash - path), path, (int)getpid(),
+			 ++A.tmp_counter);
+		target = tmp;
+	}
+	int fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0)
+		return -errno;
+	r = write_whole(fd, data, len);
+	if (r == 0 && fchmod(fd, mode & 07777) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0 && atomic && rename(target, path) < 0)
+		r = -errno;
+	if (r < 0 && atomic)
+		unlink(target);
+	return r;
+}
+
+static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
+{
+	if (stage < 0)
+		return 0;
+	uint32_t k = (uint32_t)stage + 1;
+	for (uint32_t i = 0; i < d->items[stage].count; i++) {
+		int pi = cb_map_get(d, k, "path"), di = cb_map_get(d, k, "data");
+		int mi = cb_map_get(d, k, "mode");
+		mode_t mode = mi >= 0 && d->items[mi].type == CB_UINT ? (mode_t)(d->items[mi].u & 07777) : 0644;
+		char *path = item_strdup(d, pi);
+		if (!path)
+			return -ENOMEM;
+		int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false);
+		if (r < 0) {
+			snprintf(msg, msglen, "stage %.300s: %s", path, strerror(-r));
+			free(path);
+			return r;
+		}
+		free(path);
+		k = d->items[k].next;
+	}
+	return 0;
+}
+
+static bool ids_fresh(const uint32_t *ids, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (ids[i] <= A.last_ch)
+			return false;
+	return true;
+}
+
+static void ids_commit(const uint32_t *ids, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (ids[i] > A.last_ch)
+			A.last_ch = ids[i];
+}
+
+static void kill_group(pid_t pid)
+{
+	if (pid > 1) {
+		kill(-pid, SIGKILL);
+		kill(pid, SIGKILL);
+	}
+}
+
+static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spawn)
+{
+	struct exec_args a;
+	const char *code = "EINVAL";
+	char msg[512];
+	if (args_exec(d, args, spawn, &a, &code, msg, sizeof(msg)) < 0) {
+		res_error(id, code, msg);
+		return;
+	}
+	uint32_t ids[3] = {a.ch_out};
+	int nids = 1;
+	if (a.has_ch_err)
+		ids[nids++] = a.ch_err;
+	if (spawn)
+		ids[nids++] = a.ch_in;
+	if (!ids_fresh(ids, nids)) {
+		res_error(id, "EINVAL", "chOut: channel ids must be greater than every id used before");
+		return;
+	}
+	ids_commit(ids, nids);
+	if (chan_free_slots() < nids) {
+		res_error(id, "EBUSY", "too many open channels");
+		return;
+	}
+	struct proc *p = proc_alloc();
+	if (!p) {
+		res_error(id, "EBUSY", "too many processes");
+		return;
+	}
+	struct child_spec *s = build_spec(d, &a.cmd, &code, msg, sizeof(msg));
+	if (!s) {
+		p->used = false;
+		res_error(id, code, msg);
+		return;
+	}
+	if (a.chain >= 0) {
+		p->chain = build_spec(d, &a.chain_cmd, &code, msg, sizeof(msg));
+		if (!p->chain) {
+			spec_free(s);
+			proc_free(p);
+			res_error(id, code, msg);
+			return;
+		}
+	}
+	int r = do_stage(d, a.stage, msg, sizeof(msg));
+	if (r < 0) {
+		spec_free(s);
+		proc_free(p);
+		res_error(id, errno_code(-r), msg);
+		return;
+	}
+	int outfd, errfd, infd, ptyfd;
+	pid_t pid = start_child(s, a.tty, a.cols, a.rows, spawn, &outfd, &errfd, &infd, &ptyfd);
+	spec_free(s);
+	if (pid < 0) {
+		proc_free(p);
+		res_errno(id, (int)-pid, "start process");
+		return;
+	}
+	p->pid = pid;
+	p->kind = spawn ? PK_SPAWN : PK_EXEC;
+	p->tty = a.tty;
+	p->pty = ptyfd;
+	struct chan *co = chan_alloc(a.ch_out);
+	co->proc = p;
+	co->out_open = true;
+	co->rw.fd = outfd;
+	p->out = co;
+	if (a.has_ch_err) {
+		struct chan *ce = chan_alloc(a.ch_err);
+		ce->proc = p;
+		ce->out_open = true;
+		ce->rw.fd = errfd;
+		p->err = ce;
+	} else if (errfd >= 0) {
+		close(errfd);
+	}
+	if (spawn) {
+		struct chan *ci = chan_alloc(a.ch_in);
+		ci->proc = p;
+		ci->in_open = true;
+		ci->ww.fd = infd;
+		ci->tty_in = a.tty;
+		p->in = ci;
+		res_begin(id, 1);
+		kv_uint("pid", (uint64_t)pid);
+		fend();
+	} else {
+		p->pending = true;
+		p->req_id = id;
+		A.pending[A.npending++] = id;
+		if (a.timeout_ms)
+			p->deadline = mono_ms() + (int64_t)(a.timeout_ms > (1ull << 40) ? (1ull << 40) : a.timeout_ms);
+		co->collect = true;
+		co->cbuf = malloc(SM_COLLECT_BUF_BYTES);
+		if (p->err) {
+			p->err->collect = true;
+			p->err->cbuf = malloc(SM_COLLECT_BUF_BYTES);
+		}
+		if (!co->cbuf || (p->err && !p->err->cbuf)) {
+			/* cannot collect: kill and report */
+			kill_group(pid);
+			p->cancelled = true;
+		}
+	}
+}
+
+static void exec_finish(struct proc *p)
+{
+	struct chan *o = p->out, *e = p->err;
+	if (p->pending && A.session && p->sess == A.sess) {
+		res_begin(p->req_id, 6);
+		if (p->timed_out || p->cancelled) {
+			cbe_text(&A.outq, "exitCode");
+			cbe_int(&A.outq, -1);
+			cbe_text(&A.outq, "signal");
+			cbe_uint(&A.outq, SIGKILL);
+		} else {
+			enc_exit_fields(p);
+		}
+		cbe_text(&A.outq, "timedOut");
+		cbe_bool(&A.outq, p->timed_out);
+		kv_uint("peakRssKib", p->peak_rss);
+		cbe_text(&A.outq, "stdout");
+		if (o && o->cbuf && !o->removed)
+			cbe_bytes(&A.outq, o->cbuf, o->clen);
+		else
+			cbe_bytes(&A.outq, "", 0);
+		cbe_text(&A.outq, "stderr");
+		if (e && e->cbuf && !e->removed)
+			cbe_bytes(&A.outq, e->cbuf, e->clen);
+		else
+			cbe_bytes(&A.outq, "", 0);
+		if (!fend())
+			res_error(p->req_id, "EIO", "result too large");
+	}
+	if (p->pending)
+		pending_del(p->req_id);
+	p->pending = false;
+	if (o)
+		chan_release(o);
+	if (e)
+		chan_release(e);
+	proc_free(p);
+}
+
+/* After exit: drain pipes until they would block, then close them. */
+static bool drain_after_exit(struct chan *c)
+{
+	if (!c || c->rw.fd < 0 || c->r_eof)
+		return true;
+	c->r_blocked = false;
+	bool done = chan_pump(c, 1 << 20);
+	if (!done)
+		return false; /* waiting for credit */
+	if (!c->r_eof)
+		chan_read_eof(c); /* would block: a descendant holds the pipe; stop here */
+	return true;
+}
+
+static void start_chain(struct proc *p)
+{
+	struct child_spec *s = p->chain;
+	p->chain = NULL;
+	int outfd, errfd, infd, ptyfd;
+	pid_t pid = start_child(s, p->tty, 80, 24, false, &outfd, &errfd, &infd, &ptyfd);
+	if (p->tty && p->pty >= 0 && ptyfd >= 0) {
+		struct winsize ws;
+		if (ioctl(p->pty, TIOCGWINSZ, &ws) == 0)
+			ioctl(ptyfd, TIOCSWINSZ, &ws);
+	}
+	spec_free(s);
+	if (pid < 0) {
+		/* report as a failed start of the chained command */
+		p->status = 126 << 8;
+		return;
+	}
+	if (p->pty >= 0)
+		close(p->pty);
+	p->pty = ptyfd;
+	p->pid = pid;
+	p->exited = false;
+	p->status = 0;
+	if (p->out) {
+		watch_close(&p->out->rw);
+		p->out->rw.fd = outfd;
+		p->out->r_eof = false;
+	} else if (outfd >= 0)
+		close(outfd);
+	if (p->err) {
+		watch_close(&p->err->rw);
+		p->err->rw.fd = errfd;
+		p->err->r_eof = false;
+	} else if (errfd >= 0)
+		close(errfd);
+}
+
+static void proc_check_done(struct proc *p)
+{
+	if (!p->used || !p->exited)
+		return;
+	if (p->kind == PK_WORKLOAD) {
+		proc_free(p);
+		return;
+	}
+	if (!drain_after_exit(p->out) || !drain_after_exit(p->err))
+		return;
+	if (p->kind == PK_EXEC) {
+		bool ok = WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0;
+		if (p->chain && ok && !p->timed_out && !p->cancelled) {
+			start_chain(p);
+			if (!p->exited)
+				return; /* the chained command runs; finish when it exits */
+		}
+		exec_finish(p);
+		return;
+	}
+	/* spawn */
+	if (p->chain) {
+		bool ok = WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0;
+		if (ok) {
+			start_chain(p);
+			if (!p->exited)
+				return;
+		} else {
+			spec_free(p->chain);
+			p->chain = NULL;
+		}
+	}
+	if (p->in && !p->in->removed && p->in->state == CH_OPEN && p->in->in_open)
+		chan_send_close(p->in);
+	if (p->in) {
+		watch_close(&p->in->ww);
+		p->in->proc = NULL;
+		chan_maybe_release(p->in);
+		p->in = NULL;
+	}
+	if (A.session) {
+		evt_begin("exit", 5);
+		kv_uint("pid", (uint64_t)p->pid);
+		enc_exit_fields(p);
+		cbe_text(&A.outq, "timedOut");
+		cbe_bool(&A.outq, false);
+		kv_uint("peakRssKib", p->peak_rss);
+		fend();
+	}
+	if (p->out) {
+		p->out->proc = NULL;
+		chan_maybe_release(p->out);
+	}
+	if (p->err) {
+		p->err->proc = NULL;
+		chan_maybe_release(p->err);
+	}
+	proc_free(p);
+}
+
+static void workload_start(void)
+{
+	struct sm_config *c = A.cfg;
+	if (!c->has_workload || A.wl_started)
+		return;
+	A.wl_started = true;
+	struct child_spec s;
+	memset(&s, 0, sizeof(s));
+	char err[256];
+	if (resolve_user("", c->wl_user, &s.user, err, sizeof(err)) < 0) {
+		sm_log("workload: %s", err);
+		return;
+	}
+	s.argv = c->wl_argv;
+	s.envp = c->wl_env;
+	if (!env_lookup(s.envp, "PATH")) {
+		/* SPEC 6: default PATH when the environment has none */
+		size_t n = 0;
+		while (c->wl_env[n])
+			n++;
+		char **ne = realloc(c->wl_env, (n + 2) * sizeof(char *));
+		if (ne) {
+			ne[n] = strdup("PATH=" DEFAULT_PATH);
+			ne[n + 1] = NULL;
+			c->wl_env = ne;
+			if (!ne[n])
+				ne[n] = NULL;
+		}
+		s.envp = c->wl_env;
+	}
+	s.cwd = c->wl_cwd;
+	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	pid_t pid = fork();
+	if (pid == 0) {
+		setsid();
+		/* child_exec calls setpgid (no-op after setsid) and keeps the console as 1/2 */
+		child_exec(&s, nul, 1, 2, false, -1);
+	}
+	if (nul >= 0)
+		close(nul);
+	if (pid < 0) {
+		sm_log("workload: fork: %s", strerror(errno));
+		return;
+	}
+	A.wl_pid = pid;
+	struct proc *p = proc_alloc();
+	if (p) {
+		p->kind = PK_WORKLOAD;
+		p->pid = pid;
+	}
+	A.next_listen_poll = mono_ms();
+}
+
+/* ------------------------------------------------------------------ listening */
+
+static bool port_listening(const char *file, uint32_t port)
+{
+	FILE *f = fopen(file, "re");
+	if (!f)
+		return false;
+	char line[512];
+	bool found = false;
+	if (!fgets(line, sizeof(line), f)) {
+		fclose(f);
+		return false;
+	}
+	while (!found && fgets(line, sizeof(line), f)) {
+		/* "  0: 00000000:0050 00000000:0000 0A ..." local_address is addr:port hex */
+		char *colon = strchr(line, ':');
+		if (!colon)
+			continue;
+		char *local = colon + 1;
+		while (*local == ' ')
+			local++;
+		char *pc = strchr(local, ':');
+		if (!pc)
+			continue;
+		unsigned long lp = strtoul(pc + 1, NULL, 16);
+		char *st = strchr(pc + 1, ' ');
+		if (!st)
+			continue;
+		st = strchr(st + 1, ' ');
+		if (!st)
+			continue;
+		unsigned long state = strtoul(st + 1, NULL, 16);
+		if (lp == port && state == 0x0a)
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+static void send_listening(void)
+{
+	if (!A.session || A.listening_reported)
+		return;
+	evt_begin("listening", 1);
+	kv_uint("port", A.cfg->guest_port);
+	fend();
+	A.listening_reported = true;
+}
+
+static void listen_poll(int64_t now)
+{
+	if (A.listening_seen || !A.cfg->guest_port || !(A.cfg->listener_required || A.wl_started))
+		return;
+	if (now < A.next_listen_poll)
+		return;
+	A.next_listen_poll = now + SM_LISTEN_POLL_MS;
+	if (port_listening("/proc/net/tcp", A.cfg->guest_port) ||
+	    port_listening("/proc/net/tcp6", A.cfg->guest_port)) {
+		A.listening_seen = true;
+		send_listening();
+	}
+}
+
+/* ------------------------------------------------------------------ ops */
+
+static void op_signal(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	uint64_t pid, sig;
+	char msg[256];
+	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0 ||
+	    args_uint(d, args, "signum", true, 1, 64, &sig, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	struct proc *p = proc_by_pid((pid_t)pid);
+	if (!p || p->kind != PK_SPAWN || p->exited) {
+		res_error(id, "ESRCH", "no such process started by spawn");
+		return;
+	}
+	if (kill((pid_t)pid, (int)sig) < 0) {
+		res_errno(id, errno, "kill");
+		return;
+	}
+	res_empty(id);
+}
+
+static void op_resize(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	uint64_t pid, cols, rows;
+	char msg[256];
+	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0 ||
+	    args_uint(d, args, "cols", true, 1, 65535, &cols, msg, sizeof(msg)) < 0 ||
+	    args_uint(d, args, "rows", true, 1, 65535, &rows, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	struct proc *p = proc_by_pid((pid_t)pid);
+	if (!p || p->kind == PK_WORKLOAD || p->exited) {
+		res_error(id, "ESRCH", "no such process");
+		return;
+	}
+	if (!p->tty || p->pty < 0) {
+		res_error(id, "EINVAL", "pid: the process has no tty");
+		return;
+	}
+	struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+	if (ioctl(p->pty, TIOCSWINSZ, &ws) < 0) {
+		res_errno(id, errno, "TIOCSWINSZ");
+		return;
+	}
+	res_empty(id);
+}
+
+static void in_eof(struct chan *c)
+{
+	c->in_eof = true;
+	c->in_open = false;
+	if (c->ioff == c->ilen)
+		chan_in_drained(c);
+}
+
+static void op_close_stdin(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	uint64_t pid;
+	char msg[256];
+	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	struct proc *p = proc_by_pid((pid_t)pid);
+	if (!p || p->kind != PK_SPAWN || p->exited) {
+		res_error(id, "ESRCH", "no such process started by spawn");
+		return;
+	}
+	struct chan *c = p->in;
+	if (c) {
+		/* stop accepting host data: tell the host the stream is gone */
+		bool was_open = !c->removed && c->state == CH_OPEN && c->in_open;
+		uint8_t *keep = c->ibuf;
+		uint32_t ko = c->ioff, kl = c->ilen;
+		c->ibuf = NULL;
+		int wfd = c->ww.fd;
+		c->ww.fd = -1;
+		bool wreg = c->ww.reg;
+		c->ww.reg = false;
+		if (was_open)
+			chan_send_close(c);
+		/* deliver what was already buffered, then close */
+		c->ibuf = keep;
+		c->ioff = ko;
+		c->ilen = kl;
+		c->ww.fd = wfd;
+		c->ww.reg = wreg;
+		c->in_open = false;
+		in_eof(c);
+	}
+	res_empty(id);
+}
+
+static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	int pi, di;
+	uint64_t mode = 0644;
+	bool mkdirs = true;
+	char msg[512];
+	if (args_path(d, args, "path", &pi, msg, sizeof(msg)) < 0 ||
+	    args_bytes(d, args, "data", &di, msg, sizeof(msg)) < 0 ||
+	    args_uint(d, args, "mode", false, 0, UINT32_MAX, &mode, msg, sizeof(msg)) < 0 ||
+	    args_bool(d, args, "mkdirs", true, &mkdirs, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	if (d->items[di].len > SM_MAX_FILE_BYTES) {
+		res_error(id, "SM_FILE_TOO_LARGE", "data: larger than 4194304 bytes");
+		return;
+	}
+	char *path = item_strdup(d, pi);
+	if (!path) {
+		res_error(id, "ENOMEM", "out of memory");
+		return;
+	}
+	int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true);
+	if (r < 0)
+		res_errno(id, -r, path);
+	else
+		res_empty(id);
+	free(path);
+}
+
+static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	int pi;
+	char msg[512];
+	if (args_path(d, args, "path", &pi, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	char *path = item_strdup(d, pi);
+	if (!path) {
+		res_error(id, "ENOMEM", "out of memory");
+		return;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		res_errno(id, errno, path);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(msg, sizeof(msg), "%.300s: not a regular file", path);
+		res_error(id, "EINVAL", msg);
+		goto out;
+	}
+	size_t limit = SM_MAX_FILE_BYTES;
+	if (A.host_max_frame - 256 < limit)
+		limit = A.host_max_frame - 256;
+	if ((uint64_t)st.st_size > limit) {
+		snprintf(msg, sizeof(msg), "%.300s: %lld bytes is larger than %zu", path, (long long)st.st_size, limit);
+		res_error(id, "SM_FILE_TOO_LARGE", msg);
+		goto out;
+	}
+	/* files may grow between fstat and read: read at most limit + 1 */
+	size_t cap = (size_t)st.st_size + 1;
+	uint8_t *buf = malloc(cap > limit + 1 ? limit + 1 : cap);
+	if (!buf) {
+		res_error(id, "ENOMEM", "out of memory");
+		goto out;
+	}
+	size_t got = 0, bcap = cap > limit + 1 ? limit + 1 : cap;
+	for (;;) {
+		if (got == bcap) {
+			if (bcap > limit)
+				break;
+			size_t nc = bcap * 2 > limit + 1 ? limit + 1 : bcap * 2;
+			uint8_t *nb = realloc(buf, nc);
+			if (!nb)
+				break;
+			buf = nb;
+			bcap = nc;
+		}
+		ssize_t n = read(fd, buf + got, bcap - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			res_errno(id, errno, path);
+			free(buf);
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got > limit) {
+		res_error(id, "SM_FILE_TOO_LARGE", "file grew beyond the limit while reading");
+	} else {
+		res_begin(id, 2);
+		cbe_text(&A.outq, "data");
+		cbe_bytes(&A.outq, buf, got);
+		kv_uint("mode", st.st_mode & 07777);
+		if (!fend())
+			res_error(id, "SM_FILE_TOO_LARGE", "result does not fit in a frame");
+	}
+	free(buf);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(path);
+}
+
+static void op_workload_signal(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	uint64_t sig;
+	char msg[256];
+	if (args_uint(d, args, "signum", true, 1, 64, &sig, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	if (A.wl_pid <= 0) {
+		res_error(id, "ESRCH", "no workload process is running");
+		return;
+	}
+	if (kill(A.wl_pid, (int)sig) < 0) {
+		res_errno(id, errno, "kill workload");
+		return;
+	}
+	res_empty(id);
+}
+
+static void tcp_connected(struct chan *c, int err)
+{
+	c->connecting = false;
+	pending_del(c->req_id);
+	if (err) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "connect 127.0.0.1: %s", strerror(err));
+		res_error(c->req_id, errno_code(err), msg);
+		chan_release(c);
+		return;
+	}
+	res_empty(c->req_id);
+	c->out_open = c->in_open = true;
+	c->rw.kind = W_CH_R;
+	c->ww.fd = fcntl(c->rw.fd, F_DUPFD_CLOEXEC, 3);
+	if (c->ww.fd < 0) {
+		chan_send_close(c);
+		return;
+	}
+}
+
+static void op_tcp_connect(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	uint64_t port, ch;
+	char msg[256];
+	if (args_uint(d, args, "port", true, 1, 65535, &port, msg, sizeof(msg)) < 0 ||
+	    args_uint(d, args, "ch", true, 1, UINT32_MAX, &ch, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	uint32_t ids[1] = {(uint32_t)ch};
+	if (!ids_fresh(ids, 1)) {
+		res_error(id, "EINVAL", "ch: channel ids must be greater than every id used before");
+		return;
+	}
+	ids_commit(ids, 1);
+	struct chan *c = chan_alloc((uint32_t)ch);
+	if (!c) {
+		res_error(id, "EBUSY", "too many open channels");
+		return;
+	}
+	c->tcp = true;
+	c->removed = true; /* not open until the successful res */
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		chan_release(c);
+		res_errno(id, errno, "socket");
+		return;
+	}
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c->rw.fd = s;
+	c->req_id = id;
+	A.pending[A.npending++] = id;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		c->removed = false;
+		tcp_connected(c, 0);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		c->removed = false;
+		tcp_connected(c, errno);
+		return;
+	}
+	c->connecting = true;
+	c->rw.kind = W_TCP_CONN;
+	c->deadline = mono_ms() + SM_TCP_CONNECT_TIMEOUT_MS;
+}
+
+static void op_resume(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	uint64_t tns;
+	int ei;
+	char msg[256];
+	if (args_uint(d, args, "timeNs", true, 0, UINT64_MAX, &tns, msg, sizeof(msg)) < 0 ||
+	    args_bytes(d, args, "entropy", &ei, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	uint32_t elen = d->items[ei].len;
+	if (elen < SM_ENTROPY_MIN || elen > SM_ENTROPY_MAX) {
+		res_error(id, "EINVAL", "entropy: must be 32..512 bytes");
+		return;
+	}
+	struct timespec ts = {.tv_sec = (time_t)(tns / 1000000000ull), .tv_nsec = (long)(tns % 1000000000ull)};
+	if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+		res_errno(id, errno, "clock_settime");
+		return;
+	}
+	struct {
+		int entropy_count;
+		int buf_size;
+		uint8_t buf[SM_ENTROPY_MAX];
+	} rpi;
+	rpi.entropy_count = (int)elen * 8;
+	rpi.buf_size = (int)elen;
+	memcpy(rpi.buf, cb_ptr(d, (uint32_t)ei), elen);
+	int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, SM_RNDADDENTROPY, &rpi) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		res_errno(id, e, "RNDADDENTROPY");
+		return;
+	}
+	/* force the CRNG to reseed now so getrandom() diverges between two restores */
+	if (ioctl(fd, SM_RNDRESEEDCRNG) < 0)
+		sm_log("RNDRESEEDCRNG: %s", strerror(errno));
+	close(fd);
+	memset(&rpi, 0, sizeof(rpi));
+	res_empty(id);
+	if (A.cfg->start == START_RESUME)
+		workload_start();
+}
+
+static void op_stats(uint32_t id)
+{
+	uint64_t total = 0, avail = 0;
+	FILE *f = fopen("/proc/meminfo", "re");
+	if (f) {
+		char line[128];
+		while (fgets(line, sizeof(line), f)) {
+			unsigned long long v;
+			if (sscanf(line, "MemTotal: %llu", &v) == 1)
+				total = v;
+			else if (sscanf(line, "MemAvailable: %llu", &v) == 1)
+				avail = v;
+		}
+		fclose(f);
+	}
+	uint64_t load = 0;
+	f = fopen("/proc/loadavg", "re");
+	if (f) {
+		unsigned long a = 0, b = 0;
+		if (fscanf(f, "%lu.%lu", &a, &b) == 2)
+			load = (uint64_t)a * 1000 + (uint64_t)b * 10; /* two decimals in /proc/loadavg */
+		fclose(f);
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	res_begin(id, 4);
+	kv_uint("memTotalKib", total);
+	kv_uint("memAvailKib", avail);
+	kv_uint("uptimeMs", (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+	kv_uint("loadAvg1Milli", load);
+	fend();
+}
+
+static void flush_blocking(int timeout_ms)
+{
+	int64_t end = mono_ms() + timeout_ms;
+	while (outq_pending() > 0 && A.connected && mono_ms() < end) {
+		ssize_t n = write(A.port, A.outq.p + A.out_off, outq_pending());
+		if (n > 0) {
+			A.out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			break;
+		struct pollfd pfd = {.fd = A.port, .events = POLLOUT};
+		poll(&pfd, 1, 50);
+	}
+}
+
+static void op_shutdown(uint32_t id)
+{
+	res_empty(id);
+	flush_blocking(1000);
+	sm_poweroff();
+}
+
+static void violation(const char *code, const char *msg);
+
+static void dispatch_req(const struct cb_doc *d, const struct frame_info *fi)
+{
+	uint32_t id = fi->id;
+	if (pending_has(id)) {
+		violation(E_DUPLICATE_ID, "req id is still pending");
+		return;
+	}
+	if (A.npending >= SM_MAX_PENDING) {
+		res_error(id, "EBUSY", "too many pending requests");
+		return;
+	}
+	uint32_t op = fi->op, args = fi->args;
+	if (cb_text_eq(d, op, "exec"))
+		op_exec(id, d, args, false);
+	else if (cb_text_eq(d, op, "spawn"))
+		op_exec(id, d, args, true);
+	else if (cb_text_eq(d, op, "signal"))
+		op_signal(id, d, args);
+	else if (cb_text_eq(d, op, "resize"))
+		op_resize(id, d, args);
+	else if (cb_text_eq(d, op, "close-stdin"))
+		op_close_stdin(id, d, args);
+	else if (cb_text_eq(d, op, "write-file"))
+		op_write_file(id, d, args);
+	else if (cb_text_eq(d, op, "read-file"))
+		op_read_file(id, d, args);
+	else if (cb_text_eq(d, op, "workload-signal"))
+		op_workload_signal(id, d, args);
+	else if (cb_text_eq(d, op, "tcp-connect"))
+		op_tcp_connect(id, d, args);
+	else if (cb_text_eq(d, op, "resume"))
+		op_resume(id, d, args);
+	else if (cb_text_eq(d, op, "ping"))
+		res_empty(id);
+	else if (cb_text_eq(d, op, "stats"))
+		op_stats(id);
+	else if (cb_text_eq(d, op, "shutdown"))
+		op_shutdown(id);
+	else {
+		char msg[128];
+		size_t n = d->items[op].len; /* op text is not NUL-terminated */
+		snprintf(msg, sizeof(msg), "unknown op %.*s", (int)(n > 64 ? 64 : n), (const char *)cb_ptr(d, op));
+		res_error(id, "SM_UNKNOWN_OP", msg);
+	}
+}
+
+/* ------------------------------------------------------------------ session */
+
+static void session_reset(void)
+{
+	for (int i = 0; i < SM_MAX_PROCS; i++) {
+		struct proc *p = &A.procs[i];
+		if (!p->used)
+			continue;
+		if (p->kind == PK_EXEC && p->pending) {
+			kill_group(p->pid);
+			p->pending = false;
+			p->cancelled = true;
+		}
+	}
+	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
+		struct chan *c = &A.chans[i];
+		if (c->state == CH_FREE)
+			continue;
+		if (c->proc) {
+			struct proc *p = c->proc;
+			if (p->out == c)
+				p->out = NULL;
+			if (p->err == c)
+				p->err = NULL;
+			if (p->in == c)
+				p->in = NULL;
+		}
+		c->proc = NULL;
+		chan_release(c);
+	}
+	A.npending = 0;
+	A.last_ch = 0;
+	A.session = false;
+	A.listening_reported = false;
+	outq_drop();
+	/* processes whose channels vanished may now be complete */
+	for (int i = 0; i < SM_MAX_PROCS; i++)
+		if (A.procs[i].used)
+			proc_check_done(&A.procs[i]);
+}
+
+static void handle_hello(const struct frame_info *fi)
+{
+	sm_dbg("hello from host (nonce %u)", fi->nonce);
+	session_reset();
+	if (fi->v < 1) {
+		send_fatal(E_VERSION, "agent speaks protocol version 1 only");
+		return;
+	}
+	A.session = true;
+	A.sess++;
+	A.host_max_frame = (uint32_t)fi->max_frame;
+	A.host_window = (uint32_t)fi->window;
+	fbegin();
+	cbe_map(&A.outq, fi->has_nonce ? 10 : 9);
+	kv_text("t", "hello");
+	kv_uint("v", 1);
+	kv_text("agent", SM_AGENT_VERSION);
+	static const char *const caps[] = {"exec", "spawn", "signal", "resize", "close-stdin",
+					   "write-file", "read-file", "workload-signal", "tcp-connect",
+					   "resume", "ping", "shutdown", "stats", "tty", "chain"};
+	cbe_text(&A.outq, "caps");
+	cbe_array(&A.outq, sizeof(caps) / sizeof(caps[0]));
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+		cbe_text(&A.outq, caps[i]);
+	kv_uint("maxFrame", SM_MAX_FRAME_BYTES);
+	kv_uint("window", SM_WINDOW_BYTES);
+	cbe_text(&A.outq, "ready");
+	cbe_bool(&A.outq, true);
+	cbe_text(&A.outq, "listening");
+	if (A.listening_seen)
+		cbe_uint(&A.outq, A.cfg->guest_port);
+	else
+		cbe_null(&A.outq);
+	kv_uint("bootMs", (uint64_t)A.boot_ms);
+	if (fi->has_nonce)
+		kv_uint("nonce", fi->nonce);
+	fend();
+	A.listening_reported = A.listening_seen;
+}
+
+/* Protocol violation: tell the host, drop the session, resynchronise. */
+static void violation(const char *code, const char *msg)
+{
+	sm_log("protocol violation %s: %s", code, msg);
+	session_reset();
+	send_fatal(code, msg);
+	/* the fatal frame must reach the host although the session is gone */
+	A.host_max_frame = SM_MAX_FRAME_BYTES;
+}
+
+static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *fi)
+{
+	struct chan *c = chan_find(fi->ch);
+	switch (fi->kind) {
+	case FK_DATA: {
+		uint32_t n = d->items[fi->d].len;
+		if (!c) {
+			violation(E_UNKNOWN_CHANNEL, "data for an unknown channel");
+			return;
+		}
+		if (c->state == CH_CLOSING)
+			return;
+		if (!c->in_open) {
+			if (c->in_eof)
+				violation(E_DATA_AFTER_EOF, "data after eof");
+			else
+				violation(E_UNKNOWN_CHANNEL, "wrong direction");
+			return;
+		}
+		if (n > c->granted) {
+			violation(E_CREDIT_EXCEEDED, "data beyond the granted credit");
+			return;
+		}
+		c->granted -= n;
+		if (c->ww.fd < 0) {
+			/* consumer gone: discard but keep the host's credit flowing */
+			c->consumed += n;
+			if (c->consumed >= SM_WINDOW_BYTES / 2) {
+				send_credit(c->id, c->consumed);
+				c->granted += c->consumed;
+				c->consumed = 0;
+			}
+			return;
+		}
+		if (!c->ibuf) {
+			c->ibuf = malloc(SM_WINDOW_BYTES);
+			if (!c->ibuf) {
+				chan_send_close(c);
+				return;
+			}
+		}
+		if (c->ioff > 0 && c->ilen + n > SM_WINDOW_BYTES) {
+			memmove(c->ibuf, c->ibuf + c->ioff, c->ilen - c->ioff);
+			c->ilen -= c->ioff;
+			c->ioff = 0;
+		}
+		if (c->ilen + n > SM_WINDOW_BYTES) {
+			/* cannot happen while credit accounting holds */
+			violation(E_CREDIT_EXCEEDED, "receive buffer overflow");
+			return;
+		}
+		memcpy(c->ibuf + c->ilen, cb_ptr(d, fi->d), n);
+		c->ilen += n;
+		chan_write(c);
+		return;
+	}
+	case FK_EOF:
+		if (!c) {
+			violation(E_UNKNOWN_CHANNEL, "eof for an unknown channel");
+			return;
+		}
+		if (c->state == CH_CLOSING) {
+			if (half_out_closed(c))
+				chan_remove(c);
+			return;
+		}
+		if (!c->in_open) {
+			violation(c->in_eof ? E_DATA_AFTER_EOF : E_UNKNOWN_CHANNEL,
+				  c->in_eof ? "second eof" : "wrong direction");
+			return;
+		}
+		in_eof(c);
+		chan_check_removed(c);
+		return;
+	case FK_CREDIT:
+		if (!c || c->state == CH_CLOSING)
+			return;
+		if (!c->out_open) {
+			if (!c->collect && !c->tcp && c->in_open && !c->in_eof && c->proc && c->proc->in == c)
+				violation(E_UNKNOWN_CHANNEL, "credit for a half the agent never sends on");
+			return; /* crossed our eof */
+		}
+		if (c->credit + fi->n > A.host_window) {
+			violation(E_CREDIT_OVERFLOW, "credit beyond the window");
+			return;
+		}
+		c->credit += fi->n;
+		if (c->collect)
+			collect_flush(c);
+		return;
+	case FK_CLOSE:
+		if (!c)
+			return;
+		if (c->state == CH_CLOSING) {
+			chan_remove(c);
+			return;
+		}
+		send_chan_frame("close", c->id);
+		if (c->collect && c->proc) {
+			/* exec cancellation (SPEC 6.1) */
+			struct proc *p = c->proc;
+			kill_group(p->pid);
+			p->cancelled = true;
+			c->clen = 0;
+			c->removed = true; /* no more frames on it; released with the exec */
+			return;
+		}
+		free(c->ibuf);
+		c->ibuf = NULL;
+		c->ilen = c->ioff = 0;
+		watch_close(&c->ww);
+		if (c->tcp) {
+			struct linger lg = {1, 0}; /* reset */
+			if (c->rw.fd >= 0)
+				setsockopt(c->rw.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		watch_close(&c->rw);
+		c->r_eof = true;
+		c->out_open = c->in_open = false;
+		chan_remove(c);
+		return;
+	default:
+		return;
+	}
+}
+
+static void handle_frame(const uint8_t *body, size_t len)
+{
+	struct cb_doc d;
+	struct frame_info fi;
+	const char *code = NULL;
+	char msg[256];
+	uint32_t cap = len < SM_MAX_ITEMS ? (uint32_t)len : SM_MAX_ITEMS;
+	struct cb_item *items = malloc((size_t)cap * sizeof(*items));
+	if (!items) {
+		violation(E_BAD_CBOR, "out of memory for the frame");
+		return;
+	}
+	uint32_t maxd = SM_MAX_FRAME_BYTES - SM_DATA_OVERHEAD_BYTES;
+	if (proto_check_frame(&d, body, len, items, cap, maxd, &fi, &code, msg, sizeof(msg)) < 0) {
+		violation(code, msg);
+		free(items);
+		return;
+	}
+	switch (fi.kind) {
+	case FK_HELLO:
+		handle_hello(&fi);
+		break;
+	case FK_REQ:
+		dispatch_req(&d, &fi);
+		break;
+	case FK_FATAL:
+		sm_log("host sent fatal; session dropped");
+		session_reset();
+		break;
+	default:
+		handle_chan_frame(&d, &fi);
+		break;
+	}
+	free(items);
+}
+
+static bool hello_candidate(const uint8_t *p)
+{
+	static const uint8_t marker[8] = {0x61, 0x74, 0x65, 0x68, 0x65, 0x6c, 0x6c, 0x6f};
+	uint32_t n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+	return n >= 1 && n <= SM_MAX_FRAME_BYTES && p[4] >= 0xa1 && p[4] <= 0xb7 &&
+	       memcmp(p + 5, marker, 8) == 0;
+}
+
+/* Process buffered input. Returns bytes consumed. */
+static size_t process_input(void)
+{
+	size_t off = 0;
+	while (A.in_len - off >= 4) {
+		uint8_t *p = A.in + off;
+		size_t avail = A.in_len - off;
+		if (!A.session) {
+			/* resynchronisation scan (SPEC 4.4) */
+			if (avail < 13)
+				break;
+			if (!hello_candidate(p)) {
+				off++;
+				continue;
+			}
+			uint32_t n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+			if (avail < 4 + (size_t)n)
+				break;
+			struct cb_doc d;
+			struct frame_info fi;
+			const char *code;
+			char msg[128];
+			uint32_t cap = n < SM_MAX_ITEMS ? n : SM_MAX_ITEMS;
+			struct cb_item *items = malloc((size_t)cap * sizeof(*items));
+			if (!items)
+				break;
+			int r = proto_check_frame(&d, p + 4, n, items, cap, SM_MAX_FRAME_BYTES, &fi, &code, msg,
+						  sizeof(msg));
+			free(items);
+			if (r == 0 && fi.kind == FK_HELLO) {
+				handle_hello(&fi);
+				off += 4 + (size_t)n;
+			} else {
+				off += r == 0 ? 4 + (size_t)n : 1;
+			}
+			continue;
+		}
+		uint32_t n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+		if (n == 0) {
+			violation(E_FRAME_EMPTY, "frame length 0");
+			off += 4;
+			continue;
+		}
+		if (n > SM_MAX_FRAME_BYTES) {
+			violation(E_FRAME_TOO_LARGE, "frame longer than maxFrame");
+			off += 4;
+			continue;
+		}
+		if (avail < 4 + (size_t)n)
+			break;
+		handle_frame(p + 4, n);
+		off += 4 + (size_t)n;
+		if (A.shutting_down)
+			break;
+	}
+	return off;
+}
+
+/* ------------------------------------------------------------------ transport */
+
+static void port_disconnected(void)
+{
+	if (A.connected)
+		sm_log("host disconnected");
+	A.connected = false;
+	watch_set(&A.port_w, 0);
+	if (A.session)
+		session_reset();
+	A.session = false;
+	outq_drop();
+	A.in_len = 0;
+	A.next_port_probe = mono_ms() + SM_RECONNECT_POLL_MS;
+}
+
+static void port_probe(void)
+{
+	struct pollfd pfd = {.fd = A.port, .events = POLLIN};
+	if (poll(&pfd, 1, 0) >= 0 && !(pfd.revents & POLLHUP)) {
+		sm_dbg("transport: host connected");
+		A.connected = true;
+		A.in_len = 0;
+	} else {
+		A.next_port_probe = mono_ms() + SM_RECONNECT_POLL_MS;
+	}
+}
+
+static void port_read(void)
+{
+	for (int iter = 0; iter < 16; iter++) {
+		size_t want = 65536;
+		if (A.session && A.in_len >= 4) {
+			uint32_t n = (uint32_t)A.in[0] << 24 | (uint32_t)A.in[1] << 16 | (uint32_t)A.in[2] << 8 | A.in[3];
+			if (n >= 1 && n <= SM_MAX_FRAME_BYTES && A.in_len < 4 + (size_t)n)
+				want = 4 + (size_t)n - A.in_len;
+		}
+		if (want < 65536)
+			want = 65536;
+		if (A.in_len + want > A.in_cap) {
+			size_t nc = A.in_len + want;
+			if (nc > SM_MAX_FRAME_BYTES + 65536 + 4)
+				nc = SM_MAX_FRAME_BYTES + 65536 + 4;
+			if (nc > A.in_cap) {
+				uint8_t *np = realloc(A.in, nc);
+				if (!np)
+					return;
+				A.in = np;
+				A.in_cap = nc;
+			}
+		}
+		if (A.in_cap == A.in_len)
+			return;
+		ssize_t n = read(A.port, A.in + A.in_len, A.in_cap - A.in_len);
+		if (n == 0) {
+			port_disconnected();
+			return;
+		}
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				port_disconnected();
+			return;
+		}
+		A.in_len += (size_t)n;
+		size_t used = process_input();
+		if (used > 0) {
+			memmove(A.in, A.in + used, A.in_len - used);
+			A.in_len -= used;
+		}
+		if (!A.session && A.in_len > SM_MAX_FRAME_BYTES + 4) {
+			/* scanning never needs more than one frame */
+			size_t drop = A.in_len - (SM_MAX_FRAME_BYTES + 4);
+			memmove(A.in, A.in + drop, A.in_len - drop);
+			A.in_len -= drop;
+		}
+		if (A.in_len == 0 && A.in_cap > 256 * 1024) {
+			free(A.in);
+			A.in = NULL;
+			A.in_cap = 0;
+		}
+		if (outq_pending() > SM_OUTQ_HARD_BYTES || !A.connected)
+			return;
+	}
+}
+
+static void port_write(void)
+{
+	while (outq_pending() > 0) {
+		ssize_t n = write(A.port, A.outq.p + A.out_off, outq_pending());
+		if (n > 0) {
+			A.out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
+		port_disconnected();
+		return;
+	}
+	if (A.out_off == A.outq.len) {
+		A.outq.len = A.out_off = 0;
+		if (A.outq.cap > 1024 * 1024)
+			cbe_free(&A.outq);
+	} else if (A.out_off > 1024 * 1024) {
+		memmove(A.outq.p, A.outq.p + A.out_off, A.outq.len - A.out_off);
+		A.outq.len -= A.out_off;
+		A.out_off = 0;
+	}
+}
+
+static int find_port(char *path, size_t cap)
+{
+	DIR *dir = opendir("/sys/class/virtio-ports");
+	if (!dir)
+		return -ENOENT;
+	struct dirent *de;
+	int r = -ENOENT;
+	while ((de = readdir(dir))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char p[300], name[64];
+		snprintf(p, sizeof(p), "/sys/class/virtio-ports/%s/name", de->d_name);
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, name, sizeof(name) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		name[n] = 0;
+		name[strcspn(name, "\n")] = 0;
+		if (!strcmp(name, "agent")) {
+			snprintf(path, cap, "/dev/%.48s", de->d_name);
+			r = 0;
+			break;
+		}
+	}
+	closedir(dir);
+	return r;
+}
+
+static int open_port(void)
+{
+	int64_t end = mono_ms() + 10000;
+	struct timespec ts = {0, 5 * 1000 * 1000};
+	while (find_port(A.port_path, sizeof(A.port_path)) < 0 || access(A.port_path, F_OK) < 0) {
+		if (mono_ms() > end) {
+			sm_log("no virtio-serial port named 'agent' found");
+			return -ENOENT;
+		}
+		nanosleep(&ts, NULL);
+	}
+	A.port = open(A.port_path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (A.port < 0) {
+		sm_log("open %s: %s", A.port_path, strerror(errno));
+		return -errno;
+	}
+	/* SIGIO on host (dis)connect and data: a prompt wakeup when reconnecting */
+	fcntl(A.port, F_SETOWN, getpid());
+	fcntl(A.port, F_SETFL, fcntl(A.port, F_GETFL) | O_ASYNC);
+	sm_dbg("transport: %s", A.port_path);
+	A.port_w.kind = W_PORT;
+	A.port_w.fd = A.port;
+	A.connected = false;
+	A.next_port_probe = mono_ms();
+	return 0;
+}
+
+/* ------------------------------------------------------------------ signals */
+
+static void reap(void)
+{
+	for (;;) {
+		int st;
+		struct rusage ru;
+		pid_t pid = wait4(-1, &st, WNOHANG, &ru);
+		if (pid <= 0)
+			return;
+		if (pid == A.wl_pid) {
+			A.wl_pid = 0;
+			if (A.session) {
+				evt_begin("workload-exit", 2);
+				struct proc tmp;
+				tmp.status = st;
+				enc_exit_fields(&tmp);
+				fend();
+			}
+		}
+		struct proc *p = proc_by_pid(pid);
+		if (!p)
+			continue;
+		p->exited = true;
+		p->status = st;
+		if ((uint64_t)ru.ru_maxrss > p->peak_rss)
+			p->peak_rss = (uint64_t)ru.ru_maxrss;
+		proc_check_done(p);
+	}
+}
+
+static void handle_signals(void)
+{
+	struct signalfd_siginfo si;
+	while (read(A.sfd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGCHLD:
+			reap();
+			break;
+		case SIGTERM:
+		case SIGINT:
+			if (A.wl_pid > 0)
+				kill(A.wl_pid, (int)si.ssi_signo);
+			break;
+		case SIGIO:
+			if (!A.connected)
+				A.next_port_probe = 0;
+			break;
+		default:
+			break;
+		}
+	}
+	reap();
+}
+
+/* ------------------------------------------------------------------ loop */
+
+static void sync_interests(void)
+{
+	bool room = outq_pending() <= SM_OUTQ_SOFT_BYTES && A.session;
+	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
+		struct chan *c = &A.chans[i];
+		if (c->state == CH_FREE)
+			continue;
+		if (c->connecting) {
+			watch_set(&c->rw, EPOLLOUT);
+			continue;
+		}
+		uint32_t r = 0;
+		if (c->rw.fd >= 0 && !c->r_eof) {
+			bool live = !c->removed && c->state == CH_OPEN && A.session;
+			if (c->collect)
+				r = (c->clen < SM_COLLECT_BUF_BYTES || !live) ? EPOLLIN : 0;
+			else if (!live)
+				r = EPOLLIN; /* discard */
+			else
+				r = (room && c->credit > 0) ? EPOLLIN : 0;
+			if (c->collect && c->clen == SM_COLLECT_BUF_BYTES && live && c->credit > 0)
+				collect_flush(c), r = EPOLLIN;
+		}
+		watch_set(&c->rw, r);
+		watch_set(&c->ww, (c->ww.fd >= 0 && c->ioff < c->ilen) ? EPOLLOUT : 0);
+	}
+	if (A.connected) {
+		uint32_t w = 0;
+		if (outq_pending() <= SM_OUTQ_HARD_BYTES)
+			w |= EPOLLIN;
+		if (outq_pending() > 0)
+			w |= EPOLLOUT;
+		watch_set(&A.port_w, w);
+	}
+}
+
+static int next_timeout(int64_t now)
+{
+	int64_t t = 1000;
+	if (!A.connected)
+		t = A.next_port_probe - now;
+	if (!A.listening_seen && A.cfg->guest_port && (A.cfg->listener_required || A.wl_started) &&
+	    A.next_listen_poll - now < t)
+		t = A.next_listen_poll - now;
+	for (int i = 0; i < SM_MAX_PROCS; i++) {
+		struct proc *p = &A.procs[i];
+		if (p->used && p->deadline && !p->timed_out && p->deadline - now < t)
+			t = p->deadline - now;
+	}
+	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
+		struct chan *c = &A.chans[i];
+		if (c->state != CH_FREE && c->connecting && c->deadline - now < t)
+			t = c->deadline - now;
+	}
+	return t < 0 ? 0 : (int)t;
+}
+
+static void timers(int64_t now)
+{
+	if (!A.connected && now >= A.next_port_probe)
+		port_probe();
+	listen_poll(now);
+	for (int i = 0; i < SM_MAX_PROCS; i++) {
+		struct proc *p = &A.procs[i];
+		if (p->used && p->deadline && !p->timed_out && now >= p->deadline && !p->exited) {
+			p->timed_out = true;
+			kill_group(p->pid);
+		}
+	}
+	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
+		struct chan *c = &A.chans[i];
+		if (c->state != CH_FREE && c->connecting && now >= c->deadline) {
+			c->removed = false;
+			tcp_connected(c, ETIMEDOUT);
+		}
+	}
+	/* exited processes waiting for credit to finish draining */
+	for (int i = 0; i < SM_MAX_PROCS; i++)
+		if (A.procs[i].used && A.procs[i].exited)
+			proc_check_done(&A.procs[i]);
+}
+
+static void on_event(struct watch *w, uint32_t ev)
+{
+	switch (w->kind) {
+	case W_PORT:
+		if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			port_read();
+		if (A.connected && (ev & EPOLLHUP) && !(ev & EPOLLIN))
+			port_disconnected();
+		if (A.connected && (ev & EPOLLOUT))
+			port_write();
+		break;
+	case W_SIG:
+		handle_signals();
+		break;
+	case W_CH_R: {
+		struct chan *c = w->obj;
+		chan_pump(c, 4);
+		if (c->proc && c->proc->exited)
+			proc_check_done(c->proc);
+		chan_maybe_release(c);
+		break;
+	}
+	case W_CH_W: {
+		struct chan *c = w->obj;
+		if (ev & EPOLLERR) {
+			errno = EPIPE;
+			c->ioff = c->ioff < c->ilen ? c->ioff : c->ilen;
+		}
+		chan_write(c);
+		break;
+	}
+	case W_TCP_CONN: {
+		struct chan *c = w->obj;
+		int err = 0;
+		socklen_t l = sizeof(err);
+		getsockopt(c->rw.fd, SOL_SOCKET, SO_ERROR, &err, &l);
+		watch_set(&c->rw, 0);
+		c->removed = false;
+		tcp_connected(c, err);
+		break;
+	}
+	}
+}
+
+int agent_run(struct sm_config *c, int64_t boot_ms)
+{
+	A.cfg = c;
+	A.boot_ms = boot_ms;
+	A.host_max_frame = SM_MAX_FRAME_BYTES;
+	A.host_window = SM_WINDOW_BYTES;
+	cbe_init(&A.outq, SM_OUTQ_HARD_BYTES + SM_MAX_FRAME_BYTES + 1024);
+	for (int i = 0; i < SM_MAX_CHANNELS; i++)
+		A.chans[i].rw.fd = A.chans[i].ww.fd = -1;
+	for (int i = 0; i < SM_MAX_PROCS; i++)
+		A.procs[i].pty = -1;
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGIO);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
+	sigaddset(&set, SIGPWR);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	A.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	A.ep = epoll_create1(EPOLL_CLOEXEC);
+	if (A.sfd < 0 || A.ep < 0) {
+		sm_log("signalfd/epoll: %s", strerror(errno));
+		return -1;
+	}
+	A.sig_w.kind = W_SIG;
+	A.sig_w.fd = A.sfd;
+	watch_set(&A.sig_w, EPOLLIN);
+	if (c->start == START_BOOT)
+		workload_start();
+	if (open_port() < 0)
+		return -1;
+	struct epoll_event evs[64];
+	for (;;) {
+		sync_interests();
+		int64_t now = mono_ms();
+		int n = epoll_wait(A.ep, evs, 64, next_timeout(now));
+		if (n < 0 && errno != EINTR) {
+			sm_log("epoll_wait: %s", strerror(errno));
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+		for (int i = 0; i < n; i++)
+			on_event(evs[i].data.ptr, evs[i].events);
+		timers(mono_ms());
+		if (A.connected && outq_pending() > 0)
+			port_write();
+	}
+}

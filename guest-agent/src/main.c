@@ -1,0 +1,64 @@
+/* sm-agent: PID 1 of a supermachine guest. Boots the image (mounts, modules,
+ * overlay root, switch root), then serves the agent protocol forever. */
+#include "sm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static uint8_t *read_file_capped(const char *path, size_t cap, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	uint8_t *buf = malloc(cap + 1);
+	size_t got = 0;
+	while (buf && got <= cap) {
+		ssize_t n = read(fd, buf + got, cap + 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (buf && got > cap) {
+		free(buf);
+		errno = EFBIG;
+		return NULL;
+	}
+	*len = got;
+	return buf;
+}
+
+int main(void)
+{
+	int64_t t0 = mono_ms();
+	static struct sm_config cfg;
+	char err[256];
+	boot_early();
+	size_t len = 0;
+	uint8_t *raw = read_file_capped("/sm/config.cbor", SM_CONFIG_MAX_BYTES, &len);
+	if (!raw) {
+		sm_log("config: /sm/config.cbor: %s", strerror(errno));
+		sm_poweroff();
+	}
+	if (config_parse(raw, len, &cfg, err, sizeof(err)) < 0) {
+		sm_log("%s", err);
+		sm_poweroff();
+	}
+	free(raw);
+	if (boot_root(&cfg) < 0) {
+		sm_log("cannot mount the root filesystem; powering off");
+		sm_poweroff();
+	}
+	boot_system(&cfg);
+	int64_t boot_ms = mono_ms() - t0;
+	sm_log("ready in %lld ms (kernel uptime %lld ms)", (long long)boot_ms, (long long)mono_ms());
+	agent_run(&cfg, boot_ms < 0 ? 0 : boot_ms);
+	sm_log("agent loop ended; powering off");
+	sm_poweroff();
+}

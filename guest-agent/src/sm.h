@@ -1,0 +1,107 @@
+/* Shared declarations of the supermachine guest agent. Limits carry their unit
+ * in the name; protocol values point at packages/agent-protocol/SPEC.md. */
+#ifndef SM_H
+#define SM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cbor.h"
+
+#ifndef SM_AGENT_VERSION
+#define SM_AGENT_VERSION "0.1.0"
+#endif
+
+#define SM_PROTO_VERSION 1
+#define SM_MAX_FRAME_BYTES (5u * 1024 * 1024)     /* SPEC: Framing, maxFrame */
+#define SM_MIN_FRAME_BYTES (1024u * 1024)         /* SPEC 4.3 MIN_MAX_FRAME */
+#define SM_WINDOW_BYTES (256u * 1024)             /* SPEC 4.3 DEFAULT_WINDOW: what we announce */
+#define SM_MIN_WINDOW_BYTES 65536u                /* SPEC 4.3 MIN_WINDOW */
+#define SM_MAX_WINDOW_BYTES (16u * 1024 * 1024)   /* SPEC 4.3 MAX_WINDOW */
+#define SM_DATA_OVERHEAD_BYTES 64u                /* SPEC 8.4 DATA_OVERHEAD */
+#define SM_EXEC_RESULT_MAX_BYTES (1024u * 1024)   /* SPEC 6.1 EXEC_RESULT_MAX */
+#define SM_MAX_PENDING 1024                       /* SPEC 5 MAX_PENDING_REQUESTS */
+#define SM_ARGV_MAX 4096                          /* SPEC 10 */
+#define SM_ARG_BYTES_MAX 131072u                  /* SPEC 6: argv entry length */
+#define SM_ENV_MAX 4096
+#define SM_STAGE_MAX 1024
+#define SM_PATH_MAX_BYTES 4096u
+#define SM_ENTROPY_MIN 32u
+#define SM_ENTROPY_MAX 512u
+#define SM_TCP_CONNECT_TIMEOUT_MS 10000
+#define SM_CONFIG_MAX_BYTES (1024u * 1024)        /* SPEC 12 */
+#define SM_MAX_FILE_BYTES (4u * 1024 * 1024)      /* SPEC: write-file/read-file cap */
+#define SM_COLLECT_BUF_BYTES (64u * 1024)         /* SPEC 6.1 EXEC_TAIL_MAX */
+#define SM_DATA_CHUNK_BYTES (64u * 1024)          /* largest data payload we send (<= DATA_CHUNK_MAX) */
+#define SM_OUTQ_SOFT_BYTES (1u * 1024 * 1024)     /* stop reading fds above this */
+#define SM_OUTQ_HARD_BYTES (24u * 1024 * 1024)    /* stop reading the host above this */
+#define SM_MAX_ITEMS 131072u                      /* CBOR items per frame (valid frames need < 25k) */
+#define SM_MAX_CHANNELS 1024
+#define SM_MAX_PROCS 256
+#define SM_MAX_GROUPS 64
+#define SM_MAX_VOLUMES 16
+#define SM_RECONNECT_POLL_MS 50
+#define SM_LISTEN_POLL_MS 50
+
+struct sm_user {
+	uint32_t uid, gid;
+	uint32_t groups[SM_MAX_GROUPS];
+	int ngroups;
+	char name[64];
+	char home[256];
+};
+
+int resolve_user(const char *root, const char *spec, struct sm_user *u, char *err, size_t errlen);
+
+enum start_mode { START_BOOT, START_RESUME, START_NEVER };
+
+struct sm_volume {
+	char device[128];
+	char path[256];
+	bool format;
+};
+
+struct sm_config {
+	char hostname[65];
+	char root_device[128];
+	uint32_t tmpfs_mib;
+	bool has_workload;
+	char **wl_argv; /* NULL-terminated, heap */
+	char **wl_env;  /* NULL-terminated, heap */
+	char wl_cwd[256];
+	char wl_user[256];
+	enum start_mode start;
+	uint32_t guest_port;
+	bool listener_required;
+	struct sm_volume volumes[SM_MAX_VOLUMES];
+	int nvolumes;
+	bool has_net;
+	char net_ip[64];
+	char net_gw[64];
+	char net_dns[64];
+};
+
+/* config.c */
+int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, char *err, size_t errlen);
+void config_free(struct sm_config *c);
+
+/* boot.c */
+void sm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern int sm_debug; /* kernel command line "sm.debug": log transport events */
+#define sm_dbg(...)                                                                                \
+	do {                                                                                       \
+		if (sm_debug)                                                                      \
+			sm_log(__VA_ARGS__);                                                       \
+	} while (0)
+int boot_early(void);                    /* mounts, modules: before config */
+int boot_root(const struct sm_config *c); /* overlay root, switch root */
+void boot_system(const struct sm_config *c); /* hostname, lo, net, volumes */
+void sm_poweroff(void) __attribute__((noreturn));
+int64_t mono_ms(void);
+
+/* agent.c */
+int agent_run(struct sm_config *c, int64_t boot_ms);
+
+#endif
