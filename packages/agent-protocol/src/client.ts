@@ -832,11 +832,17 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       this.channels.get(chOut)?.remove();
       if (chErr !== undefined) this.channels.get(chErr)?.remove();
     };
-    const signals = [options?.signal, overLimit.signal].filter((x): x is AbortSignal => x !== undefined);
+    // only pay for a combined signal when an output cap is set
+    const signal =
+      spec.maxOutputBytes === undefined
+        ? options?.signal
+        : options?.signal === undefined
+          ? overLimit.signal
+          : AbortSignal.any([options.signal, overLimit.signal]);
     const result = await this.call(
       "exec",
       { ...args, timeoutMs: spec.timeoutMs ?? 0, chOut, chErr },
-      { timeoutMs: options?.timeoutMs, signal: AbortSignal.any(signals) },
+      { timeoutMs: options?.timeoutMs, signal },
       {
         beforeSend: () => {
           this.openChannel(chOut, false, true, collect(out, chOut));
