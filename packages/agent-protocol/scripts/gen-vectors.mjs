@@ -824,3 +824,96 @@ for (const v of vectors) {
 const out = new URL("../test-vectors/vectors.json", import.meta.url);
 writeFileSync(out, `${JSON.stringify(vectors, null, 1)}\n`);
 console.log(`wrote ${vectors.length} vectors to ${out.pathname}`);
+
+// ---------------------------------------------------------------------------------------------
+// Boot configuration vectors (SPEC §12): the file bytes (no length prefix), and for valid ones the
+// configuration with every default filled in; for invalid ones the offending key.
+const configVectors = [];
+const DEFAULTS = {
+  v: 1,
+  hostname: "supermachine",
+  rootDevice: "/dev/vda",
+  tmpfsMib: 0,
+  workload: null,
+  startWorkload: "boot",
+  guestPort: 0,
+  listenerRequired: false,
+  volumes: [],
+  network: null,
+};
+function configValid(name, value, resolved) {
+  configVectors.push({
+    name,
+    hex: enc(value).toString("hex"),
+    valid: true,
+    meaning: meaning({ ...DEFAULTS, ...resolved }),
+  });
+}
+function configInvalid(name, value, key) {
+  configVectors.push({
+    name,
+    hex: (value instanceof Raw ? Buffer.from(value.hex, "hex") : enc(value)).toString("hex"),
+    valid: false,
+    key,
+  });
+}
+configValid("minimal", { v: 1 }, {});
+const full = {
+  v: 1,
+  hostname: "sm-1",
+  rootDevice: "/dev/vda",
+  tmpfsMib: 64,
+  workload: {
+    argv: ["/bin/sh", "-c", "httpd -f"],
+    env: ["PATH=/bin", "A=b=c"],
+    cwd: "/www",
+    user: "app:staff",
+  },
+  startWorkload: "resume",
+  guestPort: 80,
+  listenerRequired: true,
+  volumes: [{ device: "/dev/vdb", path: "/data", format: true }],
+  network: { ip: "10.0.2.15/24", gateway: "10.0.2.2", dns: "10.0.2.3" },
+};
+configValid("full", full, full);
+configValid(
+  "workload-defaults",
+  { v: 1, workload: { argv: ["/app"] } },
+  { workload: { argv: ["/app"], env: [], cwd: "/", user: "0:0" } },
+);
+configValid("unknown-keys-ignored", { v: 1, mounts: [], future: { x: 1 } }, {});
+configValid("nulls-mean-default", { v: 1, hostname: null, network: null, workload: null }, {});
+configValid(
+  "volume-format-default",
+  { v: 1, volumes: [{ device: "/dev/vdb", path: "/data" }] },
+  { volumes: [{ device: "/dev/vdb", path: "/data", format: false }] },
+);
+configInvalid("missing-v", { hostname: "x" }, "v");
+configInvalid("v-2", { v: 2 }, "v");
+configInvalid("not-a-map", [1], "config");
+configInvalid("hostname-empty", { v: 1, hostname: "" }, "hostname");
+configInvalid("hostname-too-long", { v: 1, hostname: "h".repeat(65) }, "hostname");
+configInvalid("start-workload-bad", { v: 1, startWorkload: "later" }, "startWorkload");
+configInvalid("guest-port-too-large", { v: 1, guestPort: 65536 }, "guestPort");
+configInvalid("listener-required-not-bool", { v: 1, listenerRequired: 1 }, "listenerRequired");
+configInvalid("workload-argv-empty", { v: 1, workload: { argv: [] } }, "argv");
+configInvalid("workload-argv-missing", { v: 1, workload: { cwd: "/" } }, "argv");
+configInvalid("workload-env-not-kv", { v: 1, workload: { argv: ["x"], env: ["NOEQUALS"] } }, "env");
+configInvalid("volumes-not-array", { v: 1, volumes: { device: "/dev/vdb" } }, "volumes");
+configInvalid("volume-missing-path", { v: 1, volumes: [{ device: "/dev/vdb" }] }, "path");
+configInvalid(
+  "network-missing-gateway",
+  { v: 1, network: { ip: "10.0.2.15/24", dns: "10.0.2.3" } },
+  "gateway",
+);
+configInvalid("tmpfs-negative", { v: 1, tmpfsMib: -1 }, "tmpfsMib");
+configInvalid(
+  "float",
+  new Raw("a2 6176 01 68 746d7066734d6962 fb 4050000000000000".replace(/ /g, "")),
+  "config",
+);
+configInvalid("trailing-bytes", new Raw("a1617601 00".replace(/ /g, "")), "config");
+configInvalid("duplicate-key", new Raw("a2 6176 01 6176 01".replace(/ /g, "")), "config");
+const configOut = new URL("../test-vectors/config-vectors.json", import.meta.url);
+writeFileSync(configOut, `${JSON.stringify(configVectors, null, 1)}\n`);
+console.log(`wrote ${configVectors.length} config vectors to ${configOut.pathname}`);

@@ -1,6 +1,19 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { decodeBootConfig, encodeBootConfig } from "./boot-config";
 import { decodeCbor } from "./cbor";
+import { toMeaning } from "./test-helpers";
+
+interface ConfigVector {
+  name: string;
+  hex: string;
+  valid: boolean;
+  meaning?: unknown;
+  key?: string;
+}
+const configVectors = JSON.parse(
+  readFileSync(new URL("../test-vectors/config-vectors.json", import.meta.url), "utf8"),
+) as ConfigVector[];
 
 describe("boot configuration (/sm/config.cbor)", () => {
   it("fills every default and round-trips", () => {
@@ -51,5 +64,27 @@ describe("boot configuration (/sm/config.cbor)", () => {
     expect(() => encodeBootConfig({ workload: { argv: ["x"], env: ["NOEQUALS"] } })).toThrowError(/K=V/);
     expect(() => decodeBootConfig(Buffer.from("a1617602", "hex"))).toThrowError(/v must be 1/);
     expect(() => decodeBootConfig(Buffer.from("f7", "hex"))).toThrowError(/undefined/);
+  });
+
+  describe("shared config vectors (test-vectors/config-vectors.json)", () => {
+    for (const v of configVectors) {
+      it(`${v.valid ? "accepts" : "rejects"} ${v.name}`, () => {
+        const bytes = Buffer.from(v.hex, "hex");
+        if (v.valid) {
+          expect(toMeaning(decodeBootConfig(bytes))).toEqual(v.meaning);
+          // and the encoder reproduces the resolved form
+          expect(toMeaning(decodeCbor(encodeBootConfig(decodeBootConfig(bytes))))).toEqual(v.meaning);
+        } else {
+          let err: Error | null = null;
+          try {
+            decodeBootConfig(bytes);
+          } catch (e) {
+            err = e as Error;
+          }
+          expect(err, v.name).not.toBeNull();
+          if (v.key !== "config") expect(err!.message).toContain(v.key);
+        }
+      });
+    }
   });
 });
