@@ -487,6 +487,8 @@ static void chan_in_drained(struct chan *c)
 	} else if (c->tcp) {
 		shutdown(c->ww.fd, SHUT_WR);
 		watch_close(&c->ww);
+		if (c->r_eof)
+			watch_close(&c->rw);
 	} else {
 		watch_close(&c->ww);
 	}
@@ -1520,24 +1522,12 @@ static void op_close_stdin(uint32_t id, const struct cb_doc *d, uint32_t args)
 	}
 	struct chan *c = p->in;
 	if (c) {
-		/* stop accepting host data: tell the host the stream is gone */
-		bool was_open = !c->removed && c->state == CH_OPEN && c->in_open;
-		uint8_t *keep = c->ibuf;
-		uint32_t ko = c->ioff, kl = c->ilen;
-		c->ibuf = NULL;
-		int wfd = c->ww.fd;
-		c->ww.fd = -1;
-		bool wreg = c->ww.reg;
-		c->ww.reg = false;
-		if (was_open)
-			chan_send_close(c);
-		/* deliver what was already buffered, then close */
-		c->ibuf = keep;
-		c->ioff = ko;
-		c->ilen = kl;
-		c->ww.fd = wfd;
-		c->ww.reg = wreg;
-		c->in_open = false;
+		/* SPEC 6.3: like eof on chIn, and the stream is gone: tell the host with close.
+		 * Bytes already buffered are still delivered before stdin is closed. */
+		if (!c->removed && c->state == CH_OPEN && c->in_open) {
+			send_chan_frame("close", c->id);
+			c->state = CH_CLOSING;
+		}
 		in_eof(c);
 	}
 	res_empty(id);

@@ -103,10 +103,23 @@ export function defaultConfig(extra = {}) {
 }
 
 // Boot (or restore, with `incoming`) a microvm exactly as spec/environment.md measures.
-// machine: "microvm" (spec/environment.md; virtio-mmio found through ACPI) or "q35"
-// (virtio-pci). On this host microvm with ACPI hangs in timer calibration and
-// acpi=off cannot describe virtio-mmio devices to a Debian kernel, so q35 is the default here.
-export function startQemu(work, { kernel, initrd, rootfs, name = "vm", memMib = 256, memPath, incoming = false, share = true, machine = process.env.SM_TEST_MACHINE || "q35" }) {
+// TCG microvm: the MADT has no IRQ0 override, so the guest cannot calibrate the TSC and
+// stalls in early boot; giving it the TSC frequency and lpj skips both calibrations
+// (same finding as @supermachine/hypervisor-kvm's tcgTimerArgs).
+function tcgTimerArgs() {
+  let khz = 2_000_000;
+  try {
+    const info = fs.readFileSync("/proc/cpuinfo", "utf8");
+    const ghz = /model name\s*:.*@\s*([\d.]+)\s*GHz/i.exec(info);
+    const mhz = /cpu MHz\s*:\s*([\d.]+)/i.exec(info);
+    if (ghz) khz = Math.round(Number(ghz[1]) * 1_000_000);
+    else if (mhz) khz = Math.round(Number(mhz[1]) * 1000);
+  } catch {}
+  return `tsc_early_khz=${khz} lpj=${Math.round((khz * 1000) / 250)}`;
+}
+
+// machine: "microvm" (spec/environment.md; virtio-mmio described by ACPI) or "q35" (virtio-pci).
+export function startQemu(work, { kernel, initrd, rootfs, name = "vm", memMib = 256, memPath, incoming = false, share = true, machine = process.env.SM_TEST_MACHINE || "microvm" }) {
   const dev = (d) => (machine === "microvm" ? `${d}-device` : `${d}-pci`);
   const sock = path.join(work, `${name}.agent.sock`);
   const qmp = path.join(work, `${name}.qmp.sock`);
@@ -118,7 +131,7 @@ export function startQemu(work, { kernel, initrd, rootfs, name = "vm", memMib = 
     "qemu-system-x86_64", "-M", machine === "microvm" ? "microvm,rtc=off" : "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
     "-m", String(memMib), "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
     "-kernel", kernel, "-initrd", initrd,
-    "-append", `console=ttyS0 ${process.env.SM_TEST_VERBOSE ? "" : "quiet "}reboot=t panic=-1 rdinit=/init ${process.env.SM_TEST_APPEND || ""}`.trim(),
+    "-append", `console=ttyS0 ${process.env.SM_TEST_VERBOSE ? "" : "quiet "}reboot=t panic=-1 rdinit=/init ${machine === "microvm" ? tcgTimerArgs() : ""} ${process.env.SM_TEST_APPEND || ""}`.trim(),
     "-object", `memory-backend-file,id=mem,size=${memMib}M,mem-path=${mem},share=${share ? "on" : "off"}`,
     "-machine", "memory-backend=mem",
     "-drive", `id=root,file=${rootfs},format=raw,if=none,read-only=on`, "-device", `${dev("virtio-blk")},drive=root`,

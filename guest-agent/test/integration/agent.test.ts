@@ -1,0 +1,205 @@
+/**
+ * The real agent in a real VM: QEMU (TCG here) + Debian cloud kernel + a busybox squashfs,
+ * booted through @supermachine/hypervisor-kvm, initramfs from @supermachine/rootfs, driven by
+ * @supermachine/agent-protocol's AgentClient. One cold boot shared by every case; two restores
+ * from one snapshot for the restore-safety case. Every QEMU is stopped in afterAll.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type AgentClient, connectAgent, encodeBootConfig } from "@supermachine/agent-protocol";
+import { findExecutable, listCachedBundles, type Vm } from "@supermachine/hypervisor";
+import { createKvmBackend } from "@supermachine/hypervisor-kvm";
+import { buildInitramfs } from "@supermachine/rootfs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+// plain-JS helpers shared with scripts/boot-test.mjs (hand-built busybox squashfs)
+import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
+
+const MODULES = [
+  "virtio_ring",
+  "virtio",
+  "virtio_mmio",
+  "virtio_blk",
+  "virtio_console",
+  "virtio-rng",
+  "squashfs",
+  "overlay",
+];
+
+function skipReason(): string | undefined {
+  if (!findExecutable("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
+  if (listCachedBundles("x86_64").length === 0) return "no x86_64 kernel bundle (npm run setup)";
+  if (!findExecutable("musl-gcc")) return "musl-gcc is not installed (needed to build the agent)";
+  if (!findExecutable("mksquashfs")) return "mksquashfs is not installed";
+  if (!existsSync("/bin/busybox")) return "busybox-static is not installed";
+  return undefined;
+}
+
+const reason = skipReason();
+const HELLO_MS = 180_000;
+
+describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` : ""}`, () => {
+  const backend = createKvmBackend({ arch: "x86_64" });
+  const vms: Vm[] = [];
+  let work = "";
+  let vm: Vm;
+  let agent: AgentClient;
+
+  async function connect(v: Vm): Promise<AgentClient> {
+    return connectAgent(await v.agentStream(), { helloTimeoutMs: HELLO_MS });
+  }
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), "sm-agent-it-"));
+    const init = buildAgent("x86_64");
+    const rootfs = buildBusyboxSquashfs(work);
+    const bundle = listCachedBundles("x86_64")[0];
+    if (!bundle) throw new Error("no kernel bundle");
+    const initrd = join(work, "initrd.cpio");
+    await buildInitramfs({
+      init,
+      modulesDir: bundle.modulesDir,
+      modules: MODULES,
+      config: encodeBootConfig({ hostname: "sm-it", tmpfsMib: 64, startWorkload: "never" }),
+      out: initrd,
+    });
+    vm = await backend.boot({ initrd, rootfs, accel: "tcg", memoryMib: 256 });
+    vms.push(vm);
+    agent = await connect(vm);
+  }, 300_000);
+
+  afterAll(async () => {
+    for (const v of vms) await v.stop().catch(() => undefined);
+    if (work) rmSync(work, { recursive: true, force: true });
+  }, 120_000);
+
+  it("boots busybox to ready", () => {
+    expect(agent.hello?.ready).toBe(true);
+    expect(agent.hello?.caps).toEqual(expect.arrayContaining(["exec", "spawn", "resume", "tty"]));
+  });
+
+  it("exec echo", async () => {
+    const r = await agent.exec({ argv: ["echo", "hello"] });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toBe("hello\n");
+  });
+
+  it("reports a failing exit code and stderr", async () => {
+    const r = await agent.exec({ argv: ["sh", "-c", "echo oops >&2; exit 7"] });
+    expect(r).toMatchObject({ exitCode: 7, signal: null, timedOut: false });
+    expect(r.stderr.toString()).toBe("oops\n");
+  });
+
+  it("a missing binary exits 127 with a shell-like message", async () => {
+    const r = await agent.exec({ argv: ["definitely-not-here"] });
+    expect(r.exitCode).toBe(127);
+    expect(r.stderr.toString()).toBe("sm-agent: definitely-not-here: command not found\n");
+  });
+
+  it("timeout kills the whole process group", async () => {
+    const t0 = Date.now();
+    const r = await agent.exec({ argv: ["sh", "-c", "sleep 60 & sleep 60"], timeoutMs: 500 });
+    expect(r).toMatchObject({ exitCode: -1, signal: 9, timedOut: true });
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    const ps = await agent.exec({ argv: ["sh", "-c", "ps -o comm | grep -c '^sleep' || true"] });
+    expect(ps.stdout.toString().trim()).toBe("0");
+  });
+
+  it("a tty's stty size follows resize", async () => {
+    const child = await agent.spawn({ argv: ["sh"], tty: true, winsize: { cols: 80, rows: 24 } });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    const until = async (re: RegExp) => {
+      const end = Date.now() + 60_000;
+      while (!re.test(out)) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${re} in ${JSON.stringify(out)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await child.writeStdin("stty size\n");
+    await until(/^24 80\r?$/m);
+    await child.resize(132, 43);
+    await child.writeStdin("stty size\n");
+    await until(/^43 132\r?$/m);
+    await child.writeStdin("exit 5\n");
+    const exit = await child.wait();
+    expect(exit.exitCode).toBe(5);
+  });
+
+  it("streams 50 MiB of stdout through a slow reader with bounded host memory", async () => {
+    const total = 50 * 1024 * 1024;
+    const child = await agent.spawn({ argv: ["head", "-c", String(total), "/dev/zero"] });
+    const base = process.memoryUsage().arrayBuffers;
+    let peak = 0;
+    let got = 0;
+    for (;;) {
+      const chunk = await child.readStdout(256 * 1024);
+      if (chunk.length === 0) break;
+      got += chunk.length;
+      peak = Math.max(peak, process.memoryUsage().arrayBuffers - base);
+      if (got % (4 * 1024 * 1024) < chunk.length) await new Promise((r) => setTimeout(r, 20)); // slow reader
+    }
+    const exit = await child.wait();
+    expect(exit.exitCode).toBe(0);
+    expect(got).toBe(total);
+    // flow control: the host never holds much more than a window per stream
+    expect(peak).toBeLessThan(32 * 1024 * 1024);
+  }, 600_000);
+
+  it("orphaned children are reaped: no zombies accumulate", async () => {
+    const r = await agent.exec({
+      argv: [
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do (sleep 0.05 &); done; sleep 2; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l",
+      ],
+    });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString().trim()).toBe("0");
+  });
+
+  it("write-file / read-file round trip with modes and parent directories", async () => {
+    const data = Buffer.from(Array.from({ length: 70_000 }, (_, i) => i % 251));
+    await agent.writeFile("/srv/deep/dir/blob.bin", data, { mode: 0o640 });
+    const back = await agent.readFile("/srv/deep/dir/blob.bin");
+    expect(back.mode).toBe(0o640);
+    expect(Buffer.compare(back.data, data)).toBe(0);
+    const st = await agent.exec({ argv: ["stat", "-c", "%a %s", "/srv/deep/dir/blob.bin"] });
+    expect(st.stdout.toString().trim()).toBe("640 70000");
+    await expect(agent.readFile("/no/such/file")).rejects.toMatchObject({ code: expect.stringMatching(/ENOENT/) });
+  });
+
+  it("snapshot → restore twice: clocks follow the host and the RNG diverges", async () => {
+    const snap = join(work, "snap");
+    await vm.snapshot(snap);
+    // let the snapshot age so a restored clock without resume would be visibly behind
+    await new Promise((r) => setTimeout(r, 3000));
+    const results: { guestMs: number; before: number; after: number; random: string }[] = [];
+    for (let i = 0; i < 2; i++) {
+      const r = await backend.restore(snap, { accel: "tcg" });
+      vms.push(r);
+      const c = await connect(r);
+      await c.resume();
+      const before = Date.now();
+      // busybox date has no %N: adjtimex prints the realtime clock as tv_sec / tv_usec
+      const t = await c.exec({
+        argv: ["sh", "-c", "adjtimex | sed -n 's/.*tv_u*sec: *//p'; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'"],
+      });
+      const after = Date.now();
+      const [sec, usec, random] = t.stdout.toString().trim().split("\n");
+      results.push({ guestMs: Number(sec) * 1000 + Math.floor(Number(usec) / 1000), before, after, random: random ?? "" });
+      c.close();
+      await r.stop();
+    }
+    for (const r of results) {
+      expect(r.random).toMatch(/^[0-9a-f]{64}$/);
+      // the guest read its clock while the exec was in flight: within 1 s of [before, after]
+      expect(r.guestMs).toBeGreaterThanOrEqual(r.before - 1000);
+      expect(r.guestMs).toBeLessThanOrEqual(r.after + 1000);
+    }
+    expect(results[0]?.random).not.toBe(results[1]?.random);
+  }, 600_000);
+});
