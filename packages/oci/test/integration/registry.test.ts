@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Image,
+  importArchive,
   layerEntries,
   OciStore,
   type ProgressEvent,
@@ -100,6 +101,34 @@ describe("push and pull against a real docker-registry", () => {
     const again: ProgressEvent[] = [];
     await pull(`${reg.host}/demo/hello:v1`, { store, onProgress: (e) => again.push(e) });
     expect(again.some((e) => e.type === "blob-start")).toBe(false);
+  });
+
+  it("reads the OCI and docker archives skopeo writes", async () => {
+    const dir = tmp("sm-oci-arch-");
+    await skopeo([
+      "copy",
+      "-q",
+      "--src-tls-verify=false",
+      `docker://${reg.host}/demo/hello:v1`,
+      `oci-archive:${dir}/o.tar:v1`,
+    ]);
+    await skopeo([
+      "copy",
+      "-q",
+      "--src-tls-verify=false",
+      `docker://${reg.host}/demo/hello:v1`,
+      `docker-archive:${dir}/d.tar:demo/hello:v1`,
+    ]);
+    const store = new OciStore(tmp("sm-oci-pull-"));
+    const fromOci = await importArchive(join(dir, "o.tar"), { store, tag: "v1" });
+    const remote = await pull(`${reg.host}/demo/hello:v1`, { store });
+    expect(fromOci.digest).toBe(remote.digest);
+    const fromDocker = await importArchive(join(dir, "d.tar"), { store, tag: "demo/hello:v1" });
+    // docker-archive keeps the config and stores layers uncompressed: same config, same diff_ids.
+    expect(fromDocker.manifest.config.digest).toBe(remote.manifest.config.digest);
+    expect(fromDocker.layers.map((l) => l.digest)).toEqual(remote.config.rootfs.diff_ids);
+    expect(await readLayerFiles(fromDocker)).toEqual(await readLayerFiles(remote));
+    expect(fromDocker.runtime).toEqual(remote.runtime);
   });
 
   it("uploads in chunks and mounts blobs across repositories", async () => {
