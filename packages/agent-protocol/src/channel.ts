@@ -308,7 +308,7 @@ export class InboundQueue implements InboundSink {
   private head = 0;
   private ended = false;
   private failure: Error | null = null;
-  private waiter: (() => void) | null = null;
+  private waiters: Array<() => void> = [];
   private readable: Readable | null = null;
   private pushedTotal = 0;
   private accountedTotal = 0;
@@ -355,9 +355,9 @@ export class InboundQueue implements InboundSink {
       if (!this.readablePaused || (this.ended && this.queued === 0)) this.pump();
       return;
     }
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w();
   }
 
   /** Bytes received but not yet taken by the consumer (queue + Readable buffer). */
@@ -405,7 +405,7 @@ export class InboundQueue implements InboundSink {
       if (this.failure !== null) throw this.failure;
       if (this.ended) return Buffer.alloc(0);
       await new Promise<void>((resolve) => {
-        this.waiter = resolve;
+        this.waiters.push(resolve);
       });
     }
   }

@@ -148,6 +148,11 @@ describe("AgentClient with the reference agent", () => {
       chunks.push(b);
     }
     expect(Buffer.concat(chunks).toString()).toBe("hello world");
+    // concurrent reads waiting for data both resolve
+    const later = await client.spawn({ argv: ["sh", "-c", "sleep 0.2; printf ab"] });
+    const [x, y] = await Promise.all([later.readStdout(1), later.readStdout(1)]);
+    expect(Buffer.concat([x, y]).toString()).toBe("ab");
+    await later.wait();
     expect(await child.readStderr()).toHaveLength(0);
     const exit = await child.wait();
     expect(exit.exitCode).toBe(0);
