@@ -53,6 +53,10 @@ if (process.argv[2] === "--peer") {
     const up = connect(src.address().port, "127.0.0.1");
     up.pipe(sock);
     up.on("end", () => src.close());
+    sock.on("close", () => {
+      up.destroy();
+      src.close();
+    });
   } else if (mode === "agent") {
     const { ReferenceAgent } = await import(join(dist, "testing/index.js"));
     // a TCP source inside the "guest": tcp-connect to it streams `arg` MiB from memory
@@ -110,8 +114,12 @@ async function withPeer(mode, arg, fn) {
     return await fn(sock, info);
   } finally {
     sock.destroy();
-    child.kill();
-    await new Promise((r) => child.once("exit", r));
+    // the peer exits by itself once its socket closes (the reference agent removes its temp root);
+    // kill it only if it does not
+    const exited = new Promise((r) => child.once("exit", r));
+    const timer = setTimeout(() => child.kill(), 3000);
+    await exited;
+    clearTimeout(timer);
     server.close();
     rmSync(sockPath, { force: true });
   }
