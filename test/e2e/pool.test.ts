@@ -136,10 +136,10 @@ describe("pool on real VMs", () => {
 
   it("kill -9 of the Node process with a pool of 3 leaves no QEMU within 5 s", async () => {
     const script = await bundle(join(__dirname, "child-pool.ts"), "child-pool");
+    const child = spawn(process.execPath, [script, refs.busybox, shared, "3"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     try {
-      const child = spawn(process.execPath, [script, refs.busybox, shared, "3"], {
-        stdio: ["ignore", "pipe", "pipe"],
-      });
       let err = "";
       child.stderr.on("data", (d) => {
         err += d;
@@ -171,6 +171,7 @@ describe("pool on real VMs", () => {
       }
       expect(left).toEqual([]);
     } finally {
+      child.kill("SIGKILL"); // also when an assertion failed before the kill
       await rm(script, { force: true });
     }
   });
