@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm start`: install deps if needed, provision (scripts/setup.mjs), build every package, then the demo:
 // boot the busybox fixture in a microVM through the core CLI and print the output of a command run inside.
+// `npm start -- --skip-build` skips the build (when the packages were just built).
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -16,7 +17,8 @@ const stop = (code) => {
 if ((await ensureNodeModules(steps)) !== 0) stop(1);
 const setupCode = await steps.cmd("setup", process.execPath, ["scripts/setup.mjs"]);
 if (setupCode !== 0 && setupCode !== 3) stop(1); // 3 = only the guest agent build failed
-if ((await steps.cmd("build", ...npx(["lerna", "run", "build", "--concurrency", "2"]))) !== 0) stop(1);
+if (process.argv.includes("--skip-build")) steps.skip("build", "--skip-build");
+else if ((await steps.cmd("build", ...npx(["lerna", "run", "build", "--concurrency", "2"]))) !== 0) stop(1);
 const hostArch = process.arch === "arm64" ? "aarch64" : "x86_64";
 if (setupCode === 3 && !existsSync(join(REPO_ROOT, "guest-agent", "out", hostArch, "sm-agent"))) {
   steps.skip("demo", `the ${hostArch} guest agent did not build (see the setup output above)`);
