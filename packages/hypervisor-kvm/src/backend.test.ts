@@ -1,4 +1,7 @@
-import { describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import { createKvmBackend, hostTscKhz, microvmX86Profile, resolveKvmAccel, tcgTimerArgs } from "./backend";
 
 describe("hypervisor-kvm", () => {
@@ -32,5 +35,35 @@ describe("hypervisor-kvm", () => {
     await expect(resolveKvmAccel(microvmX86Profile, "hvf", ctx)).rejects.toMatchObject({
       code: "SM_VMM_CONFIG",
     });
+  });
+});
+
+describe("hypervisor-kvm bad input (no VM started)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "sm-kvm-unit-"));
+  const initrd = join(dir, "initrd");
+  writeFileSync(initrd, "x");
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("QEMU missing → SM_VMM_NOT_FOUND with the install command", async () => {
+    const b = createKvmBackend({ arch: "x86_64" });
+    await expect(
+      b.boot({ initrd, qemuBinary: "qemu-system-does-not-exist", accel: "tcg" }),
+    ).rejects.toMatchObject({
+      code: "SM_VMM_NOT_FOUND",
+      message: expect.stringContaining("apt-get install qemu-system-x86"),
+    });
+  });
+
+  it("kernel missing → SM_KERNEL_NOT_FOUND saying how to provision", async () => {
+    const b = createKvmBackend({ arch: "x86_64", env: { SUPERMACHINE_KERNEL_DIR: join(dir, "no-kernels") } });
+    await expect(b.boot({ initrd, accel: "tcg" })).rejects.toMatchObject({
+      code: "SM_KERNEL_NOT_FOUND",
+      message: expect.stringContaining("npm run setup"),
+    });
+  });
+
+  it("unknown config keys → SM_VMM_CONFIG before anything starts", async () => {
+    const b = createKvmBackend({ arch: "x86_64" });
+    await expect(b.boot({ initrd, memory: 512 } as never)).rejects.toMatchObject({ code: "SM_VMM_CONFIG" });
   });
 });
