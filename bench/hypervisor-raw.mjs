@@ -3,22 +3,30 @@
 //   npx lerna run build --scope @supermachine/hypervisor --scope @supermachine/hypervisor-kvm --scope @supermachine/hypervisor-hvf
 //   node bench/hypervisor-raw.mjs [x86_64|aarch64] [iterations]
 //
-// Guest: the hypervisor package's TEST FIXTURE /init (packages/hypervisor/test/fixtures/fixture-init.c, a tiny static
-// C program answering a line protocol on the virtio-serial `agent` port), so "agent ready" = the guest answered a ping.
+// Guest (default "agent" when guest-agent/out/<arch>/sm-agent and packages/agent-protocol/dist exist): the real C agent
+// as /init (initramfs in the team layout, busybox-free squashfs rootfs), "agent ready" = AgentClient hello answered,
+// and for restores hello + `resume {time, entropy}` done (what core does on acquire). `--guest=fixture`: the hypervisor
+// package's TEST FIXTURE /init (packages/hypervisor/test/fixtures/fixture-init.c), "ready" = it answered a ping.
 // Measured: cold boot → agent ready, snapshot of a booted VM, restore (spawn + incoming + cont → agent answers),
 // pre-started restore (prepareRestore done beforehand; start() → agent answers), snapshot of a restored VM
 // (full-RAM migration), idle PSS per VM (booted vs restored). Peer/floor measured in the same run: a bare QEMU
 // process start to its QMP greeting with no guest (the spawn floor every restore pays unless pre-started).
 // Writes bench/results/hypervisor.json.
 import { execFileSync, spawn } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const arch = process.argv[2] ?? "x86_64";
-const iterations = Number(process.argv[3] ?? 5);
+const positional = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const arch = positional[0] ?? "x86_64";
+const iterations = Number(positional[1] ?? 5);
+const agentBin = join(here, "../guest-agent/out", arch, "sm-agent");
+const protoDist = join(here, "../packages/agent-protocol/dist/index.js");
+const guestFlag = process.argv.find((a) => a.startsWith("--guest="))?.slice(8);
+const guestMode = guestFlag ?? (existsSync(agentBin) && existsSync(protoDist) ? "agent" : "fixture");
+const proto = guestMode === "agent" ? await import(protoDist) : undefined;
 const hv = await import(join(here, "../packages/hypervisor/dist/index.js"));
 const backend =
   arch === "x86_64"
@@ -33,19 +41,37 @@ const runtimeRoot = join(work, "rt");
 // ---------------------------------------------------------------- fixture guest initramfs
 function buildInitrd() {
   const root = join(work, "initrd-root");
-  for (const d of ["dev", "proc", "sys", "sm/modules"]) mkdirSync(join(root, d), { recursive: true });
+  for (const d of ["dev", "proc", "sys", "newroot", "sm/modules"])
+    mkdirSync(join(root, d), { recursive: true });
   const cc = arch === "x86_64" ? "musl-gcc" : "aarch64-linux-gnu-gcc";
-  execFileSync(cc, [
-    "-static",
-    "-O2",
-    "-o",
-    join(root, "init"),
-    join(here, "../packages/hypervisor/test/fixtures/fixture-init.c"),
-  ]);
+  if (guestMode === "agent") copyFileSync(agentBin, join(root, "init"));
+  else
+    execFileSync(cc, [
+      "-static",
+      "-O2",
+      "-o",
+      join(root, "init"),
+      join(here, "../packages/hypervisor/test/fixtures/fixture-init.c"),
+    ]);
   const bundle = hv.resolveKernelBundle({ arch });
-  const mods = hv.resolveModules(bundle.modulesDir, ["virtio_mmio", "virtio_console"]);
+  const mods = hv.resolveModules(
+    bundle.modulesDir,
+    guestMode === "agent" ? [...hv.BASE_GUEST_MODULES] : ["virtio_mmio", "virtio_console"],
+  );
   for (const m of mods) copyFileSync(m.path, join(root, "sm/modules", `${m.name}.ko`));
   writeFileSync(join(root, "sm/modules.order"), `${mods.map((m) => `${m.name}.ko`).join("\n")}\n`);
+  if (guestMode === "agent") {
+    writeFileSync(
+      join(root, "sm/config.cbor"),
+      proto.encodeBootConfig({
+        hostname: "bench",
+        rootDevice: "/dev/vda",
+        tmpfsMib: 32,
+        workload: null,
+        startWorkload: "never",
+      }),
+    );
+  }
   const list = execFileSync("find", [".", "-mindepth", "1"], { cwd: root, encoding: "utf8" });
   const out = join(work, "initrd.cpio");
   writeFileSync(
@@ -56,7 +82,26 @@ function buildInitrd() {
       maxBuffer: 1 << 28,
     }),
   );
-  return out;
+  if (guestMode !== "agent") return { initrd: out };
+  const tree = join(work, "rootfs-tree");
+  for (const d of ["bin", "etc", "tmp", "proc", "sys", "dev"]) mkdirSync(join(tree, d), { recursive: true });
+  writeFileSync(join(tree, "etc/passwd"), "root:x:0:0:root:/:/bin/false\n");
+  writeFileSync(join(tree, "etc/group"), "root:x:0:\n");
+  const rootfs = join(work, "rootfs.sqfs");
+  execFileSync("mksquashfs", [tree, rootfs, "-noappend", "-quiet", "-no-progress", "-all-root"], {
+    stdio: "ignore",
+  });
+  return { initrd: out, rootfs };
+}
+
+/** Guest ready: the real agent's hello (+ resume on restored VMs), or the fixture's pong. Returns a closer. */
+async function guestReady(vm) {
+  if (guestMode === "agent") {
+    const client = await proto.connectAgent(await vm.agentStream(), { helloTimeoutMs: 300_000 });
+    if (vm.restoredFrom) await client.resume({});
+    return { destroy: () => client.close(), client };
+  }
+  return agentReady(vm);
 }
 
 /** Ping the fixture until it answers; resolves with the open socket. */
@@ -150,12 +195,15 @@ const results = {
   qemu: execFileSync(qemuBinary, ["--version"], { encoding: "utf8" }).split("\n")[0],
   iterations,
   loadavg1AtStart: os.loadavg()[0],
-  guest: "test fixture /init (C, line protocol on virtio-serial)",
+  guest:
+    guestMode === "agent"
+      ? "real agent (guest-agent sm-agent; ready = hello answered, restores: hello + resume)"
+      : "test fixture /init (C, line protocol on virtio-serial)",
   date: new Date().toISOString(),
 };
 const live = [];
 try {
-  const initrd = buildInitrd();
+  const guestFiles = buildInitrd();
   // floor
   const floor = [];
   for (let i = 0; i < iterations; i++) floor.push(await qemuSpawnFloorMs());
@@ -166,8 +214,8 @@ try {
   let booted;
   for (let i = 0; i < 2; i++) {
     const t0 = performance.now();
-    const vm = await backend.boot({ initrd, accel: "tcg", memoryMib: 256, runtimeRoot });
-    const sock = await agentReady(vm);
+    const vm = await backend.boot({ ...guestFiles, accel: "tcg", memoryMib: 256, runtimeRoot });
+    const sock = await guestReady(vm);
     cold.push(performance.now() - t0);
     if (i === 0) {
       booted = { vm, sock };
@@ -178,7 +226,7 @@ try {
   results.coldBootToAgentReadyMsMedian = median(cold);
 
   // snapshot of the booted VM
-  await request(booted.sock, "set bench");
+  if (guestMode !== "agent") await request(booted.sock, "set bench");
   const snaps = [];
   for (let i = 0; i < 3; i++) {
     const r = await booted.vm.snapshot(join(work, `snap-${i}`));
@@ -199,7 +247,7 @@ try {
     const t0 = performance.now();
     const vm = await backend.restore(snap, { runtimeRoot });
     const t1 = performance.now();
-    const s = await agentReady(vm);
+    const s = await guestReady(vm);
     restore.push(performance.now() - t0);
     restoreOnly.push(t1 - t0);
     s.destroy();
@@ -217,7 +265,7 @@ try {
     const t0 = performance.now();
     const vm = await prepared.start();
     const t1 = performance.now();
-    const s = await agentReady(vm);
+    const s = await guestReady(vm);
     pre.push(performance.now() - t0);
     preOnly.push(t1 - t0);
     s.destroy();
@@ -229,7 +277,7 @@ try {
   // snapshot of a restored VM (full-RAM migration)
   const r1 = await backend.restore(snap, { runtimeRoot });
   live.push(r1);
-  await agentReady(r1);
+  await guestReady(r1);
   const sr = await r1.snapshot(join(work, "snap-of-restored"));
   results.snapshotRestored = { totalMs: sr.timings.totalMs, stateBytes: sr.manifest.stateBytes };
   await r1.stop();
@@ -239,7 +287,7 @@ try {
   for (let i = 0; i < 4; i++) {
     const vm = await backend.restore(snap, { runtimeRoot });
     live.push(vm);
-    await agentReady(vm);
+    await guestReady(vm);
     restored.push(vm);
   }
   await new Promise((r) => setTimeout(r, 2000));
@@ -275,7 +323,7 @@ const rows = [
     (results.restoreCallMsMedian / results.qemuSpawnToQmpMsMedian).toFixed(2),
   ],
   [
-    "restore → agent answers",
+    "restore → agent ready (+resume)",
     f(results.restoreToAgentReadyMsMedian),
     (results.restoreToAgentReadyMsMedian / results.qemuSpawnToQmpMsMedian).toFixed(2),
   ],
@@ -285,19 +333,19 @@ const rows = [
     (results.preStartedStartCallMsMedian / results.qemuSpawnToQmpMsMedian).toFixed(2),
   ],
   [
-    "pre-started → agent answers",
+    "pre-started → agent ready (+resume)",
     f(results.preStartedRestoreToAgentReadyMsMedian),
     (results.preStartedRestoreToAgentReadyMsMedian / results.qemuSpawnToQmpMsMedian).toFixed(2),
   ],
   ["snapshot restored VM (full RAM)", f(results.snapshotRestored.totalMs), ""],
 ];
 console.log(
-  `hypervisor-raw  arch=${arch} accel=tcg  ${results.machine}  ${results.qemu}  load1=${results.loadavg1AtStart.toFixed(1)}`,
+  `hypervisor-raw  arch=${arch} accel=tcg guest=${guestMode}  ${results.machine}  ${results.qemu}  load1=${results.loadavg1AtStart.toFixed(1)}`,
 );
 console.log("metric".padEnd(42), "ms (median)".padStart(12), "x floor".padStart(9));
 for (const [a, b, c] of rows) console.log(a.padEnd(42), String(b).padStart(12), String(c).padStart(9));
 console.log(
-  `idle PSS: booted VM ${f(results.idleBootedVm.pssMiB)} MiB; restored VMs (median of ${results.idleRestoredVms.length}) ${f(results.idleRestoredPssMiBMedian)} MiB`,
+  `idle PSS (${guestMode}): booted VM ${f(results.idleBootedVm.pssMiB)} MiB; restored VMs (median of ${results.idleRestoredVms.length}) ${f(results.idleRestoredPssMiBMedian)} MiB`,
 );
 const outDir = join(here, "results");
 mkdirSync(outDir, { recursive: true });
