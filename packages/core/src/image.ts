@@ -27,10 +27,10 @@ import {
   makeTempSnapshotDir,
   publishSnapshot,
   ROOTFS_FILE,
-  readMetadata,
+  readMetadataSync,
   type SnapshotMetadata,
   VM_DIR,
-  validateFiles,
+  validateFilesSync,
 } from "./snapshot";
 import type { BuildOptions, BuildProgress, PoolOptions } from "./types";
 import { type ResolvedBuildOptions, validateBuildOptions, validatePoolOptions } from "./validate";
@@ -245,13 +245,13 @@ async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepare
 async function cacheHit(finalDir: string, fp: string): Promise<Image | undefined> {
   let meta: SnapshotMetadata;
   try {
-    meta = await readMetadata(finalDir);
+    meta = readMetadataSync(finalDir);
   } catch {
     return undefined;
   }
   if (meta.fingerprint !== fp) return undefined;
   try {
-    await validateFiles(finalDir, meta);
+    validateFilesSync(finalDir, meta);
   } catch {
     return undefined; // corrupt: re-bake over it
   }

@@ -11,6 +11,7 @@
  * so a crash or a full disk never leaves a half snapshot under the final name.
  */
 import { randomBytes } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { SupermachineError } from "./errors";
@@ -85,6 +86,21 @@ export async function readMetadata(dir: string): Promise<SnapshotMetadata> {
   } catch (err) {
     throw invalid(dir, METADATA_FILE, "missing or unreadable", err);
   }
+  return parseMetadata(dir, raw);
+}
+
+/** Synchronous variant for the cache-hit path (a handful of syscalls; no thread-pool round trips). */
+export function readMetadataSync(dir: string): SnapshotMetadata {
+  let raw: string;
+  try {
+    raw = readFileSync(join(dir, METADATA_FILE), "utf8");
+  } catch (err) {
+    throw invalid(dir, METADATA_FILE, "missing or unreadable", err);
+  }
+  return parseMetadata(dir, raw);
+}
+
+function parseMetadata(dir: string, raw: string): SnapshotMetadata {
   let meta: unknown;
   try {
     meta = JSON.parse(raw);
@@ -120,26 +136,48 @@ export async function readMetadata(dir: string): Promise<SnapshotMetadata> {
   return m as SnapshotMetadata;
 }
 
-/** Check every listed file exists with its recorded size. */
-export async function validateFiles(dir: string, meta: SnapshotMetadata): Promise<void> {
+function checkFileEntry(
+  dir: string,
+  rel: string,
+  info: { size: number },
+  st: { isFile(): boolean; size: number } | Error,
+): void {
+  if (rel.startsWith("/") || rel.split("/").includes(".."))
+    throw invalid(dir, rel, "path escapes the snapshot");
+  if (st instanceof Error) throw invalid(dir, rel, "missing", st);
+  if (!st.isFile()) throw invalid(dir, rel, "not a regular file");
+  if (st.size !== info.size)
+    throw invalid(dir, rel, `size ${st.size} differs from the recorded ${info.size} (truncated?)`);
+}
+
+function checkRequired(dir: string, meta: SnapshotMetadata): void {
   for (const required of [ROOTFS_FILE, INITRAMFS_FILE]) {
     if (!(required in meta.files)) throw invalid(dir, required, "not listed in metadata.json");
   }
+}
+
+/** Check every listed file exists with its recorded size. */
+export async function validateFiles(dir: string, meta: SnapshotMetadata): Promise<void> {
+  checkRequired(dir, meta);
   await Promise.all(
     Object.entries(meta.files).map(async ([rel, info]) => {
-      if (rel.startsWith("/") || rel.split("/").includes(".."))
-        throw invalid(dir, rel, "path escapes the snapshot");
-      let st: Awaited<ReturnType<typeof stat>>;
-      try {
-        st = await stat(join(dir, rel));
-      } catch (err) {
-        throw invalid(dir, rel, "missing", err);
-      }
-      if (!st.isFile()) throw invalid(dir, rel, "not a regular file");
-      if (st.size !== info.size)
-        throw invalid(dir, rel, `size ${st.size} differs from the recorded ${info.size} (truncated?)`);
+      const st = await stat(join(dir, rel)).catch((err: Error) => err);
+      checkFileEntry(dir, rel, info, st);
     }),
   );
+}
+
+export function validateFilesSync(dir: string, meta: SnapshotMetadata): void {
+  checkRequired(dir, meta);
+  for (const [rel, info] of Object.entries(meta.files)) {
+    let st: ReturnType<typeof statSync> | Error;
+    try {
+      st = statSync(join(dir, rel));
+    } catch (err) {
+      st = err as Error;
+    }
+    checkFileEntry(dir, rel, info, st as { isFile(): boolean; size: number } | Error);
+  }
 }
 
 export async function loadSnapshot(path: string): Promise<{ dir: string; meta: SnapshotMetadata }> {
