@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -66,4 +66,22 @@ describe("hypervisor-kvm bad input (no VM started)", () => {
     const b = createKvmBackend({ arch: "x86_64" });
     await expect(b.boot({ initrd, memory: 512 } as never)).rejects.toMatchObject({ code: "SM_VMM_CONFIG" });
   });
+});
+
+describe("hypervisor-kvm vsock capability", () => {
+  it.skipIf(existsSync("/dev/vhost-vsock"))(
+    "refuses vsock with a clear SM_VMM_CONFIG where /dev/vhost-vsock is absent",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "sm-kvm-vsock-"));
+      const initrd = join(dir, "initrd");
+      writeFileSync(initrd, "x");
+      const b = createKvmBackend({ arch: "x86_64" });
+      expect(b.capabilities.vsock).toBe(false);
+      await expect(b.boot({ initrd, vsock: true, accel: "tcg" })).rejects.toMatchObject({
+        code: "SM_VMM_CONFIG",
+        message: expect.stringContaining("/dev/vhost-vsock"),
+      });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  );
 });

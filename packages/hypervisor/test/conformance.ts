@@ -290,6 +290,29 @@ export function runConformance(o: ConformanceOptions): void {
         expect(execFileSync("ps", ["-eo", "pid,args"], { encoding: "utf8" })).not.toContain(info.runtimeDir);
       });
 
+      it("QEMU accepts the full device set: rootfs, two volumes (rw + ro), restricted and nat NICs", async () => {
+        const vol = (n: string) => {
+          const p = join(work, n);
+          writeFileSync(p, Buffer.alloc(1024 * 1024));
+          return p;
+        };
+        const files = await guest.prepare(o.arch, join(work, "devset"));
+        for (const network of ["restricted", "nat"] as const) {
+          const vm = await backend.boot({
+            ...files,
+            rootfs: files.rootfs ?? vol("fake-root.img"),
+            volumes: [{ path: vol(`a-${network}.img`) }, { path: vol(`b-${network}.img`), readOnly: true }],
+            network,
+            accel: "tcg",
+            runtimeRoot,
+          });
+          vms.push(vm);
+          expect(vm.state).toBe("running");
+          expect(vm.config.network).toBe(network);
+          expect((await vm.stop()).cause).toBe("stop");
+        }
+      });
+
       it("stops: exited resolves with cause stop and the runtime dirs are gone", async () => {
         const exit = await booted.stop({
           guestShutdown: () => bootClient.poweroff(),
