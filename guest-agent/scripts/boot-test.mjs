@@ -8,13 +8,16 @@ import { MiniClient } from "./lib/mini-client.mjs";
 import { buildAgent, buildBusyboxSquashfs, buildInitramfs, connectUnix, defaultConfig, kernelBundle, startQemu } from "./lib/image.mjs";
 
 const keep = process.argv.includes("--keep");
+// --arch aarch64 needs an arm64 busybox-static: SM_BUSYBOX=<path> (apt-get download busybox-static:arm64; dpkg -x)
+const arch = process.argv.includes("--arch") ? process.argv[process.argv.indexOf("--arch") + 1] : "x86_64";
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "sm-agent-boot-"));
-const kb = kernelBundle("x86_64");
-const agent = buildAgent("x86_64");
-const rootfs = buildBusyboxSquashfs(work);
+const kb = kernelBundle(arch);
+const agent = buildAgent(arch);
+const rootfs = buildBusyboxSquashfs(work, { busybox: process.env.SM_BUSYBOX || "/bin/busybox" });
 const initrd = buildInitramfs(work, { agent, modulesDir: kb.modules, config: defaultConfig() });
 const t0 = Date.now();
-const vm = startQemu(work, { kernel: kb.kernel, initrd, rootfs });
+const vm = startQemu(work, { kernel: kb.kernel, initrd, rootfs, arch });
+console.log(`# ${arch}, agent ${fs.statSync(agent).size} bytes`);
 let failures = 0;
 const check = (name, ok, detail = "") => {
   console.log(`${ok ? "ok" : "not ok"} - ${name}${detail ? ` # ${detail}` : ""}`);
@@ -51,7 +54,20 @@ try {
   const zz = await c.exec(["sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.1 &) ; done; sleep 0.5; ps -o stat,pid,comm | grep -c '^Z' || true"]);
   check("no zombies", zz.stdout.trim() === "0", zz.stdout.trim());
   const mounts = await c.exec(["cat", "/proc/mounts"]);
-  check("overlay root", /^overlay \/ overlay/m.test(mounts.stdout), mounts.stdout.split("\n")[0]);
+  const rootLine = mounts.stdout.split("\n").find((l) => / \/ /.test(l)) ?? "";
+  check("overlay root", rootLine.startsWith("overlay / overlay"), rootLine);
+  // hostile input: a zero-length frame is a violation → fatal, then a new hello starts over
+  sock.write(Buffer.from([0, 0, 0, 0, 0xff, 0xff]));
+  await new Promise((r) => setTimeout(r, 2000));
+  const fatal = c.fatals?.[0];
+  await c.rehello(60000);
+  const again = await c.exec(["echo", "still here"]);
+  check("violation → fatal, resync, new session", fatal?.code === "SM_FRAME_EMPTY" && again.stdout === "still here\n", fatal ? `${fatal.code}: ${fatal.message}` : "no fatal");
+  // garbage CBOR inside a valid length: SM_BAD_CBOR
+  sock.write(Buffer.from([0, 0, 0, 3, 0xbf, 0x61, 0x74]));
+  await new Promise((r) => setTimeout(r, 2000));
+  await c.rehello(60000);
+  check("indefinite map → SM_BAD_CBOR", c.fatals?.[1]?.code === "SM_BAD_CBOR", c.fatals?.[1]?.code ?? "none");
   await c.req("shutdown");
   const r = await Promise.race([vm.exited, new Promise((res) => setTimeout(() => res(null), 20000))]);
   check("shutdown powers off", r !== null, r ? `qemu exit ${r.code}` : "still running");

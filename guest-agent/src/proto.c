@@ -77,7 +77,7 @@ int proto_check_frame(struct cb_doc *doc, const uint8_t *body, size_t len, struc
 	if (t < 0 || doc->items[t].type != CB_TEXT)
 		return bad(code, E_BAD_FRAME, msg, msglen, "missing or non-text frame type", "t");
 	uint32_t tt = (uint32_t)t;
-	uint64_t v;
+	uint64_t v = 0;
 	int idx;
 	if (cb_text_eq(doc, tt, "hello")) {
 		fi->kind = FK_HELLO;

@@ -30,16 +30,20 @@ export function buildAgent(arch = "x86_64") {
   return path.join(agentDir, "out", arch, "sm-agent");
 }
 
-export function buildBusyboxSquashfs(work) {
+// busybox: the static busybox to install (default the host's; for aarch64 guests pass an
+// arm64 busybox-static, e.g. from `apt-get download busybox-static:arm64`). The applet list
+// is taken from the host busybox (same Debian version).
+export function buildBusyboxSquashfs(work, { busybox = "/bin/busybox" } = {}) {
   const root = path.join(work, "root");
   for (const d of ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home/app", "www"])
     fs.mkdirSync(path.join(root, d), { recursive: true });
-  fs.copyFileSync("/bin/busybox", path.join(root, "bin/busybox"));
+  fs.copyFileSync(busybox, path.join(root, "bin/busybox"));
   fs.chmodSync(path.join(root, "bin/busybox"), 0o755);
   const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
   for (const a of applets) if (a !== "busybox") fs.symlinkSync("busybox", path.join(root, "bin", a));
   fs.writeFileSync(path.join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n");
   fs.writeFileSync(path.join(root, "etc/group"), "root:x:0:\nwheel:x:10:app\napp:x:1000:\nnogroup:x:65534:\n");
+  fs.writeFileSync(path.join(root, "www/index.html"), "hello from sm\n");
   fs.chmodSync(path.join(root, "tmp"), 0o1777);
   fs.chownSync(path.join(root, "home/app"), 1000, 1000);
   const out = path.join(work, "rootfs.sqfs");
@@ -119,8 +123,9 @@ function tcgTimerArgs() {
 }
 
 // machine: "microvm" (spec/environment.md; virtio-mmio described by ACPI) or "q35" (virtio-pci).
-export function startQemu(work, { kernel, initrd, rootfs, name = "vm", memMib = 256, memPath, incoming = false, share = true, machine = process.env.SM_TEST_MACHINE || "microvm" }) {
-  const dev = (d) => (machine === "microvm" ? `${d}-device` : `${d}-pci`);
+export function startQemu(work, { kernel, initrd, rootfs, name = "vm", memMib = 256, memPath, incoming = false, share = true, arch = "x86_64", machine = arch === "aarch64" ? "virt" : process.env.SM_TEST_MACHINE || "microvm" }) {
+  const dev = (d) => (machine === "q35" ? `${d}-pci` : `${d}-device`);
+  const arm = arch === "aarch64";
   const sock = path.join(work, `${name}.agent.sock`);
   const qmp = path.join(work, `${name}.qmp.sock`);
   const consoleLog = path.join(work, `${name}.console.log`);
@@ -128,10 +133,12 @@ export function startQemu(work, { kernel, initrd, rootfs, name = "vm", memMib = 
   const mem = memPath || `/dev/shm/sm-agent-test-${process.pid}-${name}.mem`;
   const args = [
     "--pdeathsig", "KILL", "--",
-    "qemu-system-x86_64", "-M", machine === "microvm" ? "microvm,rtc=off" : "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
+    arm ? "qemu-system-aarch64" : "qemu-system-x86_64",
+    "-M", arm ? "virt,gic-version=max" : machine === "microvm" ? "microvm,rtc=off" : "q35",
+    "-accel", "tcg,thread=multi", "-cpu", "max",
     "-m", String(memMib), "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
     "-kernel", kernel, "-initrd", initrd,
-    "-append", `console=ttyS0 ${process.env.SM_TEST_VERBOSE ? "" : "quiet "}reboot=t panic=-1 rdinit=/init ${machine === "microvm" ? tcgTimerArgs() : ""} ${process.env.SM_TEST_APPEND || ""}`.trim(),
+    "-append", `console=${arm ? "ttyAMA0" : "ttyS0"} ${process.env.SM_TEST_VERBOSE ? "" : "quiet "}reboot=t panic=-1 rdinit=/init ${machine === "microvm" ? tcgTimerArgs() : ""} ${process.env.SM_TEST_APPEND || ""}`.trim(),
     "-object", `memory-backend-file,id=mem,size=${memMib}M,mem-path=${mem},share=${share ? "on" : "off"}`,
     "-machine", "memory-backend=mem",
     "-drive", `id=root,file=${rootfs},format=raw,if=none,read-only=on`, "-device", `${dev("virtio-blk")},drive=root`,

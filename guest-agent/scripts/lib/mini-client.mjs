@@ -31,6 +31,15 @@ export class MiniClient {
     sock.on("data", (d) => this.#onData(d));
   }
 
+  // New session on the same connection (after a fatal): fresh nonce, resync scan again.
+  rehello(timeoutMs = 60000) {
+    this.hello = null;
+    this.nonce = (Math.random() * 0xffffffff) >>> 0;
+    for (const p of this.pending.values()) p.reject(new Error("session ended"));
+    this.pending.clear();
+    return this.handshake(timeoutMs);
+  }
+
   async handshake(timeoutMs = 60000) {
     const h = frame({ t: "hello", v: 1, host: "boot-test", maxFrame: 5242880, window: this.window, nonce: this.nonce });
     const deadline = Date.now() + timeoutMs;
@@ -124,7 +133,9 @@ export class MiniClient {
         this.channels.get(m.ch)?.onCredit?.(m.n);
         break;
       case "fatal":
-        console.error("agent fatal:", m.code, m.message);
+        this.fatals = [...(this.fatals ?? []), m];
+        // a fatal ends the session: the next hello starts a new one (SPEC 9.2)
+        this.hello = null;
         break;
     }
   }

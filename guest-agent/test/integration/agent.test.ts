@@ -149,6 +149,25 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     expect(peak).toBeLessThan(32 * 1024 * 1024);
   }, 600_000);
 
+  it("spawn: stdin flows through cat with credit from the agent", async () => {
+    const child = await agent.spawn({ argv: ["cat"] });
+    const payload = Buffer.alloc(1024 * 1024 + 123, 0x61);
+    const reading = (async () => {
+      const parts: Buffer[] = [];
+      for (;;) {
+        const b = await child.readStdout(256 * 1024);
+        if (b.length === 0) return Buffer.concat(parts);
+        parts.push(b);
+      }
+    })();
+    await child.writeStdin(payload); // more than one 256 KiB window: needs the agent's credit frames
+    await child.closeStdin();
+    const back = await reading;
+    expect((await child.wait()).exitCode).toBe(0);
+    expect(back.length).toBe(payload.length);
+    expect(Buffer.compare(back, payload)).toBe(0);
+  }, 300_000);
+
   it("orphaned children are reaped: no zombies accumulate", async () => {
     const r = await agent.exec({
       argv: [
@@ -169,8 +188,55 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     expect(Buffer.compare(back.data, data)).toBe(0);
     const st = await agent.exec({ argv: ["stat", "-c", "%a %s", "/srv/deep/dir/blob.bin"] });
     expect(st.stdout.toString().trim()).toBe("640 70000");
-    await expect(agent.readFile("/no/such/file")).rejects.toMatchObject({ code: expect.stringMatching(/ENOENT/) });
+    await expect(agent.readFile("/no/such/file")).rejects.toMatchObject({ code: "SM_AGENT_REMOTE", remoteCode: "ENOENT" });
   });
+
+  it("workload: started at boot, listening reported, tcp-connect reaches it, workload-signal stops it", async () => {
+    const initrd = join(work, "initrd-httpd.cpio");
+    const bundle = listCachedBundles("x86_64")[0];
+    if (!bundle) throw new Error("no kernel bundle");
+    await buildInitramfs({
+      init: buildAgent("x86_64"),
+      modulesDir: bundle.modulesDir,
+      modules: MODULES,
+      config: encodeBootConfig({
+        hostname: "sm-httpd",
+        workload: { argv: ["httpd", "-f", "-p", "8080", "-h", "/www"], env: ["PATH=/bin"], cwd: "/", user: "app" },
+        startWorkload: "boot",
+        guestPort: 8080,
+        listenerRequired: true,
+      }),
+      out: initrd,
+    });
+    const v = await backend.boot({ initrd, rootfs: join(work, "rootfs.sqfs"), accel: "tcg", memoryMib: 256 });
+    vms.push(v);
+    const c = await connect(v);
+    const listening =
+      c.hello?.listening === 8080
+        ? 8080
+        : await new Promise<number>((resolve) => c.once("listening", (e) => resolve(e.port)));
+    expect(listening).toBe(8080);
+    const who = await c.exec({ argv: ["sh", "-c", "ps -o user,comm | grep httpd"] });
+    expect(who.stdout.toString()).toMatch(/app\s+httpd/);
+    const sock = await c.tcpConnect(8080);
+    const body = await new Promise<string>((resolve, reject) => {
+      let got = "";
+      sock.on("data", (d: Buffer) => {
+        got += d.toString();
+      });
+      sock.on("end", () => resolve(got));
+      sock.on("error", reject);
+      sock.end("GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+    });
+    expect(body).toMatch(/^HTTP\/1\.[01] 200/);
+    expect(body).toContain("hello from sm");
+    const exited = new Promise<{ exitCode: number; signal: number | null }>((resolve) => c.once("workload-exit", resolve));
+    await c.workloadSignal(15);
+    expect(await exited).toEqual({ exitCode: -1, signal: 15 });
+    await expect(c.workloadSignal(15)).rejects.toMatchObject({ remoteCode: "ESRCH" });
+    c.close();
+    await v.stop();
+  }, 600_000);
 
   it("snapshot → restore twice: clocks follow the host and the RNG diverges", async () => {
     const snap = join(work, "snap");
