@@ -103,8 +103,11 @@ export function runConformance(o: ConformanceOptions): void {
       });
 
       afterAll(async () => {
-        await Promise.all(vms.map((v) => v.stop()));
-        rmSync(work, { recursive: true, force: true });
+        try {
+          await Promise.all(vms.map((v) => v.stop()));
+        } finally {
+          if (work) rmSync(work, { recursive: true, force: true });
+        }
       });
 
       it("boots to a ready guest agent and execs", async () => {
