@@ -94,6 +94,37 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
     rawPrepared.push(performance.now() - s);
     await v2.stop();
   }
+  // Where the time of a restore goes (same steps as core's pool create, with the public packages):
+  // pre-started VMM start → agent hello answered → resume (clock + RNG reseed) answered.
+  const { connectAgent } = await import(join(ROOT, "packages", "agent-protocol", "dist", "index.js"));
+  const bStart = [];
+  const bHello = [];
+  const bResume = [];
+  for (let i = 0; i < 6; i++) {
+    const prep = await backend.prepareRestore(snapVm, overrides);
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    const v = await prep.start();
+    const t1 = performance.now();
+    const client = await connectAgent(await v.agentStream(), { helloTimeoutMs: 30_000 });
+    const t2 = performance.now();
+    await client.resume({});
+    const t3 = performance.now();
+    bStart.push(t1 - t0);
+    bHello.push(t2 - t1);
+    bResume.push(t3 - t2);
+    client.close();
+    await v.stop();
+  }
+  out.restoreBreakdownMs = { start: summary(bStart), hello: summary(bHello), resume: summary(bResume) };
+  rows.push([
+    "  breakdown p50: start / hello / resume",
+    `${out.restoreBreakdownMs.start.p50} / ${out.restoreBreakdownMs.hello.p50} / ${out.restoreBreakdownMs.resume.p50} ms`,
+    "",
+    "",
+    "",
+  ]);
+
   const pool = await image.pool({ min: 0, max: 1, restoreOnRelease: true });
   const core = [];
   for (let i = 0; i < 12; i++) {

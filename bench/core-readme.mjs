@@ -25,6 +25,12 @@ if (p.cycleRestoreMs)
   lines.push(
     `| cycle-restore (acquire of a fresh VM) p50 | ${p.cycleRestoreMs.p50} ms | raw QEMU restore ${p.rawRestoreMs.p50} ms, pre-started ${p.rawPreparedRestoreMs.p50} ms | ${ratio(p.cycleRestoreMs.p50, p.rawRestoreMs.p50)} | ≤ 1.2× |`,
   );
+if (p.restoreBreakdownMs) {
+  const b2 = p.restoreBreakdownMs;
+  lines.push(
+    `| ↳ restore breakdown p50: VMM start / agent hello / resume RPC | ${b2.start.p50} / ${b2.hello.p50} / ${b2.resume.p50} ms | | | |`,
+  );
+}
 if (p.execTrueUs)
   lines.push(
     `| \`exec(["true"])\` round trip p50 | ${p.execTrueUs.p50} µs | agent ping ${p.agentPingUs.p50} µs | ${ratio(p.execTrueUs.p50, p.agentPingUs.p50)} | ≤ 1.5× |`,

@@ -59,6 +59,34 @@ describe("options on real VMs", () => {
     expect(b).toBeLessThan(512);
   });
 
+  it("workloadSignal signals the image's workload (httpd), not an exec'd process", async () => {
+    const image = await Image.build({
+      ref: refs.httpd,
+      snapshotsDir: shared,
+      listenerRequired: true,
+      guestPort: 80,
+    });
+    const pool = await image.pool({ min: 0, max: 1 });
+    pools.push(pool);
+    const vm = await pool.acquire();
+    const fwd = await vm.exposeTcp(0, 80);
+    expect((await fetch(`http://${fwd.localAddr}/`)).status).toBe(200);
+    await vm.workloadSignal(9);
+    let refused = false;
+    for (let i = 0; i < 50 && !refused; i++) {
+      refused = await fetch(`http://${fwd.localAddr}/`).then(
+        () => false,
+        () => true,
+      );
+      if (!refused) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(refused).toBe(true);
+    // The agent (and the second listener, a separate daemon) still serve.
+    expect((await vm.exec({ argv: ["echo", "agent ok"] })).stdout.toString()).toBe("agent ok\n");
+    await fwd.stop();
+    await vm.release();
+  });
+
   it('network "nat" gives the guest eth0 at 10.0.2.15; the default has loopback only; extraKernelArgs reach the kernel', async () => {
     const none = await Image.build({ ref: refs.busybox, snapshotsDir: shared });
     const pNone = await none.pool({ min: 0, max: 1 });

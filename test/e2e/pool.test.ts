@@ -134,6 +134,56 @@ describe("pool on real VMs", () => {
     }
   });
 
+  it("exec semantics: timeout, tty, chain, staged files with modes, env/cwd, missing binary", async () => {
+    const pool = await makePool({ min: 1, max: 1, restoreOnRelease: false });
+    const vm = await pool.acquire();
+    const t = await vm.exec({ argv: ["sleep", "30"], timeoutMs: 500 });
+    expect(t).toMatchObject({ exitCode: -1, timedOut: true });
+    const tty = await vm.exec({
+      argv: ["sh", "-c", "tty; stty size; echo err >&2"],
+      tty: true,
+      winsize: { cols: 100, rows: 30 },
+    });
+    expect(tty.stdout.toString()).toMatch(/^\/dev\/pts\/\d+\r?\n30 100\r?\nerr\r?\n$/);
+    const chained = await vm.exec({
+      argv: ["sh", "/opt/run.sh"],
+      stageFilesMode: [{ guestPath: "/opt/run.sh", bytes: "exit 0", mode: 0o700 }],
+      stageFiles: { "/opt/data.txt": "staged" },
+      chain: {
+        argv: ["sh", "-c", 'stat -c %a /opt/run.sh; cat /opt/data.txt; pwd; echo "$GREETING"'],
+        cwd: "/tmp",
+        env: { GREETING: "hi" },
+      },
+    });
+    expect({
+      out: chained.stdout.toString(),
+      err: chained.stderr.toString(),
+      code: chained.exitCode,
+    }).toEqual({ out: "700\nstaged/tmp\nhi\n", err: "", code: 0 });
+    const notRun = await vm.exec({ argv: ["false"], chain: { argv: ["echo", "never"] } });
+    expect(notRun).toMatchObject({ exitCode: 1 });
+    expect(notRun.stdout.toString()).toBe("");
+    const missing = await vm.exec({ argv: ["no-such-binary"] });
+    expect(missing.exitCode).toBe(127);
+    expect(missing.stderr.toString()).toMatch(/no-such-binary/);
+    await vm.release();
+  });
+
+  it("two VMs restored from one snapshot: correct clock, different random bytes", async () => {
+    const pool = await makePool({ min: 0, max: 2 });
+    const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);
+    const probe = ["sh", "-c", "date +%s; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'"];
+    const [ra, rb] = await Promise.all([a!.exec({ argv: probe }), b!.exec({ argv: probe })]);
+    const [ta, xa] = ra.stdout.toString().trim().split("\n");
+    const [tb, xb] = rb.stdout.toString().trim().split("\n");
+    const now = Date.now() / 1000;
+    expect(Math.abs(Number(ta) - now)).toBeLessThan(5);
+    expect(Math.abs(Number(tb) - now)).toBeLessThan(5);
+    expect(xa).toMatch(/^[0-9a-f]{64}$/);
+    expect(xa).not.toBe(xb);
+    await Promise.all([a!.release(), b!.release()]);
+  });
+
   it("kill -9 of the Node process with a pool of 3 leaves no QEMU within 5 s", async () => {
     const script = await bundle(join(__dirname, "child-pool.ts"), "child-pool");
     const child = spawn(process.execPath, [script, refs.busybox, shared, "3"], {

@@ -197,7 +197,7 @@ async function execOn(handle: VmHandle, options: ExecOptions): Promise<ExecOutpu
       // cwd missing: report like a shell would rather than as an exception.
       return {
         stdout: Buffer.alloc(0),
-        stderr: Buffer.from(`sm: ${o.cwd}: ${(err as Error).message}\n`),
+        stderr: Buffer.from(`supermachine: ${(err as Error).message}\n`),
         exitCode: 127,
       };
     }
