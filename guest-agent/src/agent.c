@@ -136,6 +136,7 @@ static struct {
 	bool listening_seen;
 	int64_t next_listen_poll;
 	bool shutting_down;
+	bool exit_on_hup; /* test mode */
 	uint32_t tmp_counter;
 } A;
 
@@ -2054,7 +2055,7 @@ static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *f
 				violation(E_UNKNOWN_CHANNEL, "credit for a half the agent never sends on");
 			return; /* crossed our eof */
 		}
-		if (c->credit + fi->n > A.host_window) {
+		if (c->credit > A.host_window || fi->n > A.host_window - c->credit) {
 			violation(E_CREDIT_OVERFLOW, "credit beyond the window");
 			return;
 		}
@@ -2158,8 +2159,23 @@ static size_t process_input(void)
 				continue;
 			}
 			uint32_t n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-			if (avail < 4 + (size_t)n)
+			if (avail < 4 + (size_t)n) {
+				/* A stale candidate may claim a length that never arrives; if a later
+				 * candidate is already complete, this one cannot be the live hello. */
+				bool later = false;
+				for (size_t q = 1; q + 13 <= avail && !later; q++) {
+					if (!hello_candidate(p + q))
+						continue;
+					uint32_t m = (uint32_t)p[q] << 24 | (uint32_t)p[q + 1] << 16 |
+						     (uint32_t)p[q + 2] << 8 | p[q + 3];
+					later = avail - q >= 4 + (size_t)m;
+				}
+				if (later) {
+					off++;
+					continue;
+				}
 				break;
+			}
 			struct cb_doc d;
 			struct frame_info fi;
 			const char *code;
@@ -2539,6 +2555,10 @@ static void on_event(struct watch *w, uint32_t ev)
 	}
 	case W_TCP_CONN: {
 		struct chan *c = w->obj;
+		struct pollfd pfd = {.fd = c->rw.fd, .events = POLLOUT};
+		/* a stale event from this batch may name a slot reused by a newer connect */
+		if (!c->connecting || poll(&pfd, 1, 0) <= 0)
+			break;
 		int err = 0;
 		socklen_t l = sizeof(err);
 		getsockopt(c->rw.fd, SOL_SOCKET, SO_ERROR, &err, &l);
@@ -2550,7 +2570,14 @@ static void on_event(struct watch *w, uint32_t ev)
 	}
 }
 
-int agent_run(struct sm_config *c, int64_t boot_ms)
+static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd);
+
+int agent_run(struct sm_config *c, int64_t boot_ms) { return agent_loop(c, boot_ms, -1); }
+
+/* Host-side tests: serve on an already connected stream (socketpair), return when it ends. */
+int agent_serve_fd(struct sm_config *c, int fd) { return agent_loop(c, 0, fd); }
+
+static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd)
 {
 	A.cfg = c;
 	A.boot_ms = boot_ms;
@@ -2584,8 +2611,16 @@ int agent_run(struct sm_config *c, int64_t boot_ms)
 	watch_set(&A.sig_w, EPOLLIN);
 	if (c->start == START_BOOT)
 		workload_start();
-	if (open_port() < 0)
+	if (fd >= 0) {
+		A.port = fd;
+		A.port_w.kind = W_PORT;
+		A.port_w.fd = fd;
+		A.connected = true;
+		A.exit_on_hup = true;
+		set_nonblock(fd);
+	} else if (open_port() < 0) {
 		return -1;
+	}
 	struct epoll_event evs[64];
 	for (;;) {
 		sync_interests();
@@ -2598,6 +2633,8 @@ int agent_run(struct sm_config *c, int64_t boot_ms)
 		}
 		for (int i = 0; i < n; i++)
 			on_event(evs[i].data.ptr, evs[i].events);
+		if (A.exit_on_hup && !A.connected)
+			return 0;
 		timers(mono_ms());
 		if (A.connected && outq_pending() > 0)
 			port_write();

@@ -486,6 +486,11 @@ static void unmount_all(void)
 
 void sm_poweroff(void)
 {
+	if (getpid() != 1) {
+		/* host-side tests: never signal every process or reboot a machine we do not own */
+		sm_log("not PID 1: exiting instead of powering off");
+		_exit(0);
+	}
 	sync();
 	kill(-1, SIGTERM);
 	int64_t end = mono_ms() + 2000;

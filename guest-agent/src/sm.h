@@ -103,5 +103,6 @@ int64_t mono_ms(void);
 
 /* agent.c */
 int agent_run(struct sm_config *c, int64_t boot_ms);
+int agent_serve_fd(struct sm_config *c, int fd); /* host-side tests only */
 
 #endif

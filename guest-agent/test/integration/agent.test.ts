@@ -191,6 +191,18 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     await expect(agent.readFile("/no/such/file")).rejects.toMatchObject({ code: "SM_AGENT_REMOTE", remoteCode: "ENOENT" });
   });
 
+  it("out of memory: the process is OOM-killed and reported, the agent (oom_score_adj -1000) survives", async () => {
+    const r = await agent.exec({
+      argv: ["sh", "-c", "x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived ${#x}"],
+      timeoutMs: 240_000,
+    });
+    expect(r).toMatchObject({ exitCode: -1, signal: 9, timedOut: false });
+    expect(r.peakRssKib).toBeGreaterThan(100 * 1024);
+    const adj = await agent.exec({ argv: ["cat", "/proc/1/oom_score_adj"] });
+    expect(adj.stdout.toString().trim()).toBe("-1000");
+    await agent.ping();
+  }, 300_000);
+
   it("workload: started at boot, listening reported, tcp-connect reaches it, workload-signal stops it", async () => {
     const initrd = join(work, "initrd-httpd.cpio");
     const bundle = listCachedBundles("x86_64")[0];
