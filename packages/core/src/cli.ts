@@ -305,10 +305,10 @@ async function cmdRun(args: string[]): Promise<number> {
     const child = await vm.spawn({
       ...base,
       tty,
-      ...(tty ? { winsize: { cols: process.stdout.columns ?? 80, rows: process.stdout.rows ?? 24 } } : {}),
+      ...(tty ? { winsize: { cols: process.stdout.columns || 80, rows: process.stdout.rows || 24 } } : {}),
     });
     const onResize = () => {
-      void child.resize(process.stdout.columns ?? 80, process.stdout.rows ?? 24).catch(() => undefined);
+      void child.resize(process.stdout.columns || 80, process.stdout.rows || 24).catch(() => undefined);
     };
     if (tty) {
       process.stdin.setRawMode(true);
