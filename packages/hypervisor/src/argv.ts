@@ -40,6 +40,11 @@ export interface QemuLaunchSpec {
   consoleLog: string;
   /** Start in `-incoming defer` (restore). */
   incoming: boolean;
+  /**
+   * Snapshot-compaction helper: never runs the guest, so every drive is opened read-only without image locking
+   * (the live VM being snapshotted still holds its volumes' write locks).
+   */
+  helperDrives?: boolean;
   extraArgs?: string[];
 }
 
@@ -89,7 +94,7 @@ export function buildQemuArgv(profile: MachineProfile, spec: QemuLaunchSpec): st
         if (d.role === "volume") blk++;
         a.push(
           "-drive",
-          `id=${id},file=${e(d.path)},format=raw,if=none${d.readOnly ? ",read-only=on" : ""}`,
+          `id=${id},file=${e(d.path)},format=raw,if=none${d.readOnly || spec.helperDrives ? ",read-only=on" : ""}${spec.helperDrives ? ",file.locking=off" : ""}`,
           "-device",
           `virtio-blk-device,drive=${id}`,
         );

@@ -151,12 +151,17 @@ export function createQemuBackend(opts: QemuBackendOptions): VmmBackend {
     memPath?: string;
     incoming?: { statePath: string; ramInState: boolean };
     restoredFrom?: string;
+    /** RAM mapping (default: shared when booting, private when restoring). */
+    memShare?: boolean;
+    /** Snapshot-compaction helper VMM (see QemuLaunchSpec.helperDrives). */
+    helper?: boolean;
   }): Promise<QemuVm> {
     const { config } = params;
     const runtimeDir = createRuntimeDir(config.runtimeRoot, config.id);
     try {
       const paths = socketPaths(runtimeDir);
       const memPath = params.memPath ?? paths.memory;
+      const memShare = params.memShare ?? !params.incoming;
       const argv = buildQemuArgv(profile, {
         accel: params.accel,
         memoryMib: config.memoryMib,
@@ -165,12 +170,13 @@ export function createQemuBackend(opts: QemuBackendOptions): VmmBackend {
         initrdPath: params.initrdPath,
         cmdline: params.cmdline,
         memPath,
-        memShare: !params.incoming,
+        memShare,
         devices: params.devices,
         qmpSocket: paths.qmp,
         agentSocket: paths.agent,
         consoleLog: paths.console,
         incoming: !!params.incoming,
+        helperDrives: !!params.helper,
         extraArgs: params.incoming ? ["-S", ...config.extraQemuArgs] : config.extraQemuArgs,
       });
       const spawned = spawnVmm(params.qemuBinary, argv, runtimeDir);
@@ -187,7 +193,8 @@ export function createQemuBackend(opts: QemuBackendOptions): VmmBackend {
         agentSocketPath: paths.agent,
         consoleLogPath: paths.console,
         memPath,
-        memShared: !params.incoming,
+        memShared: memShare,
+        compact: (fullState, memFile, outState) => compactState(params, fullState, memFile, outState),
         machineRecord: {
           kernelPath: params.kernelPath,
           ...(params.kernelRelease ? { kernelRelease: params.kernelRelease } : {}),
@@ -210,6 +217,38 @@ export function createQemuBackend(opts: QemuBackendOptions): VmmBackend {
     } catch (err) {
       removeRuntimeDir(runtimeDir);
       throw err;
+    }
+  }
+
+  /**
+   * Snapshot compaction: load a full-RAM stream into a helper VMM whose RAM is the new snapshot's (shared) memory
+   * file, never run it, and save device state only. Result: the standard (x-ignore-shared) snapshot format.
+   */
+  async function compactState(
+    source: Parameters<typeof launch>[0],
+    fullState: string,
+    memFile: string,
+    outState: string,
+  ): Promise<void> {
+    const id = `${source.config.id.slice(0, 40)}-compact-${Math.random().toString(36).slice(2, 8)}`;
+    const helper = await launch({
+      config: { ...source.config, id, extraQemuArgs: [] },
+      accel: source.accel,
+      qemuBinary: source.qemuBinary,
+      kernelPath: source.kernelPath,
+      initrdPath: source.initrdPath,
+      cmdline: source.cmdline,
+      devices: source.devices,
+      memPath: memFile,
+      memShare: true,
+      incoming: { statePath: fullState, ramInState: true },
+      helper: true,
+    });
+    try {
+      await helper.completeIncoming({ resume: false });
+      await helper.saveDeviceState(outState);
+    } finally {
+      await helper.stop();
     }
   }
 

@@ -105,6 +105,11 @@ export interface QemuVmInit {
     qemuVersion?: string;
   };
   restoredFrom?: string;
+  /**
+   * Rewrite a full-RAM migration stream into (shared RAM file `memPath` + device-state-only `outState`) using a
+   * helper VMM. Provided by the driver.
+   */
+  compact?: (fullState: string, memPath: string, outState: string) => Promise<void>;
   /** Pending `-incoming defer` load (prepared restore). */
   incoming?: { statePath: string; ramInState: boolean };
 }
@@ -131,6 +136,8 @@ export class QemuVm extends EventEmitter implements Vm {
   private guestPanicked = false;
   private agentSock?: Socket;
   private processGone = false;
+  /** Why the last snapshot of this (restored) VM could not be compacted, if it could not (diagnostics). */
+  compactionError?: Error;
 
   constructor(init: QemuVmInit) {
     super();
@@ -270,8 +277,8 @@ export class QemuVm extends EventEmitter implements Vm {
     return this.qmp;
   }
 
-  /** Finish a prepared restore: load the state and resume. */
-  async completeIncoming(): Promise<void> {
+  /** Finish a prepared restore: load the state and resume (or stay paused with `resume: false`). */
+  async completeIncoming(opts: { resume?: boolean } = {}): Promise<void> {
     return this.lock.run("restore", async () => {
       this.assertState(["starting"], "start the restore of");
       const inc = this.init.incoming;
@@ -314,7 +321,7 @@ export class QemuVm extends EventEmitter implements Vm {
             );
           await sleep(MIGRATION_POLL_MS);
         }
-        await qmp.execute("cont");
+        if (opts.resume !== false) await qmp.execute("cont");
       };
       try {
         await Promise.race([load(), died]);
@@ -323,7 +330,26 @@ export class QemuVm extends EventEmitter implements Vm {
         if (await within(this.init.spawned.exit, 2_000)) await died;
         throw err;
       }
-      this.setState("running");
+      this.setState(opts.resume === false ? "paused" : "running");
+    });
+  }
+
+  /** Migrate the (paused) VM's state to `path`; `ignoreShared` leaves shared RAM out of the stream. */
+  private async migrateTo(path: string, ignoreShared: boolean): Promise<void> {
+    const qmp = this.requireQmp();
+    await qmp.execute("migrate-set-capabilities", {
+      capabilities: [{ capability: "x-ignore-shared", state: ignoreShared }],
+    });
+    await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(path)}` });
+    await this.waitOutgoingMigration(qmp);
+  }
+
+  /** Used by the driver's snapshot compaction helper: save device state of a paused, shared-RAM VM. */
+  saveDeviceState(path: string): Promise<void> {
+    return this.lock.run("save-state", async () => {
+      this.assertState(["paused"], "save the device state of");
+      if (!this.init.memShared) throw new HypervisorError("SM_VM_STATE", "saveDeviceState needs shared RAM");
+      await this.migrateTo(path, true);
     });
   }
 
@@ -425,16 +451,41 @@ export class QemuVm extends EventEmitter implements Vm {
           this.setState("paused");
         }
         const tState = performance.now();
-        const ignoreShared = this.init.memShared;
-        await qmp.execute("migrate-set-capabilities", {
-          capabilities: [{ capability: "x-ignore-shared", state: ignoreShared }],
-        });
-        await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(join(tmp, STATE_FILE))}` });
-        await this.waitOutgoingMigration(qmp);
-        const tMem = performance.now();
         const memBytes = this.config.memoryMib * 1024 * 1024;
-        if (ignoreShared) await copyMemoryFile(this.init.memPath, join(tmp, MEMORY_FILE));
-        else createSparseFile(join(tmp, MEMORY_FILE), memBytes);
+        let ramInState = false;
+        let tMem: number;
+        let tResumed: number | undefined;
+        if (this.init.memShared) {
+          // Booted VM: RAM lives in a shared file → device state only, then copy the RAM file (still paused).
+          await this.migrateTo(join(tmp, STATE_FILE), true);
+          tMem = performance.now();
+          await copyMemoryFile(this.init.memPath, join(tmp, MEMORY_FILE));
+        } else {
+          // Restored VM: RAM is a private CoW mapping. Full-RAM migration (paused), resume, then compact offline:
+          // a helper QEMU loads the stream into a shared RAM file and saves device state only, so the new snapshot
+          // has the same format (CoW restores). If compaction fails the full stream is kept (ramInState: true).
+          const full = join(tmp, "state.full");
+          await this.migrateTo(full, false);
+          tMem = performance.now();
+          if (wasRunning) {
+            await qmp.execute("cont");
+            resumed = true;
+            this.setState("running");
+            tResumed = performance.now();
+          }
+          createSparseFile(join(tmp, MEMORY_FILE), memBytes);
+          try {
+            if (!this.init.compact) throw new Error("no compaction helper");
+            await this.init.compact(full, join(tmp, MEMORY_FILE), join(tmp, STATE_FILE));
+            rmSync(full, { force: true });
+          } catch (err) {
+            this.compactionError = err as Error;
+            rmSync(join(tmp, STATE_FILE), { force: true });
+            createSparseFile(join(tmp, MEMORY_FILE), memBytes);
+            renameSync(full, join(tmp, STATE_FILE));
+            ramInState = true;
+          }
+        }
         const tDone = performance.now();
         const rec = this.init.machineRecord;
         const manifest: SnapshotManifest = {
@@ -449,7 +500,7 @@ export class QemuVm extends EventEmitter implements Vm {
           initrdPath: rec.initrdPath,
           cmdline: rec.cmdline,
           devices: rec.devices,
-          ramInState: !ignoreShared,
+          ramInState,
           createdAt: new Date().toISOString(),
           stateBytes: statSync(join(tmp, STATE_FILE)).size,
         };
@@ -457,7 +508,7 @@ export class QemuVm extends EventEmitter implements Vm {
         if (rec.qemuVersion) manifest.qemuVersion = rec.qemuVersion;
         writeJsonSync(join(tmp, MANIFEST_FILE), manifest);
         renameSync(tmp, dest);
-        if (wasRunning) {
+        if (wasRunning && !resumed) {
           await qmp.execute("cont");
           resumed = true;
           this.setState("running");
@@ -467,7 +518,7 @@ export class QemuVm extends EventEmitter implements Vm {
           dir: dest,
           manifest,
           timings: {
-            pausedMs: wasRunning ? tEnd - tState : 0,
+            pausedMs: wasRunning ? (tResumed ?? tEnd) - tState : 0,
             stateMs: tMem - tState,
             memoryMs: tDone - tMem,
             totalMs: tEnd - t0,

@@ -182,16 +182,26 @@ export function runConformance(o: ConformanceOptions): void {
         expect(sha256(join(snap, "memory"))).toBe(memHash);
       });
 
-      it("snapshots a restored VM (full-RAM migration) and restores that", async () => {
+      it("snapshots a restored VM (full-RAM migration, compacted to the CoW format) and restores that twice", async () => {
         const snap2 = join(work, "snap-of-restored");
         const r = await restoredA.snapshot(snap2);
-        expect(r.manifest.ramInState).toBe(true);
+        expect((restoredA as { compactionError?: Error }).compactionError).toBeUndefined();
+        expect(r.manifest.ramInState).toBe(false);
+        expect(restoredA.state).toBe("running");
         expect(await clientA.getMarker()).toBe("only-a");
         const again = await backend.restore(snap2, { runtimeRoot });
         vms.push(again);
         const c = await connect(again);
         expect(await c.getMarker()).toBe("only-a");
-        await again.stop();
+        await c.setMarker("only-again");
+        const third = await backend.restore(snap2, { runtimeRoot });
+        vms.push(third);
+        const c3 = await connect(third);
+        expect(await c3.getMarker()).toBe("only-a");
+        expect(await c3.echo("third")).toBe("third");
+        expect(await clientA.getMarker()).toBe("only-a");
+        await Promise.all([again.stop(), third.stop()]);
+        expect(sha256(join(snap, "memory"))).toBe(memHash);
       });
 
       it("reports a guest kernel panic as SM_GUEST_CRASHED with the console lines", async () => {
