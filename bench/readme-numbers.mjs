@@ -1,0 +1,257 @@
+// Regenerates the "Measured numbers" section of the root README.md from bench/results/*.json.
+// The numbers are never typed by hand: run the benches (each writes its JSON), then
+//   node bench/readme-numbers.mjs
+// Missing result files are listed as "not measured" rather than invented.
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const load = (name) => {
+  const p = join(root, "bench", "results", `${name}.json`);
+  return existsSync(p) ? JSON.parse(readFileSync(p, "utf8")) : undefined;
+};
+const f = (n, d = 1) => (typeof n === "number" && Number.isFinite(n) ? n.toFixed(d) : "?");
+const x = (a, b) => (typeof a === "number" && typeof b === "number" && b > 0 ? `${(a / b).toFixed(2)}×` : "");
+
+const rows = [];
+const row = (area, metric, ours, baseline, ratio, goal, bench) =>
+  rows.push(`| ${area} | ${metric} | ${ours} | ${baseline} | ${ratio} | ${goal} | \`${bench}\` |`);
+const missing = [];
+
+const core = load("core");
+if (core) {
+  const b = core.build ?? {};
+  const p = core.pool ?? {};
+  if (b.cacheHitMs)
+    row(
+      "core",
+      "cache-hit `Image.build` p50",
+      `${f(b.cacheHitMs.p50, 2)} ms`,
+      "",
+      "",
+      "≤ 5 ms",
+      "bench/core-build.mjs",
+    );
+  if (b.coldBakeMs)
+    row("core", "cold bake (busybox)", `${f(b.coldBakeMs / 1000)} s`, "", "", "", "bench/core-build.mjs");
+  if (p.acquireIdleUs)
+    row(
+      "core",
+      "acquire from idle p50",
+      `${f(p.acquireIdleUs.p50)} µs`,
+      "",
+      "",
+      "≤ 50 µs",
+      "bench/core-pool.mjs",
+    );
+  if (p.cycleRestoreMs && p.rawRestoreMs)
+    row(
+      "core",
+      "cycle-restore p50",
+      `${f(p.cycleRestoreMs.p50)} ms`,
+      `raw QEMU restore ${f(p.rawRestoreMs.p50)} ms`,
+      x(p.cycleRestoreMs.p50, p.rawRestoreMs.p50),
+      "≤ 1.2×",
+      "bench/core-pool.mjs",
+    );
+  if (p.execTrueUs && p.agentPingUs)
+    row(
+      "core",
+      '`exec(["true"])` round trip p50',
+      `${f(p.execTrueUs.p50 / 1000, 2)} ms`,
+      `agent ping ${f(p.agentPingUs.p50 / 1000, 2)} ms`,
+      x(p.execTrueUs.p50, p.agentPingUs.p50),
+      "≤ 1.5×",
+      "bench/core-pool.mjs",
+    );
+  if (p.idlePssMiB)
+    row(
+      "core",
+      "idle PSS per pooled VM",
+      `${f(p.idlePssMiB)} MiB`,
+      p.rawIdlePssMiB ? `raw QEMU restore ${f(p.rawIdlePssMiB)} MiB` : "",
+      x(p.idlePssMiB, p.rawIdlePssMiB),
+      "≤ 1.05×",
+      "bench/core-pool.mjs",
+    );
+  if (p.density)
+    row(
+      "core",
+      `density: ${p.density.requested} idle VMs`,
+      `${p.density.answering}/${p.density.requested} answering, ${f(p.density.totalPssMiB, 0)} MiB PSS total`,
+      "",
+      "",
+      "64 fit in 24 GiB",
+      "bench/core-pool.mjs",
+    );
+} else missing.push("core");
+
+const hv = load("hypervisor");
+if (hv) {
+  row(
+    "hypervisor (x86_64)",
+    "cold boot to agent ready (median)",
+    `${f(hv.coldBootToAgentReadyMsMedian / 1000)} s`,
+    "",
+    "",
+    "",
+    "bench/hypervisor-raw.mjs",
+  );
+  row(
+    "hypervisor (x86_64)",
+    "restore to agent ready (median)",
+    `${f(hv.restoreToAgentReadyMsMedian)} ms`,
+    "",
+    "",
+    "",
+    "bench/hypervisor-raw.mjs",
+  );
+  row(
+    "hypervisor (x86_64)",
+    "pre-started restore to agent ready",
+    `${f(hv.preStartedRestoreToAgentReadyMsMedian)} ms`,
+    "",
+    "",
+    "",
+    "bench/hypervisor-raw.mjs",
+  );
+  if (hv.idleRestoredPssMiBMedian)
+    row(
+      "hypervisor (x86_64)",
+      "idle PSS per restored VM",
+      `${f(hv.idleRestoredPssMiBMedian)} MiB`,
+      "",
+      "",
+      "",
+      "bench/hypervisor-raw.mjs",
+    );
+} else missing.push("hypervisor");
+const hva = load("hypervisor-aarch64");
+if (hva)
+  row(
+    "hypervisor (aarch64, hvf machine model)",
+    "cold boot to agent ready (median)",
+    `${f(hva.coldBootToAgentReadyMsMedian / 1000)} s`,
+    "",
+    "",
+    "",
+    "bench/hypervisor-raw.mjs",
+  );
+
+const ap = load("agent-protocol");
+if (ap) {
+  row(
+    "agent-protocol",
+    "ping p50 over a Unix socket (TS peer)",
+    `${f(ap.protocol?.ping?.p50us)} µs`,
+    `raw socket echo ${f(ap.raw?.ping?.p50us)} µs`,
+    x(ap.protocol?.ping?.p50us, ap.raw?.ping?.p50us),
+    "",
+    "bench/agent-protocol-rtt.mjs",
+  );
+  row(
+    "agent-protocol",
+    "1 GiB stream",
+    `${f(ap.protocol?.stream?.mibps, 0)} MiB/s`,
+    `raw relay ${f(ap.raw?.relay?.mibps, 0)} MiB/s`,
+    x(ap.protocol?.stream?.mibps, ap.raw?.relay?.mibps),
+    "",
+    "bench/agent-protocol-rtt.mjs",
+  );
+} else missing.push("agent-protocol");
+
+const ga = load("guest-agent-size");
+if (ga) {
+  row(
+    "guest-agent",
+    "static binary x86_64 / aarch64",
+    `${f(ga.sizes?.x86_64 / 1024)} / ${f(ga.sizes?.aarch64 / 1024)} KiB`,
+    `busybox-static ${f(ga.busyboxBytes / 1024)} KiB`,
+    x(ga.sizes?.x86_64, ga.busyboxBytes),
+    "< 300 KiB",
+    "bench/guest-agent-size.mjs",
+  );
+  row(
+    "guest-agent",
+    "idle RSS of PID 1 in the guest",
+    `${ga.agentRssKib} KiB`,
+    "",
+    "",
+    "< 1 MiB",
+    "bench/guest-agent-size.mjs",
+  );
+} else missing.push("guest-agent-size");
+
+const pool = load("pool");
+if (pool) {
+  const idle = pool.scenarios?.find((s) => s.name === "idle");
+  const by = (n) => idle?.results?.find((r) => r.name === n);
+  const ours = by("@supermachine/pool");
+  if (ours)
+    row(
+      "pool",
+      "acquire+release of an idle resource p50",
+      `${f(ours.p50Us, 2)} µs`,
+      `tarn ${f(by("tarn")?.p50Us, 2)} µs, generic-pool ${f(by("generic-pool")?.p50Us, 2)} µs`,
+      x(ours.p50Us, by("generic-pool")?.p50Us),
+      "≤ 50 µs, not slower than either",
+      "bench/pool-acquire.mjs",
+    );
+} else missing.push("pool");
+
+const oci = load("oci");
+if (oci) {
+  const ours = oci.medianMs?.supermachineOciPull;
+  const peer = oci.medianMs?.skopeoCopyToOciLayout;
+  row(
+    "oci",
+    "pull debian-python into an empty store (median)",
+    ours ? `${f(ours, 0)} ms` : "see JSON",
+    peer ? `skopeo copy ${f(peer, 0)} ms` : "",
+    x(ours, peer),
+    "≤ 1.0×",
+    "bench/oci-pull.mjs",
+  );
+} else missing.push("oci");
+
+const rf = load("rootfs");
+if (rf) {
+  const best = (a) => (Array.isArray(a) ? Math.min(...a) : a);
+  row(
+    "rootfs",
+    "squashfs of the debian-python tree, gzip, 128 KiB (best run)",
+    `${f(best(rf.oursMs) / 1000)} s`,
+    `mksquashfs ${f(best(rf.mksquashfsMs) / 1000)} s`,
+    `${f(rf.timeRatio, 3)}× time, ${f(rf.sizeRatio, 4)}× size`,
+    "≤ 1.0× time, ≤ 1.02× size",
+    "bench/rootfs-mksquashfs.mjs",
+  );
+} else missing.push("rootfs");
+
+const machine = core?.pool?.machine ?? core?.build?.machine;
+const lines = [
+  `Generated by \`node bench/readme-numbers.mjs\` from \`bench/results/*.json\` (each bench writes its own file; the`,
+  "peer or raw baseline is always measured in the same run). Accelerator: **TCG** (software emulation — the",
+  "project's machines have no usable KVM), so VM timings are TCG timings, not KVM ones.",
+  machine
+    ? `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memGiB} GiB, Node ${machine.node}, ${machine.qemu ?? ""}.`
+    : "",
+  "The machine was shared by other work while these ran; treat single numbers as ±50%.",
+  "",
+  "| area | metric | supermachine | baseline (same run) | ratio | goal | bench |",
+  "|---|---|---|---|---|---|---|",
+  ...rows,
+];
+if (missing.length) lines.push("", `Not measured yet: ${missing.join(", ")}.`);
+
+const readme = join(root, "README.md");
+const text = readFileSync(readme, "utf8");
+const start = text.indexOf("<!-- bench:start -->");
+const end = text.indexOf("<!-- bench:end -->");
+if (start < 0 || end < 0)
+  throw new Error("README.md lacks the <!-- bench:start --> / <!-- bench:end --> markers");
+writeFileSync(readme, `${text.slice(0, start)}<!-- bench:start -->\n${lines.join("\n")}\n${text.slice(end)}`);
+console.log(
+  `README.md numbers regenerated (${rows.length} rows${missing.length ? `, missing: ${missing.join(", ")}` : ""})`,
+);
