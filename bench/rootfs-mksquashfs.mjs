@@ -33,13 +33,22 @@ try {
   } else {
     tree = join(work, "tree");
     mkdirSync(tree);
-    for (const s of sources) execFileSync("cp", ["-a", s, join(tree, s.replaceAll("/", "_").replace(/^_/, ""))]);
+    for (const s of sources)
+      execFileSync("cp", ["-a", s, join(tree, s.replaceAll("/", "_").replace(/^_/, ""))]);
     const gen = join(tree, "generated");
     mkdirSync(gen);
-    for (let i = 0; i < 2000; i++) writeFileSync(join(gen, `small-${i}.txt`), `file ${i}\n`.repeat(1 + (i % 50)));
-    execFileSync("cp", ["-a", join(tree, sources[0].replaceAll("/", "_").replace(/^_/, "")), join(tree, "duplicate-of-first")]);
+    for (let i = 0; i < 2000; i++)
+      writeFileSync(join(gen, `small-${i}.txt`), `file ${i}\n`.repeat(1 + (i % 50)));
+    execFileSync("cp", [
+      "-a",
+      join(tree, sources[0].replaceAll("/", "_").replace(/^_/, "")),
+      join(tree, "duplicate-of-first"),
+    ]);
     execFileSync("truncate", ["-s", "32M", join(gen, "sparse.img")]);
-    treeDesc = { sources, generated: "2000 small files, a 32 MiB sparse file, a duplicate of the first source" };
+    treeDesc = {
+      sources,
+      generated: "2000 small files, a 32 MiB sparse file, a duplicate of the first source",
+    };
   }
   const du = execFileSync("du", ["-sb", "--apparent-size", tree], { encoding: "utf8" }).split("\t")[0];
   const files = Number(execFileSync("sh", ["-c", `find "${tree}" | wc -l`], { encoding: "utf8" }).trim());
@@ -53,14 +62,23 @@ try {
   for (let r = 0; r < runs; r++) {
     const out = join(work, `ours-${r}.sqfs`);
     let t = process.hrtime.bigint();
-    const res = await buildRootfs({ layers: [tarFileLayer(tar)], out, compression: "gzip", blockSize: 131072 });
+    const res = await buildRootfs({
+      layers: [tarFileLayer(tar)],
+      out,
+      compression: "gzip",
+      blockSize: 131072,
+    });
     ours.push(Number(process.hrtime.bigint() - t) / 1e6);
     oursBytes = res.bytes;
     rmSync(out);
 
     const mk = join(work, `mk-${r}.sqfs`);
     t = process.hrtime.bigint();
-    const p = spawnSync("mksquashfs", [tree, mk, "-comp", "gzip", "-b", "131072", "-noappend", "-no-progress", "-quiet"], { stdio: "ignore" });
+    const p = spawnSync(
+      "mksquashfs",
+      [tree, mk, "-comp", "gzip", "-b", "131072", "-noappend", "-no-progress", "-quiet"],
+      { stdio: "ignore" },
+    );
     theirs.push(Number(process.hrtime.bigint() - t) / 1e6);
     if (p.status !== 0) throw new Error(`mksquashfs exited ${p.status}`);
     theirBytes = statSync(mk).size;
@@ -71,7 +89,12 @@ try {
   const result = {
     bench: "rootfs-mksquashfs",
     date: new Date().toISOString(),
-    machine: { cpu: cpus()[0]?.model, cores: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
+    machine: {
+      cpu: cpus()[0]?.model,
+      cores: cpus().length,
+      memGiB: Math.round(totalmem() / 2 ** 30),
+      node: process.version,
+    },
     accelerator: "none (host-only, no VM involved)",
     peer: `${mkVersion} (default threads = ${cpus().length})`,
     settings: { compression: "gzip level 9 (both)", blockSize: 131072 },
@@ -85,8 +108,12 @@ try {
     sizeRatio: +(oursBytes / theirBytes).toFixed(4),
     goals: { timeRatio: "<= 1.0", sizeRatio: "<= 1.02" },
   };
-  console.log(`rootfs squashfs writer vs ${result.peer}; machine: ${result.machine.cpu}, ${result.machine.cores} cores; accelerator: ${result.accelerator}`);
-  console.log(`tree: ${(result.tree.bytes / 2 ** 20).toFixed(1)} MiB, ${files} entries; gzip, 128 KiB blocks; best of ${runs}`);
+  console.log(
+    `rootfs squashfs writer vs ${result.peer}; machine: ${result.machine.cpu}, ${result.machine.cores} cores; accelerator: ${result.accelerator}`,
+  );
+  console.log(
+    `tree: ${(result.tree.bytes / 2 ** 20).toFixed(1)} MiB, ${files} entries; gzip, 128 KiB blocks; best of ${runs}`,
+  );
   console.table([
     { writer: "@supermachine/rootfs", "time ms": Math.round(best(ours)), "image bytes": oursBytes },
     { writer: "mksquashfs", "time ms": Math.round(best(theirs)), "image bytes": theirBytes },
