@@ -12,6 +12,8 @@ export const QMP_CONNECT_TIMEOUT_MS = 10_000;
 export const QMP_COMMAND_TIMEOUT_MS = 10_000;
 /** Deadline for an outgoing/incoming migration (snapshot / restore state load). */
 export const MIGRATION_TIMEOUT_MS = 120_000;
+/** Migration bandwidth cap for snapshots (QEMU's default is 128 MiB/s, meant for live migration over a network). */
+export const MIGRATION_MAX_BANDWIDTH_BYTES_PER_S = 64 * 1024 * 1024 * 1024;
 /** Polling interval for `query-migrate` while waiting for a migration. */
 export const MIGRATION_POLL_MS = 2;
 

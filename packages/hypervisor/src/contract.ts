@@ -232,6 +232,8 @@ export interface Vm {
   readonly agentSocketPath: string;
   /** Snapshot dir this VM was restored from, if any. */
   readonly restoredFrom?: string;
+  /** Set when the last snapshot() of this restored VM could not be compacted (it then has ramInState: true). */
+  readonly compactionError?: Error;
   /** Resolves (never rejects) once the VMM process has exited and been reaped and the runtime dir removed. */
   readonly exited: Promise<VmExit>;
   /**

@@ -185,7 +185,7 @@ export function runConformance(o: ConformanceOptions): void {
       it("snapshots a restored VM (full-RAM migration, compacted to the CoW format) and restores that twice", async () => {
         const snap2 = join(work, "snap-of-restored");
         const r = await restoredA.snapshot(snap2);
-        expect((restoredA as { compactionError?: Error }).compactionError).toBeUndefined();
+        expect(restoredA.compactionError).toBeUndefined();
         expect(r.manifest.ramInState).toBe(false);
         expect(restoredA.state).toBe("running");
         expect(await clientA.getMarker()).toBe("only-a");
