@@ -238,7 +238,12 @@ export function createQemuBackend(opts: QemuBackendOptions): VmmBackend {
       kernelPath: source.kernelPath,
       initrdPath: source.initrdPath,
       cmdline: source.cmdline,
-      devices: source.devices,
+      // The live VM still owns its vsock CID: the never-run helper takes a random one (the CID is not guest state).
+      devices: source.devices.map((d) =>
+        d.kind === "vsock"
+          ? { kind: "vsock" as const, cid: 0x10000000 + Math.floor(Math.random() * 0x10000000) }
+          : d,
+      ),
       memPath: memFile,
       memShare: true,
       incoming: { statePath: fullState, ramInState: true },
