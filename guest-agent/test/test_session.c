@@ -32,6 +32,7 @@ static void start_agent(void)
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		exit(99);
+	fflush(stdout);
 	agent_pid = fork();
 	if (agent_pid == 0) {
 		close(sv[0]);
@@ -318,6 +319,47 @@ int main(void)
 		}
 	}
 	ok(exit_after, "eof on chOut and chErr precede the exit event");
+
+	/* 1 MiB through cat: host→agent data limited by the agent's credit, agent→host by ours */
+	spawn_cat(9, 40, 41, 42);
+	recv_t("res", 5000);
+	{
+		static uint8_t chunk[65536];
+		size_t total = 1 << 20, sent = 0, echoed = 0;
+		uint64_t credit = SM_WINDOW_BYTES;
+		bool eof_sent = false;
+		int idle = 0;
+		while (echoed < total && idle < 50) {
+			while (sent < total && credit > 0) {
+				size_t n = sizeof(chunk);
+				if (n > credit)
+					n = (size_t)credit;
+				if (n > total - sent)
+					n = total - sent;
+				chan_frame("data", 42, 0, chunk, n);
+				sent += n;
+				credit -= n;
+			}
+			if (sent == total && !eof_sent) {
+				chan_frame("eof", 42, 0, NULL, 0);
+				eof_sent = true;
+			}
+			if (!recv_frame(200)) {
+				idle++;
+				continue;
+			}
+			idle = 0;
+			if (is_t("credit") && get_u(0, "ch") == 42)
+				credit += get_u(0, "n");
+			if (is_t("data") && get_u(0, "ch") == 40) {
+				size_t n = doc.items[cb_map_get(&doc, 0, "d")].len;
+				echoed += n;
+				chan_frame("credit", 40, n, NULL, 0);
+			}
+		}
+		ok(echoed == total, "1 MiB through cat with credit both ways (echoed %zu, sent %zu)", echoed, sent);
+		recv_t("evt", 5000);
+	}
 
 	/* violations: each ends the session with fatal; a new hello starts over */
 	chan_frame("data", 999, 0, "x", 1);
