@@ -281,3 +281,14 @@ describe("pool and Vm (fake runtime)", () => {
     await pool.shutdown();
   });
 });
+
+describe("pool shutdown with a VM still in use", () => {
+  it("calls on the orphaned Vm reject with SM_VM_RELEASED, not SM_GUEST_CRASHED", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool();
+    const vm = await pool.acquire();
+    await pool.shutdown();
+    await expect(vm.exec({ argv: ["true"] })).rejects.toMatchObject({ code: "SM_VM_RELEASED" });
+    await vm.release();
+  });
+});

@@ -40,7 +40,7 @@ import { prepareVolume } from "./volumes";
 /** Boot → ready deadline for a bake (TCG cold boots take ~5 s; leave room for slow CI). */
 const BAKE_READY_TIMEOUT_MS = Number(process.env.SUPERMACHINE_BAKE_TIMEOUT_MS) || 120_000;
 /** An unused warm-handoff VM is stopped after this (so a script that only builds can exit). */
-const HANDOFF_IDLE_MS = 15_000;
+const HANDOFF_IDLE_MS = 5_000;
 
 const fileHashCache = new Map<string, { key: string; sha256: string }>();
 

@@ -57,8 +57,22 @@ export class VmHandle {
     this.deathError = err;
   }
 
+  /** True once stop() was called (release with restoreOnRelease, pool shutdown, idle eviction). */
+  get stopping(): boolean {
+    return this.#stopping !== undefined;
+  }
+
   /** Map an agent error to the public error space. */
   async translate(err: unknown, what: string): Promise<Error> {
+    if (this.#stopping) {
+      return new SupermachineError(
+        "SM_VM_RELEASED",
+        `Cannot ${what}: this VM was stopped (released or its pool shut down).`,
+        {
+          cause: err ?? undefined,
+        },
+      );
+    }
     const remote = (err as { remoteCode?: unknown } | null)?.remoteCode;
     const code = typeof remote === "string" ? remote : codeOf(err);
     if (code === "SM_AGENT_LOST" || code === "SM_AGENT_PROTOCOL" || this.dead) {
