@@ -40,6 +40,36 @@ describe("options on real VMs", () => {
     expect(meta.imageDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
   });
 
+  it("a docker-save archive source bakes and runs", async () => {
+    const { execFileSync } = await import("node:child_process");
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const dir = mkdtempSync(`${tmpdir()}/sm-core-e2e-archive-`);
+    try {
+      const tar = `${dir}/busybox.tar`;
+      execFileSync("skopeo", [
+        "copy",
+        "--src-tls-verify=false",
+        `docker://${refs.busybox}`,
+        `docker-archive:${tar}:busybox:latest`,
+      ]);
+      const image = await Image.build({
+        ref: "busybox:latest",
+        snapshotsDir: shared,
+        source: { type: "archive", path: tar },
+      });
+      const pool = await image.pool({ min: 0, max: 1 });
+      pools.push(pool);
+      const vm = await pool.acquire();
+      expect((await vm.exec({ argv: ["busybox", "echo", "from archive"] })).stdout.toString()).toBe(
+        "from archive\n",
+      );
+      await vm.release();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("pool memoryMib override: the guest sees the new size without a re-bake", async () => {
     const image = await Image.build({ ref: refs.busybox, snapshotsDir: shared });
     const memTotalMib = async (p: Pool) => {
