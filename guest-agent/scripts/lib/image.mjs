@@ -152,6 +152,18 @@ export function startQemu(work, { kernel, initrd, rootfs, name = "vm", memMib = 
   let stderr = "";
   proc.stderr.on("data", (d) => (stderr += d));
   const exited = new Promise((r) => proc.on("exit", (code, sig) => r({ code, sig, stderr })));
+  // no orphans: QEMU dies with us (setpriv --pdeathsig); the RAM file must go too
+  const cleanup = () => {
+    proc.kill("SIGKILL");
+    fs.rmSync(mem, { force: true });
+  };
+  process.once("exit", cleanup);
+  for (const sig of ["SIGINT", "SIGTERM"])
+    process.once(sig, () => {
+      cleanup();
+      process.exit(130);
+    });
+  exited.then(() => fs.rmSync(mem, { force: true }));
   return { proc, sock, qmp, consoleLog, mem, exited, kill: () => proc.kill("SIGKILL") };
 }
 
