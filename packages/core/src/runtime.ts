@@ -202,8 +202,15 @@ function adaptLive(vm: HvVm): LiveVmPort {
   };
 }
 
+/** SUPERMACHINE_RUNTIME_DIR overrides the backend's runtime root (default /dev/shm/supermachine). */
+function runtimeRootOverride(): { runtimeRoot?: string } {
+  const dir = process.env.SUPERMACHINE_RUNTIME_DIR;
+  return dir ? { runtimeRoot: dir } : {};
+}
+
 function restoreOverrides(spec: RestoreSpec) {
   return {
+    ...runtimeRootOverride(),
     rootfs: spec.rootfsPath,
     initrd: spec.initramfsPath,
     volumes: spec.volumes.map((v) => ({ path: v.hostPath, ...(v.readOnly ? { readOnly: true } : {}) })),
@@ -227,6 +234,7 @@ function adaptBackend(b: VmmBackend): BackendPort {
           kernelArgs: spec.extraKernelArgs,
           network: spec.network,
           accel: spec.accel,
+          ...runtimeRootOverride(),
         }),
       ),
     restore: async (spec: RestoreSpec) =>
