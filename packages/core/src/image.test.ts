@@ -292,3 +292,22 @@ describe("pool shutdown with a VM still in use", () => {
     await vm.release();
   });
 });
+
+describe("pool idle eviction and events", () => {
+  it("idle VMs above min are stopped after idleTimeoutMs; events carry ids", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 2, idleTimeoutMs: 50, restoreOnRelease: false });
+    const created: number[] = [];
+    const destroyed: string[] = [];
+    pool.on("create-success", (e) => created.push(e.resourceId));
+    pool.on("destroy", (e) => destroyed.push(e.reason));
+    const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);
+    await Promise.all([a.release(), b.release()]);
+    expect(pool.stats()).toMatchObject({ alive: 2, idle: 2 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(pool.stats()).toMatchObject({ alive: 0, idle: 0 });
+    expect(created).toHaveLength(2);
+    expect(destroyed).toEqual(["idle", "idle"]);
+    await pool.shutdown();
+  });
+});

@@ -9,7 +9,12 @@
  */
 
 import { join } from "node:path";
-import { createPool, type Pool as GenericPool } from "@supermachine/pool";
+import {
+  createPool,
+  type Pool as GenericPool,
+  type PoolEventName,
+  type PoolEvents,
+} from "@supermachine/pool";
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import type { Image } from "./image";
@@ -28,6 +33,12 @@ export interface Pool {
   stats(): PoolStats;
   /** Stop every VM and reject waiters; idempotent. */
   shutdown(): Promise<void>;
+  /**
+   * Beyond: typed events of the underlying @supermachine/pool (`acquire-request`, `acquire-success`,
+   * `acquire-timeout`, `create-success` (a VM restored), `create-fail`, `destroy`, ...), each with ids.
+   */
+  on<K extends PoolEventName>(event: K, listener: (e: PoolEvents[K]) => void): this;
+  off<K extends PoolEventName>(event: K, listener: (e: PoolEvents[K]) => void): this;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -237,6 +248,16 @@ export class PoolImpl implements Pool {
         return snapshotVm(this.#image, h, destDir);
       },
     });
+  }
+
+  on<K extends PoolEventName>(event: K, listener: (e: PoolEvents[K]) => void): this {
+    this.#pool?.on(event, listener);
+    return this;
+  }
+
+  off<K extends PoolEventName>(event: K, listener: (e: PoolEvents[K]) => void): this {
+    this.#pool?.off(event, listener);
+    return this;
   }
 
   stats(): PoolStats {
