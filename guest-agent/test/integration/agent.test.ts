@@ -204,7 +204,7 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     await agent.ping();
   }, 300_000);
 
-  it("workload: started at boot, listening reported, tcp-connect reaches it, workload-signal stops it", async () => {
+  it("workload: started by resume, listening reported, tcp-connect reaches it, workload-signal stops it", async () => {
     const initrd = join(work, "initrd-httpd.cpio");
     const bundle = listCachedBundles("x86_64")[0];
     if (!bundle) throw new Error("no kernel bundle");
@@ -215,7 +215,7 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
       config: encodeBootConfig({
         hostname: "sm-httpd",
         workload: { argv: ["httpd", "-f", "-p", "8080", "-h", "/www"], env: ["PATH=/bin"], cwd: "/", user: "app" },
-        startWorkload: "boot",
+        startWorkload: "resume",
         guestPort: 8080,
         listenerRequired: true,
       }),
@@ -224,11 +224,13 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     const v = await backend.boot({ initrd, rootfs: join(work, "rootfs.sqfs"), accel: "tcg", memoryMib: 256 });
     vms.push(v);
     const c = await connect(v);
-    const listening =
-      c.hello?.listening === 8080
-        ? 8080
-        : await new Promise<number>((resolve) => c.once("listening", (e) => resolve(e.port)));
-    expect(listening).toBe(8080);
+    // pre-exec mode: nothing runs until resume
+    const before = await c.exec({ argv: ["sh", "-c", "pidof httpd || echo none"] });
+    expect(before.stdout.toString().trim()).toBe("none");
+    expect(c.hello?.listening).toBeNull();
+    const listening = new Promise<number>((resolve) => c.once("listening", (e) => resolve(e.port)));
+    await c.resume();
+    expect(await listening).toBe(8080);
     const who = await c.exec({ argv: ["sh", "-c", "ps -o user,comm | grep httpd"] });
     expect(who.stdout.toString()).toMatch(/app\s+httpd/);
     const sock = await c.tcpConnect(8080);
@@ -250,6 +252,15 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     c.close();
     await v.stop();
   }, 600_000);
+
+  it("host disconnect and reconnect: a new connection gets a new session, spawned processes survive", async () => {
+    const child = await agent.spawn({ argv: ["sleep", "600"] });
+    agent.close();
+    agent = await connect(vm); // agentStream() again: the old socket closes, the guest sees HUP, then a new hello
+    const ps = await agent.exec({ argv: ["sh", "-c", `kill -0 ${child.pid} && echo alive`] });
+    expect(ps.stdout.toString()).toBe("alive\n");
+    await agent.signal(child.pid, 9);
+  });
 
   it("snapshot → restore twice: clocks follow the host and the RNG diverges", async () => {
     const snap = join(work, "snap");
