@@ -31,6 +31,10 @@ if (p.restoreBreakdownMs) {
     `| ↳ restore breakdown p50: VMM start / agent hello / resume RPC | ${b2.start.p50} / ${b2.hello.p50} / ${b2.resume.p50} ms | | | |`,
   );
 }
+if (p.rawPreparedToResumedMs)
+  lines.push(
+    `| cycle-restore vs the same steps done raw (pre-started start + agent hello + resume) | ${p.cycleRestoreMs.p50} ms | ${p.rawPreparedToResumedMs.p50} ms | ${ratio(p.cycleRestoreMs.p50, p.rawPreparedToResumedMs.p50)} | ≤ 1.2× |`,
+  );
 if (p.execTrueUs)
   lines.push(
     `| \`exec(["true"])\` round trip p50 | ${p.execTrueUs.p50} µs | agent ping ${p.agentPingUs.p50} µs | ${ratio(p.execTrueUs.p50, p.agentPingUs.p50)} | ≤ 1.5× |`,
