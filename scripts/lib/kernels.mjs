@@ -168,6 +168,23 @@ async function deriveVmlinux(dir) {
 }
 
 /**
+ * Keep the 2 newest bundles per arch, through @supermachine/hypervisor (if built), which warns before
+ * evicting. Without the built package nothing is evicted (the hypervisor prunes on its own use).
+ */
+async function pruneOldBundles(arch) {
+  const dist = join(REPO_ROOT, "packages/hypervisor/dist/index.js");
+  if (!existsSync(dist)) return null;
+  try {
+    const mod = await import(pathToFileURL(dist).href);
+    if (typeof mod.pruneKernelCache !== "function") return null;
+    mod.pruneKernelCache({ arch, cacheDir: join(kernelsDir(), ".."), warn: (m) => say(m) });
+    return null;
+  } catch (e) {
+    return `kernel ${arch}: cache pruning skipped (${e.message})`;
+  }
+}
+
+/**
  * Ensure a kernel bundle per arch. Returns { arch: dir } and notes.
  * Offline / no apt metadata: an existing valid bundle is used.
  */
@@ -214,6 +231,8 @@ export async function ensureKernels() {
       const n = await deriveVmlinux(target);
       if (n) notes.push(n);
     }
+    const p = await pruneOldBundles(arch);
+    if (p) notes.push(p);
   }
   return { bundles: result, notes };
 }
