@@ -5,13 +5,13 @@
  * from one snapshot for the restore-safety case. Every QEMU is stopped in afterAll.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type AgentClient, connectAgent, encodeBootConfig } from "@supermachine/agent-protocol";
 import { findExecutable, listCachedBundles, type Vm } from "@supermachine/hypervisor";
 import { createKvmBackend } from "@supermachine/hypervisor-kvm";
-import { buildInitramfs } from "@supermachine/rootfs";
+import { buildInitramfs, buildRootfs, tarFileLayer } from "@supermachine/rootfs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // plain-JS helpers shared with scripts/boot-test.mjs (hand-built busybox squashfs)
 import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
@@ -261,6 +261,62 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     expect(ps.stdout.toString()).toBe("alive\n");
     await agent.signal(child.pid, 9);
   });
+
+  // the debian-python fixture image (scripts/setup: debootstrap minbase + python3, user app uid 1000)
+  const fixturesJson = join(
+    process.env.XDG_CACHE_HOME || join(homedir(), ".cache"),
+    "supermachine/fixtures/fixtures.json",
+  );
+  const pyLayout = existsSync(fixturesJson)
+    ? (JSON.parse(readFileSync(fixturesJson, "utf8")).images?.["debian-python"]?.layout as string | undefined)
+    : undefined;
+  it.skipIf(!pyLayout)(
+    `debian-python image: python3 -c runs as the non-root image user${pyLayout ? "" : " (skipped: no debian-python fixture; npm run setup)"}`,
+    async () => {
+      const layout = pyLayout as string;
+      const blob = (d: string) => join(layout, "blobs", ...d.split(":"));
+      const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
+      const manifest = JSON.parse(readFileSync(blob(index.manifests[0].digest), "utf8"));
+      const rootfs = join(work, "python.sqfs");
+      await buildRootfs({
+        layers: manifest.layers.map((l: { digest: string }) => tarFileLayer(blob(l.digest), l.digest)),
+        out: rootfs,
+      });
+      const bundle = listCachedBundles("x86_64")[0];
+      if (!bundle) throw new Error("no kernel bundle");
+      const initrd = join(work, "initrd-python.cpio");
+      await buildInitramfs({
+        init: buildAgent("x86_64"),
+        modulesDir: bundle.modulesDir,
+        modules: MODULES,
+        config: encodeBootConfig({
+          hostname: "sm-python",
+          workload: {
+            argv: ["python3"],
+            env: ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"],
+            cwd: "/",
+            user: "app",
+          },
+          startWorkload: "never",
+        }),
+        out: initrd,
+      });
+      const v = await backend.boot({ initrd, rootfs, accel: "tcg", memoryMib: 256 });
+      vms.push(v);
+      const c = await connect(v);
+      const r = await c.exec({
+        argv: ["python3", "-c", "import os, pwd; print(os.getuid(), os.getgid(), pwd.getpwuid(os.getuid()).pw_name, os.getcwd())"],
+        user: "app",
+        cwd: "/tmp",
+      });
+      expect(r.stderr.toString()).toBe("");
+      expect(r.stdout.toString().trim()).toBe("1000 1000 app /tmp");
+      expect(r.exitCode).toBe(0);
+      c.close();
+      await v.stop();
+    },
+    600_000,
+  );
 
   it("snapshot → restore twice: clocks follow the host and the RNG diverges", async () => {
     const snap = join(work, "snap");
