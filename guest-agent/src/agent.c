@@ -1106,9 +1106,17 @@ static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spa
 		res_error(id, "EBUSY", "too many processes");
 		return;
 	}
+	/* Stage files first: the command's (or the chained command's) cwd may be a directory
+	 * that only exists once the staged files have been written. */
+	int r = do_stage(d, a.stage, msg, sizeof(msg));
+	if (r < 0) {
+		proc_free(p);
+		res_error(id, errno_code(-r), msg);
+		return;
+	}
 	struct child_spec *s = build_spec(d, &a.cmd, &code, msg, sizeof(msg));
 	if (!s) {
-		p->used = false;
+		proc_free(p);
 		res_error(id, code, msg);
 		return;
 	}
@@ -1120,13 +1128,6 @@ static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spa
 			res_error(id, code, msg);
 			return;
 		}
-	}
-	int r = do_stage(d, a.stage, msg, sizeof(msg));
-	if (r < 0) {
-		spec_free(s);
-		proc_free(p);
-		res_error(id, errno_code(-r), msg);
-		return;
 	}
 	int outfd, errfd, infd, ptyfd;
 	pid_t pid = start_child(s, a.tty, a.cols, a.rows, spawn, &outfd, &errfd, &infd, &ptyfd);

@@ -97,6 +97,16 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     expect(r.stderr.toString()).toBe("sm-agent: definitely-not-here: command not found\n");
   });
 
+  it("stage files are written before cwd is checked: a chain may run inside a freshly staged directory", async () => {
+    const r = await agent.exec({
+      argv: ["cat", "/tmp/staged-dir/in.txt"],
+      stage: [{ path: "/tmp/staged-dir/in.txt", data: Buffer.from("staged\n"), mode: 0o640 }],
+      chain: { argv: ["sh", "-c", "pwd; ls -l in.txt | cut -c1-10"], cwd: "/tmp/staged-dir" },
+    });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toBe("staged\n/tmp/staged-dir\n-rw-r-----\n");
+  });
+
   it("timeout kills the whole process group", async () => {
     const t0 = Date.now();
     const r = await agent.exec({ argv: ["sh", "-c", "sleep 60 & sleep 60"], timeoutMs: 500 });
