@@ -19,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -696,6 +697,17 @@ static const char *env_lookup(char **envp, const char *key)
 }
 
 /* In the child: never returns. */
+static int close_fds_from(unsigned first)
+{
+#ifdef SYS_close_range
+	return (int)syscall(SYS_close_range, first, ~0U, 0U);
+#else
+	(void)first;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
 static void child_exec(struct child_spec *s, int in, int out, int err, bool tty, int slave)
 {
 	sigset_t all;
@@ -713,8 +725,11 @@ static void child_exec(struct child_spec *s, int in, int out, int err, bool tty,
 	}
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
 		_exit(126);
-	for (int fd = 3; fd < 1024; fd++)
-		close(fd); /* belt and braces: everything is O_CLOEXEC already */
+	/* belt and braces: everything is O_CLOEXEC already. One close_range syscall instead of a
+	 * thousand close() calls: under TCG every syscall is expensive and this is on the exec path. */
+	if (close_fds_from(3) < 0)
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
 	if (s->user.uid != 0 || s->user.gid != 0 || s->user.ngroups > 1) {
 		gid_t groups[SM_MAX_GROUPS];
 		for (int i = 0; i < s->user.ngroups; i++)
