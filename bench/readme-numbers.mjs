@@ -55,6 +55,16 @@ if (core) {
       "≤ 1.2×",
       "bench/core-pool.mjs",
     );
+  if (p.cycleRestoreMs && p.rawPreparedToResumedMs)
+    row(
+      "core",
+      "cycle-restore p50 vs the same raw steps",
+      `${f(p.cycleRestoreMs.p50)} ms`,
+      `raw pre-started restore + hello + resume ${f(p.rawPreparedToResumedMs.p50)} ms`,
+      x(p.cycleRestoreMs.p50, p.rawPreparedToResumedMs.p50),
+      "≤ 1.2×",
+      "bench/core-pool.mjs",
+    );
   if (p.execTrueUs && p.agentPingUs)
     row(
       "core",
@@ -72,6 +82,16 @@ if (core) {
       `${f(p.idlePssMiB)} MiB`,
       p.rawIdlePssMiB ? `raw QEMU restore ${f(p.rawIdlePssMiB)} MiB` : "",
       x(p.idlePssMiB, p.rawIdlePssMiB),
+      "≤ 1.05×",
+      "bench/core-pool.mjs",
+    );
+  if (p.idlePssMiB && p.rawResumedPssMiB)
+    row(
+      "core",
+      "idle PSS per pooled VM vs raw VM after hello + resume",
+      `${f(p.idlePssMiB)} MiB`,
+      `raw ${f(p.rawResumedPssMiB)} MiB`,
+      x(p.idlePssMiB, p.rawResumedPssMiB),
       "≤ 1.05×",
       "bench/core-pool.mjs",
     );
