@@ -725,6 +725,15 @@ static void child_exec(struct child_spec *s, int in, int out, int err, bool tty,
 	}
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
 		_exit(126);
+	/* The agent protects itself with oom_score_adj -1000, which children inherit: undo it, or the
+	 * OOM killer could never pick a runaway command and the whole guest would thrash instead. */
+	int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (oom >= 0) {
+		if (write(oom, "0", 1) < 0) {
+			/* best effort: nothing useful to report from the child */
+		}
+		close(oom);
+	}
 	/* belt and braces: everything is O_CLOEXEC already. One close_range syscall instead of a
 	 * thousand close() calls: under TCG every syscall is expensive and this is on the exec path. */
 	if (close_fds_from(3) < 0)

@@ -5,7 +5,7 @@
  * from one snapshot for the restore-safety case. Every QEMU is stopped in afterAll.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type AgentClient, connectAgent, encodeBootConfig } from "@supermachine/agent-protocol";
@@ -211,6 +211,32 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     const r = await agent.exec({ argv: ["sh", "-c", "x=$(head -c 20000000 /dev/zero | tr '\\0' a); kill -9 $$"] });
     expect(r).toMatchObject({ exitCode: -1, signal: 9, timedOut: false });
     expect(r.peakRssKib).toBeGreaterThan(20_000);
+    await agent.ping();
+  }, 300_000);
+
+  it("a real OOM kill: commands run with oom_score_adj 0, a cgroup-limited hog is killed, the agent survives", async () => {
+    // A static hog that allocates and touches memory forever, staged into the guest's tmpfs.
+    const src = join(work, "hog.c");
+    const bin = join(work, "hog");
+    writeFileSync(
+      src,
+      "#include <stdlib.h>\n#include <string.h>\nint main(void){for(;;){char*p=malloc(1<<20);if(!p)return 3;memset(p,90,1<<20);}}\n",
+    );
+    execFileSync("musl-gcc", ["-static", "-O2", "-o", bin, src]);
+    const adj = await agent.exec({ argv: ["cat", "/proc/self/oom_score_adj"] });
+    expect(adj.stdout.toString().trim()).toBe("0");
+    const r = await agent.exec({
+      argv: [
+        "sh",
+        "-c",
+        "mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p /sys/fs/cgroup/hog && echo 16M > /sys/fs/cgroup/hog/memory.max && echo $$ > /sys/fs/cgroup/hog/cgroup.procs && exec /tmp/oom-hog",
+      ],
+      stage: [{ path: "/tmp/oom-hog", data: readFileSync(bin), mode: 0o755 }],
+      timeoutMs: 120_000,
+    });
+    expect(r).toMatchObject({ exitCode: -1, signal: 9, timedOut: false });
+    const ev = await agent.exec({ argv: ["cat", "/sys/fs/cgroup/hog/memory.events"] });
+    expect(ev.stdout.toString()).toMatch(/^oom_kill [1-9]/m);
     await agent.ping();
   }, 300_000);
 
