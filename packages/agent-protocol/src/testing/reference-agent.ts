@@ -21,7 +21,14 @@ import { Channel, type ChannelIo, type InboundSink } from "../channel";
 import { DEFAULT_WINDOW, EXEC_TAIL_MAX, FILE_MAX, MAX_FRAME, PROTOCOL_VERSION } from "../constants";
 import { type AgentError, isAgentError, violation } from "../errors";
 import { type ChannelFrame, decodeFrame, encodeFrame, type Frame, type HostHelloFrame } from "../frames";
-import { type ExecArgs, type ParsedRequest, parseRequestArgs, RequestError, type SpawnArgs } from "../ops";
+import {
+  type ExecArgs,
+  OPS,
+  type ParsedRequest,
+  parseRequestArgs,
+  RequestError,
+  type SpawnArgs,
+} from "../ops";
 import { FrameReader, type ScanVerdict } from "../reader";
 import { VERSION } from "../version";
 
@@ -43,22 +50,8 @@ export interface ReferenceAgentOptions {
   workload?: { argv: string[] } | null;
 }
 
-const ALL_OPS = [
-  "exec",
-  "spawn",
-  "signal",
-  "resize",
-  "close-stdin",
-  "write-file",
-  "read-file",
-  "workload-signal",
-  "tcp-connect",
-  "resume",
-  "ping",
-  "shutdown",
-  "stats",
-  "chain",
-];
+/** Capabilities advertised in hello: every v1 op plus `chain` (SPEC §4.2). */
+const ALL_OPS = [...OPS, "chain"];
 
 interface SpawnedProcess {
   child: ChildProcess;
