@@ -334,8 +334,75 @@ valid(
   },
 );
 
+// fs-attach / fs-detach (SPEC 6.4, since 1.1.0)
+valid(
+  "req-fs-attach",
+  { t: "req", id: 40, op: "fs-attach", args: { tag: "work", ch: 21, path: "/work" } },
+  { direction: H2A, canonical: true },
+);
+valid(
+  "req-fs-attach-no-path",
+  { t: "req", id: 41, op: "fs-attach", args: { tag: "Proj_1.v-2", ch: 22, path: null } },
+  { direction: H2A, canonical: true, note: "path null = absent" },
+);
+valid(
+  "req-fs-detach",
+  { t: "req", id: 42, op: "fs-detach", args: { tag: "work" } },
+  { direction: H2A, canonical: true },
+);
+valid(
+  "req-fs-attach-tag-too-long",
+  { t: "req", id: 43, op: "fs-attach", args: { tag: "a".repeat(36), ch: 23 } },
+  { direction: H2A, canonical: true, resError: "EINVAL", note: "tag longer than 35 bytes" },
+);
+valid(
+  "req-fs-attach-tag-max-length",
+  { t: "req", id: 44, op: "fs-attach", args: { tag: "b".repeat(35), ch: 24 } },
+  { direction: H2A, canonical: true, note: "35 bytes is allowed" },
+);
+valid(
+  "req-fs-attach-tag-bad-chars",
+  { t: "req", id: 45, op: "fs-attach", args: { tag: "a/b", ch: 25 } },
+  { direction: H2A, canonical: true, resError: "EINVAL", note: "tag outside [A-Za-z0-9._-]" },
+);
+valid(
+  "req-fs-attach-tag-dotdot",
+  { t: "req", id: 46, op: "fs-attach", args: { tag: "..", ch: 26 } },
+  { direction: H2A, canonical: true, resError: "EINVAL" },
+);
+valid(
+  "req-fs-attach-tag-empty",
+  { t: "req", id: 47, op: "fs-attach", args: { tag: "", ch: 27 } },
+  { direction: H2A, canonical: true, resError: "EINVAL" },
+);
+valid(
+  "req-fs-attach-missing-ch",
+  { t: "req", id: 48, op: "fs-attach", args: { tag: "work" } },
+  { direction: H2A, canonical: true, resError: "EINVAL" },
+);
+valid(
+  "req-fs-attach-relative-path",
+  { t: "req", id: 49, op: "fs-attach", args: { tag: "work", ch: 28, path: "work" } },
+  { direction: H2A, canonical: true, resError: "EINVAL" },
+);
+valid(
+  "req-fs-detach-tag-not-text",
+  { t: "req", id: 50, op: "fs-detach", args: { tag: 7 } },
+  { direction: H2A, canonical: true, resError: "EINVAL" },
+);
+valid(
+  "req-fs-detach-tag-space",
+  { t: "req", id: 51, op: "fs-detach", args: { tag: "my share" } },
+  { direction: H2A, canonical: true, resError: "EINVAL" },
+);
+
 // ---------- valid: responses ----------
 valid("res-ping", { t: "res", id: 1, result: {} }, { direction: A2H, canonical: true, op: "ping" });
+valid(
+  "res-fs-attach",
+  { t: "res", id: 40, result: {} },
+  { direction: A2H, canonical: true, op: "fs-attach" },
+);
 valid(
   "res-exec-ok",
   {

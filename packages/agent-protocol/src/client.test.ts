@@ -279,6 +279,63 @@ describe("AgentClient with the reference agent", () => {
     expect(err.remoteCode).toBe("ECONNREFUSED");
   });
 
+  it("fsAttach opens a bidirectional share channel; fsDetach removes it; tags are validated", async () => {
+    expect(client.hello?.caps).toEqual(expect.arrayContaining(["fs-attach", "fs-detach", "fs"]));
+    const toAgent = tapFrames(pair.agent, "host-to-agent");
+    const d = await client.fsAttach({ tag: "work", path: "/work" });
+    const errored = new Promise<Error>((r) => d.on("error", r));
+    const req = toAgent.find((f) => f.t === "req") as { op: string; args: Record<string, unknown> };
+    expect(req.op).toBe("fs-attach");
+    expect(req.args).toEqual({ tag: "work", path: "/work", ch: expect.any(Number) });
+    expect(agent.shares.get("work")).toMatchObject({ path: "/work", orphaned: false });
+    // the reference agent loops the bytes back: 600 KB round-trip needs credit in both directions
+    const got: Buffer[] = [];
+    let n = 0;
+    const all = new Promise<void>((r) =>
+      d.on("data", (c: Buffer) => {
+        got.push(c);
+        n += c.length;
+        if (n === 600_000) r();
+      }),
+    );
+    d.write(Buffer.alloc(600_000, 0x5a));
+    await all;
+    expect(Buffer.concat(got).equals(Buffer.alloc(600_000, 0x5a))).toBe(true);
+
+    const dup = await rejection(client.fsAttach({ tag: "work" }));
+    expect(dup.code).toBe("SM_AGENT_REMOTE");
+    expect(dup.remoteCode).toBe("EEXIST");
+    expect(client.openChannels).toBe(1); // the failed attach opened nothing
+
+    for (const tag of ["", ".", "..", "a/b", "x".repeat(36), "sp ace", "é"]) {
+      const e = await rejection(client.fsAttach({ tag }));
+      expect(e.code).toBe("SM_AGENT_INVALID_ARGS");
+    }
+    expect((await rejection(client.fsAttach({ tag: "ok", path: "rel" }))).code).toBe("SM_AGENT_INVALID_ARGS");
+    expect((await rejection(client.fsDetach("../x"))).code).toBe("SM_AGENT_INVALID_ARGS");
+
+    await client.fsDetach("work");
+    expect(agent.shares.has("work")).toBe(false);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(client.openChannels).toBe(0);
+    expect((await errored).message).toMatch(/reset by the peer/); // the detach closed the channel
+    const gone = await rejection(client.fsDetach("work"));
+    expect(gone.remoteCode).toBe("ENOENT");
+  });
+
+  it("destroying a share's Duplex closes the channel and orphans the share until fsDetach", async () => {
+    const d = await client.fsAttach({ tag: "t1" });
+    d.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(agent.shares.get("t1")?.orphaned).toBe(true);
+    expect(client.openChannels).toBe(0);
+    expect((await rejection(client.fsAttach({ tag: "t1" }))).remoteCode).toBe("EEXIST");
+    await client.fsDetach("t1");
+    const again = await client.fsAttach({ tag: "t1" });
+    expect(agent.shares.get("t1")?.orphaned).toBe(false);
+    again.destroy();
+  });
+
   it("resume sends the time and fresh entropy; ping and stats answer", async () => {
     await client.resume();
     expect(agent.lastResume?.entropy.length).toBe(64);

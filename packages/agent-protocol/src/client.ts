@@ -11,6 +11,7 @@ import {
   DEFAULT_WINDOW,
   FATAL_LINGER_MS,
   FILE_MAX,
+  FS_TAG_MAX,
   HELLO_RESEND_MS,
   HELLO_TIMEOUT_MS,
   MAX_FRAME,
@@ -31,6 +32,7 @@ import {
   type Frame,
   validateResult,
 } from "./frames";
+import { isValidShareTag } from "./ops";
 import { FrameReader, type ScanVerdict } from "./reader";
 import { VERSION } from "./version";
 
@@ -123,6 +125,13 @@ export interface AgentStats {
   uptimeMs: number;
   /** 1-minute load average × 1000. */
   loadAvg1Milli: number;
+}
+/** A live host share to attach (SPEC §6.4). */
+export interface FsAttachSpec {
+  /** 1..35 characters of [A-Za-z0-9._-], not "." or ".."; unique among attached shares. */
+  tag: string;
+  /** Absolute guest path where the share is also bind-mounted (created if missing). */
+  path?: string | undefined;
 }
 export interface ResumeSpec {
   /** Unix epoch time in ns (default: now). */
@@ -983,9 +992,44 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   async tcpConnect(port: number, options?: CallOptions): Promise<Duplex> {
     checkRange("port", port, 1, 65535);
     await this.ready_();
+    return this.openDuplexChannel("tcp-connect", { port }, options);
+  }
+
+  /**
+   * Attaches a live host share (SPEC §6.4): the agent mounts a FUSE file system at
+   * `/run/supermachine/shares/<tag>` (and bind-mounts it at `path` if given) and relays the raw
+   * FUSE protocol over the returned Duplex: readable = FUSE requests (fuse_in_header + body,
+   * concatenated), writable = FUSE replies/notifications (fuse_out_header + body). The caller is
+   * the FUSE server. Destroying the Duplex (or losing the session) orphans the share: the guest
+   * then gets EIO until `fsDetach(tag)`. Agent errors: EEXIST (tag attached), EBUSY (16 shares),
+   * ENODEV (no fuse module in the image); as SM_AGENT_REMOTE with `remoteCode`.
+   */
+  async fsAttach(spec: FsAttachSpec, options?: CallOptions): Promise<Duplex> {
+    if (typeof spec !== "object" || spec === null) throw invalid("fsAttach needs { tag, path? }");
+    checkShareTag(spec.tag);
+    if (spec.path !== undefined && spec.path !== null) checkPath(spec.path);
+    await this.ready_();
+    const args: Record<string, unknown> = { tag: spec.tag };
+    if (spec.path !== undefined && spec.path !== null) args.path = spec.path;
+    return this.openDuplexChannel("fs-attach", args, options);
+  }
+
+  /** Detaches a share (SPEC §6.4): unmounts it everywhere in the guest and closes its channel. ENOENT if unknown. */
+  async fsDetach(tag: string, options?: CallOptions): Promise<void> {
+    checkShareTag(tag);
+    await this.ready_();
+    await this.call("fs-detach", { tag }, options);
+  }
+
+  /** Sends an op that opens one bidirectional channel `ch` on success and wraps it as a Duplex. */
+  private async openDuplexChannel(
+    op: string,
+    args: Record<string, unknown>,
+    options: CallOptions | undefined,
+  ): Promise<Duplex> {
     const chId = this.allocChannel();
     const q = new InboundQueue(() => this.channels.get(chId), this.hwm);
-    await this.call("tcp-connect", { port, ch: chId }, options, {
+    await this.call(op, { ...args, ch: chId }, options, {
       beforeSend: () => {
         this.openChannel(chId, true, true, q);
       },
@@ -1056,6 +1100,14 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   /** @internal used by AgentChild */
   _forget(pid: number): void {
     this.children.delete(pid);
+  }
+}
+
+function checkShareTag(tag: string): void {
+  if (!isValidShareTag(tag)) {
+    throw invalid(
+      `share tag must be 1..${FS_TAG_MAX} characters of [A-Za-z0-9._-], not "." or "..": ${JSON.stringify(tag)}`,
+    );
   }
 }
 

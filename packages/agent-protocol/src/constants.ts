@@ -62,3 +62,15 @@ export const CAPS_MAX = 64;
 export const UINT32_MAX = 4_294_967_295;
 /** Largest boot config file, bytes (SPEC §12). */
 export const CONFIG_MAX = 1_048_576;
+/** Longest share tag, bytes; tags are [A-Za-z0-9._-], not "." or ".." (SPEC §6.4). */
+export const FS_TAG_MAX = 35;
+/** Shares attached at once per guest (SPEC §6.4). */
+export const FS_MAX_SHARES = 16;
+/** The agent's /dev/fuse read buffer, bytes (128 KiB + 4 KiB): the longest FUSE request (SPEC §6.4). */
+export const FS_REQ_BUF = 135_168;
+/** Longest FUSE reply or notification message the host may send on a share channel, bytes (SPEC §6.4). */
+export const FS_REPLY_MAX = 135_168;
+/** FUSE requests awaiting a reply per share; the agent stops reading /dev/fuse at this count (SPEC §6.4). */
+export const FS_MAX_OUTSTANDING = 256;
+/** Largest max_write the host may put in its FUSE_INIT reply, bytes (SPEC §6.4). */
+export const FS_MAX_WRITE = 131_072;

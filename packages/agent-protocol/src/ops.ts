@@ -10,6 +10,7 @@ import {
   ENTROPY_MIN,
   ENV_MAX,
   FILE_MAX,
+  FS_TAG_MAX,
   MAX_FRAME,
   PATH_MAX,
   STAGE_MAX,
@@ -32,6 +33,8 @@ export const OPS = [
   "ping",
   "shutdown",
   "stats",
+  "fs-attach",
+  "fs-detach",
 ] as const;
 export type OpName = (typeof OPS)[number];
 
@@ -101,6 +104,15 @@ export interface TcpConnectArgs {
   port: number;
   ch: number;
 }
+export interface FsAttachArgs {
+  tag: string;
+  ch: number;
+  /** null = no extra bind mount. */
+  path: string | null;
+}
+export interface FsDetachArgs {
+  tag: string;
+}
 export interface ResumeArgs {
   timeNs: number | bigint;
   entropy: Buffer;
@@ -118,6 +130,8 @@ export type ParsedRequest =
   | { op: "workload-signal"; args: SignumArgs }
   | { op: "tcp-connect"; args: TcpConnectArgs }
   | { op: "resume"; args: ResumeArgs }
+  | { op: "fs-attach"; args: FsAttachArgs }
+  | { op: "fs-detach"; args: FsDetachArgs }
   | { op: "ping" | "shutdown" | "stats"; args: EmptyArgs };
 
 function path(f: Fields, key: string): string {
@@ -125,6 +139,26 @@ function path(f: Fields, key: string): string {
   if (!p.startsWith("/")) throw einval(`${key}: "${p.slice(0, 100)}" is not an absolute path`);
   if (p.includes("\0")) throw einval(`${key}: contains NUL`);
   return p;
+}
+
+/** Share tag rule (SPEC §6.4): 1..35 bytes of [A-Za-z0-9._-], not "." or "..". */
+export function isValidShareTag(tag: unknown): tag is string {
+  return (
+    typeof tag === "string" &&
+    tag.length >= 1 &&
+    tag.length <= FS_TAG_MAX &&
+    /^[A-Za-z0-9._-]+$/.test(tag) &&
+    tag !== "." &&
+    tag !== ".."
+  );
+}
+
+function shareTag(f: Fields, key: string): string {
+  const t = f.text(key, 4096);
+  if (!isValidShareTag(t)) {
+    throw einval(`${key}: must be 1..${FS_TAG_MAX} bytes of [A-Za-z0-9._-], not "." or ".."`);
+  }
+  return t;
 }
 
 function env(f: Fields, key: string): Record<string, string> {
@@ -237,6 +271,17 @@ export function parseRequestArgs(op: string, args: CborMap): ParsedRequest {
         op,
         args: { timeNs: f.uint64("timeNs"), entropy: f.bytes("entropy", ENTROPY_MAX, ENTROPY_MIN) },
       };
+    case "fs-attach":
+      return {
+        op,
+        args: {
+          tag: shareTag(f, "tag"),
+          ch: f.uint("ch", 1, UINT32_MAX),
+          path: f.present("path") ? path(f, "path") : null,
+        },
+      };
+    case "fs-detach":
+      return { op, args: { tag: shareTag(f, "tag") } };
     case "ping":
     case "shutdown":
     case "stats":

@@ -1,2 +1,7 @@
 // @supermachine/agent-protocol/testing — TEST DOUBLES only. The real agent is guest-agent/ (C).
-export { ReferenceAgent, type ReferenceAgentOptions, startReferenceAgent } from "./reference-agent";
+export {
+  ReferenceAgent,
+  type ReferenceAgentOptions,
+  type ReferenceShare,
+  startReferenceAgent,
+} from "./reference-agent";

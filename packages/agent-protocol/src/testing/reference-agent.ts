@@ -5,7 +5,8 @@
  * (SPEC.md) on the host: "guest" paths are mapped into a temporary root directory, commands run as
  * host processes (through the host PATH) with that directory as "/", tcp-connect dials the host's
  * 127.0.0.1. It has no pty support (no "tty" cap), reports peakRssKib 0, and never touches the
- * clock or the RNG on resume (it records the values instead).
+ * clock or the RNG on resume (it records the values instead). fs-attach mounts nothing: a share's
+ * channel is a loopback (every byte the host writes comes back), enough to test the client side.
  */
 import { type ChildProcess, spawn as spawnProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -18,7 +19,14 @@ import type { Duplex, Readable } from "node:stream";
 import type { CborMap } from "../cbor";
 import { encodeDataHeader } from "../cbor";
 import { Channel, type ChannelIo, type InboundSink } from "../channel";
-import { DEFAULT_WINDOW, EXEC_TAIL_MAX, FILE_MAX, MAX_FRAME, PROTOCOL_VERSION } from "../constants";
+import {
+  DEFAULT_WINDOW,
+  EXEC_TAIL_MAX,
+  FILE_MAX,
+  FS_MAX_SHARES,
+  MAX_FRAME,
+  PROTOCOL_VERSION,
+} from "../constants";
 import { type AgentError, isAgentError, violation } from "../errors";
 import { type ChannelFrame, decodeFrame, encodeFrame, type Frame, type HostHelloFrame } from "../frames";
 import {
@@ -50,8 +58,16 @@ export interface ReferenceAgentOptions {
   workload?: { argv: string[] } | null;
 }
 
-/** Capabilities advertised in hello: every v1 op plus `chain` (SPEC §4.2). */
-const ALL_OPS = [...OPS, "chain"];
+/** Capabilities advertised in hello: every v1 op plus `chain` and `fs` (SPEC §4.2). */
+const ALL_OPS = [...OPS, "chain", "fs"];
+
+/** A share attached with fs-attach (loopback: no FUSE, SPEC §6.4 bookkeeping only). */
+export interface ReferenceShare {
+  ch: number;
+  path: string | null;
+  /** The channel went away without fs-detach (a real agent then answers EIO in the guest). */
+  orphaned: boolean;
+}
 
 interface SpawnedProcess {
   child: ChildProcess;
@@ -70,6 +86,8 @@ export class ReferenceAgent {
   readonly fatalsSent: string[] = [];
   /** Largest number of bytes queued for sending on any channel (waiting for host credit). */
   peakQueuedBytes = 0;
+  /** Attached shares by tag. */
+  readonly shares = new Map<string, ReferenceShare>();
   private readonly ownsRoot: boolean;
   private readonly window: number;
   private readonly maxFrame: number;
@@ -219,6 +237,7 @@ export class ReferenceAgent {
   /** Drops the session state (SPEC §4.2 step 1); spawned processes keep running. */
   private endSession(): void {
     this.inSession = false;
+    for (const s of this.shares.values()) s.orphaned = true;
     const chans = [...this.channels.values()];
     this.channels.clear();
     for (const c of chans) c.remove(new Error("session ended"));
@@ -408,6 +427,15 @@ export class ReferenceAgent {
         return this.respond(id, {});
       case "tcp-connect":
         return this.tcpConnect(id, req.args.port, req.args.ch);
+      case "fs-attach":
+        return this.fsAttach(id, req.args.tag, req.args.ch, req.args.path);
+      case "fs-detach": {
+        const share = this.shares.get(req.args.tag);
+        if (share === undefined) throw new RequestError("ENOENT", `share '${req.args.tag}' is not attached`);
+        this.shares.delete(req.args.tag);
+        this.channels.get(share.ch)?.abort();
+        return this.respond(id, {});
+      }
       case "resume":
         this.lastResume = { timeNs: req.args.timeNs, entropy: Buffer.from(req.args.entropy) };
         return this.respond(id, {});
@@ -663,6 +691,34 @@ export class ReferenceAgent {
         });
       });
     });
+  }
+
+  private fsAttach(id: number, tag: string, chId: number, path: string | null): void {
+    this.claimChannels([chId]);
+    if (this.shares.has(tag)) throw new RequestError("EEXIST", `share '${tag}' is already attached`);
+    if (this.shares.size >= FS_MAX_SHARES) throw new RequestError("EBUSY", "too many shares attached");
+    const share: ReferenceShare = { ch: chId, path, orphaned: false };
+    this.shares.set(tag, share);
+    const ch = this.openChannel(chId, true, true, {
+      sink: {
+        data: (b) => {
+          const w = ch.write(Buffer.from(b));
+          w.then(
+            () => ch.consumed(b.length),
+            () => {},
+          );
+        },
+        eof: () => {
+          share.orphaned = true;
+          ch.abort();
+        },
+        error: () => {},
+      },
+      onAbort: () => {
+        share.orphaned = true;
+      },
+    });
+    this.respond(id, {});
   }
 
   private tcpConnect(id: number, port: number, chId: number): Promise<void> {
