@@ -1,6 +1,7 @@
 /* The protocol server: single-threaded epoll loop over the transport, signals,
  * process pipes/ptys and TCP sockets (SPEC sections 4-9). Every input is hostile:
  * allocations are bounded, violations end the session, never the process. */
+#include "fuse.h"
 #include "proto.h"
 #include "sm.h"
 
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -35,6 +37,8 @@
 
 enum wkind { W_PORT = 1, W_SIG, W_CH_R, W_CH_W, W_TCP_CONN };
 
+#define W_FUSE 16 /* watch kind of a share's /dev/fuse (kept apart from the enum above) */
+
 struct watch {
 	uint8_t kind;
 	bool reg;
@@ -46,6 +50,7 @@ struct watch {
 enum chstate { CH_FREE = 0, CH_OPEN, CH_CLOSING };
 
 struct proc;
+struct share;
 
 struct chan {
 	uint8_t state;
@@ -71,6 +76,7 @@ struct chan {
 	uint32_t ioff, ilen;
 	uint64_t granted; /* bytes the host may still send */
 	uint64_t consumed;
+	struct share *fs; /* fs-attach channel of this share */
 	/* tcp-connect pending */
 	bool connecting;
 	uint32_t req_id;
@@ -78,6 +84,18 @@ struct chan {
 };
 
 enum pkind { PK_EXEC = 1, PK_SPAWN, PK_WORKLOAD };
+
+/* A live host share (SPEC 6.4). Orphaned = used && !ch: the agent answers EIO itself. */
+struct share {
+	bool used;
+	bool dead; /* /dev/fuse read failed: connection aborted or file system gone */
+	char tag[FS_TAG_MAX + 1];
+	struct watch w; /* /dev/fuse */
+	struct chan *ch;
+	uint8_t *req;               /* FS_REQ_BUF: the request being sent to the host */
+	uint32_t req_len, req_off;
+	struct fs_relay relay;
+};
 
 struct child_spec {
 	char **argv;
@@ -132,6 +150,8 @@ static struct {
 	/* state */
 	struct chan chans[SM_MAX_CHANNELS];
 	struct proc procs[SM_MAX_PROCS];
+	struct share shares[FS_MAX_SHARES];
+	bool helper_installed;
 	pid_t wl_pid;
 	bool wl_started;
 	bool listening_seen;
@@ -415,8 +435,12 @@ static struct chan *chan_alloc(uint32_t id)
 	return NULL;
 }
 
+static void share_orphan(struct share *s);
+
 static void chan_release(struct chan *c)
 {
+	if (c->fs)
+		share_orphan(c->fs);
 	watch_close(&c->rw);
 	watch_close(&c->ww);
 	free(c->cbuf);
@@ -1859,6 +1883,397 @@ static void op_shutdown(uint32_t id)
 	sm_poweroff();
 }
 
+/* ------------------------------------------------------------------ shares (SPEC 6.4) */
+
+static void share_write(void *ctx, const uint8_t *m, uint32_t len)
+{
+	struct share *s = ctx;
+	/* one message, one write; errors (ENOENT: the request is gone) are ignored */
+	ssize_t w = write(s->w.fd, m, len);
+	(void)w;
+}
+
+static void share_eio(struct share *s, uint64_t unique)
+{
+	uint8_t hdr[FS_OUT_HDR];
+	fs_err_reply(hdr, unique, EIO);
+	share_write(s, hdr, sizeof(hdr));
+}
+
+/* The channel is gone without fs-detach: answer everything with EIO from now on. */
+static void share_orphan(struct share *s)
+{
+	if (s->ch) {
+		s->ch->fs = NULL;
+		s->ch = NULL;
+		sm_log("share %s: host channel gone; guest requests get EIO until fs-detach", s->tag);
+	}
+	s->req_len = s->req_off = 0;
+	s->relay.rhave = 0;
+	s->relay.init_pending = false;
+	if (s->w.fd >= 0)
+		for (uint32_t i = 0; i < s->relay.nuniq; i++)
+			share_eio(s, s->relay.uniq[i]);
+	s->relay.nuniq = 0;
+}
+
+/* Send (the rest of) the held request within the channel's credit. */
+static void share_send(struct share *s)
+{
+	struct chan *c = s->ch;
+	while (c && s->req_off < s->req_len && A.session && c->state == CH_OPEN && !c->removed && c->out_open &&
+	       c->credit > 0 && outq_pending() <= SM_OUTQ_SOFT_BYTES) {
+		size_t k = s->req_len - s->req_off;
+		if (k > c->credit)
+			k = (size_t)c->credit;
+		size_t maxd = A.host_max_frame - SM_DATA_OVERHEAD_BYTES;
+		if (k > maxd)
+			k = maxd;
+		send_data(c->id, s->req + s->req_off, k);
+		c->credit -= k;
+		s->req_off += (uint32_t)k;
+	}
+	if (s->req_off >= s->req_len)
+		s->req_off = s->req_len = 0;
+}
+
+static void share_pump(struct share *s)
+{
+	for (int i = 0; i < 16 && s->used && !s->dead && s->w.fd >= 0; i++) {
+		bool orphan = !s->ch;
+		if (!orphan) {
+			share_send(s);
+			if (s->req_len > 0 || fs_relay_full(&s->relay) || !A.session || s->ch->credit == 0 ||
+			    outq_pending() > SM_OUTQ_SOFT_BYTES)
+				return;
+		}
+		ssize_t n = read(s->w.fd, s->req, FS_REQ_BUF);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			/* ENODEV: the connection was aborted or the file system unmounted */
+			sm_log("share %s: /dev/fuse: %s", s->tag, n < 0 ? strerror(errno) : "end of file");
+			s->dead = true;
+			watch_set(&s->w, 0);
+			return;
+		}
+		uint32_t op;
+		uint64_t uq;
+		if (fs_req_parse(s->req, (size_t)n, &op, &uq) < 0)
+			continue; /* not one whole request: nothing sane to forward */
+		if (orphan) {
+			if (fs_req_needs_reply(op) && uq)
+				share_eio(s, uq);
+			continue;
+		}
+		fs_relay_track(&s->relay, op, uq); /* cannot fail: not full (checked above) */
+		s->req_len = (uint32_t)n;
+		s->req_off = 0;
+	}
+}
+
+/* Bytes from the host on the share's channel (credit already checked). */
+static void share_from_host(struct chan *c, const uint8_t *p, uint32_t n)
+{
+	struct share *s = c->fs;
+	if (fs_relay_feed(&s->relay, p, n, share_write, s) < 0) {
+		sm_log("share %s: FUSE message length outside 16..%u from the host; channel closed", s->tag,
+		       FS_REPLY_MAX);
+		share_orphan(s);
+		chan_send_close(c);
+		return;
+	}
+	/* every complete message went to /dev/fuse at once: the bytes are consumed */
+	c->consumed += n;
+	if (c->consumed >= SM_WINDOW_BYTES / 2) {
+		send_credit(c->id, c->consumed);
+		c->granted += c->consumed;
+		c->consumed = 0;
+	}
+}
+
+static struct share *share_find(const char *tag)
+{
+	for (int i = 0; i < FS_MAX_SHARES; i++)
+		if (A.shares[i].used && !strcmp(A.shares[i].tag, tag))
+			return &A.shares[i];
+	return NULL;
+}
+
+static void share_free(struct share *s)
+{
+	watch_close(&s->w);
+	free(s->req);
+	free(s->relay.rbuf);
+	memset(s, 0, sizeof(*s));
+	s->w.fd = -1;
+}
+
+/* Copy our own binary to /sbin/mount.smfs (mount -t smfs runs it). Child process only. */
+static void install_mount_helper(void)
+{
+	int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return;
+	mkdir("/sbin", 0755);
+	char tmp[64];
+	snprintf(tmp, sizeof(tmp), "/sbin/.mount.smfs.%d", (int)getpid());
+	int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0755);
+	if (out < 0) {
+		close(in);
+		return;
+	}
+	uint8_t buf[16384];
+	bool okw = true;
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			okw = false;
+		if (n <= 0)
+			break;
+		if (write_whole(out, buf, (size_t)n) < 0) {
+			okw = false;
+			break;
+		}
+	}
+	close(in);
+	if (fchmod(out, 0755) < 0)
+		okw = false;
+	if (close(out) < 0)
+		okw = false;
+	if (!okw || rename(tmp, FS_HELPER) < 0)
+		unlink(tmp);
+}
+
+static int mkdir_p(const char *path)
+{
+	int r = mkdir_parents(path);
+	if (r < 0)
+		return r;
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Path work that may touch other FUSE mounts (a symlink into a share, a path below one)
+ * runs in a child: if it blocks on a FUSE request, only the child waits, and PID 1 (which
+ * relays those requests) kills it after FS_HELPER_TIMEOUT_MS. The child reports
+ * {stage, errno} on a pipe. */
+struct fs_job {
+	int kind; /* 1 attach, 2 detach */
+	const char *tag;
+	const char *path; /* attach: bind target or NULL */
+	int fd;           /* attach: /dev/fuse */
+	bool install;     /* attach: write /sbin/mount.smfs afterwards */
+};
+
+static void fs_job_child(const struct fs_job *j, int wr)
+{
+	int res[2] = {0, 0};
+	char staging[128];
+	snprintf(staging, sizeof(staging), "%s/%s", FS_STAGING, j->tag);
+	if (j->kind == 2) {
+		res[1] = fs_umount_tag(j->tag);
+	} else {
+		char opts[256];
+		snprintf(opts, sizeof(opts),
+			 "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other,max_read=%u,subtype=smfs", j->fd,
+			 FS_MAX_WRITE);
+		int r = mkdir_p(staging);
+		if (r < 0)
+			res[0] = 1, res[1] = -r;
+		else if (mount(j->tag, staging, "fuse", MS_NOSUID | MS_NODEV, opts) < 0)
+			res[0] = 2, res[1] = errno;
+		else if (j->path && (r = mkdir_p(j->path)) < 0)
+			res[0] = 3, res[1] = -r;
+		else if (j->path && mount(staging, j->path, NULL, MS_BIND, NULL) < 0)
+			res[0] = 4, res[1] = errno;
+		if (res[0] >= 3)
+			umount2(staging, MNT_DETACH);
+	}
+	ssize_t w = write(wr, res, sizeof(res));
+	(void)w;
+	close(wr);
+	if (j->kind == 1) {
+		close(j->fd); /* only PID 1 may hold the connection: closing it there aborts it */
+		if (res[0] == 0 && j->install)
+			install_mount_helper();
+	}
+	_exit(0);
+}
+
+/* Returns 0 with res filled, or -errno (ETIMEDOUT when the child was stuck). */
+static int fs_job_run(const struct fs_job *j, int res[2])
+{
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		fs_job_child(j, pfd[1]);
+	}
+	close(pfd[1]);
+	int64_t end = mono_ms() + FS_HELPER_TIMEOUT_MS;
+	size_t got = 0;
+	int r = -ETIMEDOUT;
+	while (got < sizeof(int) * 2) {
+		int64_t left = end - mono_ms();
+		if (left <= 0)
+			break;
+		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+		int pr = poll(&p, 1, (int)left);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0)
+			break;
+		ssize_t n = read(pfd[0], (uint8_t *)res + got, sizeof(int) * 2 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = -EIO; /* the child died without an answer */
+			break;
+		}
+		got += (size_t)n;
+	}
+	if (got == sizeof(int) * 2)
+		r = 0;
+	close(pfd[0]);
+	if (r == -ETIMEDOUT)
+		kill(pid, SIGKILL);
+	/* reap() collects the child later (it may still be installing the helper) */
+	return r;
+}
+
+static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	char tag[FS_TAG_MAX + 1], msg[320];
+	uint32_t ch;
+	int pi;
+	if (args_fs_attach(d, args, tag, &ch, &pi, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	uint32_t ids[1] = {ch};
+	if (!ids_fresh(ids, 1)) {
+		res_error(id, "EINVAL", "ch: channel ids must be greater than every id used before");
+		return;
+	}
+	ids_commit(ids, 1);
+	if (share_find(tag)) {
+		snprintf(msg, sizeof(msg), "share '%s' is already attached (fs-detach it first)", tag);
+		res_error(id, "EEXIST", msg);
+		return;
+	}
+	struct share *s = NULL;
+	for (int i = 0; i < FS_MAX_SHARES && !s; i++)
+		if (!A.shares[i].used)
+			s = &A.shares[i];
+	if (!s || chan_free_slots() == 0) {
+		res_error(id, "EBUSY", s ? "too many open channels" : "16 shares are attached already");
+		return;
+	}
+	char path[SM_PATH_MAX_BYTES + 1];
+	if (pi >= 0) {
+		memcpy(path, cb_ptr(d, (uint32_t)pi), d->items[pi].len);
+		path[d->items[pi].len] = 0;
+	}
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ENOENT || errno == ENODEV || errno == ENXIO)
+			res_error(id, "ENODEV",
+				  "/dev/fuse is missing: the guest kernel has no fuse module (the image was built "
+				  "without mounts support)");
+		else
+			res_errno(id, errno, "open /dev/fuse");
+		return;
+	}
+	uint8_t *req = malloc(FS_REQ_BUF), *rbuf = malloc(FS_REPLY_MAX);
+	if (!req || !rbuf) {
+		free(req);
+		free(rbuf);
+		close(fd);
+		res_error(id, "ENOMEM", "no memory for the share buffers");
+		return;
+	}
+	struct fs_job job = {.kind = 1, .tag = tag, .path = pi >= 0 ? path : NULL, .fd = fd,
+			     .install = !A.helper_installed};
+	int res[2] = {0, 0};
+	int r = fs_job_run(&job, res);
+	if (r < 0 || res[0] != 0) {
+		static const char *const what[] = {"", "mkdir " FS_STAGING "/<tag>", "mount fuse", "mkdir path",
+						   "bind mount on path"};
+		int e = r < 0 ? -r : res[1];
+		snprintf(msg, sizeof(msg), "fs-attach %s: %s: %s", tag,
+			 r < 0 ? "mount helper process" : what[res[0] >= 1 && res[0] <= 4 ? res[0] : 0], strerror(e));
+		close(fd); /* aborts the connection if the mount happened (timeout case) */
+		free(req);
+		free(rbuf);
+		if (r == -ETIMEDOUT) {
+			struct fs_job dj = {.kind = 2, .tag = tag};
+			int dres[2];
+			fs_job_run(&dj, dres);
+		}
+		res_error(id, errno_code(e), msg);
+		return;
+	}
+	A.helper_installed = true;
+	struct chan *c = chan_alloc(ch);
+	memset(s, 0, sizeof(*s));
+	s->used = true;
+	memcpy(s->tag, tag, sizeof(s->tag));
+	s->w.kind = W_FUSE;
+	s->w.fd = fd;
+	s->w.obj = s;
+	s->req = req;
+	fs_relay_init(&s->relay, rbuf);
+	res_empty(id);
+	if (!c) { /* checked above; cannot happen */
+		share_orphan(s);
+		return;
+	}
+	c->fs = s;
+	c->out_open = c->in_open = true;
+	s->ch = c;
+}
+
+static void op_fs_detach(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	char tag[FS_TAG_MAX + 1], msg[256];
+	if (args_tag(d, args, "tag", tag, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	struct share *s = share_find(tag);
+	if (!s) {
+		snprintf(msg, sizeof(msg), "share '%s' is not attached", tag);
+		res_error(id, "ENOENT", msg);
+		return;
+	}
+	/* close /dev/fuse first: the kernel aborts the connection, so nothing below can wait on it */
+	watch_close(&s->w);
+	struct fs_job j = {.kind = 2, .tag = tag};
+	int res[2];
+	if (fs_job_run(&j, res) < 0)
+		sm_log("fs-detach %s: unmount helper did not finish", tag);
+	struct chan *c = s->ch;
+	if (c) {
+		c->fs = NULL;
+		s->ch = NULL;
+		chan_send_close(c);
+	}
+	share_free(s);
+	res_empty(id);
+}
+
 static void violation(const char *code, const char *msg);
 
 static void dispatch_req(const struct cb_doc *d, const struct frame_info *fi)
@@ -1897,6 +2312,10 @@ static void dispatch_req(const struct cb_doc *d, const struct frame_info *fi)
 		res_empty(id);
 	else if (cb_text_eq(d, op, "stats"))
 		op_stats(id);
+	else if (cb_text_eq(d, op, "fs-attach"))
+		op_fs_attach(id, d, args);
+	else if (cb_text_eq(d, op, "fs-detach"))
+		op_fs_detach(id, d, args);
 	else if (cb_text_eq(d, op, "shutdown"))
 		op_shutdown(id);
 	else {
@@ -1967,7 +2386,8 @@ static void handle_hello(const struct frame_info *fi)
 	kv_text("agent", SM_AGENT_VERSION);
 	static const char *const caps[] = {"exec", "spawn", "signal", "resize", "close-stdin",
 					   "write-file", "read-file", "workload-signal", "tcp-connect",
-					   "resume", "ping", "shutdown", "stats", "tty", "chain"};
+					   "resume", "ping", "shutdown", "stats", "tty", "chain",
+					   "fs-attach", "fs-detach", "fs"};
 	cbe_text(&A.outq, "caps");
 	cbe_array(&A.outq, sizeof(caps) / sizeof(caps[0]));
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
@@ -2022,6 +2442,10 @@ static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *f
 			return;
 		}
 		c->granted -= n;
+		if (c->fs) {
+			share_from_host(c, cb_ptr(d, fi->d), n);
+			return;
+		}
 		if (c->ww.fd < 0) {
 			/* consumer gone: discard but keep the host's credit flowing */
 			c->consumed += n;
@@ -2069,6 +2493,14 @@ static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *f
 				  c->in_eof ? "second eof" : "wrong direction");
 			return;
 		}
+		if (c->fs) {
+			/* the host stops answering: the share is orphaned (SPEC 6.4) */
+			c->in_eof = true;
+			c->in_open = false;
+			share_orphan(c->fs);
+			chan_send_close(c);
+			return;
+		}
 		in_eof(c);
 		chan_check_removed(c);
 		return;
@@ -2095,6 +2527,8 @@ static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *f
 			chan_remove(c);
 			return;
 		}
+		if (c->fs)
+			share_orphan(c->fs);
 		send_chan_frame("close", c->id);
 		if (c->collect && c->proc) {
 			/* exec cancellation (SPEC 6.1) */
@@ -2491,6 +2925,15 @@ static void sync_interests(void)
 		watch_set(&c->rw, r);
 		watch_set(&c->ww, (c->ww.fd >= 0 && c->ioff < c->ilen) ? EPOLLOUT : 0);
 	}
+	for (int i = 0; i < FS_MAX_SHARES; i++) {
+		struct share *s = &A.shares[i];
+		if (!s->used || s->dead)
+			continue;
+		if (s->ch)
+			share_send(s);
+		bool want = !s->ch || (s->req_len == 0 && !fs_relay_full(&s->relay) && room && s->ch->credit > 0);
+		watch_set(&s->w, want ? EPOLLIN : 0);
+	}
 	if (A.connected) {
 		uint32_t w = 0;
 		if (outq_pending() <= SM_OUTQ_HARD_BYTES)
@@ -2592,6 +3035,9 @@ static void on_event(struct watch *w, uint32_t ev)
 		tcp_connected(c, err);
 		break;
 	}
+	case W_FUSE:
+		share_pump(w->obj);
+		break;
 	}
 }
 
@@ -2613,6 +3059,8 @@ static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd)
 		A.chans[i].rw.fd = A.chans[i].ww.fd = -1;
 	for (int i = 0; i < SM_MAX_PROCS; i++)
 		A.procs[i].pty = -1;
+	for (int i = 0; i < FS_MAX_SHARES; i++)
+		A.shares[i].w.fd = -1;
 	signal(SIGPIPE, SIG_IGN);
 	sigset_t set;
 	sigemptyset(&set);

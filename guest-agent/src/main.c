@@ -1,5 +1,7 @@
 /* sm-agent: PID 1 of a supermachine guest. Boots the image (mounts, modules,
- * overlay root, switch root), then serves the agent protocol forever. */
+ * overlay root, switch root), then serves the agent protocol forever. Run under the
+ * name mount.smfs it is the mount helper for live host shares instead (fuse.c). */
+#include "fuse.h"
 #include "sm.h"
 
 #include <errno.h>
@@ -34,8 +36,13 @@ static uint8_t *read_file_capped(const char *path, size_t cap, size_t *len)
 	return buf;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* multi-call: /sbin/mount.smfs (a copy of this binary) is the mount -t smfs helper */
+	const char *base = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
+	base = base ? base + 1 : (argc > 0 && argv[0] ? argv[0] : "");
+	if (!strcmp(base, "mount.smfs"))
+		return fs_mount_helper_main(argc, argv);
 	int64_t t0 = mono_ms();
 	static struct sm_config cfg;
 	char err[256];

@@ -1,4 +1,5 @@
 #include "proto.h"
+#include "fuse.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -361,6 +362,36 @@ int args_exec(const struct cb_doc *d, uint32_t args, bool spawn, struct exec_arg
 	return 0;
 }
 
+int args_tag(const struct cb_doc *d, uint32_t map, const char *key, char *out, char *msg, size_t msglen)
+{
+	int i = cb_map_get(d, map, key);
+	if (i < 0 || d->items[i].type == CB_NULL)
+		return einval(msg, msglen, key, "required");
+	if (d->items[i].type != CB_TEXT ||
+	    !fs_tag_valid((const char *)cb_ptr(d, (uint32_t)i), d->items[i].len))
+		return einval(msg, msglen, key, "must be 1..35 bytes of [A-Za-z0-9._-], not \".\" or \"..\"");
+	memcpy(out, cb_ptr(d, (uint32_t)i), d->items[i].len);
+	out[d->items[i].len] = 0;
+	return 0;
+}
+
+int args_fs_attach(const struct cb_doc *d, uint32_t args, char *tag, uint32_t *ch, int *path, char *msg,
+		   size_t msglen)
+{
+	uint64_t v;
+	if (args_tag(d, args, "tag", tag, msg, msglen) < 0 ||
+	    args_uint(d, args, "ch", true, 1, UINT32_MAX, &v, msg, msglen) < 0)
+		return -1;
+	*ch = (uint32_t)v;
+	*path = -1;
+	int p = cb_map_get(d, args, "path");
+	if (p >= 0 && d->items[p].type != CB_NULL) {
+		if (args_path(d, args, "path", path, msg, msglen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char **code, char *msg,
 		  size_t msglen)
 {
@@ -415,6 +446,15 @@ int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char
 		if (d->items[idx].len < SM_ENTROPY_MIN || d->items[idx].len > SM_ENTROPY_MAX)
 			return einval(msg, msglen, "entropy", "must be 32..512 bytes");
 		return 0;
+	}
+	if (cb_text_eq(d, op, "fs-attach")) {
+		char tag[FS_TAG_MAX + 1];
+		uint32_t ch;
+		return args_fs_attach(d, args, tag, &ch, &idx, msg, msglen);
+	}
+	if (cb_text_eq(d, op, "fs-detach")) {
+		char tag[FS_TAG_MAX + 1];
+		return args_tag(d, args, "tag", tag, msg, msglen);
 	}
 	if (cb_text_eq(d, op, "ping") || cb_text_eq(d, op, "shutdown") || cb_text_eq(d, op, "stats"))
 		return 0;

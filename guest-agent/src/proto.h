@@ -79,6 +79,11 @@ int args_bytes(const struct cb_doc *d, uint32_t map, const char *key, int *out, 
 int args_bool(const struct cb_doc *d, uint32_t map, const char *key, bool def, bool *out, char *msg,
 	      size_t msglen);
 
+/* Share tag (SPEC 6.4) into out (FS_TAG_MAX + 1 bytes); fs-attach args (path: text index or -1). */
+int args_tag(const struct cb_doc *d, uint32_t map, const char *key, char *out, char *msg, size_t msglen);
+int args_fs_attach(const struct cb_doc *d, uint32_t args, char *tag, uint32_t *ch, int *path, char *msg,
+		   size_t msglen);
+
 /* Validate the args of a known op without running it (used by the test vectors and by
  * the dispatcher). Returns 0, 1 for unknown op (SM_UNKNOWN_OP), or -1 with code/msg. */
 int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char **code, char *msg,
