@@ -1,0 +1,398 @@
+import * as fsp from "node:fs/promises";
+import { constants as osConstants, tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { cstr, decodeDirents, FuseTestClient, Op, u32s, u64s } from "./fuse.test-util";
+import { ShareServer, type ShareServerOptions, type SymlinkPolicy } from "./server";
+
+const E = osConstants.errno;
+const S_IFMT = 0o170000;
+const S_IFLNK = 0o120000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const O_RDONLY = 0;
+const O_WRONLY = 1;
+const O_RDWR = 2;
+const O_EXCL = 0o200;
+
+let base: string;
+let share: string;
+let outside: string;
+const clients: FuseTestClient[] = [];
+
+beforeEach(async () => {
+  base = await fsp.mkdtemp(join(tmpdir(), "sm-share-unit-"));
+  share = join(base, "share");
+  outside = join(base, "outside");
+  await fsp.mkdir(join(share, "dir"), { recursive: true });
+  await fsp.mkdir(outside);
+  await fsp.writeFile(join(share, "file.txt"), "inside");
+  await fsp.writeFile(join(share, "dir", "f"), "INSIDE-F");
+  await fsp.writeFile(join(outside, "secret.txt"), "SECRET");
+  await fsp.writeFile(join(outside, "f"), "OUTSIDE-F");
+  await fsp.symlink("../outside", join(share, "hostlink"));
+});
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) {
+    c.toServer.end();
+    await c.server.close();
+  }
+  await fsp.rm(base, { recursive: true, force: true });
+});
+
+async function client(
+  opts: Partial<ShareServerOptions> = {},
+  copts: { replyHighWaterMark?: number; autoRead?: boolean } = {},
+): Promise<FuseTestClient> {
+  const server = new ShareServer({ root: share, policy: "opaque", tag: "t", ...opts });
+  const c = new FuseTestClient(server, copts);
+  clients.push(c);
+  if (copts.autoRead !== false) expect((await c.init()).error).toBe(0);
+  return c;
+}
+
+async function outsideUntouched(): Promise<void> {
+  expect((await fsp.readdir(outside)).sort()).toEqual(["f", "secret.txt"]);
+  expect(await fsp.readFile(join(outside, "secret.txt"), "utf8")).toBe("SECRET");
+}
+
+describe("INIT", () => {
+  it("negotiates 7.31 with a 7.36 kernel: max_write 131072, only offered flags, no readdirplus/export", async () => {
+    const server = new ShareServer({ root: share, policy: "opaque", tag: "t" });
+    const c = new FuseTestClient(server);
+    clients.push(c);
+    const offered = (1 << 0) | (1 << 3) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 4) | (1 << 22);
+    const r = await c.send(Op.INIT, 0, Buffer.concat([u32s(7, 36, 65536, offered), Buffer.alloc(48)]));
+    expect(r.error).toBe(0);
+    expect(r.body.length).toBe(64);
+    expect(r.body.readUInt32LE(0)).toBe(7);
+    expect(r.body.readUInt32LE(4)).toBe(31);
+    expect(r.body.readUInt32LE(20)).toBe(131072);
+    const flags = r.body.readUInt32LE(12);
+    expect(flags & (1 << 12)).not.toBe(0); // AUTO_INVAL_DATA
+    expect(flags & (1 << 13)).toBe(0); // no DO_READDIRPLUS
+    expect(flags & (1 << 4)).toBe(0); // no EXPORT_SUPPORT
+    expect(flags & ~offered).toBe(0);
+    expect(server.stats().protocol).toBe("7.31");
+  });
+
+  it("answers an older kernel with its own minor; a request before INIT gets EIO", async () => {
+    const server = new ShareServer({ root: share, policy: "opaque", tag: "t" });
+    const c = new FuseTestClient(server);
+    clients.push(c);
+    expect((await c.getattr(1)).error).toBe(-E.EIO);
+    const r = await c.send(Op.INIT, 0, u32s(7, 20, 0, 0));
+    expect(r.body.readUInt32LE(4)).toBe(20);
+    expect(r.body.length).toBe(24);
+    expect((await c.send(Op.INIT, 0, u32s(6, 0, 0, 0))).error).toBe(-E.EPROTO);
+  });
+});
+
+describe("basic operations", () => {
+  it("lookup, read, write, create, mkdir, readdir round trip; guest-created files belong to the host user", async () => {
+    const c = await client();
+    const l = await c.lookup(1, "file.txt");
+    expect(l.error).toBe(0);
+    expect(l.attr!.mode & S_IFMT).toBe(S_IFREG);
+    expect(l.attr!.uid).toBe(0); // host process's own files show as root in the guest
+    const o = await c.open(l.nodeid, O_RDWR);
+    expect(o.error).toBe(0);
+    expect((await c.read(o.fh, 0, 100)).body.toString()).toBe("inside");
+    expect((await c.write(o.fh, 6, Buffer.from("-more"))).body.readUInt32LE(0)).toBe(5);
+    expect(await fsp.readFile(join(share, "file.txt"), "utf8")).toBe("inside-more");
+    await c.release(o.fh);
+
+    const cr = await c.create(1, "new.txt", O_WRONLY | O_EXCL, 0o4755);
+    expect(cr.error).toBe(0);
+    await c.write(cr.fh, 0, Buffer.from("x"));
+    await c.release(cr.fh);
+    const st = await fsp.stat(join(share, "new.txt"));
+    expect(st.uid).toBe(process.getuid!());
+    expect(st.mode & 0o7000).toBe(0); // set-uid stripped
+    expect((await c.create(1, "new.txt", O_WRONLY | O_EXCL)).error).toBe(-E.EEXIST);
+
+    expect((await c.mkdir(1, "sub")).error).toBe(0);
+    expect((await fsp.stat(join(share, "sub"))).isDirectory()).toBe(true);
+    expect((await c.send(Op.MKNOD, 1, Buffer.concat([u32s(0o010644, 0, 0, 0), cstr("fifo")]))).error).toBe(
+      -E.EPERM,
+    );
+    expect((await c.send(Op.MKNOD, 1, Buffer.concat([u32s(0o100644, 0, 0, 0), cstr("reg")]))).error).toBe(0);
+
+    const od = await c.send(Op.OPENDIR, 1, u32s(0, 0));
+    const fh = od.body.readBigUInt64LE(0);
+    const names = decodeDirents((await c.readdir(fh, 0, 4096)).body).map((d) => d.name);
+    expect(names.sort()).toEqual([".", "..", "dir", "file.txt", "hostlink", "new.txt", "reg", "sub"]);
+    await c.release(fh, Op.RELEASEDIR);
+    expect(c.server.stats().openHandles).toBe(0);
+  });
+
+  it("setattr: chmod, truncate, utimes work; chown to another owner is EPERM", async () => {
+    const c = await client();
+    const l = await c.lookup(1, "file.txt");
+    const body = Buffer.alloc(88);
+    body.writeUInt32LE(1 | 8 | 32, 0); // MODE | SIZE | MTIME
+    body.writeBigUInt64LE(2n, 16); // size
+    body.writeBigUInt64LE(1_000_000n, 40); // mtime
+    body.writeUInt32LE(0o6640, 68); // mode with suid/sgid
+    const r = await c.send(Op.SETATTR, l.nodeid, body);
+    expect(r.error).toBe(0);
+    const st = await fsp.stat(join(share, "file.txt"));
+    expect(st.mode & 0o7777).toBe(0o640);
+    expect(st.size).toBe(2);
+    expect(st.mtimeMs).toBe(1_000_000_000);
+    const chown = Buffer.alloc(88);
+    chown.writeUInt32LE(2, 0);
+    chown.writeUInt32LE(1234, 76);
+    expect((await c.send(Op.SETATTR, l.nodeid, chown)).error).toBe(-E.EPERM);
+    chown.writeUInt32LE(0, 76); // "chown" to what it already is: accepted
+    expect((await c.send(Op.SETATTR, l.nodeid, chown)).error).toBe(0);
+  });
+
+  it("READDIR offsets stay stable while the host changes the directory", async () => {
+    const c = await client();
+    await fsp.mkdir(join(share, "many"));
+    const want = Array.from({ length: 120 }, (_, i) => `entry-${i}`);
+    await Promise.all(want.map((n) => fsp.writeFile(join(share, "many", n), "")));
+    const l = await c.lookup(1, "many");
+    const fh = (await c.send(Op.OPENDIR, l.nodeid, u32s(0, 0))).body.readBigUInt64LE(0);
+    const seen: string[] = [];
+    let off = 0n;
+    for (let round = 0; ; round++) {
+      const ents = decodeDirents((await c.readdir(fh, off, 300)).body);
+      if (ents.length === 0) break;
+      seen.push(...ents.map((e) => e.name));
+      off = ents[ents.length - 1]!.off;
+      // The host deletes and adds entries between calls.
+      await fsp.rm(join(share, "many", `entry-${round}`)).catch(() => {});
+      await fsp.writeFile(join(share, "many", `late-${round}`), "");
+    }
+    expect(seen.filter((n) => n.startsWith("entry-")).sort()).toEqual([...want].sort());
+    expect(new Set(seen).size).toBe(seen.length);
+  });
+
+  it("unknown opcodes and xattrs → ENOSYS; INTERRUPT and FORGET of unknown nodes get no reply and no crash", async () => {
+    const c = await client();
+    expect((await c.send(9999, 1)).error).toBe(-E.ENOSYS);
+    expect((await c.send(Op.GETXATTR, 1, Buffer.concat([u32s(100, 0), cstr("user.x")]))).error).toBe(
+      -E.ENOSYS,
+    );
+    expect((await c.send(Op.LSEEK, 1, Buffer.alloc(24))).error).toBe(-E.ENOSYS);
+    c.raw(Buffer.concat([u32s(48, Op.INTERRUPT), u64s(999, 0), Buffer.alloc(16), u64s(5)]));
+    c.raw(Buffer.concat([u32s(48, Op.FORGET), u64s(998, 12345), Buffer.alloc(16), u64s(5)]));
+    c.raw(Buffer.concat([u32s(56, Op.BATCH_FORGET), u64s(997, 0), Buffer.alloc(16), u32s(1000, 0), u64s(7)]));
+    expect((await c.getattr(1)).error).toBe(0);
+  });
+});
+
+describe("hostile names and node ids", () => {
+  it.each([
+    ["..", -E.EINVAL],
+    [".", -E.EINVAL],
+    ["a/b", -E.EINVAL],
+    ["../outside", -E.EINVAL],
+    ["", -E.EINVAL],
+    ["x".repeat(256), -E.ENAMETOOLONG],
+  ])("LOOKUP/MKDIR/CREATE/SYMLINK/RENAME with name %j → %i, nothing touched outside", async (name, errno) => {
+    const c = await client();
+    expect((await c.lookup(1, name)).error).toBe(errno);
+    expect((await c.mkdir(1, name)).error).toBe(errno);
+    expect((await c.create(1, name, O_WRONLY)).error).toBe(errno);
+    expect((await c.symlink(1, name, "x")).error).toBe(errno);
+    expect((await c.rename(1, "file.txt", 1, name)).error).toBe(errno);
+    expect((await c.send(Op.UNLINK, 1, cstr(name))).error).toBe(errno);
+    await outsideUntouched();
+    expect(await fsp.readFile(join(share, "file.txt"), "utf8")).toBe("inside");
+  });
+
+  it("embedded NUL, missing terminator, trailing bytes → EINVAL", async () => {
+    const c = await client();
+    expect((await c.send(Op.LOOKUP, 1, Buffer.from("file.txt\0../x\0"))).error).toBe(-E.EINVAL);
+    expect((await c.send(Op.LOOKUP, 1, Buffer.from("file.txt"))).error).toBe(-E.EINVAL);
+    expect((await c.send(Op.MKDIR, 1, Buffer.from("\0\0\0\0\0\0\0\0a\0b\0"))).error).toBe(-E.EINVAL);
+    expect((await c.send(Op.RENAME, 1, Buffer.concat([u64s(1), Buffer.from("file.txt\0")]))).error).toBe(
+      -E.EINVAL,
+    );
+    expect((await c.send(Op.READ, 1, Buffer.alloc(4))).error).toBe(-E.EINVAL);
+    expect((await c.send(Op.SETATTR, 1, Buffer.alloc(10))).error).toBe(-E.EINVAL);
+  });
+
+  it("unknown node ids and file handles → ESTALE / EBADF", async () => {
+    const c = await client();
+    expect((await c.lookup(4242, "file.txt")).error).toBe(-E.ESTALE);
+    expect((await c.getattr(0)).error).toBe(-E.ESTALE);
+    expect((await c.getattr(2n ** 63n)).error).toBe(-E.ESTALE);
+    expect((await c.open(777)).error).toBe(-E.ESTALE);
+    expect((await c.link(12345, 1, "hl")).error).toBe(-E.ESTALE);
+    expect((await c.rename(1, "file.txt", 999, "moved")).error).toBe(-E.ESTALE);
+    expect((await c.read(99n, 0, 10)).error).toBe(-E.EBADF);
+    expect((await c.write(2n ** 40n, 0, Buffer.from("x"))).error).toBe(-E.EBADF);
+    await outsideUntouched();
+  });
+});
+
+describe("symlink policies (hostile guest requests)", () => {
+  const matrix: Record<SymlinkPolicy, { symlink: number; hostlink: number | "lnk" | "dir"; link: number }> = {
+    deny: { symlink: -E.EPERM, hostlink: -E.EACCES, link: -E.EPERM },
+    opaque: { symlink: 0, hostlink: "lnk", link: 0 },
+    follow: { symlink: 0, hostlink: "dir", link: 0 },
+  };
+  for (const [policy, want] of Object.entries(matrix) as [SymlinkPolicy, (typeof matrix)["deny"]][]) {
+    it(`${policy}: symlink create ${want.symlink}, host symlink lookup → ${want.hostlink}, link ${want.link}`, async () => {
+      const c = await client({ policy });
+      expect((await c.symlink(1, "esc", "/etc")).error).toBe(want.symlink);
+      if (want.symlink === 0) expect(await fsp.readlink(join(share, "esc"))).toBe("/etc");
+      else await expect(fsp.lstat(join(share, "esc"))).rejects.toMatchObject({ code: "ENOENT" });
+
+      const hl = await c.lookup(1, "hostlink");
+      if (typeof want.hostlink === "number") expect(hl.error).toBe(want.hostlink);
+      else expect(hl.attr!.mode & S_IFMT).toBe(want.hostlink === "lnk" ? S_IFLNK : S_IFDIR);
+
+      if (policy === "opaque") {
+        const rl = await c.send(Op.READLINK, hl.nodeid);
+        expect(rl.body.toString()).toBe("../outside");
+        // A hostile guest walking THROUGH the symlink node: the host never follows it.
+        const through = await c.lookup(hl.nodeid, "secret.txt");
+        expect(through.error).toBe(-E.ENOTDIR);
+        expect((await c.create(hl.nodeid, "planted", O_WRONLY)).error).toBe(-E.ENOTDIR);
+        expect((await c.mkdir(hl.nodeid, "planted-dir")).error).toBe(-E.ENOTDIR);
+        expect((await c.open(hl.nodeid, O_RDONLY)).error).toBe(-E.ELOOP);
+        const sa = Buffer.alloc(88);
+        sa.writeUInt32LE(1, 0);
+        sa.writeUInt32LE(0o777, 68);
+        expect((await c.send(Op.SETATTR, hl.nodeid, sa)).error).toBe(-E.EOPNOTSUPP);
+      }
+      if (policy === "follow") {
+        expect((await c.lookup(hl.nodeid, "secret.txt")).error).toBe(0); // trusted
+      }
+
+      const f = await c.lookup(1, "file.txt");
+      expect((await c.link(f.nodeid, 1, "hard")).error).toBe(want.link);
+      if (policy !== "follow") await outsideUntouched();
+    });
+  }
+
+  it("opaque: a directory swapped for a symlink to outside after LOOKUP is never walked through", async () => {
+    const c = await client();
+    const d = await c.lookup(1, "dir");
+    const f = await c.lookup(d.nodeid, "f");
+    expect(f.error).toBe(0);
+    await fsp.rename(join(share, "dir"), join(share, "dir.moved"));
+    await fsp.symlink("../outside", join(share, "dir"));
+    // Stale node ids from before the swap: every walk refuses the symlink.
+    expect((await c.lookup(d.nodeid, "f")).error).toBe(-E.ENOTDIR);
+    expect((await c.lookup(d.nodeid, "secret.txt")).error).toBe(-E.ENOTDIR);
+    expect((await c.open(f.nodeid, O_RDWR)).error).toBe(-E.ENOTDIR);
+    expect((await c.getattr(f.nodeid)).error).toBe(-E.ENOTDIR);
+    expect((await c.create(d.nodeid, "planted", O_WRONLY)).error).toBe(-E.ENOTDIR);
+    expect((await c.send(Op.UNLINK, d.nodeid, cstr("secret.txt"))).error).toBe(-E.ENOTDIR);
+    expect((await c.rename(d.nodeid, "secret.txt", 1, "stolen")).error).toBe(-E.ENOTDIR);
+    expect((await c.link(f.nodeid, 1, "stolen")).error).toBe(-E.ENOTDIR);
+    await outsideUntouched();
+  });
+
+  it("a symlinked share root is followed once (trusted host config), components below are not", async () => {
+    const rootLink = join(base, "rootlink");
+    await fsp.symlink(share, rootLink);
+    const server = new ShareServer({ root: rootLink, policy: "deny", tag: "t" });
+    const c = new FuseTestClient(server);
+    clients.push(c);
+    await c.init();
+    expect((await c.lookup(1, "file.txt")).error).toBe(0);
+    expect((await c.lookup(1, "hostlink")).error).toBe(-E.EACCES);
+  });
+});
+
+describe("bounded resources", () => {
+  it("malformed lengths destroy the stream without crashing; the server can serve again", async () => {
+    for (const len of [0, 39, 135169, 0xffffffff]) {
+      const errors: Error[] = [];
+      const server = new ShareServer({
+        root: share,
+        policy: "opaque",
+        tag: "t",
+        onError: (e) => errors.push(e),
+      });
+      const c = new FuseTestClient(server);
+      expect((await c.init()).error).toBe(0);
+      const hdr = Buffer.alloc(40);
+      hdr.writeUInt32LE(len, 0);
+      hdr.writeUInt32LE(Op.GETATTR, 4);
+      c.raw(hdr);
+      await c.serving;
+      expect(c.stream.destroyed).toBe(true);
+      expect(errors[0]?.message).toMatch(/invalid FUSE request length/);
+      // Reusable: a fresh stream (e.g. after a snapshot restore) is served again.
+      const c2 = new FuseTestClient(server);
+      clients.push(c2);
+      expect((await c2.init()).error).toBe(0);
+      expect((await c2.getattr(1)).error).toBe(0);
+    }
+  });
+
+  it("a flood with a stuck reply consumer stays bounded: input is paused, in-flight ≤ maxInFlight", async () => {
+    const server = new ShareServer({ root: share, policy: "opaque", tag: "t", maxInFlight: 8 });
+    const c = new FuseTestClient(server, { replyHighWaterMark: 1024, autoRead: false });
+    clients.push(c);
+    const N = 5000;
+    const replies: Promise<unknown>[] = [c.init()];
+    for (let i = 0; i < N; i++) replies.push(c.send(Op.GETATTR, 1, Buffer.alloc(16)));
+    await new Promise((r) => setTimeout(r, 300));
+    const s = server.stats();
+    expect(s.peakInFlight).toBeLessThanOrEqual(8);
+    expect(s.requests).toBeLessThan(200); // the rest stays unread in the channel (credit withheld)
+    expect(s.pauses).toBeGreaterThan(0);
+    expect(c.toServer.readableLength).toBeGreaterThan(0);
+    // The consumer wakes up: everything is answered.
+    c.startReading();
+    await Promise.all(replies);
+    expect(server.stats().requests).toBe(N + 1);
+  });
+
+  it("at most maxInFlight handlers run at once", async () => {
+    await fsp.writeFile(join(share, "big"), Buffer.alloc(1 << 20, 7));
+    const c = await client({ maxInFlight: 2 });
+    const l = await c.lookup(1, "big");
+    const o = await c.open(l.nodeid);
+    const rs = await Promise.all(Array.from({ length: 64 }, (_, i) => c.read(o.fh, i * 16384, 16384)));
+    expect(rs.every((r) => r.error === 0 && r.body.length === 16384 && r.body[0] === 7)).toBe(true);
+    expect(c.server.stats().peakInFlight).toBe(2);
+  });
+
+  it("open handles are capped (ENFILE) and freed on RELEASE; close() closes every host fd", async () => {
+    const fdCount = async () => (await fsp.readdir("/proc/self/fd")).length;
+    const before = await fdCount();
+    const c = await client({ maxOpenHandles: 3 });
+    const l = await c.lookup(1, "file.txt");
+    const fhs = [];
+    for (let i = 0; i < 3; i++) fhs.push((await c.open(l.nodeid)).fh);
+    expect((await c.open(l.nodeid)).error).toBe(-E.ENFILE);
+    expect((await c.send(Op.OPENDIR, 1, u32s(0, 0))).error).toBe(-E.ENFILE);
+    await c.release(fhs[0]!);
+    expect((await c.open(l.nodeid)).error).toBe(0);
+    expect(await fdCount()).toBeGreaterThan(before);
+    await c.server.close();
+    await c.serving;
+    expect(await fdCount()).toBe(before);
+  });
+
+  it("the node table is capped (ENFILE) and FORGET frees entries", async () => {
+    const c = await client({ maxNodes: 3 });
+    const a = await c.lookup(1, "file.txt");
+    expect((await c.lookup(1, "dir")).error).toBe(0);
+    expect((await c.lookup(1, "hostlink")).error).toBe(-E.ENFILE);
+    expect((await c.lookup(1, "file.txt")).error).toBe(0); // known node: no new entry
+    c.raw(Buffer.concat([u32s(48, Op.FORGET), u64s(0, a.nodeid), Buffer.alloc(16), u64s(2)]));
+    expect((await c.lookup(1, "hostlink")).error).toBe(0);
+    expect(c.server.stats().nodes).toBe(3);
+  });
+
+  it("readOnly refuses every modification with EROFS", async () => {
+    const c = await client({ readOnly: true });
+    const l = await c.lookup(1, "file.txt");
+    expect((await c.open(l.nodeid, O_WRONLY)).error).toBe(-E.EROFS);
+    expect((await c.mkdir(1, "x")).error).toBe(-E.EROFS);
+    expect((await c.send(Op.UNLINK, 1, cstr("file.txt"))).error).toBe(-E.EROFS);
+    expect((await c.open(l.nodeid, O_RDONLY)).error).toBe(0);
+  });
+});
