@@ -91,6 +91,8 @@ export class FuseTestClient {
     this.toServer = new PassThrough();
     this.fromServer = new PassThrough({ highWaterMark: opts.replyHighWaterMark ?? 16384 });
     this.stream = Duplex.from({ readable: this.toServer, writable: this.fromServer });
+    // Destroying the duplex aborts both halves (AbortError): expected here, not a test failure.
+    for (const s of [this.toServer, this.fromServer, this.stream]) s.on("error", () => {});
     this.serving = server.serve(this.stream);
     if (opts.autoRead !== false) this.startReading();
   }

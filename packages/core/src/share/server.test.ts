@@ -396,3 +396,19 @@ describe("bounded resources", () => {
     expect((await c.open(l.nodeid, O_RDONLY)).error).toBe(0);
   });
 });
+
+describe("options", () => {
+  it("a bad policy or a missing root is a SM_INVALID_OPTIONS error; a second concurrent serve is refused", async () => {
+    expect(() => new ShareServer({ root: share, policy: "yes" as never, tag: "t" })).toThrow(
+      expect.objectContaining({ code: "SM_INVALID_OPTIONS" }),
+    );
+    const missing = new ShareServer({ root: join(base, "nope"), policy: "opaque", tag: "t" });
+    const c = new FuseTestClient(missing, { autoRead: false });
+    await expect(c.serving).rejects.toMatchObject({ code: "SM_INVALID_OPTIONS" });
+    expect(c.stream.destroyed).toBe(true);
+    const ok = await client();
+    const other = new FuseTestClient(missing, { autoRead: false });
+    await other.serving.catch(() => {});
+    await expect(ok.server.serve(other.stream)).rejects.toMatchObject({ code: "SM_UNSUPPORTED" });
+  });
+});

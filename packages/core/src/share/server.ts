@@ -9,6 +9,7 @@
 import * as fs from "node:fs";
 import { constants as osConstants } from "node:os";
 import type { Duplex } from "node:stream";
+import { invalidOption, SupermachineError } from "../errors";
 import {
   ATTR_OUT_SIZE,
   align8,
@@ -142,6 +143,11 @@ function openFd(p: Buffer | string, flags: number, mode = 0o666): Promise<number
 function closeFd(fd: number): Promise<void> {
   return new Promise((res) => fs.close(fd, () => res()));
 }
+const noop = () => {};
+/** Closes an O_PATH fd without waiting for it (saves a thread-pool round trip per path component). */
+function closeSoon(fd: number): void {
+  fs.close(fd, noop);
+}
 function fstatFd(fd: number): Promise<fs.BigIntStats> {
   return new Promise((res, rej) => fs.fstat(fd, { bigint: true }, (e, st) => (e ? rej(e) : res(st))));
 }
@@ -245,7 +251,10 @@ export class ShareServer {
 
   constructor(opts: ShareServerOptions) {
     if (opts.policy !== "deny" && opts.policy !== "opaque" && opts.policy !== "follow") {
-      throw new TypeError(`ShareServer: policy must be "deny", "opaque" or "follow"`);
+      throw invalidOption(
+        "mounts[].symlinks",
+        `must be "deny", "opaque" or "follow" (got ${String(opts.policy)})`,
+      );
     }
     this.root = opts.root;
     this.policy = opts.policy;
@@ -281,7 +290,14 @@ export class ShareServer {
    * is already being served.
    */
   serve(stream: Duplex): Promise<void> {
-    if (this.serving) return Promise.reject(new Error(`share ${this.tag}: already serving a stream`));
+    if (this.serving) {
+      return Promise.reject(
+        new SupermachineError(
+          "SM_UNSUPPORTED",
+          `share ${this.tag}: already serving a stream; close() it first`,
+        ),
+      );
+    }
     const p = this.run(stream).finally(() => {
       this.serving = null;
     });
@@ -312,7 +328,17 @@ export class ShareServer {
   }
 
   private async run(stream: Duplex): Promise<void> {
-    const rootFd = await openFd(this.root, O_PATH | O.O_DIRECTORY);
+    let rootFd: number;
+    try {
+      rootFd = await openFd(this.root, O_PATH | O.O_DIRECTORY);
+    } catch (e) {
+      stream.destroy();
+      throw new SupermachineError(
+        "SM_INVALID_OPTIONS",
+        `Invalid option \`mounts[].hostPath\`: ${this.root} is missing or not a directory`,
+        { cause: e, details: { field: "mounts[].hostPath", tag: this.tag } },
+      );
+    }
     const st = await fstatFd(rootFd);
     this.rootFd = rootFd;
     this.stream = stream;
@@ -638,18 +664,18 @@ export class ShareServer {
     try {
       for (const name of names) {
         const next = await openFd(at(cur, name), O_PATH | O.O_DIRECTORY | this.nofollow);
-        if (cur !== this.rootFd) await closeFd(cur);
+        if (cur !== this.rootFd) closeSoon(cur);
         cur = next;
       }
       return cur;
     } catch (e) {
-      if (cur !== this.rootFd) await closeFd(cur);
+      if (cur !== this.rootFd) closeSoon(cur);
       throw e;
     }
   }
 
-  private async release1(fd: number): Promise<void> {
-    if (fd !== this.rootFd) await closeFd(fd);
+  private release1(fd: number): void {
+    if (fd !== this.rootFd) closeSoon(fd);
   }
 
   /** Runs fn with an fd of the directory node `nodeid` (closed afterwards). */
@@ -659,7 +685,7 @@ export class ShareServer {
     try {
       return await fn(fd);
     } finally {
-      await this.release1(fd);
+      this.release1(fd);
     }
   }
 
@@ -672,7 +698,7 @@ export class ShareServer {
     try {
       return await fn(fd, last);
     } finally {
-      await this.release1(fd);
+      this.release1(fd);
     }
   }
 
@@ -691,7 +717,7 @@ export class ShareServer {
       try {
         return await fn(fd, await fstatFd(fd), pfd, name);
       } finally {
-        await closeFd(fd);
+        closeSoon(fd);
       }
     });
   }

@@ -1,0 +1,2 @@
+export type { ShareServerOptions, ShareServerStats, SymlinkPolicy } from "./server";
+export { ShareServer, validateName } from "./server";
