@@ -4,6 +4,7 @@
 #include "fuse.h"
 #include "proto.h"
 #include "sm.h"
+#include "vsock.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -35,7 +36,7 @@
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-enum wkind { W_PORT = 1, W_SIG, W_CH_R, W_CH_W, W_TCP_CONN };
+enum wkind { W_PORT = 1, W_SIG, W_CH_R, W_CH_W, W_TCP_CONN, W_VSOCK };
 
 #define W_FUSE 16 /* watch kind of a share's /dev/fuse (kept apart from the enum above) */
 
@@ -2683,12 +2684,39 @@ static void port_disconnected(void)
 		sm_log("host disconnected");
 	A.connected = false;
 	watch_set(&A.port_w, 0);
+	A.port = A.port_w.fd = vsock_lost(A.port); /* a vsock transport ended: back to virtio-serial */
 	if (A.session)
 		session_reset();
 	A.session = false;
 	outq_drop();
 	A.in_len = 0;
 	A.next_port_probe = mono_ms() + SM_RECONNECT_POLL_MS;
+}
+
+/* vsock.c saw a complete host hello on a transport other than ours: that stream becomes
+ * the transport (the old session ends, SPEC 4.2) and the old one goes back to its scan. */
+static struct watch vsock_w = {.fd = -1};
+
+static void transport_take(void)
+{
+	struct vs_switch sw;
+	while (vsock_event(&sw)) {
+		if (A.session)
+			session_reset();
+		A.session = false;
+		outq_drop();
+		watch_set(&A.port_w, 0);
+		vsock_standby(A.port);
+		A.port = A.port_w.fd = sw.fd;
+		A.connected = true;
+		free(A.in);
+		A.in = sw.buf;
+		A.in_len = sw.len;
+		A.in_cap = sw.cap;
+		size_t used = process_input();
+		memmove(A.in, A.in + used, A.in_len - used);
+		A.in_len -= used;
+	}
 }
 
 static void port_probe(void)
@@ -3004,6 +3032,9 @@ static void on_event(struct watch *w, uint32_t ev)
 	case W_SIG:
 		handle_signals();
 		break;
+	case W_VSOCK:
+		transport_take();
+		break;
 	case W_CH_R: {
 		struct chan *c = w->obj;
 		chan_pump(c, 4);
@@ -3093,6 +3124,11 @@ static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd)
 		set_nonblock(fd);
 	} else if (open_port() < 0) {
 		return -1;
+	}
+	if (fd < 0) { /* alternative transport: vsock.h */
+		vsock_w.kind = W_VSOCK;
+		vsock_w.fd = vsock_init(A.port);
+		watch_set(&vsock_w, EPOLLIN);
 	}
 	struct epoll_event evs[64];
 	for (;;) {

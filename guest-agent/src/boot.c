@@ -396,27 +396,38 @@ static bool device_blank(const char *dev)
 }
 
 /* Formatting uses the image's own mke2fs (the agent carries no mkfs code). */
-static void format_ext4(const char *dev)
+static bool format_ext4(const char *dev)
 {
 	static const char *const tools[] = {"/sbin/mke2fs", "/usr/sbin/mke2fs", "/sbin/mkfs.ext4",
 					    "/usr/sbin/mkfs.ext4"};
 	for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++) {
 		if (access(tools[i], X_OK) < 0)
 			continue;
+		int64_t t0 = mono_ms();
 		pid_t pid = fork();
 		if (pid == 0) {
 			execl(tools[i], tools[i], "-q", "-F", "-t", "ext4", dev, (char *)NULL);
 			_exit(127);
 		}
 		int st = 0;
-		if (pid > 0)
-			waitpid(pid, &st, 0);
-		if (pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
-			return;
-		sm_log("volume %s: %s failed", dev, tools[i]);
-		return;
+		if (pid < 0 || waitpid(pid, &st, 0) < 0) {
+			sm_log("volume %s: cannot run %s: %s", dev, tools[i], strerror(errno));
+			return false;
+		}
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+			sm_log("volume %s: formatted ext4 with %s in %lld ms", dev, tools[i],
+			       (long long)(mono_ms() - t0));
+			return true;
+		}
+		if (WIFSIGNALED(st))
+			sm_log("volume %s: %s failed (killed by signal %d)", dev, tools[i], WTERMSIG(st));
+		else
+			sm_log("volume %s: %s failed (exit status %d)", dev, tools[i], WEXITSTATUS(st));
+		return false;
 	}
-	sm_log("volume %s: blank device and no mke2fs in the image: cannot format", dev);
+	sm_log("volume %s: blank device and no mke2fs/mkfs.ext4 in the image (/sbin, /usr/sbin): cannot format",
+	       dev);
+	return false;
 }
 
 void boot_system(const struct sm_config *c)
@@ -437,8 +448,11 @@ void boot_system(const struct sm_config *c)
 			sm_log("volume %s: device missing", v->device);
 			continue;
 		}
-		if (v->format && device_blank(v->device))
-			format_ext4(v->device);
+		if (v->format && device_blank(v->device) && !format_ext4(v->device)) {
+			mkdir_p(v->path, 0755);
+			sm_log("volume %s: not formatted, not mounted on %s", v->device, v->path);
+			continue;
+		}
 		if (do_mount(v->device, v->path, "ext4", MS_NOATIME, NULL) < 0)
 			sm_log("volume %s: cannot mount on %s%s", v->device, v->path,
 			       v->format ? "" : " (format:false and no ext4 filesystem?)");
