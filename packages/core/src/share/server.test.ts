@@ -272,24 +272,42 @@ describe("symlink policies (hostile guest requests)", () => {
     });
   }
 
-  it("opaque: a directory swapped for a symlink to outside after LOOKUP is never walked through", async () => {
-    const c = await client();
-    const d = await c.lookup(1, "dir");
-    const f = await c.lookup(d.nodeid, "f");
-    expect(f.error).toBe(0);
-    await fsp.rename(join(share, "dir"), join(share, "dir.moved"));
-    await fsp.symlink("../outside", join(share, "dir"));
-    // Stale node ids from before the swap: every walk refuses the symlink.
-    expect((await c.lookup(d.nodeid, "f")).error).toBe(-E.ENOTDIR);
-    expect((await c.lookup(d.nodeid, "secret.txt")).error).toBe(-E.ENOTDIR);
-    expect((await c.open(f.nodeid, O_RDWR)).error).toBe(-E.ENOTDIR);
-    expect((await c.getattr(f.nodeid)).error).toBe(-E.ENOTDIR);
-    expect((await c.create(d.nodeid, "planted", O_WRONLY)).error).toBe(-E.ENOTDIR);
-    expect((await c.send(Op.UNLINK, d.nodeid, cstr("secret.txt"))).error).toBe(-E.ENOTDIR);
-    expect((await c.rename(d.nodeid, "secret.txt", 1, "stolen")).error).toBe(-E.ENOTDIR);
-    expect((await c.link(f.nodeid, 1, "stolen")).error).toBe(-E.ENOTDIR);
-    await outsideUntouched();
-  });
+  for (const dirFdCache of [0, 256]) {
+    it(`opaque: a directory swapped for a symlink to outside after LOOKUP is never walked through (dirFdCache ${dirFdCache})`, async () => {
+      const c = await client({ dirFdCache });
+      const d = await c.lookup(1, "dir");
+      const f = await c.lookup(d.nodeid, "f");
+      expect(f.error).toBe(0);
+      await fsp.rename(join(share, "dir"), join(share, "dir.moved"));
+      await fsp.symlink("../outside", join(share, "dir"));
+      // Node ids from before the swap: a fresh walk refuses the symlink (ENOTDIR); a cached
+      // directory fd still names the real (moved) directory inside the share. Never the outside.
+      const inside = (e: number) => expect([0, -E.ENOTDIR, -E.ENOENT]).toContain(e);
+      const lf = await c.lookup(d.nodeid, "f");
+      inside(lf.error);
+      if (dirFdCache === 0) expect(lf.error).toBe(-E.ENOTDIR);
+      expect((await c.lookup(d.nodeid, "secret.txt")).error).toBe(dirFdCache ? -E.ENOENT : -E.ENOTDIR);
+      const o = await c.open(f.nodeid, O_RDWR);
+      inside(o.error);
+      if (o.error === 0) expect((await c.read(o.fh, 0, 100)).body.toString()).toBe("INSIDE-F");
+      inside((await c.getattr(f.nodeid)).error);
+      inside((await c.create(d.nodeid, "planted", O_WRONLY)).error);
+      expect((await c.send(Op.UNLINK, d.nodeid, cstr("secret.txt"))).error).toBe(
+        dirFdCache ? -E.ENOENT : -E.ENOTDIR,
+      );
+      expect((await c.rename(d.nodeid, "secret.txt", 1, "stolen")).error).toBe(
+        dirFdCache ? -E.ENOENT : -E.ENOTDIR,
+      );
+      inside((await c.link(f.nodeid, 1, "stolen")).error);
+      if (dirFdCache === 0) {
+        // A freshly looked-up node is the symlink itself; walking through it fails too.
+        const fresh = await c.lookup(1, "dir");
+        expect(fresh.attr!.mode & S_IFMT).toBe(S_IFLNK);
+        expect((await c.lookup(fresh.nodeid, "secret.txt")).error).toBe(-E.ENOTDIR);
+      }
+      await outsideUntouched();
+    });
+  }
 
   it("a symlinked share root is followed once (trusted host config), components below are not", async () => {
     const rootLink = join(base, "rootlink");

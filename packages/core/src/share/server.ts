@@ -54,6 +54,11 @@ export interface ShareServerOptions {
   maxOpenHandles?: number;
   /** At most this many remembered nodes (LOOKUP results); beyond → ENFILE. Default 100000. */
   maxNodes?: number;
+  /**
+   * Directory O_PATH fds kept open (LRU) to avoid re-walking from the root. Default 256; 0 = walk
+   * every path from the root each time.
+   */
+  dirFdCache?: number;
   /** Refuse every modifying operation with EROFS. */
   readOnly?: boolean;
   /**
@@ -126,6 +131,17 @@ interface Node {
   ino: bigint;
 }
 
+interface CachedDir {
+  fd: number;
+  refs: number;
+  dead: boolean;
+}
+
+interface DirLease {
+  fd: number;
+  release(): void;
+}
+
 interface Handle {
   kind: "file" | "dir";
   fd: number;
@@ -145,8 +161,20 @@ function closeFd(fd: number): Promise<void> {
 }
 const noop = () => {};
 /** Closes an O_PATH fd without waiting for it (saves a thread-pool round trip per path component). */
+let closing = 0;
+let closeWaiters: (() => void)[] = [];
 function closeSoon(fd: number): void {
-  fs.close(fd, noop);
+  closing++;
+  fs.close(fd, () => {
+    if (--closing > 0) return;
+    const w = closeWaiters;
+    closeWaiters = [];
+    for (const f of w) f();
+  });
+}
+/** Resolves once every closeSoon() issued so far has completed. */
+function closesDrained(): Promise<void> {
+  return closing === 0 ? Promise.resolve() : new Promise((r) => closeWaiters.push(r));
 }
 function fstatFd(fd: number): Promise<fs.BigIntStats> {
   return new Promise((res, rej) => fs.fstat(fd, { bigint: true }, (e, st) => (e ? rej(e) : res(st))));
@@ -239,6 +267,8 @@ export class ShareServer {
   private byKey = new Map<string, Node>();
   private nextNodeId = FUSE_ROOT_ID + 1;
   private handles = new Map<number, Handle>();
+  private dirCache = new Map<number, CachedDir>();
+  private readonly maxCachedDirs: number;
   private nextFh = 1;
   private inFlight = 0;
   private peakInFlight = 0;
@@ -262,6 +292,7 @@ export class ShareServer {
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? 64);
     this.maxOpenHandles = Math.max(1, opts.maxOpenHandles ?? 1024);
     this.maxNodes = Math.max(2, opts.maxNodes ?? 100_000);
+    this.maxCachedDirs = Math.max(0, Math.floor(opts.dirFdCache ?? 256));
     this.readOnly = opts.readOnly ?? false;
     const ttlMs = Math.max(0, Math.floor(opts.cacheTtlMs ?? 0));
     this.ttlSec = BigInt(Math.floor(ttlMs / 1000));
@@ -314,6 +345,8 @@ export class ShareServer {
   }
 
   private async releaseAll(): Promise<void> {
+    for (const id of [...this.dirCache.keys()]) this.evictDir(id);
+    await closesDrained();
     const fds = [...this.handles.values()].map((h) => h.fd);
     this.handles.clear();
     await Promise.all(fds.map(closeFd));
@@ -599,6 +632,7 @@ export class ShareServer {
   private maybeDrop(n: Node | undefined): void {
     while (n && n.id !== FUSE_ROOT_ID && n.nlookup <= 0 && n.children <= 0) {
       this.nodes.delete(n.id);
+      this.evictDir(n.id);
       if (n.key !== null && this.byKey.get(n.key) === n) this.byKey.delete(n.key);
       const parent = this.nodes.get(n.parent);
       if (parent) parent.children--;
@@ -608,6 +642,7 @@ export class ShareServer {
 
   private detach(n: Node | undefined): void {
     if (!n || n.key === null) return;
+    this.evictDir(n.id);
     if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
     n.key = null;
   }
@@ -641,64 +676,117 @@ export class ShareServer {
     return n;
   }
 
-  /** Names from the root down to (excluding) the root for node n. Stale ancestors → ESTALE. */
-  private chain(n: Node): Buffer[] {
-    const names: Buffer[] = [];
-    let cur: Node | undefined = n;
-    while (cur && cur.id !== FUSE_ROOT_ID) {
-      if (cur.key === null) fail(E.ESTALE);
-      names.push(cur.name);
-      cur = this.nodes.get(cur.parent);
-      if (names.length > MAX_DEPTH) fail(E.ELOOP);
+  private leaseOf(c: CachedDir): DirLease {
+    c.refs++;
+    let done = false;
+    return {
+      fd: c.fd,
+      release: () => {
+        if (done) return;
+        done = true;
+        c.refs--;
+        if (c.dead && c.refs === 0) closeSoon(c.fd);
+      },
+    };
+  }
+
+  private evictDir(id: number): void {
+    const c = this.dirCache.get(id);
+    if (!c) return;
+    this.dirCache.delete(id);
+    c.dead = true;
+    if (c.refs === 0) closeSoon(c.fd);
+  }
+
+  private cacheDir(id: number, fd: number): CachedDir {
+    const c: CachedDir = { fd, refs: 0, dead: false };
+    this.dirCache.set(id, c);
+    while (this.dirCache.size > this.maxCachedDirs) {
+      const oldest = this.dirCache.keys().next().value as number;
+      this.evictDir(oldest);
     }
-    if (!cur) fail(E.ESTALE);
-    return names.reverse();
+    return c;
   }
 
   /**
-   * Opens (O_PATH, O_DIRECTORY, O_NOFOLLOW unless "follow") the directory reached by `names` from
-   * the root, one component at a time, each relative to the fd of the previous one.
+   * An O_PATH fd of directory node `n`. Resolved component by component from the nearest cached
+   * ancestor (or the root), each component opened relative to the previous directory's fd with
+   * O_DIRECTORY|O_NOFOLLOW (unless "follow"), so a symlink anywhere on the way is never followed.
+   * Opened directory fds are kept in a bounded LRU (like an inode's O_PATH fd in a passthrough
+   * server): a cached fd names the directory inode itself, whatever happens to its path later.
    */
-  private async walk(names: Buffer[]): Promise<number> {
-    let cur = this.rootFd;
+  private async dirLease(n: Node): Promise<DirLease> {
+    if (n.id === FUSE_ROOT_ID) return { fd: this.rootFd, release: noop };
+    const hit = this.dirCache.get(n.id);
+    if (hit) {
+      this.dirCache.delete(n.id);
+      this.dirCache.set(n.id, hit);
+      return this.leaseOf(hit);
+    }
+    const todo: Node[] = [];
+    let cur: Node = n;
+    for (;;) {
+      if (cur.key === null) fail(E.ESTALE);
+      todo.push(cur);
+      if (todo.length > MAX_DEPTH) fail(E.ELOOP);
+      const p = this.nodes.get(cur.parent);
+      if (!p) fail(E.ESTALE);
+      cur = p;
+      if (cur.id === FUSE_ROOT_ID || this.dirCache.has(cur.id)) break;
+    }
+    let lease = await this.dirLease(cur);
     try {
-      for (const name of names) {
-        const next = await openFd(at(cur, name), O_PATH | O.O_DIRECTORY | this.nofollow);
-        if (cur !== this.rootFd) closeSoon(cur);
-        cur = next;
+      for (let i = todo.length - 1; i >= 0; i--) {
+        const node = todo[i]!;
+        const fd = await openFd(at(lease.fd, node.name), O_PATH | O.O_DIRECTORY | this.nofollow);
+        lease.release();
+        if (
+          this.maxCachedDirs > 0 &&
+          this.nodes.get(node.id) === node &&
+          node.key !== null &&
+          !this.dirCache.has(node.id)
+        ) {
+          lease = this.leaseOf(this.cacheDir(node.id, fd));
+        } else {
+          let done = false;
+          lease = {
+            fd,
+            release: () => {
+              if (!done) closeSoon(fd);
+              done = true;
+            },
+          };
+        }
       }
-      return cur;
+      return lease;
     } catch (e) {
-      if (cur !== this.rootFd) closeSoon(cur);
+      lease.release();
       throw e;
     }
   }
 
-  private release1(fd: number): void {
-    if (fd !== this.rootFd) closeSoon(fd);
-  }
-
-  /** Runs fn with an fd of the directory node `nodeid` (closed afterwards). */
+  /** Runs fn with an fd of the directory node `nodeid`. */
   private async withDir<T>(nodeid: bigint | Node, fn: (dirfd: number) => Promise<T>): Promise<T> {
     const n = typeof nodeid === "bigint" ? this.node(nodeid) : nodeid;
-    const fd = await this.walk(this.chain(n));
+    const lease = await this.dirLease(n);
     try {
-      return await fn(fd);
+      return await fn(lease.fd);
     } finally {
-      this.release1(fd);
+      lease.release();
     }
   }
 
   /** Runs fn with the parent directory fd and final name of a non-root node. */
   private async withParent<T>(n: Node, fn: (pfd: number, name: Buffer) => Promise<T>): Promise<T> {
-    const names = this.chain(n);
-    const last = names.pop();
-    if (last === undefined) fail(E.EINVAL);
-    const fd = await this.walk(names);
+    if (n.id === FUSE_ROOT_ID) fail(E.EINVAL);
+    if (n.key === null) fail(E.ESTALE);
+    const parent = this.nodes.get(n.parent);
+    if (!parent) fail(E.ESTALE);
+    const lease = await this.dirLease(parent);
     try {
-      return await fn(fd, last);
+      return await fn(lease.fd, n.name);
     } finally {
-      this.release1(fd);
+      lease.release();
     }
   }
 
@@ -1157,11 +1245,8 @@ export class ShareServer {
   private async opendir(nodeid: bigint): Promise<Buffer> {
     this.checkHandleCap();
     const n = this.node(nodeid);
-    const fd = await this.walk(this.chain(n));
-    if (fd === this.rootFd) {
-      // Handles own their fd: take a second one on the root.
-      return this.addHandle({ kind: "dir", fd: await openFd(self(fd), O_PATH | O.O_DIRECTORY), accmode: 0 });
-    }
+    // Handles own their fd: reopen the directory inode through the lease's magic link.
+    const fd = await this.withDir(n, (dfd) => openFd(self(dfd), O_PATH | O.O_DIRECTORY));
     return this.addHandle({ kind: "dir", fd, accmode: 0 });
   }
 

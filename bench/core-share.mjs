@@ -1,0 +1,211 @@
+// Bench: the @supermachine/core share server (host-side FUSE file server) measured through the
+// HOST kernel's FUSE client (a test relay pipes /dev/fuse over stdio to the server) — NOT a VM;
+// the in-VM numbers come from the core VM bench. Baseline in the same run: the same workload on
+// the plain tmpfs directory that backs the share. Needs root and /dev/fuse (gcc builds the relay).
+//
+//   node bench/core-share.mjs            (writes bench/results/core-share.json)
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { Duplex } from "node:stream";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const SIZE_MIB = Number(process.env.SM_BENCH_MIB ?? 100);
+const FILES = Number(process.env.SM_BENCH_FILES ?? 10_000);
+
+async function loadShareServer(work) {
+  const dist = join(ROOT, "packages", "core", "dist", "index.js");
+  if (existsSync(dist)) {
+    const m = await import(pathToFileURL(dist).href);
+    if (m.ShareServer) return { ShareServer: m.ShareServer, from: "packages/core/dist" };
+  }
+  // Not exported from the built package yet: bundle the share module from source with esbuild.
+  const out = join(work, "share.mjs");
+  execFileSync(
+    join(ROOT, "node_modules", ".bin", "esbuild"),
+    [
+      join(ROOT, "packages/core/src/share/index.ts"),
+      "--bundle",
+      "--platform=node",
+      "--format=esm",
+      `--outfile=${out}`,
+    ],
+    { stdio: "inherit" },
+  );
+  const m = await import(pathToFileURL(out).href);
+  return { ShareServer: m.ShareServer, from: "packages/core/src/share (esbuild bundle)" };
+}
+
+// The workload runs in a child process: the server shares this process's libuv thread pool.
+const WORKLOAD = `
+import fs from "node:fs/promises";
+import { performance } from "node:perf_hooks";
+const [dir, sizeMib, files] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
+const MIB = 1024 * 1024;
+const res = {};
+const t = async (name, fn) => { const s = performance.now(); await fn(); res[name] = performance.now() - s; };
+const buf = Buffer.alloc(MIB, 0x5a);
+await t("write", async () => {
+  const h = await fs.open(dir + "/big.bin", "w");
+  for (let i = 0; i < sizeMib; i++) await h.write(buf, 0, MIB, i * MIB);
+  await h.close();
+});
+await t("read", async () => {
+  const h = await fs.open(dir + "/big.bin", "r");
+  const rb = Buffer.alloc(MIB);
+  let total = 0;
+  for (;;) { const { bytesRead } = await h.read(rb, 0, MIB, total); if (!bytesRead) break; total += bytesRead; }
+  await h.close();
+  if (total !== sizeMib * MIB) throw new Error("short read " + total);
+});
+// 10k files in 100 directories (setup, untimed).
+const dirs = 100, per = Math.ceil(files / dirs);
+const paths = [];
+for (let d = 0; d < dirs; d++) {
+  await fs.mkdir(dir + "/tree/d" + d, { recursive: true });
+  await Promise.all(Array.from({ length: per }, (_, i) => {
+    const p = dir + "/tree/d" + d + "/f" + i + ".txt"; paths.push(p); return fs.writeFile(p, "x");
+  }));
+}
+await t("stat", async () => { for (const p of paths) await fs.lstat(p); });
+await t("walk", async () => {
+  let n = 0;
+  const walk = async (d) => {
+    for (const e of await fs.readdir(d, { withFileTypes: true })) {
+      const p = d + "/" + e.name; await fs.lstat(p); n++;
+      if (e.isDirectory()) await walk(p);
+    }
+  };
+  await walk(dir + "/tree");
+  res.walkEntries = n;
+});
+process.stdout.write(JSON.stringify(res));
+`;
+
+function runWorkload(work, dir) {
+  const script = join(work, "workload.mjs");
+  writeFileSync(script, WORKLOAD);
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [script, dir, String(SIZE_MIB), String(FILES)], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    c.stdout.on("data", (d) => {
+      out += d;
+    });
+    c.on("exit", (code) =>
+      code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`workload exited ${code}`)),
+    );
+  });
+}
+
+async function mount(relay, ShareServer, root, mnt, opts) {
+  const child = spawn(relay, [mnt], { stdio: ["pipe", "pipe", "pipe"] });
+  await new Promise((resolve, reject) => {
+    let err = "";
+    child.stderr.on("data", (d) => {
+      err += d;
+      if (err.includes("mounted\n")) resolve();
+    });
+    child.once("exit", (code) => reject(new Error(`relay exited ${code}: ${err}`)));
+  });
+  const server = new ShareServer({ root, tag: "bench", policy: "opaque", ...opts });
+  const serving = server.serve(Duplex.from({ readable: child.stdout, writable: child.stdin }));
+  return {
+    server,
+    async stop() {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.stdin.end();
+      await exited;
+      await serving;
+      await server.close();
+    },
+  };
+}
+
+async function main() {
+  if (process.getuid?.() !== 0 || !existsSync("/dev/fuse")) {
+    console.log("skip: needs root and /dev/fuse (host kernel FUSE)");
+    return;
+  }
+  const work = mkdtempSync(join(tmpdir(), "sm-bench-share-"));
+  const shm = mkdtempSync(join("/dev/shm", "sm-bench-share-"));
+  try {
+    const { ShareServer, from } = await loadShareServer(work);
+    const relay = join(work, "fuse-relay");
+    execFileSync("gcc", [
+      "-O2",
+      "-pthread",
+      "-o",
+      relay,
+      join(ROOT, "packages/core/test/share/fuse-relay.c"),
+    ]);
+
+    const rows = {};
+    mkdirSync(join(shm, "plain"));
+    rows.tmpfs = await runWorkload(work, join(shm, "plain"));
+    for (const [name, opts] of [
+      ["share (ttl 0)", { cacheTtlMs: 0 }],
+      ["share (ttl 1s)", { cacheTtlMs: 1000 }],
+    ]) {
+      const backing = join(shm, name.replace(/\W+/g, "_"));
+      const mnt = join(work, `mnt-${Object.keys(rows).length}`);
+      mkdirSync(backing);
+      mkdirSync(mnt);
+      const m = await mount(relay, ShareServer, backing, mnt, opts);
+      try {
+        rows[name] = await runWorkload(work, mnt);
+        rows[name].requests = m.server.stats().requests;
+      } finally {
+        await m.stop();
+      }
+    }
+
+    const base = rows.tmpfs;
+    const table = [];
+    for (const [name, r] of Object.entries(rows)) {
+      table.push({
+        variant: name,
+        "read MiB/s": +(SIZE_MIB / (r.read / 1000)).toFixed(0),
+        "write MiB/s": +(SIZE_MIB / (r.write / 1000)).toFixed(0),
+        [`stat ${FILES} ms`]: +r.stat.toFixed(0),
+        "walk ms": +r.walk.toFixed(0),
+        "read x": +(r.read / base.read).toFixed(1),
+        "write x": +(r.write / base.write).toFixed(1),
+        "stat x": +(r.stat / base.stat).toFixed(1),
+        "walk x": +(r.walk / base.walk).toFixed(1),
+      });
+    }
+    console.log(`core-share: host kernel FUSE (NOT a VM), relay over pipes, server ${from}`);
+    console.log(
+      `machine: ${cpus()[0]?.model} x${cpus().length}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}, accelerator: none (no guest)`,
+    );
+    console.table(table);
+    console.log("x = time relative to the plain tmpfs directory backing the share (lower is better)");
+    const results = {
+      bench: "core-share",
+      date: new Date().toISOString(),
+      kind: "host kernel FUSE client + ShareServer over a stdio relay (not a VM)",
+      accelerator: "none",
+      machine: {
+        cpu: cpus()[0]?.model,
+        cores: cpus().length,
+        memGiB: Math.round(totalmem() / 2 ** 30),
+        node: process.version,
+      },
+      sizeMib: SIZE_MIB,
+      files: FILES,
+      rawMs: rows,
+      table,
+    };
+    mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
+    writeFileSync(join(ROOT, "bench", "results", "core-share.json"), `${JSON.stringify(results, null, 2)}\n`);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+    rmSync(shm, { recursive: true, force: true });
+  }
+}
+
+await main();
