@@ -14,6 +14,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.SM_BENCH_MIB ?? 100);
 const FILES = Number(process.env.SM_BENCH_FILES ?? 10_000);
+// Shared 2-core machine: each variant runs ROUNDS times, interleaved; the best time per metric counts.
+const ROUNDS = Number(process.env.SM_BENCH_ROUNDS ?? 2);
 
 async function loadShareServer(work) {
   const dist = join(ROOT, "packages", "core", "dist", "index.js");
@@ -144,22 +146,32 @@ async function main() {
     ]);
 
     const rows = {};
-    mkdirSync(join(shm, "plain"));
-    rows.tmpfs = await runWorkload(work, join(shm, "plain"));
-    for (const [name, opts] of [
-      ["share (ttl 0)", { cacheTtlMs: 0 }],
-      ["share (ttl 1s)", { cacheTtlMs: 1000 }],
-    ]) {
-      const backing = join(shm, name.replace(/\W+/g, "_"));
-      const mnt = join(work, `mnt-${Object.keys(rows).length}`);
-      mkdirSync(backing);
-      mkdirSync(mnt);
-      const m = await mount(relay, ShareServer, backing, mnt, opts);
-      try {
-        rows[name] = await runWorkload(work, mnt);
-        rows[name].requests = m.server.stats().requests;
-      } finally {
-        await m.stop();
+    const keep = (name, r) => {
+      const prev = rows[name];
+      if (!prev) rows[name] = r;
+      else for (const k of ["read", "write", "stat", "walk"]) prev[k] = Math.min(prev[k], r[k]);
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      const plain = join(shm, `plain-${round}`);
+      mkdirSync(plain);
+      keep("tmpfs", await runWorkload(work, plain));
+      rmSync(plain, { recursive: true, force: true });
+      for (const [name, opts] of [
+        ["share (ttl 0)", { cacheTtlMs: 0 }],
+        ["share (ttl 1s)", { cacheTtlMs: 1000 }],
+      ]) {
+        const backing = join(shm, `${name.replace(/\W+/g, "_")}-${round}`);
+        const mnt = mkdtempSync(join(work, "mnt-"));
+        mkdirSync(backing);
+        const m = await mount(relay, ShareServer, backing, mnt, opts);
+        try {
+          const r = await runWorkload(work, mnt);
+          r.requests = m.server.stats().requests;
+          keep(name, r);
+        } finally {
+          await m.stop();
+        }
+        rmSync(backing, { recursive: true, force: true });
       }
     }
 
@@ -197,6 +209,7 @@ async function main() {
       },
       sizeMib: SIZE_MIB,
       files: FILES,
+      rounds: ROUNDS,
       rawMs: rows,
       table,
     };
