@@ -13,11 +13,13 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -39,6 +41,7 @@
 enum wkind { W_PORT = 1, W_SIG, W_CH_R, W_CH_W, W_TCP_CONN, W_VSOCK };
 
 #define W_FUSE 16 /* watch kind of a share's /dev/fuse (kept apart from the enum above) */
+#define W_RDDONE 17 /* eventfd: a stuck pipe read returned (guarded_read) */
 
 struct watch {
 	uint8_t kind;
@@ -65,6 +68,8 @@ struct chan {
 	struct watch rw;
 	bool r_eof;
 	bool r_blocked; /* last read would block */
+	bool r_stuck;   /* a guarded read is pending on a worker thread */
+	struct rd_worker *rd;
 	uint64_t credit;
 	uint8_t *cbuf;
 	uint32_t clen;
@@ -438,8 +443,11 @@ static struct chan *chan_alloc(uint32_t id)
 
 static void share_orphan(struct share *s);
 
+static void rd_forget(struct chan *c);
+
 static void chan_release(struct chan *c)
 {
+	rd_forget(c);
 	if (c->fs)
 		share_orphan(c->fs);
 	watch_close(&c->rw);
@@ -594,12 +602,14 @@ static void chan_read_eof(struct chan *c)
 	}
 }
 
+static ssize_t guarded_read(struct chan *c, uint8_t *buf, size_t len);
+
 /* Read from a process pipe / pty / socket. max_reads bounds one call (fairness);
  * returns true when the fd would block (drained for now). */
 static bool chan_pump(struct chan *c, int max_reads)
 {
 	for (int i = 0; i < max_reads; i++) {
-		if (c->rw.fd < 0 || c->r_eof)
+		if (c->rw.fd < 0 || c->r_eof || c->r_stuck)
 			return true;
 		ssize_t n;
 		if (c->collect) {
@@ -613,7 +623,7 @@ static bool chan_pump(struct chan *c, int max_reads)
 					return false; /* waiting for credit */
 				}
 			}
-			n = read(c->rw.fd, c->cbuf + c->clen, SM_COLLECT_BUF_BYTES - c->clen);
+			n = guarded_read(c, c->cbuf + c->clen, SM_COLLECT_BUF_BYTES - c->clen);
 			if (n > 0) {
 				c->clen += (uint32_t)n;
 				continue;
@@ -630,7 +640,7 @@ static bool chan_pump(struct chan *c, int max_reads)
 				if (room == 0 || outq_pending() > SM_OUTQ_SOFT_BYTES)
 					return false;
 			}
-			n = read(c->rw.fd, rdbuf, room);
+			n = guarded_read(c, rdbuf, room);
 			if (n > 0) {
 				if (!discard) {
 					send_data(c->id, rdbuf, (size_t)n);
@@ -648,6 +658,208 @@ static bool chan_pump(struct chan *c, int max_reads)
 		return true;
 	}
 	return false;
+}
+
+/* ------------------------------------------------------------------ guarded pipe reads */
+
+/* read(2) on a pipe sleeps uninterruptibly on the pipe's mutex, and a process splicing
+ * from a FUSE file into that pipe (busybox cat uses sendfile) holds the mutex while it
+ * waits for the FUSE server, i.e. for this loop, which relays the share's requests
+ * (SPEC 6.4). So process-pipe reads run on worker threads: the loop waits briefly for
+ * the result; if the read is stuck it goes on, and the worker reports through an
+ * eventfd once the read returns. */
+#define RD_WORKERS_MAX 64
+#define RD_WAIT_MS 20
+
+struct rd_worker {
+	bool started, busy, done, detached;
+	int fd;
+	size_t len;
+	ssize_t res;
+	int err;
+	struct chan *c; /* detached: the channel waiting for this read, NULL when it went away */
+	uint8_t buf[SM_DATA_CHUNK_BYTES];
+};
+
+static struct rd_worker *rd_workers[RD_WORKERS_MAX];
+static pthread_mutex_t rd_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t rd_job_cv = PTHREAD_COND_INITIALIZER, rd_done_cv;
+static int rd_efd = -1;
+static struct watch rd_w = {.fd = -1};
+
+static void *rd_main(void *arg)
+{
+	struct rd_worker *w = arg;
+	pthread_mutex_lock(&rd_mu);
+	for (;;) {
+		while (!w->busy || w->done)
+			pthread_cond_wait(&rd_job_cv, &rd_mu);
+		int fd = w->fd;
+		size_t len = w->len;
+		pthread_mutex_unlock(&rd_mu);
+		ssize_t n = read(fd, w->buf, len);
+		int e = errno;
+		pthread_mutex_lock(&rd_mu);
+		w->res = n;
+		w->err = e;
+		w->done = true;
+		if (w->detached) {
+			uint64_t one = 1;
+			ssize_t wr = write(rd_efd, &one, sizeof(one));
+			(void)wr;
+		}
+		pthread_cond_broadcast(&rd_done_cv);
+	}
+	return NULL;
+}
+
+static struct rd_worker *rd_idle(void)
+{
+	for (int i = 0; i < RD_WORKERS_MAX; i++) {
+		struct rd_worker *w = rd_workers[i];
+		if (w && !w->busy)
+			return w;
+		if (!w) {
+			w = calloc(1, sizeof(*w));
+			if (!w)
+				return NULL;
+			pthread_t th;
+			pthread_attr_t at;
+			pthread_attr_init(&at);
+			pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+			pthread_attr_setstacksize(&at, 64 * 1024);
+			int r = pthread_create(&th, &at, rd_main, w);
+			pthread_attr_destroy(&at);
+			if (r != 0) {
+				free(w);
+				return NULL;
+			}
+			rd_workers[i] = w;
+			return w;
+		}
+	}
+	return NULL;
+}
+
+static void rd_init(void)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&rd_done_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	rd_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+/* read() for process pipes/ptys: -1/EAGAIN with c->r_stuck when the read did not return in
+ * RD_WAIT_MS (the result arrives later through rd_collect). */
+static ssize_t guarded_read(struct chan *c, uint8_t *buf, size_t len)
+{
+	if (rd_efd < 0 || c->tcp)
+		return read(c->rw.fd, buf, len);
+	if (len > SM_DATA_CHUNK_BYTES)
+		len = SM_DATA_CHUNK_BYTES;
+	pthread_mutex_lock(&rd_mu);
+	struct rd_worker *w = rd_idle();
+	if (!w) {
+		pthread_mutex_unlock(&rd_mu);
+		errno = EAGAIN; /* every worker is stuck: try again later */
+		c->r_stuck = true;
+		return -1;
+	}
+	w->busy = true;
+	w->done = w->detached = false;
+	w->fd = c->rw.fd;
+	w->len = len;
+	w->c = c;
+	pthread_cond_broadcast(&rd_job_cv);
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_nsec += RD_WAIT_MS * 1000000L;
+	if (dl.tv_nsec >= 1000000000L)
+		dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+	while (!w->done)
+		if (pthread_cond_timedwait(&rd_done_cv, &rd_mu, &dl) == ETIMEDOUT)
+			break;
+	if (!w->done) {
+		w->detached = true;
+		c->r_stuck = true;
+		c->rd = w;
+		pthread_mutex_unlock(&rd_mu);
+		errno = EAGAIN;
+		return -1;
+	}
+	ssize_t n = w->res;
+	int e = w->err;
+	if (n > 0)
+		memcpy(buf, w->buf, (size_t)n);
+	w->busy = false;
+	w->c = NULL;
+	pthread_mutex_unlock(&rd_mu);
+	errno = e;
+	return n;
+}
+
+/* A channel goes away while its read is stuck: the result will be discarded. */
+static void rd_forget(struct chan *c)
+{
+	if (!c->rd)
+		return;
+	pthread_mutex_lock(&rd_mu);
+	c->rd->c = NULL;
+	pthread_mutex_unlock(&rd_mu);
+	c->rd = NULL;
+}
+
+static void chan_read_eof(struct chan *c);
+
+/* eventfd: deliver the results of reads that were stuck. */
+static void rd_collect(void)
+{
+	uint64_t v;
+	ssize_t r = read(rd_efd, &v, sizeof(v));
+	(void)r;
+	for (int i = 0; i < RD_WORKERS_MAX; i++) {
+		struct rd_worker *w = rd_workers[i];
+		if (!w)
+			continue;
+		pthread_mutex_lock(&rd_mu);
+		bool ready = w->busy && w->detached && w->done;
+		struct chan *c = w->c;
+		ssize_t n = w->res;
+		pthread_mutex_unlock(&rd_mu);
+		if (!ready)
+			continue;
+		if (c && c->rd == w) {
+			c->rd = NULL;
+			c->r_stuck = false;
+			if (n > 0 && c->rw.fd >= 0) {
+				bool live = !c->removed && c->state == CH_OPEN && A.session;
+				if (c->collect) {
+					size_t k = (size_t)n;
+					if (k > SM_COLLECT_BUF_BYTES - c->clen)
+						k = SM_COLLECT_BUF_BYTES - c->clen; /* cannot happen: clen only shrank */
+					memcpy(c->cbuf + c->clen, w->buf, k);
+					c->clen += (uint32_t)k;
+					collect_flush(c);
+				} else if (live) {
+					/* the read was sized within the credit, which has only grown since */
+					send_data(c->id, w->buf, (size_t)n);
+					c->credit -= (uint64_t)n < c->credit ? (uint64_t)n : c->credit;
+				}
+			} else if (n <= 0 && c->rw.fd >= 0) {
+				chan_read_eof(c);
+			}
+			if (c->proc && c->proc->exited)
+				proc_check_done(c->proc);
+			chan_maybe_release(c);
+		}
+		pthread_mutex_lock(&rd_mu);
+		w->busy = false;
+		w->detached = false;
+		w->c = NULL;
+		pthread_mutex_unlock(&rd_mu);
+	}
 }
 
 /* ------------------------------------------------------------------ processes */
@@ -2939,7 +3151,7 @@ static void sync_interests(void)
 			continue;
 		}
 		uint32_t r = 0;
-		if (c->rw.fd >= 0 && !c->r_eof) {
+		if (c->rw.fd >= 0 && !c->r_eof && !c->r_stuck) {
 			bool live = !c->removed && c->state == CH_OPEN && A.session;
 			if (c->collect)
 				r = (c->clen < SM_COLLECT_BUF_BYTES || !live) ? EPOLLIN : 0;
@@ -3069,6 +3281,9 @@ static void on_event(struct watch *w, uint32_t ev)
 	case W_FUSE:
 		share_pump(w->obj);
 		break;
+	case W_RDDONE:
+		rd_collect();
+		break;
 	}
 }
 
@@ -3113,6 +3328,10 @@ static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd)
 	A.sig_w.kind = W_SIG;
 	A.sig_w.fd = A.sfd;
 	watch_set(&A.sig_w, EPOLLIN);
+	rd_init(); /* after sigprocmask: worker threads inherit the blocked signals */
+	rd_w.kind = W_RDDONE;
+	rd_w.fd = rd_efd;
+	watch_set(&rd_w, EPOLLIN);
 	if (c->start == START_BOOT)
 		workload_start();
 	if (fd >= 0) {

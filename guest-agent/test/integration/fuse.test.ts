@@ -1,0 +1,285 @@
+/**
+ * Live host shares (SPEC 6.4) with the real agent in a real VM: fs-attach mounts a FUSE file
+ * system whose server is a tiny responder in this test (INIT, LOOKUP, GETATTR, OPEN, READ,
+ * FLUSH, RELEASE; ENOSYS for the rest), reached through the agent's /dev/fuse relay. One cold
+ * boot (TCG) shared by every case; QEMU is stopped in afterAll.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Duplex } from "node:stream";
+import { type AgentClient, connectAgent, encodeBootConfig } from "@supermachine/agent-protocol";
+import { findExecutable, listCachedBundles, type Vm } from "@supermachine/hypervisor";
+import { createKvmBackend } from "@supermachine/hypervisor-kvm";
+import { buildInitramfs } from "@supermachine/rootfs";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
+
+const MODULES = [
+  "virtio_ring",
+  "virtio",
+  "virtio_mmio",
+  "virtio_blk",
+  "virtio_console",
+  "virtio-rng",
+  "squashfs",
+  "overlay",
+  "fuse",
+];
+
+function skipReason(): string | undefined {
+  if (!findExecutable("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
+  if (listCachedBundles("x86_64").length === 0) return "no x86_64 kernel bundle (npm run setup)";
+  if (!findExecutable("musl-gcc")) return "musl-gcc is not installed (needed to build the agent)";
+  if (!findExecutable("mksquashfs")) return "mksquashfs is not installed";
+  if (!existsSync("/bin/busybox")) return "busybox-static is not installed";
+  return undefined;
+}
+
+// ---- a minimal FUSE server (layouts from <linux/fuse.h>, little-endian) ----
+
+const OP = {
+  LOOKUP: 1,
+  FORGET: 2,
+  GETATTR: 3,
+  OPEN: 14,
+  READ: 15,
+  RELEASE: 18,
+  FLUSH: 25,
+  INIT: 26,
+  INTERRUPT: 36,
+  BATCH_FORGET: 42,
+} as const;
+const ENOENT = 2;
+const ENOSYS = 38;
+const HELLO = Buffer.from("hello from the host\n");
+
+/** fuse_attr (88 bytes) */
+function attr(ino: number, mode: number, size: number): Buffer {
+  const a = Buffer.alloc(88);
+  a.writeBigUInt64LE(BigInt(ino), 0);
+  a.writeBigUInt64LE(BigInt(size), 8);
+  a.writeBigUInt64LE(BigInt(Math.ceil(size / 512)), 16);
+  a.writeUInt32LE(mode, 60);
+  a.writeUInt32LE(mode & 0o40000 ? 2 : 1, 64); // nlink
+  a.writeUInt32LE(4096, 80); // blksize
+  return a;
+}
+const ROOT_ATTR = () => attr(1, 0o40755, 0);
+const FILE_ATTR = () => attr(2, 0o100644, HELLO.length);
+
+/** Serves one share channel; returns the opcodes seen. READ replies wait `opts.readDelayMs`. */
+function serveFuse(d: Duplex, opts: { readDelayMs: number } = { readDelayMs: 0 }): number[] {
+  const seen: number[] = [];
+  let buf = Buffer.alloc(0);
+  const reply = (unique: bigint, error: number, body: Buffer = Buffer.alloc(0)) => {
+    const h = Buffer.alloc(16);
+    h.writeUInt32LE(16 + body.length, 0);
+    h.writeInt32LE(error, 4);
+    h.writeBigUInt64LE(unique, 8);
+    d.write(Buffer.concat([h, body]));
+  };
+  d.on("error", () => {});
+  d.on("data", (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    while (buf.length >= 40 && buf.length >= buf.readUInt32LE(0)) {
+      const len = buf.readUInt32LE(0);
+      const opcode = buf.readUInt32LE(4);
+      const unique = buf.readBigUInt64LE(8);
+      const nodeid = Number(buf.readBigUInt64LE(16));
+      const body = buf.subarray(40, len);
+      buf = buf.subarray(len);
+      seen.push(opcode);
+      switch (opcode) {
+        case OP.INIT: {
+          const out = Buffer.alloc(64);
+          out.writeUInt32LE(7, 0);
+          out.writeUInt32LE(Math.min(31, body.readUInt32LE(4)), 4);
+          out.writeUInt32LE(body.readUInt32LE(8), 8); // max_readahead as offered
+          out.writeUInt16LE(16, 16); // max_background
+          out.writeUInt16LE(12, 18); // congestion_threshold
+          out.writeUInt32LE(1 << 20, 20); // max_write: the agent clamps it to 131072
+          out.writeUInt32LE(1, 24); // time_gran
+          reply(unique, 0, out);
+          break;
+        }
+        case OP.LOOKUP: {
+          const name = body.subarray(0, body.indexOf(0)).toString();
+          if (nodeid !== 1 || name !== "hello.txt") {
+            reply(unique, -ENOENT);
+            break;
+          }
+          const e = Buffer.alloc(40);
+          e.writeBigUInt64LE(2n, 0); // nodeid; entry/attr valid 0: always ask the server
+          reply(unique, 0, Buffer.concat([e, FILE_ATTR()]));
+          break;
+        }
+        case OP.GETATTR:
+          reply(unique, 0, Buffer.concat([Buffer.alloc(16), nodeid === 1 ? ROOT_ATTR() : FILE_ATTR()]));
+          break;
+        case OP.OPEN: {
+          const o = Buffer.alloc(16);
+          o.writeBigUInt64LE(7n, 0); // fh
+          reply(unique, 0, o);
+          break;
+        }
+        case OP.READ: {
+          const off = Number(body.readBigUInt64LE(8));
+          const size = body.readUInt32LE(16);
+          const data = HELLO.subarray(Math.min(off, HELLO.length), Math.min(off + size, HELLO.length));
+          if (opts.readDelayMs > 0) setTimeout(() => reply(unique, 0, data), opts.readDelayMs);
+          else reply(unique, 0, data);
+          break;
+        }
+        case OP.FLUSH:
+        case OP.RELEASE:
+          reply(unique, 0);
+          break;
+        case OP.FORGET:
+        case OP.BATCH_FORGET:
+        case OP.INTERRUPT:
+          break;
+        default:
+          reply(unique, -ENOSYS);
+      }
+    }
+  });
+  return seen;
+}
+
+const reason = skipReason();
+
+describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason})` : ""}`, () => {
+  const backend = createKvmBackend({ arch: "x86_64" });
+  let work = "";
+  let vm: Vm | undefined;
+  let agent: AgentClient;
+  let share: Duplex;
+  let seen: number[] = [];
+  const fuseOpts = { readDelayMs: 0 };
+  let failed = false;
+
+  const sh = (script: string, timeoutMs = 60_000) => agent.exec({ argv: ["sh", "-c", script], timeoutMs });
+  const smfsMounts = async () =>
+    (await sh("grep ' fuse.smfs ' /proc/mounts || true")).stdout.toString().trim().split("\n").filter(Boolean);
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), "sm-fuse-it-"));
+    const init = buildAgent("x86_64");
+    const rootfs = buildBusyboxSquashfs(work);
+    const bundle = listCachedBundles("x86_64")[0];
+    if (!bundle) throw new Error("no kernel bundle");
+    const initrd = join(work, "initrd.cpio");
+    await buildInitramfs({
+      init,
+      modulesDir: bundle.modulesDir,
+      modules: MODULES,
+      config: encodeBootConfig({ hostname: "sm-fuse", tmpfsMib: 64, startWorkload: "never" }),
+      out: initrd,
+    });
+    vm = await backend.boot({ initrd, rootfs, accel: "tcg", memoryMib: 256 });
+    agent = await connectAgent(await vm.agentStream(), { helloTimeoutMs: 180_000 });
+  }, 300_000);
+
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === "fail") failed = true;
+  });
+
+  afterAll(async () => {
+    if (failed && vm) {
+      // the guest console (agent log) is the first thing to read when a case failed
+      const log = existsSync(vm.consoleLogPath) ? readFileSync(vm.consoleLogPath, "utf8") : "";
+      process.stderr.write(`--- guest console (tail) ---\n${log.split("\n").slice(-150).join("\n")}\n`);
+    }
+    agent?.close();
+    await vm?.stop().catch(() => undefined);
+    if (work) rmSync(work, { recursive: true, force: true });
+  }, 120_000);
+
+  it("announces the fs caps", () => {
+    expect(agent.hello?.caps).toEqual(expect.arrayContaining(["fs-attach", "fs-detach", "fs"]));
+  });
+
+  it("fs-attach mounts the share at the staging dir and at path; the guest reads the host's bytes", async () => {
+    share = await agent.fsAttach({ tag: "t1", path: "/mnt/auto" });
+    seen = serveFuse(share, fuseOpts);
+    const r = await sh("cat /run/supermachine/shares/t1/hello.txt && cat /mnt/auto/hello.txt");
+    expect(r.stderr.toString()).toBe("");
+    expect(r.stdout.toString()).toBe(`${HELLO}${HELLO}`);
+    expect(seen[0]).toBe(OP.INIT);
+    expect(seen).toEqual(expect.arrayContaining([OP.LOOKUP, OP.OPEN, OP.READ]));
+    const missing = await sh("cat /mnt/auto/nope.txt");
+    expect(missing.exitCode).not.toBe(0);
+    expect(missing.stderr.toString()).toMatch(/No such file or directory/);
+    const mounts = await smfsMounts();
+    expect(mounts).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^t1 \/run\/supermachine\/shares\/t1 fuse\.smfs /),
+        expect.stringMatching(/^t1 \/mnt\/auto fuse\.smfs /),
+      ]),
+    );
+  }, 120_000);
+
+  it("mount -t smfs <tag> <dir> works through /sbin/mount.smfs; unknown tags exit 32", async () => {
+    const r = await sh("mkdir -p /work && mount -t smfs t1 /work && cat /work/hello.txt");
+    expect(r.stderr.toString()).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toBe(HELLO.toString());
+    const bad = await sh("mkdir -p /x && /sbin/mount.smfs nope /x; echo rc=$?");
+    expect(bad.stdout.toString()).toBe("rc=32\n");
+    expect(bad.stderr.toString()).toBe("mount.smfs: share 'nope' is not attached\n");
+  }, 120_000);
+
+  it("a process splicing from the share into its stdout pipe does not deadlock the agent", async () => {
+    // busybox cat uses sendfile: the kernel holds the stdout pipe's lock while it waits for the
+    // READ reply, which the agent relays. "start" is already in the pipe, so the agent reads the
+    // pipe meanwhile; a plain read(2) there would sleep on that lock forever.
+    fuseOpts.readDelayMs = 500;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await sh("echo start; cat /mnt/auto/hello.txt; echo end", 30_000);
+        expect(r.timedOut).toBe(false);
+        expect(r.stdout.toString()).toBe(`start\n${HELLO}end\n`);
+      }
+    } finally {
+      fuseOpts.readDelayMs = 0;
+    }
+    expect((await agent.stats()).uptimeMs).toBeGreaterThan(0); // the agent still answers
+  }, 120_000);
+
+  it("bad tags are EINVAL, a second attach of a tag is EEXIST, unknown detach is ENOENT", async () => {
+    const bad = await agent.request("fs-attach", { tag: "a/b", ch: 4_000_000_000 }).catch((e) => e);
+    expect(bad.remoteCode).toBe("EINVAL");
+    const long = await agent.request("fs-attach", { tag: "x".repeat(36), ch: 4_000_000_001 }).catch((e) => e);
+    expect(long.remoteCode).toBe("EINVAL");
+    const dup = await agent.fsAttach({ tag: "t1" }).catch((e) => e);
+    expect(dup.remoteCode).toBe("EEXIST");
+    const gone = await agent.fsDetach("nope").catch((e) => e);
+    expect(gone.remoteCode).toBe("ENOENT");
+  }, 60_000);
+
+  it("when the host side goes away the guest gets EIO at once instead of hanging", async () => {
+    share.destroy();
+    const t0 = Date.now();
+    const r = await sh("cat /work/hello.txt", 30_000);
+    expect(r.timedOut).toBe(false);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr.toString()).toMatch(/Input\/output error|I\/O error/);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    // the orphaned share still holds its tag until it is detached
+    const dup = await agent.fsAttach({ tag: "t1" }).catch((e) => e);
+    expect(dup.remoteCode).toBe("EEXIST");
+  }, 60_000);
+
+  it("fs-detach removes every mount of the share; the tag can be attached again", async () => {
+    expect((await smfsMounts()).length).toBe(3); // staging, path, and the user's /work
+    await agent.fsDetach("t1");
+    expect(await smfsMounts()).toEqual([]);
+    const again = await agent.fsAttach({ tag: "t1" });
+    serveFuse(again);
+    const r = await sh("cat /run/supermachine/shares/t1/hello.txt");
+    expect(r.stdout.toString()).toBe(HELLO.toString());
+    await agent.fsDetach("t1");
+    expect(await smfsMounts()).toEqual([]);
+  }, 120_000);
+});
