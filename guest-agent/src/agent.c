@@ -763,7 +763,7 @@ static ssize_t guarded_read(struct chan *c, uint8_t *buf, size_t len)
 	struct rd_worker *w = rd_idle();
 	if (!w) {
 		pthread_mutex_unlock(&rd_mu);
-		errno = EAGAIN; /* every worker is stuck: try again later */
+		errno = EAGAIN; /* every worker is stuck: rd_collect retries once one is free */
 		c->r_stuck = true;
 		return -1;
 	}
@@ -859,6 +859,10 @@ static void rd_collect(void)
 		w->detached = false;
 		w->c = NULL;
 		pthread_mutex_unlock(&rd_mu);
+		/* a worker is free again: channels that found none may read again */
+		for (int k = 0; k < SM_MAX_CHANNELS; k++)
+			if (A.chans[k].r_stuck && !A.chans[k].rd)
+				A.chans[k].r_stuck = false;
 	}
 }
 
