@@ -39,6 +39,22 @@ describe("supermachine CLI", () => {
     expect(fail).toMatchObject({ code: 3, stdout: "out\n", stderr: "err\n" });
   });
 
+  it("run -it gives the command a terminal: input reaches it, output and exit code come back", () => {
+    // util-linux `script` runs the CLI on a real pseudo-terminal (stdin/stdout are TTYs, raw mode works).
+    const cmd = [process.execPath, cli, "run", "-q", "-it", refs.busybox, "--", "sh"]
+      .map((a) => `'${a}'`)
+      .join(" ");
+    const r = spawnSync("script", ["-qec", cmd, "/dev/null"], {
+      input: "tty; echo $((6*7)); exit 5\n",
+      encoding: "utf8",
+      env: { ...process.env, SUPERMACHINE_SNAPSHOTS_DIR: shared },
+      timeout: 170_000,
+    });
+    expect(r.stdout).toMatch(/\/dev\/pts\/\d+/);
+    expect(r.stdout).toMatch(/^42\r?$/m);
+    expect(r.status).toBe(5);
+  });
+
   it("images lists snapshots; rm deletes one; bad usage exits 2", async () => {
     const dir = await mkdtemp(join(tmpdir(), "sm-core-e2e-cli-"));
     try {

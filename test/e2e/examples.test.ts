@@ -81,4 +81,19 @@ describe("examples", () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it("npm-workspace: guest workspace symlinks are real symlinks on the host; edits cross both ways", async () => {
+    const projectDir = join(tmpdir(), `sm-core-ws-${process.ppid}`);
+    try {
+      const out = await run("npm-workspace", { projectDir });
+      expect(out).toEqual([
+        'guest reads node_modules/pkg-a/index.js: module.exports = "pkg-a v1";',
+        "host sees node_modules/pkg-a -> ../packages/pkg-a",
+        'after a host edit the guest reads: module.exports = "pkg-b v2";',
+        "host reads build.log: built in the guest",
+      ]);
+    } finally {
+      await rm(projectDir, { recursive: true, force: true });
+    }
+  });
 });

@@ -31,6 +31,8 @@ export type SupermachineErrorCode =
   | "SM_DEPENDENCY_MISSING"
   /** A volume's host file could not be created or formatted. */
   | "SM_VOLUME_INVALID"
+  /** A `mounts` entry is unusable (hostPath missing / not a directory, bad or duplicate tag) or attaching it failed. */
+  | "SM_MOUNT_INVALID"
   /** The guest agent returned an error for a file or process operation (errno-like code in `agentCode`). */
   | "SM_AGENT_ERROR";
 

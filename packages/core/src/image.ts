@@ -34,7 +34,7 @@ import {
 } from "./snapshot";
 import type { BuildOptions, BuildProgress, PoolOptions } from "./types";
 import { type ResolvedBuildOptions, validateBuildOptions, validatePoolOptions } from "./validate";
-import { type HandleVolume, VmHandle, WarmupVmImpl } from "./vm";
+import { type HandleVolume, handleMounts, VmHandle, WarmupVmImpl } from "./vm";
 import { prepareVolume } from "./volumes";
 
 /** Boot → ready deadline for a bake (TCG cold boots take ~5 s; leave room for slow CI). */
@@ -208,6 +208,8 @@ async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepare
       hostPath: resolve(m.hostPath),
       guestTag: m.guestTag,
       symlinks: m.symlinks,
+      // Only present when set, so fingerprints of mount-less or path-less specs stay as before.
+      ...(m.guestPath ? { guestPath: m.guestPath } : {}),
     })),
     volumes: opts.volumes.map((v) => ({
       hostPath: resolve(v.hostPath),
@@ -343,6 +345,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       agentPath: p.agent.path,
       kernel: p.kernel,
       network: opts.network !== "none",
+      mounts: opts.mounts.length > 0,
       config: encodeBootConfig(bootConfig),
       out: join(tmp, INITRAMFS_FILE),
     });
@@ -366,7 +369,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       guestPath: v.guestPath,
       device: `/dev/vd${String.fromCharCode(98 + i)}`,
     }));
-    handle = new VmHandle(live, agent, hv);
+    handle = new VmHandle(live, agent, hv, handleMounts(p.inputs.mounts));
     await agent.waitReady(BAKE_READY_TIMEOUT_MS);
     if (opts.listenerRequired) {
       step = `waiting for the workload to listen on port ${opts.guestPort}`;
@@ -379,10 +382,13 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       // mounted after every resume).
       const wvm = new WarmupVmImpl(handle);
       try {
+        // Shares are live during the warmup and detached before capture (see README "Mounts").
+        await handle.attachMounts();
         await opts.warmup(wvm);
       } finally {
         wvm.close();
       }
+      await handle.detachMounts();
     }
     step = "capturing the snapshot";
     emit(opts, { phase: "snapshot" });
@@ -462,7 +468,14 @@ export async function snapshotVm(image: Image, handle: VmHandle, destDir: string
   try {
     await linkOrCopy(join(image.dir, ROOTFS_FILE), join(tmp, ROOTFS_FILE));
     await linkOrCopy(join(image.dir, INITRAMFS_FILE), join(tmp, INITRAMFS_FILE));
-    const backendState = await handle.live.snapshot(join(tmp, VM_DIR));
+    // A snapshot must never hold a live FUSE connection: detach the shares around the capture.
+    await handle.detachMounts();
+    let backendState: Record<string, unknown>;
+    try {
+      backendState = await handle.live.snapshot(join(tmp, VM_DIR));
+    } finally {
+      await handle.attachMounts();
+    }
     const fp = createHash("sha256")
       .update(`${image.meta.fingerprint}:${Date.now()}:${randomBytes(8).toString("hex")}`)
       .digest("hex");

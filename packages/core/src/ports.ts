@@ -60,6 +60,10 @@ export interface AgentPort {
   readFile(path: string): Promise<{ data: Buffer; mode: number }>;
   workloadSignal(signum: number): Promise<void>;
   tcpConnect(port: number): Promise<Duplex>;
+  /** Attach a live host share (SPEC §6.4): the guest mounts it; the Duplex carries raw FUSE messages. */
+  fsAttach(tag: string, path?: string): Promise<Duplex>;
+  /** Unmount every mount of the share in the guest and drop its FUSE connection. */
+  fsDetach(tag: string): Promise<void>;
   resume(timeNs: bigint, entropy: Buffer): Promise<void>;
   ping(): Promise<void>;
   shutdown(): Promise<void>;

@@ -38,6 +38,8 @@ export interface Runtime {
     agentPath: string;
     kernel: KernelInfo;
     network: boolean;
+    /** Include the FUSE module (live host shares). */
+    mounts: boolean;
     config: Buffer;
     out: string;
   }): Promise<void>;

@@ -403,6 +403,8 @@ function adaptAgent(c: AgentClient): AgentPort {
     readFile: (path) => c.readFile(path),
     workloadSignal: (n) => c.workloadSignal(n),
     tcpConnect: (port) => c.tcpConnect(port),
+    fsAttach: (tag, path) => c.fsAttach(path === undefined ? { tag } : { tag, path }),
+    fsDetach: (tag) => c.fsDetach(tag),
     resume: (timeNs, entropy) => c.resume({ timeNs, entropy }),
     ping: () => c.ping(),
     shutdown: () => c.shutdown(),
@@ -414,6 +416,9 @@ function adaptAgent(c: AgentClient): AgentPort {
     close: () => c.close(),
   };
 }
+
+/** Live host shares are FUSE in the guest (served by the host over the agent channel). */
+const SHARE_GUEST_MODULES = ["fuse"];
 
 export function createDefaultRuntime(): Runtime {
   return {
@@ -435,7 +440,11 @@ export function createDefaultRuntime(): Runtime {
       });
     },
     buildInitramfs: async (o) => {
-      const names = [...BASE_GUEST_MODULES, ...(o.network ? NET_GUEST_MODULES : [])];
+      const names = [
+        ...BASE_GUEST_MODULES,
+        ...(o.network ? NET_GUEST_MODULES : []),
+        ...(o.mounts ? SHARE_GUEST_MODULES : []),
+      ];
       await buildInitramfs({
         init: o.agentPath,
         modulesDir: o.kernel.modulesDir,

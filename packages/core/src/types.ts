@@ -25,13 +25,19 @@ export interface ExtraFile {
 /** Symlink policy of a live host directory share. */
 export type SymlinkPolicy = "deny" | "opaque" | "follow";
 
-/** A live host directory share, mounted in the guest by tag. */
+/**
+ * A live host directory share. Every VM handed out (and the bake VM during `warmup`) has it attached:
+ * the guest mounts it by tag with `mount -t smfs <guestTag> <dir>`; it is always also reachable at
+ * `/run/supermachine/shares/<guestTag>`. Served by a FUSE file server on the host (see README "Mounts").
+ */
 export interface MountSpec {
   hostPath: string;
-  /** Tag the guest mounts by (≤ 35 bytes). */
+  /** Tag the guest mounts by (1..35 bytes of `A-Z a-z 0-9 . _ -`). */
   guestTag: string;
   /** Default "opaque": guest symlinks are stored verbatim, the host never follows one out of the share. */
   symlinks?: SymlinkPolicy;
+  /** Beyond the seed: also mount the share at this guest path automatically (created if missing). */
+  guestPath?: string;
 }
 
 /**

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { validateBuildOptions, validateExecOptions, validatePoolOptions } from "./validate";
 
@@ -84,10 +87,51 @@ describe("validateBuildOptions", () => {
     const o = validateBuildOptions({
       ref: "x",
       volumes: [{ hostPath: "/v.img", guestPath: "/data" }],
-      mounts: [{ hostPath: "/src", guestTag: "src" }],
+      mounts: [{ hostPath: tmpdir(), guestTag: "src" }],
     });
     expect(o.volumes[0]?.sizeMib).toBe(1024);
     expect(o.mounts[0]?.symlinks).toBe("opaque");
+  });
+
+  it("rejects unusable shares with SM_MOUNT_INVALID naming the field", () => {
+    const codeField = (fn: () => unknown) => {
+      try {
+        fn();
+      } catch (err) {
+        const e = err as { code?: string; details?: { field?: string } };
+        return `${e.code} ${e.details?.field}`;
+      }
+      return "no error";
+    };
+    const file = join(mkdtempSync(join(tmpdir(), "sm-mnt-")), "f");
+    writeFileSync(file, "x");
+    expect(
+      codeField(() =>
+        validateBuildOptions({ ref: "a", mounts: [{ hostPath: "/nonexistent/x", guestTag: "a" }] }),
+      ),
+    ).toBe("SM_MOUNT_INVALID mounts[0].hostPath");
+    expect(
+      codeField(() => validateBuildOptions({ ref: "a", mounts: [{ hostPath: file, guestTag: "a" }] })),
+    ).toBe("SM_MOUNT_INVALID mounts[0].hostPath");
+    expect(
+      codeField(() =>
+        validateBuildOptions({
+          ref: "a",
+          mounts: [
+            { hostPath: tmpdir(), guestTag: "a" },
+            { hostPath: tmpdir(), guestTag: "a" },
+          ],
+        }),
+      ),
+    ).toBe("SM_INVALID_OPTIONS mounts[1].guestTag");
+    expect(
+      codeField(() => validateBuildOptions({ ref: "a", mounts: [{ hostPath: tmpdir(), guestTag: "a/b" }] })),
+    ).toBe("SM_INVALID_OPTIONS mounts[0].guestTag");
+    expect(
+      codeField(() =>
+        validateBuildOptions({ ref: "a", mounts: [{ hostPath: tmpdir(), guestTag: "a", guestPath: "rel" }] }),
+      ),
+    ).toBe("SM_INVALID_OPTIONS mounts[0].guestPath");
   });
 });
 

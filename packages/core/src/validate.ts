@@ -2,7 +2,8 @@
  * Strict validation of every public options object: wrong types, unknown keys and out-of-range values
  * are rejected with SM_INVALID_OPTIONS naming the field (e.g. `volumes[1].sizeMib`).
  */
-import { invalidOption } from "./errors";
+import { statSync } from "node:fs";
+import { codeOf, invalidOption, SupermachineError } from "./errors";
 import type { BuildOptions, ExtraFile, ImageSource, MountSpec, StagedFile, VolumeSpec } from "./types";
 
 type Obj = Record<string, unknown>;
@@ -114,6 +115,26 @@ export function optStringRecord(v: unknown, field: string): Record<string, strin
   return out;
 }
 
+/** A share's host directory must exist now (SM_MOUNT_INVALID, not SM_INVALID_OPTIONS: the value is well-formed). */
+function checkShareDir(hostPath: string, field: string): void {
+  let st: ReturnType<typeof statSync> | undefined;
+  try {
+    st = statSync(hostPath);
+  } catch (err) {
+    throw new SupermachineError(
+      "SM_MOUNT_INVALID",
+      `Invalid option \`${field}\`: ${JSON.stringify(hostPath)} does not exist (${codeOf(err) ?? "stat failed"}). Create the directory or fix the path.`,
+      { details: { field, hostPath }, cause: err },
+    );
+  }
+  if (!st?.isDirectory())
+    throw new SupermachineError(
+      "SM_MOUNT_INVALID",
+      `Invalid option \`${field}\`: ${JSON.stringify(hostPath)} is not a directory; a share must be a directory.`,
+      { details: { field, hostPath } },
+    );
+}
+
 function absPath(v: unknown, field: string, guest: boolean): string {
   const s = reqString(v, field);
   if (guest && !s.startsWith("/"))
@@ -174,7 +195,7 @@ export interface ResolvedBuildOptions {
   listenerRequired: boolean;
   snapshotsDir: string | undefined;
   extraFiles: ExtraFile[];
-  mounts: Required<MountSpec>[];
+  mounts: (Required<Omit<MountSpec, "guestPath">> & { guestPath?: string })[];
   volumes: Required<VolumeSpec>[];
   extraKernelArgs: string[];
   warmupTag: string;
@@ -225,16 +246,28 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
   const mounts =
     optArray(o.mounts, "mounts", (item, f) => {
       const m = checkObject(item, f);
-      checkKeys(m, ["hostPath", "guestTag", "symlinks"], f);
+      checkKeys(m, ["hostPath", "guestTag", "symlinks", "guestPath"], f);
       const guestTag = reqString(m.guestTag, `${f}.guestTag`);
       if (Buffer.byteLength(guestTag) > 35) throw invalidOption(`${f}.guestTag`, "must be at most 35 bytes");
+      if (!/^[A-Za-z0-9._-]+$/.test(guestTag) || guestTag === "." || guestTag === "..")
+        throw invalidOption(
+          `${f}.guestTag`,
+          "use only letters, digits, '.', '_' and '-' (the guest mounts by this name)",
+        );
       if (tags.has(guestTag))
-        throw invalidOption(`${f}.guestTag`, `duplicate tag ${JSON.stringify(guestTag)}`);
+        throw invalidOption(
+          `${f}.guestTag`,
+          `duplicate tag ${JSON.stringify(guestTag)}: every share needs its own tag`,
+        );
       tags.add(guestTag);
+      const hostPath = reqString(m.hostPath, `${f}.hostPath`);
+      checkShareDir(hostPath, `${f}.hostPath`);
+      const guestPath = m.guestPath === undefined ? undefined : absPath(m.guestPath, `${f}.guestPath`, true);
       return {
-        hostPath: reqString(m.hostPath, `${f}.hostPath`),
+        hostPath,
         guestTag,
         symlinks: optEnum(m.symlinks, `${f}.symlinks`, ["deny", "opaque", "follow"] as const) ?? "opaque",
+        ...(guestPath ? { guestPath } : {}),
       };
     }) ?? [];
   const guestPaths = new Set<string>();

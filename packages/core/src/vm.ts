@@ -7,12 +7,21 @@ import { randomBytes } from "node:crypto";
 import { existsSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
-import type { Readable, Writable } from "node:stream";
+import type { Duplex, Readable, Writable } from "node:stream";
 import { registerForCleanup } from "./cleanup";
 import { codeOf, SupermachineError } from "./errors";
 import { startForwarder } from "./forwarder";
 import type { AgentChild, AgentPort, LiveVmPort } from "./ports";
-import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
+import { ShareServer } from "./share/server";
+import type {
+  ExecChild,
+  ExecExit,
+  ExecOptions,
+  ExecOutput,
+  SymlinkPolicy,
+  TcpForwarder,
+  WarmupVm,
+} from "./types";
 import { MAX_FILE_BYTES, optInt, toBuffer, validateExecOptions } from "./validate";
 
 let nextHandleId = 1;
@@ -21,6 +30,26 @@ let nextHandleId = 1;
 export interface HandleVolume {
   guestPath: string;
   device: string;
+}
+
+/** A live host share served to this VM (attached after every resume, see README "Mounts"). */
+export interface HandleMount {
+  tag: string;
+  hostPath: string;
+  policy: SymlinkPolicy;
+  guestPath?: string;
+}
+
+/** The handle-side view of a snapshot's (or build options') `mounts`. */
+export function handleMounts(
+  mounts: readonly { hostPath: string; guestTag: string; symlinks: string; guestPath?: string }[],
+): HandleMount[] {
+  return mounts.map((m) => ({
+    tag: m.guestTag,
+    hostPath: m.hostPath,
+    policy: m.symlinks as SymlinkPolicy,
+    ...(m.guestPath ? { guestPath: m.guestPath } : {}),
+  }));
 }
 
 /** The pooled resource: one live VM and its agent session. */
@@ -38,6 +67,7 @@ export class VmHandle {
     readonly live: LiveVmPort,
     readonly agent: AgentPort,
     readonly volumes: HandleVolume[] = [],
+    readonly mounts: HandleMount[] = [],
   ) {
     this.#unregister = registerForCleanup(() => live.killSync());
     live.exited.then(
@@ -106,6 +136,59 @@ export class VmHandle {
     const timeNs = BigInt(Date.now()) * 1_000_000n + BigInt(process.hrtime()[1] % 1_000_000);
     await this.agent.resume(timeNs, randomBytes(64));
     if (this.volumes.length > 0) await this.mountVolumes();
+    await this.attachMounts();
+  }
+
+  readonly #shares = new Map<string, { server: ShareServer; stream: Duplex }>();
+
+  /** Attach every live host share: the agent mounts FUSE in the guest, a ShareServer answers on the host. */
+  async attachMounts(): Promise<void> {
+    for (const m of this.mounts) {
+      if (this.#shares.has(m.tag)) continue;
+      let stream: Duplex;
+      try {
+        stream = await this.agent.fsAttach(m.tag, m.guestPath);
+      } catch (err) {
+        const code = (err as { remoteCode?: string }).remoteCode ?? codeOf(err);
+        if (code === "SM_AGENT_LOST" || code === "SM_AGENT_PROTOCOL")
+          throw await this.translate(err, "attach mounts");
+        throw new SupermachineError(
+          "SM_MOUNT_INVALID",
+          `Attaching share ${JSON.stringify(m.tag)} (${m.hostPath}) in the guest failed: ${code ?? ""} ${(err as Error).message}. ${
+            code === "ENODEV"
+              ? "The image was baked without FUSE support: rebuild it with this `mounts` option."
+              : ""
+          }`.trim(),
+          { cause: err, details: { tag: m.tag } },
+        );
+      }
+      const server = new ShareServer({ root: m.hostPath, policy: m.policy, tag: m.tag });
+      this.#shares.set(m.tag, { server, stream });
+      // serve() never throws on guest input; a local failure (e.g. the host dir vanished) ends the share,
+      // and the guest then sees EIO for it (the agent answers for an orphaned share).
+      server.serve(stream).catch(() => undefined);
+    }
+  }
+
+  /** Detach every share (before a snapshot: a snapshot must never hold a live FUSE connection). */
+  async detachMounts(): Promise<void> {
+    for (const [tag, s] of this.#shares) {
+      this.#shares.delete(tag);
+      try {
+        if (!this.dead) await this.agent.fsDetach(tag);
+      } finally {
+        s.stream.destroy();
+        await s.server.close().catch(() => undefined);
+      }
+    }
+  }
+
+  #closeShares(): void {
+    for (const s of this.#shares.values()) {
+      s.stream.destroy();
+      s.server.close().catch(() => undefined);
+    }
+    this.#shares.clear();
   }
 
   async mountVolumes(): Promise<void> {
@@ -156,6 +239,7 @@ export class VmHandle {
     this.#stopping ??= (async () => {
       for (const f of this.forwarders) f.closeAll();
       this.forwarders.clear();
+      this.#closeShares();
       this.#execServer?.close();
       if (this.volumes.length > 0 && !this.dead) {
         // Clean guest shutdown (sync + unmount) so the volume file is consistent for the next VM: the

@@ -416,13 +416,13 @@ describe("bounded resources", () => {
 });
 
 describe("options", () => {
-  it("a bad policy or a missing root is a SM_INVALID_OPTIONS error; a second concurrent serve is refused", async () => {
+  it("a bad policy is SM_INVALID_OPTIONS, a missing root SM_MOUNT_INVALID; a second concurrent serve is refused", async () => {
     expect(() => new ShareServer({ root: share, policy: "yes" as never, tag: "t" })).toThrow(
       expect.objectContaining({ code: "SM_INVALID_OPTIONS" }),
     );
     const missing = new ShareServer({ root: join(base, "nope"), policy: "opaque", tag: "t" });
     const c = new FuseTestClient(missing, { autoRead: false });
-    await expect(c.serving).rejects.toMatchObject({ code: "SM_INVALID_OPTIONS" });
+    await expect(c.serving).rejects.toMatchObject({ code: "SM_MOUNT_INVALID" });
     expect(c.stream.destroyed).toBe(true);
     const ok = await client();
     const other = new FuseTestClient(missing, { autoRead: false });

@@ -367,8 +367,8 @@ export class ShareServer {
     } catch (e) {
       stream.destroy();
       throw new SupermachineError(
-        "SM_INVALID_OPTIONS",
-        `Invalid option \`mounts[].hostPath\`: ${this.root} is missing or not a directory`,
+        "SM_MOUNT_INVALID",
+        `Share ${JSON.stringify(this.tag)}: ${this.root} is missing or not a directory (it was removed after the build?). Recreate it or fix mounts[].hostPath.`,
         { cause: e, details: { field: "mounts[].hostPath", tag: this.tag } },
       );
     }

@@ -224,6 +224,20 @@ export class FakeAgent implements AgentPort {
     return sock;
   }
 
+  /** Shares attached now: tag → guest path (undefined = staging only). */
+  readonly shares = new Map<string, string | undefined>();
+  async fsAttach(tag: string, path?: string): Promise<Duplex> {
+    this.#check();
+    if (this.shares.has(tag)) throw new RemoteError("EEXIST", `share ${tag} is already attached`);
+    this.shares.set(tag, path);
+    // The fake guest kernel never sends FUSE requests: an idle stream.
+    return new PassThrough();
+  }
+  async fsDetach(tag: string): Promise<void> {
+    this.#check();
+    if (!this.shares.delete(tag)) throw new RemoteError("ENOENT", `share ${tag} is not attached`);
+  }
+
   async resume(timeNs: bigint, entropy: Buffer): Promise<void> {
     this.#check();
     this.resumes.push({ timeNs, entropy });
