@@ -1098,6 +1098,33 @@ static char *item_strdup(const struct cb_doc *d, int i)
 	return strndup((const char *)cb_ptr(d, (uint32_t)i), d->items[i].len);
 }
 
+static bool any_share(void);
+
+/* Whether path lies (lexically) at or below a FUSE mount. PID 1 must not touch such a path
+ * itself: the FUSE requests it would cause are relayed by PID 1 (SPEC 6.4), so it would wait
+ * for itself. A symlink elsewhere that points into a share is not detected. */
+static bool on_share(const char *path)
+{
+	if (!any_share())
+		return false;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return false;
+	char line[8192];
+	bool hit = false;
+	while (!hit && fgets(line, sizeof(line), f)) {
+		char *mp, *type, *src;
+		if (fs_mountinfo_parse(line, &mp, &type, &src) < 0 || strncmp(type, "fuse", 4) != 0)
+			continue;
+		size_t n = strlen(mp);
+		while (n > 1 && mp[n - 1] == '/')
+			n--;
+		hit = n > 1 && !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
+	}
+	fclose(f);
+	return hit;
+}
+
 /* Materialise argv/env/cwd/user of a command; errors filled as (code, msg). */
 static struct child_spec *build_spec(const struct cb_doc *d, const struct cmd_args *c, const char **code,
 				     char *msg, size_t msglen)
@@ -1121,7 +1148,8 @@ static struct child_spec *build_spec(const struct cb_doc *d, const struct cmd_ar
 	if (!s->cwd)
 		goto nomem;
 	struct stat st;
-	if (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+	/* a cwd on a share is checked by the child's chdir (exit 126), never by PID 1 */
+	if (!on_share(s->cwd) && (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode))) {
 		*code = errno == ENOENT || !errno ? "ENOENT" : errno_code(errno);
 		if (stat(s->cwd, &st) == 0)
 			*code = "ENOTDIR";
@@ -1307,6 +1335,11 @@ static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 		char *path = item_strdup(d, pi);
 		if (!path)
 			return -ENOMEM;
+		if (on_share(path)) {
+			snprintf(msg, msglen, "stage %.300s: on a live host share; write it on the host", path);
+			free(path);
+			return -EINVAL;
+		}
 		int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false);
 		if (r < 0) {
 			snprintf(msg, msglen, "stage %.300s: %s", path, strerror(-r));
@@ -1822,6 +1855,12 @@ static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 		res_error(id, "ENOMEM", "out of memory");
 		return;
 	}
+	if (on_share(path)) {
+		snprintf(msg, sizeof(msg), "%.300s is on a live host share: write it on the host (or exec a command)", path);
+		res_error(id, "EINVAL", msg);
+		free(path);
+		return;
+	}
 	int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true);
 	if (r < 0)
 		res_errno(id, -r, path);
@@ -1841,6 +1880,12 @@ static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 	char *path = item_strdup(d, pi);
 	if (!path) {
 		res_error(id, "ENOMEM", "out of memory");
+		return;
+	}
+	if (on_share(path)) {
+		snprintf(msg, sizeof(msg), "%.300s is on a live host share: read it on the host (or exec cat)", path);
+		res_error(id, "EINVAL", msg);
+		free(path);
 		return;
 	}
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -2207,6 +2252,14 @@ static void share_from_host(struct chan *c, const uint8_t *p, uint32_t n)
 		c->granted += c->consumed;
 		c->consumed = 0;
 	}
+}
+
+static bool any_share(void)
+{
+	for (int i = 0; i < FS_MAX_SHARES; i++)
+		if (A.shares[i].used)
+			return true;
+	return false;
 }
 
 static struct share *share_find(const char *tag)

@@ -247,6 +247,18 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     expect((await agent.stats()).uptimeMs).toBeGreaterThan(0); // the agent still answers
   }, 120_000);
 
+  it("exec may run inside a share; write-file/read-file refuse share paths instead of deadlocking PID 1", async () => {
+    const r = await agent.exec({ argv: ["sh", "-c", "pwd; cat hello.txt"], cwd: "/mnt/auto", timeoutMs: 30_000 });
+    expect(r.stderr.toString()).toBe("");
+    expect(r.stdout.toString()).toBe(`/mnt/auto\n${HELLO}`);
+    const w = await agent.writeFile("/mnt/auto/new.txt", Buffer.from("x")).catch((e) => e);
+    expect(w.remoteCode).toBe("EINVAL");
+    expect(w.message).toMatch(/live host share/);
+    const rf = await agent.readFile("/run/supermachine/shares/t1/hello.txt").catch((e) => e);
+    expect(rf.remoteCode).toBe("EINVAL");
+    expect((await agent.readFile("/etc/passwd")).data.length).toBeGreaterThan(0);
+  }, 120_000);
+
   it("bad tags are EINVAL, a second attach of a tag is EEXIST, unknown detach is ENOENT", async () => {
     const bad = await agent.request("fs-attach", { tag: "a/b", ch: 4_000_000_000 }).catch((e) => e);
     expect(bad.remoteCode).toBe("EINVAL");
