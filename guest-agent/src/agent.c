@@ -2455,6 +2455,11 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 	if (pi >= 0) {
 		memcpy(path, cb_ptr(d, (uint32_t)pi), d->items[pi].len);
 		path[d->items[pi].len] = 0;
+		if (on_share(path)) {
+			snprintf(msg, sizeof(msg), "path: %.200s is on a live host share; choose a path outside", path);
+			res_error(id, "EINVAL", msg);
+			return;
+		}
 	}
 	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {

@@ -266,6 +266,8 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     expect(long.remoteCode).toBe("EINVAL");
     const dup = await agent.fsAttach({ tag: "t1" }).catch((e) => e);
     expect(dup.remoteCode).toBe("EEXIST");
+    const nested = await agent.fsAttach({ tag: "t2", path: "/mnt/auto/sub" }).catch((e) => e);
+    expect(nested.remoteCode).toBe("EINVAL"); // a bind target inside a share
     const gone = await agent.fsDetach("nope").catch((e) => e);
     expect(gone.remoteCode).toBe("ENOENT");
   }, 60_000);
