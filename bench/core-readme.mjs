@@ -47,6 +47,31 @@ if (p.density)
   lines.push(
     `| density | ${p.density.running}/${p.density.requested} idle VMs running (${p.density.answering} answer exec), filled in ${p.density.fillSeconds} s | PSS total ${p.density.totalPssMiB} MiB; MemAvailable dropped ${p.density.memAvailableDropMiB} MiB | | 64 fit in 24 GiB |`,
   );
+const mnt = r.mounts;
+if (mnt?.ms) {
+  lines.push(
+    "",
+    `Live host shares (\`bench/core-mounts.mjs\`, one VM, best of ${mnt.rounds} rounds, accelerator ${mnt.accel}):`,
+    "",
+  );
+  lines.push(
+    "| workload | share (cacheTtlMs 0, default) | share (cacheTtlMs 1000) | guest tmpfs | ratios |",
+    "|---|---|---|---|---|",
+  );
+  const label = {
+    read: `read ${mnt.mib} MiB (dd bs=1M)`,
+    write: `write ${mnt.mib} MiB (dd bs=1M + sync)`,
+    stat: `\`ls -l\` of ${mnt.files} files`,
+    walk: "tree walk: `find -newer` over 5000 files in 100 dirs",
+  };
+  for (const k of ["read", "write", "stat", "walk"]) {
+    const m = mnt.ms[k];
+    if (m)
+      lines.push(
+        `| ${label[k]} | ${m.share} ms | ${m.shareTtl1s} ms | ${m.tmpfs} ms | ${ratio(m.share, m.tmpfs)} / ${ratio(m.shareTtl1s, m.tmpfs)} |`,
+      );
+  }
+}
 const readme = join(ROOT, "packages", "core", "README.md");
 const text = readFileSync(readme, "utf8");
 const start = text.indexOf("<!-- bench:start -->");

@@ -147,6 +147,46 @@ if (hv) {
       "bench/hypervisor-raw.mjs",
     );
 } else missing.push("hypervisor");
+// Live host shares in a VM (core.json "mounts"): share vs the guest's own tmpfs, same VM, same run.
+const mnt = core?.mounts;
+if (mnt?.ms) {
+  const label = {
+    read: `read ${mnt.mib} MiB`,
+    write: `write ${mnt.mib} MiB`,
+    stat: `\`ls -l\` of ${mnt.files} files`,
+    walk: "tree walk (5000 files, 100 dirs)",
+  };
+  for (const k of ["read", "write", "stat", "walk"]) {
+    const m = mnt.ms[k];
+    if (!m) continue;
+    row(
+      "core mounts (in VM)",
+      `${label[k]}: share / share with \`cacheTtlMs: 1000\``,
+      `${f(m.share / 1000, 2)} s / ${f(m.shareTtl1s / 1000, 2)} s`,
+      `guest tmpfs ${f(m.tmpfs / 1000, 2)} s`,
+      `${x(m.share, m.tmpfs)} / ${x(m.shareTtl1s, m.tmpfs)}`,
+      "",
+      "bench/core-mounts.mjs",
+    );
+  }
+} else missing.push("core mounts");
+
+const cs = load("core-share");
+if (cs?.rawMs) {
+  const t = cs.rawMs.tmpfs;
+  const z = cs.rawMs["share (ttl 0)"];
+  if (t && z)
+    row(
+      "core share server (host kernel FUSE, no VM)",
+      `stat ${cs.files} files / tree walk`,
+      `${f(z.stat / 1000, 2)} s / ${f(z.walk / 1000, 2)} s`,
+      `host tmpfs ${f(t.stat / 1000, 2)} s / ${f(t.walk / 1000, 2)} s`,
+      `${x(z.stat, t.stat)} / ${x(z.walk, t.walk)}`,
+      "",
+      "bench/core-share.mjs",
+    );
+} else missing.push("core-share");
+
 const hva = load("hypervisor-aarch64");
 if (hva)
   row(

@@ -753,9 +753,12 @@ static void rd_init(void)
 
 /* read() for process pipes/ptys: -1/EAGAIN with c->r_stuck when the read did not return in
  * RD_WAIT_MS (the result arrives later through rd_collect). */
+static bool any_share(void);
 static ssize_t guarded_read(struct chan *c, uint8_t *buf, size_t len)
 {
-	if (rd_efd < 0 || c->tcp)
+	/* Without an attached share no splice can hold a pipe waiting for this loop: read directly
+	 * (a worker handoff costs two context switches per read, which is most of an exec under TCG). */
+	if (rd_efd < 0 || c->tcp || !any_share())
 		return read(c->rw.fd, buf, len);
 	if (len > SM_DATA_CHUNK_BYTES)
 		len = SM_DATA_CHUNK_BYTES;

@@ -20,16 +20,6 @@
 #define SM_VMADDR_CID_ANY 0xffffffffu
 #define SM_VMADDR_CID_HOST 2u
 
-/* struct sockaddr_vm of <linux/vm_sockets.h> (musl ships no kernel headers) */
-struct sm_sockaddr_vm {
-	sa_family_t svm_family;
-	unsigned short svm_reserved1;
-	unsigned int svm_port;
-	unsigned int svm_cid;
-	unsigned char svm_flags;
-	unsigned char svm_zero[3];
-};
-
 #define NSLOTS (SM_VSOCK_PENDING_MAX + 1) /* + the virtio-serial port in standby */
 #define LISTENER_TAG 0xffffffffu
 

@@ -16,6 +16,16 @@
 #include <stdint.h>
 
 #define SM_VSOCK_PORT 1024u
+
+/* struct sockaddr_vm of <linux/vm_sockets.h> (musl ships no kernel headers) */
+struct sm_sockaddr_vm {
+	unsigned short svm_family;
+	unsigned short svm_reserved1;
+	unsigned int svm_port;
+	unsigned int svm_cid;
+	unsigned char svm_flags;
+	unsigned char svm_zero[3];
+};
 #define SM_VSOCK_PENDING_MAX 4          /* accepted vsock connections waiting for a hello */
 #define SM_VSOCK_SCAN_BYTES (64u * 1024) /* hello scan buffer per waiting stream */
 

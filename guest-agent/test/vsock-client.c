@@ -15,18 +15,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../src/vsock.h"
+
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
 #endif
-
-struct vm_addr {
-	sa_family_t svm_family;
-	unsigned short svm_reserved1;
-	unsigned int svm_port;
-	unsigned int svm_cid;
-	unsigned char svm_flags;
-	unsigned char svm_zero[3];
-};
 
 static int die(const char *what)
 {
@@ -81,7 +74,7 @@ int main(int argc, char **argv)
 	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return die("socket(AF_VSOCK)");
-	struct vm_addr a;
+	struct sm_sockaddr_vm a;
 	memset(&a, 0, sizeof(a));
 	a.svm_family = AF_VSOCK;
 	a.svm_cid = (unsigned)strtoul(argv[1], NULL, 0);

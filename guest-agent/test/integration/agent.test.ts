@@ -9,34 +9,17 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type AgentClient, connectAgent, encodeBootConfig } from "@supermachine/agent-protocol";
-import { findExecutable, listCachedBundles, type Vm } from "@supermachine/hypervisor";
+import { listCachedBundles, type Vm } from "@supermachine/hypervisor";
 import { createKvmBackend } from "@supermachine/hypervisor-kvm";
 import { buildInitramfs, buildRootfs, tarFileLayer } from "@supermachine/rootfs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // plain-JS helpers shared with scripts/boot-test.mjs (hand-built busybox squashfs)
 import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
+import { BASE_MODULES, vmSkipReason } from "./_vm";
 
-const MODULES = [
-  "virtio_ring",
-  "virtio",
-  "virtio_mmio",
-  "virtio_blk",
-  "virtio_console",
-  "virtio-rng",
-  "squashfs",
-  "overlay",
-];
+const MODULES = [...BASE_MODULES];
 
-function skipReason(): string | undefined {
-  if (!findExecutable("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
-  if (listCachedBundles("x86_64").length === 0) return "no x86_64 kernel bundle (npm run setup)";
-  if (!findExecutable("musl-gcc")) return "musl-gcc is not installed (needed to build the agent)";
-  if (!findExecutable("mksquashfs")) return "mksquashfs is not installed";
-  if (!existsSync("/bin/busybox")) return "busybox-static is not installed";
-  return undefined;
-}
-
-const reason = skipReason();
+const reason = vmSkipReason();
 const HELLO_MS = 180_000;
 
 describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` : ""}`, () => {

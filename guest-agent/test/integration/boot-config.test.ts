@@ -33,18 +33,15 @@ import { createKvmBackend } from "@supermachine/hypervisor-kvm";
 import { buildInitramfs } from "@supermachine/rootfs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
+import { BASE_MODULES, vmSkipReason } from "./_vm";
 
-const BASE_MODULES = ["virtio_mmio", "virtio_blk", "virtio_console", "virtio-rng", "squashfs", "overlay"];
 const VSOCK_PORT = 1024; // SM_VSOCK_PORT in guest-agent/src/vsock.h
 const HELLO_MS = 180_000;
 const MKE2FS = "/sbin/mke2fs";
 
 function skipReason(): string | undefined {
-  if (!findExecutable("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
-  if (listCachedBundles("x86_64").length === 0) return "no x86_64 kernel bundle (npm run setup)";
-  if (!findExecutable("musl-gcc")) return "musl-gcc is not installed (needed to build the agent)";
-  if (!findExecutable("mksquashfs")) return "mksquashfs is not installed";
-  if (!existsSync("/bin/busybox")) return "busybox-static is not installed";
+  const vm = vmSkipReason();
+  if (vm) return vm;
   if (!existsSync(MKE2FS) || !findExecutable("debugfs") || !findExecutable("e2fsck"))
     return "e2fsprogs (mke2fs, debugfs, e2fsck) is not installed on the host";
   return undefined;

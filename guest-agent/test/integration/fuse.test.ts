@@ -9,32 +9,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { type AgentClient, connectAgent, encodeBootConfig } from "@supermachine/agent-protocol";
-import { findExecutable, listCachedBundles, type Vm } from "@supermachine/hypervisor";
+import { listCachedBundles, type Vm } from "@supermachine/hypervisor";
 import { createKvmBackend } from "@supermachine/hypervisor-kvm";
 import { buildInitramfs } from "@supermachine/rootfs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
+import { BASE_MODULES, vmSkipReason } from "./_vm";
 
-const MODULES = [
-  "virtio_ring",
-  "virtio",
-  "virtio_mmio",
-  "virtio_blk",
-  "virtio_console",
-  "virtio-rng",
-  "squashfs",
-  "overlay",
-  "fuse",
-];
-
-function skipReason(): string | undefined {
-  if (!findExecutable("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
-  if (listCachedBundles("x86_64").length === 0) return "no x86_64 kernel bundle (npm run setup)";
-  if (!findExecutable("musl-gcc")) return "musl-gcc is not installed (needed to build the agent)";
-  if (!findExecutable("mksquashfs")) return "mksquashfs is not installed";
-  if (!existsSync("/bin/busybox")) return "busybox-static is not installed";
-  return undefined;
-}
+const MODULES = [...BASE_MODULES, "fuse"];
 
 // ---- a minimal FUSE server (layouts from <linux/fuse.h>, little-endian) ----
 
@@ -147,7 +129,7 @@ function serveFuse(d: Duplex, opts: { readDelayMs: number } = { readDelayMs: 0 }
   return seen;
 }
 
-const reason = skipReason();
+const reason = vmSkipReason();
 
 describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason})` : ""}`, () => {
   const backend = createKvmBackend({ arch: "x86_64" });

@@ -20,7 +20,7 @@ export interface FingerprintInputs {
   listenerRequired: boolean;
   /** guestPath + sha256 of the host file's contents (not its path or mtime). */
   extraFiles: { guestPath: string; sha256: string; mode: number }[];
-  mounts: { hostPath: string; guestTag: string; symlinks: string; guestPath?: string }[];
+  mounts: { hostPath: string; guestTag: string; symlinks: string; guestPath?: string; cacheTtlMs?: number }[];
   volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
   extraKernelArgs: string[];
   /** Present only when a warmup callback is given. */

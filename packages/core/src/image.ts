@@ -210,6 +210,7 @@ async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepare
       symlinks: m.symlinks,
       // Only present when set, so fingerprints of mount-less or path-less specs stay as before.
       ...(m.guestPath ? { guestPath: m.guestPath } : {}),
+      ...(m.cacheTtlMs ? { cacheTtlMs: m.cacheTtlMs } : {}),
     })),
     volumes: opts.volumes.map((v) => ({
       hostPath: resolve(v.hostPath),

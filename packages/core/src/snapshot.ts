@@ -45,7 +45,7 @@ export interface SnapshotMetadata {
   network: "none" | "nat";
   extraKernelArgs: string[];
   volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
-  mounts: { hostPath: string; guestTag: string; symlinks: string; guestPath?: string }[];
+  mounts: { hostPath: string; guestTag: string; symlinks: string; guestPath?: string; cacheTtlMs?: number }[];
   /** The workload argv (ENTRYPOINT+CMD or the cmd override); null when the image has none. */
   workload?: string[] | null;
   /** Whether a workload is started by `resume` on restore. */

@@ -195,7 +195,10 @@ export interface ResolvedBuildOptions {
   listenerRequired: boolean;
   snapshotsDir: string | undefined;
   extraFiles: ExtraFile[];
-  mounts: (Required<Omit<MountSpec, "guestPath">> & { guestPath?: string })[];
+  mounts: (Required<Omit<MountSpec, "guestPath" | "cacheTtlMs">> & {
+    guestPath?: string;
+    cacheTtlMs?: number;
+  })[];
   volumes: Required<VolumeSpec>[];
   extraKernelArgs: string[];
   warmupTag: string;
@@ -246,7 +249,7 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
   const mounts =
     optArray(o.mounts, "mounts", (item, f) => {
       const m = checkObject(item, f);
-      checkKeys(m, ["hostPath", "guestTag", "symlinks", "guestPath"], f);
+      checkKeys(m, ["hostPath", "guestTag", "symlinks", "guestPath", "cacheTtlMs"], f);
       const guestTag = reqString(m.guestTag, `${f}.guestTag`);
       if (Buffer.byteLength(guestTag) > 35) throw invalidOption(`${f}.guestTag`, "must be at most 35 bytes");
       if (!/^[A-Za-z0-9._-]+$/.test(guestTag) || guestTag === "." || guestTag === "..")
@@ -263,11 +266,13 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
       const hostPath = reqString(m.hostPath, `${f}.hostPath`);
       checkShareDir(hostPath, `${f}.hostPath`);
       const guestPath = m.guestPath === undefined ? undefined : absPath(m.guestPath, `${f}.guestPath`, true);
+      const cacheTtlMs = optInt(m.cacheTtlMs, `${f}.cacheTtlMs`, { min: 0, max: 3_600_000 });
       return {
         hostPath,
         guestTag,
         symlinks: optEnum(m.symlinks, `${f}.symlinks`, ["deny", "opaque", "follow"] as const) ?? "opaque",
         ...(guestPath ? { guestPath } : {}),
+        ...(cacheTtlMs ? { cacheTtlMs } : {}),
       };
     }) ?? [];
   const guestPaths = new Set<string>();

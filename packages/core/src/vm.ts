@@ -38,17 +38,25 @@ export interface HandleMount {
   hostPath: string;
   policy: SymlinkPolicy;
   guestPath?: string;
+  cacheTtlMs?: number;
 }
 
 /** The handle-side view of a snapshot's (or build options') `mounts`. */
 export function handleMounts(
-  mounts: readonly { hostPath: string; guestTag: string; symlinks: string; guestPath?: string }[],
+  mounts: readonly {
+    hostPath: string;
+    guestTag: string;
+    symlinks: string;
+    guestPath?: string;
+    cacheTtlMs?: number;
+  }[],
 ): HandleMount[] {
   return mounts.map((m) => ({
     tag: m.guestTag,
     hostPath: m.hostPath,
     policy: m.symlinks as SymlinkPolicy,
     ...(m.guestPath ? { guestPath: m.guestPath } : {}),
+    ...(m.cacheTtlMs ? { cacheTtlMs: m.cacheTtlMs } : {}),
   }));
 }
 
@@ -162,7 +170,12 @@ export class VmHandle {
           { cause: err, details: { tag: m.tag } },
         );
       }
-      const server = new ShareServer({ root: m.hostPath, policy: m.policy, tag: m.tag });
+      const server = new ShareServer({
+        root: m.hostPath,
+        policy: m.policy,
+        tag: m.tag,
+        cacheTtlMs: m.cacheTtlMs ?? 0,
+      });
       this.#shares.set(m.tag, { server, stream });
       // serve() never throws on guest input; a local failure (e.g. the host dir vanished) ends the share,
       // and the guest then sees EIO for it (the agent answers for an orphaned share).
