@@ -124,6 +124,31 @@ describe("pool and Vm (fake runtime)", () => {
     expect(rt.state.lives.every((l) => l.stopped)).toBe(true);
   });
 
+  it("mounts: attached on every hand-out, detached around vm.snapshot; a vanished hostPath → SM_MOUNT_INVALID", async () => {
+    const dir = await mkdtemp(join(root, "share-"));
+    const img = await Image.build({
+      ref: "busybox",
+      snapshotsDir,
+      mounts: [{ hostPath: dir, guestTag: "src", guestPath: "/src" }],
+    });
+    const pool = await img.pool({ min: 0, max: 2 });
+    const vm = await pool.acquire(); // warm handoff
+    const vm2 = await pool.acquire(); // restore
+    for (const live of rt.state.lives) expect([...live.agent.shares]).toEqual([["src", "/src"]]);
+    const snapDir = join(root, `snap-mounts-${n}`);
+    await vm2.snapshot(snapDir);
+    // Detached for the capture, attached again afterwards.
+    expect([...rt.state.lives[1]!.agent.shares]).toEqual([["src", "/src"]]);
+    expect(rt.state.lives[1]!.agent.shareLog).toEqual(["attach src", "detach src", "attach src"]);
+    await vm.release();
+    await vm2.release();
+    await rm(dir, { recursive: true });
+    await expect(pool.acquire()).rejects.toMatchObject({
+      code: expect.stringMatching(/SM_MOUNT_INVALID|SM_CREATE_FAILED/),
+    });
+    await pool.shutdown();
+  });
+
   it("restoreOnRelease true gives a clean VM, false reuses it", async () => {
     const img = await Image.build({ ref: "busybox", snapshotsDir });
     const clean = await img.pool({ min: 1, max: 1 });

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync, rmSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import type { Duplex, Readable, Writable } from "node:stream";
@@ -153,6 +154,13 @@ export class VmHandle {
   async attachMounts(): Promise<void> {
     for (const m of this.mounts) {
       if (this.#shares.has(m.tag)) continue;
+      const st = await stat(m.hostPath).catch(() => undefined);
+      if (!st?.isDirectory())
+        throw new SupermachineError(
+          "SM_MOUNT_INVALID",
+          `Share ${JSON.stringify(m.tag)}: ${m.hostPath} ${st ? "is not a directory" : "does not exist"} any more. Recreate it, or rebuild the image with other mounts.`,
+          { details: { tag: m.tag, hostPath: m.hostPath } },
+        );
       let stream: Duplex;
       try {
         stream = await this.agent.fsAttach(m.tag, m.guestPath);

@@ -226,8 +226,11 @@ export class FakeAgent implements AgentPort {
 
   /** Shares attached now: tag → guest path (undefined = staging only). */
   readonly shares = new Map<string, string | undefined>();
+  /** Every fs-attach / fs-detach in order, e.g. "attach src". */
+  readonly shareLog: string[] = [];
   async fsAttach(tag: string, path?: string): Promise<Duplex> {
     this.#check();
+    this.shareLog.push(`attach ${tag}`);
     if (this.shares.has(tag)) throw new RemoteError("EEXIST", `share ${tag} is already attached`);
     this.shares.set(tag, path);
     // The fake guest kernel never sends FUSE requests: an idle stream.
@@ -235,6 +238,7 @@ export class FakeAgent implements AgentPort {
   }
   async fsDetach(tag: string): Promise<void> {
     this.#check();
+    this.shareLog.push(`detach ${tag}`);
     if (!this.shares.delete(tag)) throw new RemoteError("ENOENT", `share ${tag} is not attached`);
   }
 
