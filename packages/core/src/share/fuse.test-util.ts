@@ -74,6 +74,46 @@ export function decodeDirents(b: Buffer): { name: string; off: bigint; type: num
   return out;
 }
 
+export interface DirentPlus {
+  /** Byte offset of the record in the reply (must be 8-aligned). */
+  at: number;
+  nodeid: bigint;
+  entryValid: bigint;
+  attrValid: bigint;
+  entryValidNsec: number;
+  attrValidNsec: number;
+  attr: Attr;
+  ino: bigint;
+  off: bigint;
+  type: number;
+  name: string;
+}
+
+/** Decodes a READDIRPLUS reply: struct fuse_direntplus records (fuse_entry_out + fuse_dirent), 8-aligned. */
+export function decodeDirentsPlus(b: Buffer): DirentPlus[] {
+  const out: DirentPlus[] = [];
+  let p = 0;
+  while (p + 152 <= b.length) {
+    const namelen = b.readUInt32LE(p + 128 + 16);
+    out.push({
+      at: p,
+      nodeid: b.readBigUInt64LE(p),
+      entryValid: b.readBigUInt64LE(p + 16),
+      attrValid: b.readBigUInt64LE(p + 24),
+      entryValidNsec: b.readUInt32LE(p + 32),
+      attrValidNsec: b.readUInt32LE(p + 36),
+      attr: decodeAttr(b, p + 40),
+      ino: b.readBigUInt64LE(p + 128),
+      off: b.readBigUInt64LE(p + 136),
+      type: b.readUInt32LE(p + 148),
+      name: b.subarray(p + 152, p + 152 + namelen).toString(),
+    });
+    p += (152 + namelen + 7) & ~7;
+  }
+  if (p !== b.length) throw new Error(`READDIRPLUS reply has ${b.length - p} trailing bytes`);
+  return out;
+}
+
 /** A guest kernel stand-in speaking raw FUSE to a ShareServer over a duplex. */
 export class FuseTestClient {
   readonly toServer: PassThrough;
@@ -189,6 +229,25 @@ export class FuseTestClient {
 
   async readdir(fh: bigint, offset: bigint | number, size: number): Promise<Reply> {
     return this.send(Op.READDIR, 0, Buffer.concat([u64s(fh, offset), u32s(size, 0), u64s(0), u32s(0, 0)]));
+  }
+
+  async readdirplus(fh: bigint, offset: bigint | number, size: number): Promise<Reply> {
+    return this.send(
+      Op.READDIRPLUS,
+      0,
+      Buffer.concat([u64s(fh, offset), u32s(size, 0), u64s(0), u32s(0, 0)]),
+    );
+  }
+
+  async opendir(nodeid: bigint | number): Promise<bigint> {
+    const r = await this.send(Op.OPENDIR, nodeid, u32s(0, 0));
+    if (r.error) throw new Error(`OPENDIR failed: ${r.error}`);
+    return r.body.readBigUInt64LE(0);
+  }
+
+  /** FORGET (no reply): drops `count` lookups of `nodeid`. */
+  forget(nodeid: bigint | number, count: bigint | number): void {
+    this.raw(encodeRequest(Op.FORGET, nodeid, u64s(count), 0n));
   }
 
   /** Ends the guest side and waits for serve() to resolve. */

@@ -1,2 +1,2 @@
-export type { ShareServerOptions, ShareServerStats, SymlinkPolicy } from "./server";
+export type { ReaddirPlusMode, ShareServerOptions, ShareServerStats, SymlinkPolicy } from "./server";
 export { ShareServer, validateName } from "./server";

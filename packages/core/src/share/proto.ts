@@ -81,6 +81,7 @@ export const InitFlag = {
   DONT_MASK: 1 << 6,
   AUTO_INVAL_DATA: 1 << 12,
   DO_READDIRPLUS: 1 << 13,
+  READDIRPLUS_AUTO: 1 << 14,
   PARALLEL_DIROPS: 1 << 18,
   MAX_PAGES: 1 << 22,
   INIT_EXT: 1 << 30,
@@ -122,6 +123,8 @@ export const INIT_OUT_SIZE = 64;
 export const STATFS_OUT_SIZE = 80;
 /** offsetof(struct fuse_dirent, name) */
 export const DIRENT_NAME_OFFSET = 24;
+/** offsetof(struct fuse_direntplus, dirent.name): fuse_entry_out (128) + fuse_dirent header (24). */
+export const DIRENTPLUS_NAME_OFFSET = ENTRY_OUT_SIZE + DIRENT_NAME_OFFSET;
 
 /** d_type values used in fuse_dirent.type */
 export const DT = { UNKNOWN: 0, FIFO: 1, CHR: 2, DIR: 4, BLK: 6, REG: 8, LNK: 10, SOCK: 12 } as const;

@@ -2,7 +2,7 @@ import * as fsp from "node:fs/promises";
 import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { cstr, decodeDirents, FuseTestClient, Op, u32s, u64s } from "./fuse.test-util";
+import { cstr, decodeDirents, decodeDirentsPlus, FuseTestClient, Op, u32s, u64s } from "./fuse.test-util";
 import { ShareServer, type ShareServerOptions, type SymlinkPolicy } from "./server";
 
 const E = osConstants.errno;
@@ -182,6 +182,195 @@ describe("basic operations", () => {
     c.raw(Buffer.concat([u32s(48, Op.FORGET), u64s(998, 12345), Buffer.alloc(16), u64s(5)]));
     c.raw(Buffer.concat([u32s(56, Op.BATCH_FORGET), u64s(997, 0), Buffer.alloc(16), u32s(1000, 0), u64s(7)]));
     expect((await c.getattr(1)).error).toBe(0);
+  });
+});
+
+describe("READDIRPLUS", () => {
+  const DO_RDPLUS = 1 << 13;
+  const RDPLUS_AUTO = 1 << 14;
+  const DT_DIR = 4;
+  const DT_REG = 8;
+  const DT_LNK = 10;
+
+  async function initFlags(opts: Partial<ShareServerOptions>, offered = 0xffffffff): Promise<number> {
+    const c = new FuseTestClient(new ShareServer({ root: share, policy: "opaque", tag: "t", ...opts }));
+    clients.push(c);
+    const r = await c.send(Op.INIT, 0, Buffer.concat([u32s(7, 36, 65536, offered), Buffer.alloc(48)]));
+    expect(r.error).toBe(0);
+    return r.body.readUInt32LE(12) & (DO_RDPLUS | RDPLUS_AUTO);
+  }
+
+  it("is offered (with AUTO) only when cacheTtlMs > 0 by default; readdirPlus overrides; never unless the kernel offers it", async () => {
+    expect(await initFlags({})).toBe(0);
+    expect(await initFlags({ cacheTtlMs: 1000 })).toBe(DO_RDPLUS | RDPLUS_AUTO);
+    expect(await initFlags({ cacheTtlMs: 1000, readdirPlus: "off" })).toBe(0);
+    expect(await initFlags({ readdirPlus: "always" })).toBe(DO_RDPLUS);
+    expect(await initFlags({ readdirPlus: "auto" })).toBe(DO_RDPLUS | RDPLUS_AUTO);
+    expect(await initFlags({ cacheTtlMs: 1000 }, 1 << 12)).toBe(0);
+    expect(
+      () => new ShareServer({ root: share, policy: "opaque", tag: "t", readdirPlus: "x" as never }),
+    ).toThrow(expect.objectContaining({ code: "SM_INVALID_OPTIONS" }));
+    // Not negotiated: a READDIRPLUS request gets ENOSYS and remembers nothing.
+    const c = await client();
+    const fh = await c.opendir(1);
+    expect((await c.readdirplus(fh, 0, 4096)).error).toBe(-E.ENOSYS);
+    expect(c.server.stats().nodes).toBe(1);
+  });
+
+  it("entry layout: fuse_entry_out + fuse_dirent, 8-aligned, attrs and timeouts exactly as LOOKUP; . and .. carry nodeid 0", async () => {
+    const c = await client({ cacheTtlMs: 1500 });
+    await fsp.writeFile(join(share, "abcdefg"), "12345"); // 7-byte name: record needs padding
+    const fh = await c.opendir(1);
+    const r = await c.readdirplus(fh, 0, 4096);
+    expect(r.error).toBe(0);
+    const ents = decodeDirentsPlus(r.body);
+    expect(ents.map((e) => e.name).sort()).toEqual([".", "..", "abcdefg", "dir", "file.txt", "hostlink"]);
+    for (const e of ents) expect(e.at % 8).toBe(0);
+    expect(ents.map((e) => e.off)).toEqual(ents.map((_, i) => BigInt(i + 1)));
+    const by = new Map(ents.map((e) => [e.name, e]));
+    for (const dot of [".", ".."]) {
+      expect(by.get(dot)!.nodeid).toBe(0n);
+      expect(by.get(dot)!.type).toBe(DT_DIR);
+    }
+    const f = by.get("abcdefg")!;
+    const st = await fsp.lstat(join(share, "abcdefg"), { bigint: true });
+    expect(f.nodeid).not.toBe(0n);
+    expect(f.type).toBe(DT_REG);
+    expect(f.ino).toBe(st.ino);
+    expect(f.attr).toMatchObject({ ino: st.ino, size: 5n, mode: Number(st.mode), uid: 0 });
+    expect([f.entryValid, f.attrValid, f.entryValidNsec, f.attrValidNsec]).toEqual([
+      1n,
+      1n,
+      500_000_000,
+      500_000_000,
+    ]);
+    expect(by.get("dir")!.type).toBe(DT_DIR);
+    expect(by.get("hostlink")!.type).toBe(DT_LNK);
+    expect(by.get("hostlink")!.attr.mode & S_IFMT).toBe(S_IFLNK);
+    // The same node LOOKUP returns, with the same attributes and timeouts.
+    const l = await c.send(Op.LOOKUP, 1, cstr("abcdefg"));
+    expect(l.body.readBigUInt64LE(0)).toBe(f.nodeid);
+    expect(l.body.subarray(0, 128).equals(r.body.subarray(f.at, f.at + 128))).toBe(true);
+    // A nodeid from READDIRPLUS is usable like a LOOKUP result.
+    const o = await c.open(f.nodeid, O_RDONLY);
+    expect((await c.read(o.fh, 0, 100)).body.toString()).toBe("12345");
+    await c.release(o.fh);
+  });
+
+  it("counts one lookup per entry with a nodeid: FORGET of exactly that many drops the node", async () => {
+    const c = await client({ cacheTtlMs: 1000 });
+    const fh = await c.opendir(1);
+    const ents = decodeDirentsPlus((await c.readdirplus(fh, 0, 4096)).body);
+    const withId = ents.filter((e) => e.nodeid !== 0n);
+    expect(withId.map((e) => e.name).sort()).toEqual(["dir", "file.txt", "hostlink"]);
+    expect(c.server.stats().nodes).toBe(4); // root + 3
+    const file = withId.find((e) => e.name === "file.txt")!;
+    // A second listing and a LOOKUP each add one more lookup to the same node.
+    const again = decodeDirentsPlus((await c.readdirplus(fh, 0, 4096)).body).find(
+      (e) => e.name === "file.txt",
+    )!;
+    expect(again.nodeid).toBe(file.nodeid);
+    expect((await c.lookup(1, "file.txt")).nodeid).toBe(file.nodeid);
+    c.forget(file.nodeid, 2);
+    expect((await c.getattr(file.nodeid)).error).toBe(0); // one lookup left
+    c.forget(file.nodeid, 1);
+    expect((await c.getattr(file.nodeid)).error).toBe(-E.ESTALE);
+    expect(c.server.stats().nodes).toBe(3);
+    for (const e of withId) if (e !== file) c.forget(e.nodeid, 2);
+    await c.release(fh, Op.RELEASEDIR);
+    expect((await c.getattr(1)).error).toBe(0);
+    expect(c.server.stats().nodes).toBe(1);
+  });
+
+  it("pages by offset across calls: every reply fits the size, each entry once, only returned entries counted", async () => {
+    const c = await client({ cacheTtlMs: 1000 });
+    await fsp.mkdir(join(share, "many"));
+    const want = Array.from({ length: 60 }, (_, i) => `entry-${"x".repeat(i % 9)}-${i}`);
+    await Promise.all(want.map((n) => fsp.writeFile(join(share, "many", n), n)));
+    const l = await c.lookup(1, "many");
+    const fh = await c.opendir(l.nodeid);
+    const seen: string[] = [];
+    let off = 0n;
+    let calls = 0;
+    const size = 700;
+    for (;;) {
+      const r = await c.readdirplus(fh, off, size);
+      expect(r.error).toBe(0);
+      expect(r.body.length).toBeLessThanOrEqual(size);
+      const ents = decodeDirentsPlus(r.body);
+      if (ents.length === 0) break;
+      calls++;
+      for (const e of ents) {
+        if (e.name === "." || e.name === "..") continue;
+        expect(e.nodeid).not.toBe(0n);
+        expect(e.attr.size).toBe(BigInt(e.name.length));
+      }
+      seen.push(...ents.map((e) => e.name));
+      off = ents[ents.length - 1]!.off;
+      // Entries not yet returned are not remembered (root, many, and what was sent so far).
+      expect(c.server.stats().nodes).toBe(2 + seen.filter((n) => n !== "." && n !== "..").length);
+    }
+    expect(calls).toBeGreaterThan(5);
+    expect(seen.filter((n) => n !== "." && n !== "..").sort()).toEqual([...want].sort());
+    expect(new Set(seen).size).toBe(seen.length);
+    // A buffer too small for the next record: an empty reply, nothing counted.
+    expect((await c.readdirplus(fh, 2, 100)).body.length).toBe(0);
+    expect(c.server.stats().nodes).toBe(62);
+  });
+
+  const policyCases: [SymlinkPolicy, "none" | "lnk" | "dir"][] = [
+    ["deny", "none"],
+    ["opaque", "lnk"],
+    ["follow", "dir"],
+  ];
+  for (const [policy, hostlink] of policyCases) {
+    it(`${policy}: a host symlink entry is ${hostlink === "none" ? "listed with nodeid 0 (LOOKUP stays EACCES)" : `returned as LOOKUP would (${hostlink})`}`, async () => {
+      const c = await client({ policy, cacheTtlMs: 1000 });
+      const fh = await c.opendir(1);
+      const ents = decodeDirentsPlus((await c.readdirplus(fh, 0, 4096)).body);
+      const e = ents.find((x) => x.name === "hostlink")!;
+      if (hostlink === "none") {
+        expect(e.nodeid).toBe(0n);
+        expect(e.type).toBe(DT_LNK);
+        expect(e.attr.mode).toBe(0);
+        expect((await c.lookup(1, "hostlink")).error).toBe(-E.EACCES);
+        expect(c.server.stats().nodes).toBe(3); // root, dir, file.txt
+      } else {
+        expect(e.nodeid).not.toBe(0n);
+        expect(e.attr.mode & S_IFMT).toBe(hostlink === "lnk" ? S_IFLNK : S_IFDIR);
+        expect(e.type).toBe(hostlink === "lnk" ? DT_LNK : DT_DIR);
+        const l = await c.lookup(1, "hostlink");
+        expect(l.nodeid).toBe(e.nodeid);
+        // Walking through it: only "follow" (trusted) lets the host follow the symlink.
+        expect((await c.lookup(e.nodeid, "secret.txt")).error).toBe(policy === "follow" ? 0 : -E.ENOTDIR);
+      }
+      if (policy !== "follow") await outsideUntouched();
+    });
+  }
+
+  it("the node-table cap: entries beyond it carry nodeid 0 (plain dirents), nothing over the cap", async () => {
+    const c = await client({ cacheTtlMs: 1000, maxNodes: 3 });
+    const fh = await c.opendir(1);
+    const ents = decodeDirentsPlus((await c.readdirplus(fh, 0, 4096)).body);
+    expect(ents.map((e) => e.name).sort()).toEqual([".", "..", "dir", "file.txt", "hostlink"]);
+    const named = ents.filter((e) => e.nodeid !== 0n);
+    expect(named).toHaveLength(2);
+    expect(c.server.stats().nodes).toBe(3);
+    for (const e of ents.filter((x) => x.nodeid === 0n && x.name.length > 2)) expect(e.type).not.toBe(0);
+  });
+
+  it("a directory snapshot entry that vanished on the host is listed with nodeid 0", async () => {
+    const c = await client({ cacheTtlMs: 1000 });
+    await fsp.mkdir(join(share, "v"));
+    for (const n of ["a", "b", "c"]) await fsp.writeFile(join(share, "v", n), "");
+    const l = await c.lookup(1, "v");
+    const fh = await c.opendir(l.nodeid);
+    // Take the snapshot with a tiny first page, then remove "b" on the host.
+    expect(decodeDirentsPlus((await c.readdirplus(fh, 0, 160)).body).map((e) => e.name)).toEqual(["."]);
+    await fsp.rm(join(share, "v", "b"));
+    const rest = decodeDirentsPlus((await c.readdirplus(fh, 1, 4096)).body);
+    expect(rest.find((e) => e.name === "b")!.nodeid).toBe(0n);
+    expect(rest.find((e) => e.name === "a")!.nodeid).not.toBe(0n);
   });
 });
 

@@ -14,6 +14,7 @@ import {
   ATTR_OUT_SIZE,
   align8,
   DIRENT_NAME_OFFSET,
+  DIRENTPLUS_NAME_OFFSET,
   DT,
   ENTRY_OUT_SIZE,
   encodeReply,
@@ -40,6 +41,7 @@ import {
 } from "./proto";
 
 export type SymlinkPolicy = "deny" | "opaque" | "follow";
+export type ReaddirPlusMode = "off" | "auto" | "always";
 
 export interface ShareServerOptions {
   /** Host directory to serve (trusted: resolved once, following symlinks, when serve() starts). */
@@ -66,6 +68,13 @@ export interface ShareServerOptions {
    * visible at once at the cost of one LOOKUP/GETATTR round trip per path component (see README).
    */
   cacheTtlMs?: number;
+  /**
+   * FUSE_READDIRPLUS (a listing that carries each entry's LOOKUP reply, saving one round trip per
+   * entry): "off", "auto" (the kernel uses it for the first page of a listing and when it saw
+   * LOOKUPs in that directory) or "always". Default: "auto" when cacheTtlMs > 0, else "off" (with
+   * zero entry timeouts the kernel re-LOOKUPs every entry anyway; measured in README.md).
+   */
+  readdirPlus?: ReaddirPlusMode;
   /** Called for unexpected internal errors and protocol violations (the stream is never thrown at). */
   onError?: (e: Error) => void;
 }
@@ -147,8 +156,15 @@ interface Handle {
   fd: number;
   /** Access mode the file was opened with (O_RDONLY/O_WRONLY/O_RDWR). */
   accmode: number;
+  /** The directory node a "dir" handle was opened on (READDIRPLUS remembers entries under it). */
+  node?: Node;
   /** Directory listing snapshot (taken at offset 0) so that offsets stay stable. */
-  entries?: { name: Buffer; type: number }[];
+  entries?: DirEntry[];
+}
+
+interface DirEntry {
+  name: Buffer;
+  type: number;
 }
 
 // --- small promise wrappers around fd-based fs calls (no FileHandle objects, raw fds) ---------------
@@ -256,6 +272,7 @@ export class ShareServer {
   private readonly readOnly: boolean;
   private readonly ttlSec: bigint;
   private readonly ttlNsec: number;
+  private readonly readdirPlus: ReaddirPlusMode;
   private readonly onError: (e: Error) => void;
   /** O_NOFOLLOW unless policy "follow". */
   private readonly nofollow: number;
@@ -276,6 +293,8 @@ export class ShareServer {
   private errorReplies = 0;
   private pauses = 0;
   private minor = 0;
+  /** READDIRPLUS negotiated by the last INIT. */
+  private plus = false;
   private stream: Duplex | null = null;
   private serving: Promise<void> | null = null;
 
@@ -297,6 +316,11 @@ export class ShareServer {
     const ttlMs = Math.max(0, Math.floor(opts.cacheTtlMs ?? 0));
     this.ttlSec = BigInt(Math.floor(ttlMs / 1000));
     this.ttlNsec = (ttlMs % 1000) * 1_000_000;
+    const rp = opts.readdirPlus ?? (ttlMs > 0 ? "auto" : "off");
+    if (rp !== "off" && rp !== "auto" && rp !== "always") {
+      throw invalidOption("readdirPlus", `must be "off", "auto" or "always" (got ${String(rp)})`);
+    }
+    this.readdirPlus = rp;
     this.onError = opts.onError ?? (() => {});
     this.nofollow = opts.policy === "follow" ? 0 : O.O_NOFOLLOW;
   }
@@ -358,13 +382,17 @@ export class ShareServer {
     this.nodes.clear();
     this.byKey.clear();
     this.minor = 0;
+    this.plus = false;
   }
 
   private async run(stream: Duplex): Promise<void> {
-    let rootFd: number;
+    let rootFd = -1;
+    let st: fs.BigIntStats;
     try {
       rootFd = await openFd(this.root, O_PATH | O.O_DIRECTORY);
+      st = await fstatFd(rootFd);
     } catch (e) {
+      if (rootFd >= 0) await closeFd(rootFd);
       stream.destroy();
       throw new SupermachineError(
         "SM_MOUNT_INVALID",
@@ -372,7 +400,6 @@ export class ShareServer {
         { cause: e, details: { field: "mounts[].hostPath", tag: this.tag } },
       );
     }
-    const st = await fstatFd(rootFd);
     this.rootFd = rootFd;
     this.stream = stream;
     this.nodes.clear();
@@ -560,6 +587,10 @@ export class ShareServer {
         return this.opendir(h.nodeid);
       case Op.READDIR:
         return this.readdir(body);
+      case Op.READDIRPLUS:
+        // Only when negotiated: a kernel that did not agree to it never sends it.
+        if (!this.plus) fail(E.ENOSYS);
+        return this.readdirplus(body);
       case Op.FSYNCDIR:
         return undefined;
       case Op.STATFS:
@@ -594,22 +625,26 @@ export class ShareServer {
     const kernelReadahead = body.length >= 12 ? body.readUInt32LE(8) : 0;
     const kernelFlags = body.length >= 16 ? body.readUInt32LE(12) : 0;
     const nego = Math.min(minor, FUSE_MAX_MINOR);
-    const want =
+    let want =
       InitFlag.ASYNC_READ |
       InitFlag.ATOMIC_O_TRUNC |
       InitFlag.BIG_WRITES |
       InitFlag.AUTO_INVAL_DATA |
       InitFlag.PARALLEL_DIROPS |
       InitFlag.MAX_PAGES;
+    if (this.readdirPlus !== "off") want |= InitFlag.DO_READDIRPLUS;
+    if (this.readdirPlus === "auto") want |= InitFlag.READDIRPLUS_AUTO;
+    const flags = (want & kernelFlags) >>> 0;
     out.writeUInt32LE(nego, 4);
     out.writeUInt32LE(Math.min(kernelReadahead, MAX_READ), 8);
-    out.writeUInt32LE((want & kernelFlags) >>> 0, 12);
+    out.writeUInt32LE(flags, 12);
     out.writeUInt16LE(16, 16); // max_background
     out.writeUInt16LE(12, 18); // congestion_threshold
     out.writeUInt32LE(MAX_WRITE, 20);
     out.writeUInt32LE(1, 24); // time_gran (ns)
     out.writeUInt16LE(MAX_WRITE / 4096, 28); // max_pages
     this.minor = nego;
+    this.plus = (flags & InitFlag.DO_READDIRPLUS) !== 0;
     return nego >= 23 ? out : out.subarray(0, 24);
   }
 
@@ -858,14 +893,19 @@ export class ShareServer {
 
   private entryOut(n: Node, st: fs.BigIntStats): Buffer {
     const out = Buffer.alloc(ENTRY_OUT_SIZE);
-    out.writeBigUInt64LE(BigInt(n.id), 0);
-    out.writeBigUInt64LE(0n, 8); // generation: node ids are never reused
-    out.writeBigUInt64LE(this.ttlSec, 16);
-    out.writeBigUInt64LE(this.ttlSec, 24);
-    out.writeUInt32LE(this.ttlNsec, 32);
-    out.writeUInt32LE(this.ttlNsec, 36);
-    this.attr(out, 40, st);
+    this.writeEntry(out, 0, n, st);
     return out;
+  }
+
+  /** struct fuse_entry_out at `off` (LOOKUP replies and READDIRPLUS entries alike). */
+  private writeEntry(out: Buffer, off: number, n: Node, st: fs.BigIntStats): void {
+    out.writeBigUInt64LE(BigInt(n.id), off);
+    out.writeBigUInt64LE(0n, off + 8); // generation: node ids are never reused
+    out.writeBigUInt64LE(this.ttlSec, off + 16);
+    out.writeBigUInt64LE(this.ttlSec, off + 24);
+    out.writeUInt32LE(this.ttlNsec, off + 32);
+    out.writeUInt32LE(this.ttlNsec, off + 36);
+    this.attr(out, off + 40, st);
   }
 
   private attrOut(st: fs.BigIntStats): Buffer {
@@ -1247,10 +1287,13 @@ export class ShareServer {
     const n = this.node(nodeid);
     // Handles own their fd: reopen the directory inode through the lease's magic link.
     const fd = await this.withDir(n, (dfd) => openFd(self(dfd), O_PATH | O.O_DIRECTORY));
-    return this.addHandle({ kind: "dir", fd, accmode: 0 });
+    return this.addHandle({ kind: "dir", fd, accmode: 0, node: n });
   }
 
-  private async readdir(body: Buffer): Promise<Buffer> {
+  /** Parses fuse_read_in of READDIR/READDIRPLUS; (re)takes the snapshot at offset 0. */
+  private async listing(
+    body: Buffer,
+  ): Promise<{ h: Handle; entries: DirEntry[]; start: number; size: number }> {
     if (body.length < 24) fail(E.EINVAL);
     const h = this.fileHandle(body, "dir");
     const offset = body.readBigUInt64LE(8);
@@ -1281,14 +1324,17 @@ export class ShareServer {
         })),
       ];
     }
+    const entries = h.entries;
+    const start = offset > BigInt(entries.length) ? entries.length : Number(offset);
+    return { h, entries, start, size };
+  }
+
+  private async readdir(body: Buffer): Promise<Buffer> {
+    const { entries, start, size } = await this.listing(body);
     const parts: Buffer[] = [];
     let used = 0;
-    for (
-      let i = offset > BigInt(h.entries.length) ? h.entries.length : Number(offset);
-      i < h.entries.length;
-      i++
-    ) {
-      const e = h.entries[i]!;
+    for (let i = start; i < entries.length; i++) {
+      const e = entries[i]!;
       const rec = align8(DIRENT_NAME_OFFSET + e.name.length);
       if (used + rec > size) break;
       const b = Buffer.alloc(rec);
@@ -1301,6 +1347,65 @@ export class ShareServer {
       used += rec;
     }
     return Buffer.concat(parts, used);
+  }
+
+  /**
+   * READDIRPLUS: READDIR where each entry also carries the fuse_entry_out that a LOOKUP of it would
+   * return, made by the same code as LOOKUP: `statAt` relative to the directory node's no-follow
+   * lease, the deny check, `remember`. Every entry sent with a non-zero nodeid counts as one lookup
+   * (the kernel links it or FORGETs it, even past the caller's buffer). An entry is sent with nodeid
+   * 0 (a plain dirent; the kernel LOOKUPs it itself if used) when it is "." or "..", a host symlink
+   * under "deny" (its LOOKUP is EACCES), gone or not stat-able, when the node table is full, or when
+   * the directory node itself is gone. Only the entries that fit in the requested size are stat'ed
+   * and counted; the reply never exceeds that size.
+   */
+  private async readdirplus(body: Buffer): Promise<Buffer> {
+    const { h, entries, start, size } = await this.listing(body);
+    let end = start;
+    let used = 0;
+    while (end < entries.length) {
+      const rec = align8(DIRENTPLUS_NAME_OFFSET + entries[end]!.name.length);
+      if (used + rec > size) break;
+      used += rec;
+      end++;
+    }
+    const out = Buffer.alloc(used);
+    const dir = h.node;
+    const live = (n: Node | undefined): n is Node =>
+      n !== undefined && this.nodes.get(n.id) === n && (n.id === FUSE_ROOT_ID || n.key !== null);
+    let stats: (fs.BigIntStats | null)[] = [];
+    if (end > start && live(dir)) {
+      stats = await this.withDir(dir, (dfd) =>
+        Promise.all(
+          entries
+            .slice(start, end)
+            .map((e) => (isDotName(e.name) ? null : this.statAt(dfd, e.name).catch(() => null))),
+        ),
+      ).catch(() => []);
+    }
+    const canRemember = live(dir);
+    let pos = 0;
+    for (let i = start; i < end; i++) {
+      const e = entries[i]!;
+      const st = stats[i - start] ?? null;
+      let node: Node | null = null;
+      if (canRemember && st && !(this.policy === "deny" && st.isSymbolicLink())) {
+        try {
+          node = this.remember(dir!, e.name, st);
+        } catch (err) {
+          if (errnoOf(err) !== E.ENFILE) throw err;
+        }
+      }
+      if (node && st) this.writeEntry(out, pos, node, st); // else all zero: nodeid 0
+      const d = pos + ENTRY_OUT_SIZE;
+      out.writeBigUInt64LE(node && st ? BigInt.asUintN(64, st.ino) : BigInt(fakeIno(e.name)), d);
+      out.writeBigUInt64LE(BigInt(i + 1), d + 8);
+      out.writeUInt32LE(e.name.length, d + 16);
+      out.writeUInt32LE(node && st ? (Number(st.mode) & S_IFMT) >>> 12 : e.type, d + 20);
+      e.name.copy(out, d + DIRENT_NAME_OFFSET);
+      pos += align8(DIRENTPLUS_NAME_OFFSET + e.name.length);
+    }
+    return out;
   }
 
   private async statfs(): Promise<Buffer> {
@@ -1333,6 +1438,10 @@ export class ShareServer {
     this.handles.clear();
     await Promise.all(fds.map(closeFd));
   }
+}
+
+function isDotName(name: Buffer): boolean {
+  return name.length <= 2 && name.every((c) => c === 0x2e);
 }
 
 /** A stable non-zero inode number for a directory entry (readdir does not stat; LOOKUP gives the real one). */

@@ -79,7 +79,14 @@ async function teardown(env: Env | undefined): Promise<void> {
 if (!skipReason) {
   const probeDir = await fsp.mkdtemp(join(tmpdir(), "sm-share-probe-"));
   try {
-    const m = await mountShare(relayPath, probeDir, { root: probeDir, policy: "opaque" });
+    // Root and mount point must differ: a root that is the mount itself would make the server's
+    // own fstat of its root wait on the FUSE connection it has not started serving yet.
+    await fsp.mkdir(join(probeDir, "root"));
+    await fsp.mkdir(join(probeDir, "mnt"));
+    const m = await mountShare(relayPath, join(probeDir, "mnt"), {
+      root: join(probeDir, "root"),
+      policy: "opaque",
+    });
     await m.stop();
   } catch (e) {
     skipReason = `cannot mount FUSE here: ${(e as Error).message}`;
@@ -332,6 +339,81 @@ describe.skipIf(skipReason !== "")(`ShareServer on the host kernel's FUSE ${skip
       });
     });
   }
+
+  describe("READDIRPLUS on the real kernel (cacheTtlMs 1000)", () => {
+    for (const policy of POLICIES) {
+      it(`${policy}: a listing + lstat of 300 files needs no LOOKUPs; FORGETs balance every returned entry; symlink rules hold`, async () => {
+        const base = await fsp.mkdtemp(join(tmpdir(), `sm-share-rdp-${policy}-`));
+        const share = join(base, "share");
+        const outside = join(base, "outside");
+        const mnt = join(base, "m", "mnt");
+        await fsp.mkdir(join(share, "big"), { recursive: true });
+        await fsp.mkdir(outside);
+        await fsp.mkdir(mnt, { recursive: true });
+        await fsp.writeFile(join(outside, "secret.txt"), "SECRET");
+        await fsp.symlink("../outside", join(share, "hostlink"));
+        const names = Array.from({ length: 300 }, (_, i) => `file-${i}.txt`);
+        await Promise.all(names.map((n, i) => fsp.writeFile(join(share, "big", n), "x".repeat(i % 7))));
+        // "always": every page is READDIRPLUS, so the counts below do not depend on the kernel's heuristic.
+        const m = await mountShare(relayPath, mnt, {
+          root: share,
+          policy,
+          cacheTtlMs: 1000,
+          readdirPlus: "always",
+        });
+        try {
+          const nodes0 = m.server.stats().nodes;
+          const req0 = m.server.stats().requests;
+          const listed = await guest<{ n: number; sizes: number; files: number }>(
+            mnt,
+            `let sizes = 0, files = 0, n = 0;
+             for (const e of await fs.readdir(M + "/big", { withFileTypes: true })) {
+               const st = await fs.lstat(M + "/big/" + e.name); n++;
+               sizes += st.size; if (e.isFile() && st.isFile()) files++;
+             }
+             return { n, sizes, files };`,
+          );
+          const used = m.server.stats().requests - req0;
+          expect(listed).toEqual({ n: 300, sizes: names.reduce((a, _, i) => a + (i % 7), 0), files: 300 });
+          // Without READDIRPLUS this is >= 300 LOOKUPs; with it a few READDIRPLUS pages.
+          expect(used).toBeLessThan(100);
+
+          // Host symlink at the root: listed as a symlink under every policy; the LOOKUP rules hold.
+          const root = await guest<Record<string, unknown>>(
+            mnt,
+            `const e = (await fs.readdir(M, { withFileTypes: true })).find((x) => x.name === "hostlink");
+             const out = { listed: !!e, lnk: e?.isSymbolicLink() ?? null };
+             try { const st = await fs.lstat(M + "/hostlink"); out.lstat = st.isSymbolicLink() ? "lnk" : st.isDirectory() ? "dir" : "other"; } catch (x) { out.lstat = x.code; }
+             try { out.through = await fs.readFile(M + "/hostlink/secret.txt", "utf8"); } catch (x) { out.through = x.code; }
+             return out;`,
+          );
+          expect(root.listed).toBe(true);
+          if (policy === "deny")
+            expect(root).toMatchObject({ lnk: true, lstat: "EACCES", through: "EACCES" });
+          if (policy === "opaque") expect(root).toMatchObject({ lnk: true, lstat: "lnk", through: "ENOENT" });
+          if (policy === "follow") expect(root).toMatchObject({ lstat: "dir", through: "SECRET" });
+
+          // The guest removes the directory: the kernel drops the inodes and FORGETs exactly the
+          // lookups it was given, so the node table returns to where it was (+ the root listing).
+          const rootNodes = m.server.stats().nodes;
+          expect(rootNodes).toBeGreaterThan(nodes0 + 300);
+          expect(await guest(mnt, `await fs.rm(M + "/big", { recursive: true }); return "ok";`)).toBe("ok");
+          let nodes = m.server.stats().nodes;
+          for (let i = 0; i < 200 && nodes > rootNodes - 301; i++) {
+            await new Promise((r) => setTimeout(r, 25));
+            nodes = m.server.stats().nodes;
+          }
+          expect(nodes).toBe(rootNodes - 301); // 300 files + big itself
+          expect(await fsp.readFile(join(outside, "secret.txt"), "utf8")).toBe("SECRET");
+          expect(m.errors.filter((e) => !/EPIPE|ECONNRESET/.test(e.message))).toEqual([]);
+        } finally {
+          await m.stop();
+          expect(await isMounted(mnt)).toBe(false);
+          await fsp.rm(base, { recursive: true, force: true });
+        }
+      }, 60_000);
+    }
+  });
 
   describe("failure", () => {
     it("server stream destroyed → guest processes get an error, no hang; no mount left", async () => {
