@@ -47,7 +47,10 @@ import { performance } from "node:perf_hooks";
 const [dir, sizeMib, files] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
 const MIB = 1024 * 1024;
 const res = {};
-const t = async (name, fn) => { const s = performance.now(); await fn(); res[name] = performance.now() - s; };
+// Around each timed phase the parent notes the server's request count (stdout "mark", stdin "ok").
+const lines = (async function* () { let b = ""; for await (const c of process.stdin) { b += c; let i; while ((i = b.indexOf("\\n")) >= 0) { yield b.slice(0, i); b = b.slice(i + 1); } } })();
+const mark = async (name) => { process.stdout.write("mark " + name + "\\n"); await lines.next(); };
+const t = async (name, fn) => { await mark(name); const s = performance.now(); await fn(); res[name] = performance.now() - s; await mark(name); };
 const buf = Buffer.alloc(MIB, 0x5a);
 await t("write", async () => {
   const h = await fs.open(dir + "/big.bin", "w");
@@ -83,23 +86,51 @@ await t("walk", async () => {
   await walk(dir + "/tree");
   res.walkEntries = n;
 });
-process.stdout.write(JSON.stringify(res));
+// Listing only (names and types, no stat): what READDIRPLUS costs when attributes are not needed.
+await t("ls", async () => {
+  let n = 0;
+  for (const d of await fs.readdir(dir + "/tree")) n += (await fs.readdir(dir + "/tree/" + d)).length;
+  res.lsEntries = n;
+});
+process.stdout.write("result " + JSON.stringify(res) + "\\n", () => process.exit(0));
 `;
 
-function runWorkload(work, dir) {
+/** Runs the workload on `dir`; with `server`, also counts the FUSE requests of each timed phase. */
+function runWorkload(work, dir, server) {
   const script = join(work, "workload.mjs");
   writeFileSync(script, WORKLOAD);
   return new Promise((resolve, reject) => {
     const c = spawn(process.execPath, [script, dir, String(SIZE_MIB), String(FILES)], {
-      stdio: ["ignore", "pipe", "inherit"],
+      stdio: ["pipe", "pipe", "inherit"],
     });
     let out = "";
+    let result = null;
+    const marks = {};
     c.stdout.on("data", (d) => {
       out += d;
+      let i = out.indexOf("\n");
+      while (i >= 0) {
+        const line = out.slice(0, i);
+        out = out.slice(i + 1);
+        if (line.startsWith("mark ")) {
+          const name = line.slice(5);
+          const now = server ? server.stats().requests : 0;
+          if (name in marks) marks[name] = now - marks[name];
+          else marks[name] = now;
+          c.stdin.write("ok\n");
+        } else if (line.startsWith("result ")) {
+          result = JSON.parse(line.slice(7));
+          c.stdin.end();
+        }
+        i = out.indexOf("\n");
+      }
     });
-    c.on("exit", (code) =>
-      code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`workload exited ${code}`)),
-    );
+    c.on("exit", (code) => {
+      c.stdin.destroy();
+      if (code !== 0 || !result) return reject(new Error(`workload exited ${code}`));
+      if (server) result.phaseRequests = marks;
+      resolve(result);
+    });
   });
 }
 
@@ -149,23 +180,27 @@ async function main() {
     const keep = (name, r) => {
       const prev = rows[name];
       if (!prev) rows[name] = r;
-      else for (const k of ["read", "write", "stat", "walk"]) prev[k] = Math.min(prev[k], r[k]);
+      else for (const k of ["read", "write", "stat", "walk", "ls"]) prev[k] = Math.min(prev[k], r[k]);
     };
     for (let round = 0; round < ROUNDS; round++) {
       const plain = join(shm, `plain-${round}`);
       mkdirSync(plain);
       keep("tmpfs", await runWorkload(work, plain));
       rmSync(plain, { recursive: true, force: true });
+      // Defaults: READDIRPLUS off at TTL 0, "auto" above. The other rows measure that decision.
       for (const [name, opts] of [
         ["share (ttl 0)", { cacheTtlMs: 0 }],
+        ["share (ttl 0, readdirplus auto)", { cacheTtlMs: 0, readdirPlus: "auto" }],
+        ["share (ttl 1s, no readdirplus)", { cacheTtlMs: 1000, readdirPlus: "off" }],
         ["share (ttl 1s)", { cacheTtlMs: 1000 }],
+        ["share (ttl 1s, readdirplus always)", { cacheTtlMs: 1000, readdirPlus: "always" }],
       ]) {
         const backing = join(shm, `${name.replace(/\W+/g, "_")}-${round}`);
         const mnt = mkdtempSync(join(work, "mnt-"));
         mkdirSync(backing);
         const m = await mount(relay, ShareServer, backing, mnt, opts);
         try {
-          const r = await runWorkload(work, mnt);
+          const r = await runWorkload(work, mnt, m.server);
           r.requests = m.server.stats().requests;
           keep(name, r);
         } finally {
@@ -184,10 +219,13 @@ async function main() {
         "write MiB/s": +(SIZE_MIB / (r.write / 1000)).toFixed(0),
         [`stat ${FILES} ms`]: +r.stat.toFixed(0),
         "walk ms": +r.walk.toFixed(0),
+        "ls ms": +r.ls.toFixed(0),
+        "walk reqs": r.phaseRequests?.walk ?? null,
         "read x": +(r.read / base.read).toFixed(1),
         "write x": +(r.write / base.write).toFixed(1),
         "stat x": +(r.stat / base.stat).toFixed(1),
         "walk x": +(r.walk / base.walk).toFixed(1),
+        "ls x": +(r.ls / base.ls).toFixed(1),
       });
     }
     console.log(`core-share: host kernel FUSE (NOT a VM), relay over pipes, server ${from}`);
