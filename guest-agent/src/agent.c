@@ -1151,8 +1151,9 @@ static struct child_spec *build_spec(const struct cb_doc *d, const struct cmd_ar
 	if (!s->cwd)
 		goto nomem;
 	struct stat st;
-	/* a cwd on a share is checked by the child's chdir (exit 126), never by PID 1 */
-	if (!on_share(s->cwd) && (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode))) {
+	/* While a share is attached the cwd is checked by the child's chdir (exit 126), never by
+	 * PID 1: a guest-made symlink could lead the stat into a share (see guarded_fork). */
+	if (!any_share() && (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode))) {
 		*code = errno == ENOENT || !errno ? "ENOENT" : errno_code(errno);
 		if (stat(s->cwd, &st) == 0)
 			*code = "ENOTDIR";
@@ -1326,6 +1327,116 @@ static int put_file(const char *path, const uint8_t *data, size_t len, mode_t mo
 	return r;
 }
 
+/* ------------------------------------------------------------------ guarded file operations */
+
+/* While a share is attached, a host-named path (write-file, read-file, stage) may lead into it
+ * through a symlink the guest planted, and PID 1 must never wait on a FUSE request it relays
+ * itself. So such operations run in a forked child that reports through a pipe; PID 1 waits at
+ * most FS_HELPER_TIMEOUT_MS and then kills it (a FUSE wait is killable; the unread request is
+ * dropped). Returns the number of bytes the child wrote (<= cap), -ETIMEDOUT, -EFBIG or -errno. */
+typedef void (*guard_fn)(void *ctx, int wr);
+
+static void pipe_put(int fd, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n > 0) {
+		ssize_t w = write(fd, b, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		b += w;
+		n -= (size_t)w;
+	}
+}
+
+static ssize_t guarded_fork(guard_fn fn, void *ctx, uint8_t *out, size_t cap)
+{
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		fn(ctx, pfd[1]);
+		_exit(0);
+	}
+	close(pfd[1]);
+	int64_t end = mono_ms() + FS_HELPER_TIMEOUT_MS;
+	size_t got = 0;
+	ssize_t r = -ETIMEDOUT;
+	for (;;) {
+		int64_t left = end - mono_ms();
+		if (left <= 0)
+			break;
+		struct pollfd pf = {.fd = pfd[0], .events = POLLIN};
+		int pr = poll(&pf, 1, (int)left);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0)
+			break;
+		uint8_t extra;
+		/* at cap, one more byte tells EOF (the answer was exactly cap bytes) from an overflow */
+		ssize_t n = got == cap ? read(pfd[0], &extra, 1) : read(pfd[0], out + got, cap - got);
+		if (n > 0 && got == cap) {
+			r = -EFBIG;
+			break;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0) {
+			r = (ssize_t)got;
+			break;
+		}
+		got += (size_t)n;
+	}
+	close(pfd[0]);
+	if (r < 0)
+		kill(pid, SIGKILL); /* reap() collects it */
+	return r;
+}
+
+static const char GUARD_MSG[] = "the path leads into a live host share (through a symlink?); "
+				"the agent does not touch shares itself: use the host side or exec";
+
+struct put_ctx {
+	const char *path;
+	const uint8_t *data;
+	size_t len;
+	mode_t mode;
+	bool mkdirs, atomic;
+};
+
+static void put_child(void *c, int wr)
+{
+	struct put_ctx *x = c;
+	int r = put_file(x->path, x->data, x->len, x->mode, x->mkdirs, x->atomic);
+	pipe_put(wr, &r, sizeof(r));
+}
+
+/* put_file, in a guarded child while a share is attached. -ETIMEDOUT: it reached a share. */
+static int put_file_guarded(const char *path, const uint8_t *data, size_t len, mode_t mode, bool mkdirs, bool atomic)
+{
+	if (!any_share())
+		return put_file(path, data, len, mode, mkdirs, atomic);
+	struct put_ctx x = {path, data, len, mode, mkdirs, atomic};
+	int r = -EIO;
+	ssize_t n = guarded_fork(put_child, &x, (uint8_t *)&r, sizeof(r));
+	if (n < 0)
+		return (int)n;
+	return n == (ssize_t)sizeof(r) ? r : -EIO;
+}
+
 static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 {
 	if (stage < 0)
@@ -1343,9 +1454,11 @@ static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 			free(path);
 			return -EINVAL;
 		}
-		int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false);
+		int r = put_file_guarded(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false);
 		if (r < 0) {
-			snprintf(msg, msglen, "stage %.300s: %s", path, strerror(-r));
+			snprintf(msg, msglen, "stage %.300s: %s", path, r == -ETIMEDOUT ? GUARD_MSG : strerror(-r));
+			if (r == -ETIMEDOUT)
+				r = -EIO;
 			free(path);
 			return r;
 		}
@@ -1864,12 +1977,102 @@ static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 		free(path);
 		return;
 	}
-	int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true);
-	if (r < 0)
+	int r = put_file_guarded(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs,
+				 true);
+	if (r == -ETIMEDOUT) {
+		snprintf(msg, sizeof(msg), "%.300s: %s", path, GUARD_MSG);
+		res_error(id, "EIO", msg);
+	} else if (r < 0)
 		res_errno(id, -r, path);
 	else
 		res_empty(id);
 	free(path);
+}
+
+/* read-file while a share is attached: the child opens and reads (see guarded_fork) and sends
+ * {int32 err, uint32 mode, uint32 what} + the bytes; what: 0 ok, 1 not a regular file, 2 too large. */
+struct read_ctx {
+	const char *path;
+	size_t limit;
+};
+
+static void read_child(void *c, int wr)
+{
+	struct read_ctx *x = c;
+	int32_t hdr[3] = {0, 0, 0};
+	struct stat st;
+	int fd = open(x->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		hdr[0] = errno;
+		pipe_put(wr, hdr, sizeof(hdr));
+		return;
+	}
+	hdr[1] = (int32_t)(st.st_mode & 07777);
+	if (!S_ISREG(st.st_mode))
+		hdr[2] = 1;
+	else if ((uint64_t)st.st_size > x->limit)
+		hdr[2] = 2;
+	pipe_put(wr, hdr, sizeof(hdr));
+	if (hdr[2] != 0)
+		return;
+	static uint8_t buf[65536];
+	size_t total = 0;
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return; /* a read error shows as a short file: the parent cannot tell, EIO is rare here */
+		pipe_put(wr, buf, (size_t)n);
+		total += (size_t)n;
+		if (total > x->limit)
+			return; /* grew beyond the limit: the parent sees limit + 1 bytes */
+	}
+}
+
+static void read_file_guarded(uint32_t id, const char *path)
+{
+	char msg[512];
+	size_t limit = SM_MAX_FILE_BYTES;
+	if (A.host_max_frame - 256 < limit)
+		limit = A.host_max_frame - 256;
+	size_t cap = 12 + limit + 65536; /* header + limit + one more chunk: "grew" is detectable */
+	uint8_t *buf = malloc(cap);
+	if (!buf) {
+		res_error(id, "ENOMEM", "out of memory");
+		return;
+	}
+	struct read_ctx x = {path, limit};
+	ssize_t n = guarded_fork(read_child, &x, buf, cap);
+	int32_t hdr[3];
+	if (n == -ETIMEDOUT) {
+		snprintf(msg, sizeof(msg), "%.300s: %s", path, GUARD_MSG);
+		res_error(id, "EIO", msg);
+	} else if (n < (ssize_t)sizeof(hdr)) {
+		res_errno(id, n < 0 ? (int)-n : EIO, path);
+	} else {
+		memcpy(hdr, buf, sizeof(hdr));
+		size_t got = (size_t)n - sizeof(hdr);
+		if (hdr[0] != 0) {
+			res_errno(id, hdr[0], path);
+		} else if (hdr[2] == 1) {
+			snprintf(msg, sizeof(msg), "%.300s: not a regular file", path);
+			res_error(id, "EINVAL", msg);
+		} else if (hdr[2] == 2) {
+			snprintf(msg, sizeof(msg), "%.300s: larger than %zu bytes", path, limit);
+			res_error(id, "SM_FILE_TOO_LARGE", msg);
+		} else if (got > limit) {
+			res_error(id, "SM_FILE_TOO_LARGE", "file grew beyond the limit while reading");
+		} else {
+			res_begin(id, 2);
+			cbe_text(&A.outq, "data");
+			cbe_bytes(&A.outq, buf + sizeof(hdr), got);
+			kv_uint("mode", (uint32_t)hdr[1] & 07777);
+			if (!fend())
+				res_error(id, "SM_FILE_TOO_LARGE", "result does not fit in a frame");
+		}
+	}
+	free(buf);
 }
 
 static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
@@ -1888,6 +2091,11 @@ static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 	if (on_share(path)) {
 		snprintf(msg, sizeof(msg), "%.300s is on a live host share: read it on the host (or exec cat)", path);
 		res_error(id, "EINVAL", msg);
+		free(path);
+		return;
+	}
+	if (any_share()) {
+		read_file_guarded(id, path);
 		free(path);
 		return;
 	}

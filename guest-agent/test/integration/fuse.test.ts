@@ -241,6 +241,34 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     expect((await agent.readFile("/etc/passwd")).data.length).toBeGreaterThan(0);
   }, 120_000);
 
+  it("a guest symlink into a share cannot make PID 1 wait on itself: write-file/read-file/stage fail with EIO in bounded time", async () => {
+    // A hostile guest plants /tmp/trap -> the share; the host then names a path through it.
+    expect((await sh("ln -sfn /run/supermachine/shares/t1 /tmp/trap && ls /tmp/trap/")).exitCode).toBe(0);
+    const t0 = Date.now();
+    const w = await agent.writeFile("/tmp/trap/x.txt", Buffer.from("x")).catch((e) => e);
+    expect(w.remoteCode).toBe("EIO");
+    expect(w.message).toMatch(/live host share/);
+    const rf = await agent.readFile("/tmp/trap/hello.txt").catch((e) => e);
+    expect(rf.remoteCode).toBe("EIO");
+    const st = await agent
+      .exec({ argv: ["true"], stage: [{ path: "/tmp/trap/s.txt", data: Buffer.from("s") }], timeoutMs: 30_000 })
+      .catch((e) => e);
+    expect(st.remoteCode).toBe("EIO");
+    expect(Date.now() - t0).toBeLessThan(30_000); // three bounded waits (5 s each), never a hang
+    // The agent is fine afterwards, and ordinary paths still work while the share is attached.
+    await agent.writeFile("/tmp/ok.txt", Buffer.from("fine"), { mode: 0o600 });
+    const back = await agent.readFile("/tmp/ok.txt");
+    expect(back.data.toString()).toBe("fine");
+    expect(back.mode).toBe(0o600);
+    const staged = await agent.exec({
+      argv: ["cat", "/tmp/staged.txt"],
+      stage: [{ path: "/tmp/staged.txt", data: Buffer.from("staged") }],
+      timeoutMs: 30_000,
+    });
+    expect(staged.stdout.toString()).toBe("staged");
+    expect((await sh("cat /work/hello.txt")).stdout.toString()).toBe(HELLO.toString());
+  }, 120_000);
+
   it("bad tags are EINVAL, a second attach of a tag is EEXIST, unknown detach is ENOENT", async () => {
     const bad = await agent.request("fs-attach", { tag: "a/b", ch: 4_000_000_000 }).catch((e) => e);
     expect(bad.remoteCode).toBe("EINVAL");
