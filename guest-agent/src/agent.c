@@ -2585,53 +2585,18 @@ static void fs_job_child(const struct fs_job *j, int wr)
 	_exit(0);
 }
 
+static void fs_job_trampoline(void *ctx, int wr)
+{
+	fs_job_child(ctx, wr);
+}
+
 /* Returns 0 with res filled, or -errno (ETIMEDOUT when the child was stuck). */
 static int fs_job_run(const struct fs_job *j, int res[2])
 {
-	int pfd[2];
-	if (pipe2(pfd, O_CLOEXEC) < 0)
-		return -errno;
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(pfd[0]);
-		close(pfd[1]);
-		return -e;
-	}
-	if (pid == 0) {
-		close(pfd[0]);
-		fs_job_child(j, pfd[1]);
-	}
-	close(pfd[1]);
-	int64_t end = mono_ms() + FS_HELPER_TIMEOUT_MS;
-	size_t got = 0;
-	int r = -ETIMEDOUT;
-	while (got < sizeof(int) * 2) {
-		int64_t left = end - mono_ms();
-		if (left <= 0)
-			break;
-		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
-		int pr = poll(&p, 1, (int)left);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0)
-			break;
-		ssize_t n = read(pfd[0], (uint8_t *)res + got, sizeof(int) * 2 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = -EIO; /* the child died without an answer */
-			break;
-		}
-		got += (size_t)n;
-	}
-	if (got == sizeof(int) * 2)
-		r = 0;
-	close(pfd[0]);
-	if (r == -ETIMEDOUT)
-		kill(pid, SIGKILL);
-	/* reap() collects the child later (it may still be installing the helper) */
-	return r;
+	ssize_t n = guarded_fork(fs_job_trampoline, (void *)(uintptr_t)j, (uint8_t *)res, sizeof(int) * 2);
+	if (n < 0)
+		return (int)n;
+	return n == (ssize_t)(sizeof(int) * 2) ? 0 : -EIO; /* the child died without an answer */
 }
 
 static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
