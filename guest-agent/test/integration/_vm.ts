@@ -1,6 +1,10 @@
 /** What the guest-agent VM tests share: the base module set and the probe that decides whether they can run. */
 import { existsSync } from "node:fs";
-import { findExecutable, listCachedBundles } from "@supermachine/hypervisor";
+import { join } from "node:path";
+import { type AgentClient, connectAgent, encodeBootConfig } from "@supermachine/agent-protocol";
+import { findExecutable, listCachedBundles, type Vm, type VmmBackend } from "@supermachine/hypervisor";
+import { buildInitramfs } from "@supermachine/rootfs";
+import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
 
 /** Kernel modules every test VM needs (dependencies such as virtio_ring are resolved by buildInitramfs). */
 export const BASE_MODULES: readonly string[] = [
@@ -20,4 +24,34 @@ export function vmSkipReason(): string | undefined {
   if (!findExecutable("mksquashfs")) return "mksquashfs is not installed";
   if (!existsSync("/bin/busybox")) return "busybox-static is not installed";
   return undefined;
+}
+
+/**
+ * Cold-boot the real agent (built now) as PID 1 over the hand-built busybox squashfs in `work`, with
+ * `modules` in the initramfs and no workload; resolves once the agent answered the hello.
+ */
+export async function bootBusybox(
+  backend: VmmBackend,
+  work: string,
+  opts: { modules: readonly string[]; hostname: string; helloTimeoutMs?: number },
+): Promise<{ vm: Vm; agent: AgentClient }> {
+  const init = buildAgent("x86_64");
+  const rootfs = buildBusyboxSquashfs(work);
+  const bundle = listCachedBundles("x86_64")[0];
+  if (!bundle) throw new Error("no kernel bundle");
+  const initrd = join(work, "initrd.cpio");
+  await buildInitramfs({
+    init,
+    modulesDir: bundle.modulesDir,
+    modules: [...opts.modules],
+    config: encodeBootConfig({ hostname: opts.hostname, tmpfsMib: 64, startWorkload: "never" }),
+    out: initrd,
+  });
+  const vm = await backend.boot({ initrd, rootfs, accel: "tcg", memoryMib: 256 });
+  try {
+    return { vm, agent: await connectAgent(await vm.agentStream(), { helloTimeoutMs: opts.helloTimeoutMs ?? 180_000 }) };
+  } catch (err) {
+    await vm.stop().catch(() => undefined);
+    throw err;
+  }
 }

@@ -14,8 +14,8 @@ import { createKvmBackend } from "@supermachine/hypervisor-kvm";
 import { buildInitramfs, buildRootfs, tarFileLayer } from "@supermachine/rootfs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // plain-JS helpers shared with scripts/boot-test.mjs (hand-built busybox squashfs)
-import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
-import { BASE_MODULES, vmSkipReason } from "./_vm";
+import { buildAgent } from "../../scripts/lib/image.mjs";
+import { BASE_MODULES, bootBusybox, vmSkipReason } from "./_vm";
 
 const MODULES = [...BASE_MODULES];
 
@@ -35,21 +35,8 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), "sm-agent-it-"));
-    const init = buildAgent("x86_64");
-    const rootfs = buildBusyboxSquashfs(work);
-    const bundle = listCachedBundles("x86_64")[0];
-    if (!bundle) throw new Error("no kernel bundle");
-    const initrd = join(work, "initrd.cpio");
-    await buildInitramfs({
-      init,
-      modulesDir: bundle.modulesDir,
-      modules: MODULES,
-      config: encodeBootConfig({ hostname: "sm-it", tmpfsMib: 64, startWorkload: "never" }),
-      out: initrd,
-    });
-    vm = await backend.boot({ initrd, rootfs, accel: "tcg", memoryMib: 256 });
+    ({ vm, agent } = await bootBusybox(backend, work, { modules: MODULES, hostname: "sm-it", helloTimeoutMs: HELLO_MS }));
     vms.push(vm);
-    agent = await connect(vm);
   }, 300_000);
 
   afterAll(async () => {

@@ -8,13 +8,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
-import { type AgentClient, connectAgent, encodeBootConfig } from "@supermachine/agent-protocol";
-import { listCachedBundles, type Vm } from "@supermachine/hypervisor";
+import type { AgentClient } from "@supermachine/agent-protocol";
+import type { Vm } from "@supermachine/hypervisor";
 import { createKvmBackend } from "@supermachine/hypervisor-kvm";
-import { buildInitramfs } from "@supermachine/rootfs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { buildAgent, buildBusyboxSquashfs } from "../../scripts/lib/image.mjs";
-import { BASE_MODULES, vmSkipReason } from "./_vm";
+import { BASE_MODULES, bootBusybox, vmSkipReason } from "./_vm";
 
 const MODULES = [...BASE_MODULES, "fuse"];
 
@@ -147,20 +145,7 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), "sm-fuse-it-"));
-    const init = buildAgent("x86_64");
-    const rootfs = buildBusyboxSquashfs(work);
-    const bundle = listCachedBundles("x86_64")[0];
-    if (!bundle) throw new Error("no kernel bundle");
-    const initrd = join(work, "initrd.cpio");
-    await buildInitramfs({
-      init,
-      modulesDir: bundle.modulesDir,
-      modules: MODULES,
-      config: encodeBootConfig({ hostname: "sm-fuse", tmpfsMib: 64, startWorkload: "never" }),
-      out: initrd,
-    });
-    vm = await backend.boot({ initrd, rootfs, accel: "tcg", memoryMib: 256 });
-    agent = await connectAgent(await vm.agentStream(), { helloTimeoutMs: 180_000 });
+    ({ vm, agent } = await bootBusybox(backend, work, { modules: MODULES, hostname: "sm-fuse" }));
   }, 300_000);
 
   afterEach((ctx) => {
