@@ -1989,8 +1989,102 @@ static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 	free(path);
 }
 
-/* read-file while a share is attached: the child opens and reads (see guarded_fork) and sends
- * {int32 err, uint32 mode, uint32 what} + the bytes; what: 0 ok, 1 not a regular file, 2 too large. */
+/* read-file: load_file reads the file (<= limit bytes), reply_loaded answers. While a share is
+ * attached the load runs in a guarded child (see guarded_fork), which sends
+ * {int32 rc, uint32 mode, uint32 len} + the bytes. */
+enum { LF_NOTREG = 1, LF_TOOBIG = 2, LF_GREW = 3 };
+
+static size_t read_limit(void)
+{
+	size_t limit = SM_MAX_FILE_BYTES;
+	if (A.host_max_frame - 256 < limit)
+		limit = A.host_max_frame - 256;
+	return limit;
+}
+
+/* 0 with *buf (malloc'd) / *got / *mode, -errno, or one of LF_*. */
+static int load_file(const char *path, size_t limit, uint8_t **buf, size_t *got, mode_t *mode)
+{
+	*buf = NULL;
+	*got = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	*mode = st.st_mode & 07777;
+	int rc = 0;
+	if (!S_ISREG(st.st_mode))
+		rc = LF_NOTREG;
+	else if ((uint64_t)st.st_size > limit)
+		rc = LF_TOOBIG;
+	/* files may grow between fstat and read: read at most limit + 1 */
+	size_t bcap = (size_t)st.st_size + 1 > limit + 1 ? limit + 1 : (size_t)st.st_size + 1;
+	uint8_t *b = rc ? NULL : malloc(bcap);
+	if (!rc && !b)
+		rc = -ENOMEM;
+	size_t n_got = 0;
+	while (rc == 0) {
+		if (n_got == bcap) {
+			if (bcap > limit)
+				break;
+			size_t nc = bcap * 2 > limit + 1 ? limit + 1 : bcap * 2;
+			uint8_t *nb = realloc(b, nc);
+			if (!nb) {
+				rc = -ENOMEM;
+				break;
+			}
+			b = nb;
+			bcap = nc;
+		}
+		ssize_t n = read(fd, b + n_got, bcap - n_got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			rc = -errno;
+		if (n <= 0)
+			break;
+		n_got += (size_t)n;
+	}
+	close(fd);
+	if (rc == 0 && n_got > limit)
+		rc = LF_GREW;
+	if (rc != 0) {
+		free(b);
+		return rc;
+	}
+	*buf = b;
+	*got = n_got;
+	return 0;
+}
+
+static void reply_loaded(uint32_t id, const char *path, int rc, const uint8_t *buf, size_t got, mode_t mode,
+			 size_t limit)
+{
+	char msg[512];
+	if (rc < 0) {
+		res_errno(id, -rc, path);
+	} else if (rc == LF_NOTREG) {
+		snprintf(msg, sizeof(msg), "%.300s: not a regular file", path);
+		res_error(id, "EINVAL", msg);
+	} else if (rc == LF_TOOBIG) {
+		snprintf(msg, sizeof(msg), "%.300s: larger than %zu bytes", path, limit);
+		res_error(id, "SM_FILE_TOO_LARGE", msg);
+	} else if (rc == LF_GREW) {
+		res_error(id, "SM_FILE_TOO_LARGE", "file grew beyond the limit while reading");
+	} else {
+		res_begin(id, 2);
+		cbe_text(&A.outq, "data");
+		cbe_bytes(&A.outq, buf, got);
+		kv_uint("mode", mode);
+		if (!fend())
+			res_error(id, "SM_FILE_TOO_LARGE", "result does not fit in a frame");
+	}
+}
+
 struct read_ctx {
 	const char *path;
 	size_t limit;
@@ -1999,44 +2093,22 @@ struct read_ctx {
 static void read_child(void *c, int wr)
 {
 	struct read_ctx *x = c;
-	int32_t hdr[3] = {0, 0, 0};
-	struct stat st;
-	int fd = open(x->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		hdr[0] = errno;
-		pipe_put(wr, hdr, sizeof(hdr));
-		return;
-	}
-	hdr[1] = (int32_t)(st.st_mode & 07777);
-	if (!S_ISREG(st.st_mode))
-		hdr[2] = 1;
-	else if ((uint64_t)st.st_size > x->limit)
-		hdr[2] = 2;
+	uint8_t *buf;
+	size_t got;
+	mode_t mode = 0;
+	int32_t hdr[3];
+	hdr[0] = load_file(x->path, x->limit, &buf, &got, &mode);
+	hdr[1] = (int32_t)mode;
+	hdr[2] = hdr[0] == 0 ? (int32_t)got : 0;
 	pipe_put(wr, hdr, sizeof(hdr));
-	if (hdr[2] != 0)
-		return;
-	static uint8_t buf[65536];
-	size_t total = 0;
-	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return; /* a read error shows as a short file: the parent cannot tell, EIO is rare here */
-		pipe_put(wr, buf, (size_t)n);
-		total += (size_t)n;
-		if (total > x->limit)
-			return; /* grew beyond the limit: the parent sees limit + 1 bytes */
-	}
+	if (hdr[0] == 0)
+		pipe_put(wr, buf, got);
 }
 
-static void read_file_guarded(uint32_t id, const char *path)
+static void read_file_guarded(uint32_t id, const char *path, size_t limit)
 {
 	char msg[512];
-	size_t limit = SM_MAX_FILE_BYTES;
-	if (A.host_max_frame - 256 < limit)
-		limit = A.host_max_frame - 256;
-	size_t cap = 12 + limit + 65536; /* header + limit + one more chunk: "grew" is detectable */
+	size_t cap = 12 + limit;
 	uint8_t *buf = malloc(cap);
 	if (!buf) {
 		res_error(id, "ENOMEM", "out of memory");
@@ -2052,25 +2124,10 @@ static void read_file_guarded(uint32_t id, const char *path)
 		res_errno(id, n < 0 ? (int)-n : EIO, path);
 	} else {
 		memcpy(hdr, buf, sizeof(hdr));
-		size_t got = (size_t)n - sizeof(hdr);
-		if (hdr[0] != 0) {
-			res_errno(id, hdr[0], path);
-		} else if (hdr[2] == 1) {
-			snprintf(msg, sizeof(msg), "%.300s: not a regular file", path);
-			res_error(id, "EINVAL", msg);
-		} else if (hdr[2] == 2) {
-			snprintf(msg, sizeof(msg), "%.300s: larger than %zu bytes", path, limit);
-			res_error(id, "SM_FILE_TOO_LARGE", msg);
-		} else if (got > limit) {
-			res_error(id, "SM_FILE_TOO_LARGE", "file grew beyond the limit while reading");
-		} else {
-			res_begin(id, 2);
-			cbe_text(&A.outq, "data");
-			cbe_bytes(&A.outq, buf + sizeof(hdr), got);
-			kv_uint("mode", (uint32_t)hdr[1] & 07777);
-			if (!fend())
-				res_error(id, "SM_FILE_TOO_LARGE", "result does not fit in a frame");
-		}
+		if (hdr[0] == 0 && (size_t)n - sizeof(hdr) != (size_t)hdr[2])
+			res_errno(id, EIO, path); /* the child died mid-answer */
+		else
+			reply_loaded(id, path, hdr[0], buf + sizeof(hdr), (size_t)hdr[2], (mode_t)hdr[1], limit);
 	}
 	free(buf);
 }
@@ -2091,78 +2148,16 @@ static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 	if (on_share(path)) {
 		snprintf(msg, sizeof(msg), "%.300s is on a live host share: read it on the host (or exec cat)", path);
 		res_error(id, "EINVAL", msg);
-		free(path);
-		return;
-	}
-	if (any_share()) {
-		read_file_guarded(id, path);
-		free(path);
-		return;
-	}
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		res_errno(id, errno, path);
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(msg, sizeof(msg), "%.300s: not a regular file", path);
-		res_error(id, "EINVAL", msg);
-		goto out;
-	}
-	size_t limit = SM_MAX_FILE_BYTES;
-	if (A.host_max_frame - 256 < limit)
-		limit = A.host_max_frame - 256;
-	if ((uint64_t)st.st_size > limit) {
-		snprintf(msg, sizeof(msg), "%.300s: %lld bytes is larger than %zu", path, (long long)st.st_size, limit);
-		res_error(id, "SM_FILE_TOO_LARGE", msg);
-		goto out;
-	}
-	/* files may grow between fstat and read: read at most limit + 1 */
-	size_t cap = (size_t)st.st_size + 1;
-	uint8_t *buf = malloc(cap > limit + 1 ? limit + 1 : cap);
-	if (!buf) {
-		res_error(id, "ENOMEM", "out of memory");
-		goto out;
-	}
-	size_t got = 0, bcap = cap > limit + 1 ? limit + 1 : cap;
-	for (;;) {
-		if (got == bcap) {
-			if (bcap > limit)
-				break;
-			size_t nc = bcap * 2 > limit + 1 ? limit + 1 : bcap * 2;
-			uint8_t *nb = realloc(buf, nc);
-			if (!nb)
-				break;
-			buf = nb;
-			bcap = nc;
-		}
-		ssize_t n = read(fd, buf + got, bcap - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			res_errno(id, errno, path);
-			free(buf);
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	if (got > limit) {
-		res_error(id, "SM_FILE_TOO_LARGE", "file grew beyond the limit while reading");
+	} else if (any_share()) {
+		read_file_guarded(id, path, read_limit());
 	} else {
-		res_begin(id, 2);
-		cbe_text(&A.outq, "data");
-		cbe_bytes(&A.outq, buf, got);
-		kv_uint("mode", st.st_mode & 07777);
-		if (!fend())
-			res_error(id, "SM_FILE_TOO_LARGE", "result does not fit in a frame");
+		uint8_t *buf;
+		size_t got;
+		mode_t mode = 0;
+		int rc = load_file(path, read_limit(), &buf, &got, &mode);
+		reply_loaded(id, path, rc, buf, got, mode, read_limit());
+		free(buf);
 	}
-	free(buf);
-out:
-	if (fd >= 0)
-		close(fd);
 	free(path);
 }
 
