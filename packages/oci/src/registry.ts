@@ -573,6 +573,23 @@ export class RegistryClient {
     await this.#fetchSequential(ref, desc, writer, onBytes);
   }
 
+  /** GET a blob, optionally a byte range; a 404 throws `blobMissing` (SM_IMAGE_NOT_FOUND). */
+  async #getBlob(ref: ImageReference, desc: Descriptor, range: string | undefined, what: string) {
+    const res = await this.send(ref.registry, {
+      method: "GET",
+      path: `/v2/${ref.repository}/blobs/${desc.digest}`,
+      headers: range ? { range } : {},
+      scopes: [`repository:${ref.repository}:pull`],
+      redirects: true,
+      what,
+    });
+    if (res.status === 404) {
+      await res.body.dump();
+      throw blobMissing(ref, desc);
+    }
+    return res;
+  }
+
   async #fetchPart(
     ref: ImageReference,
     desc: Descriptor,
@@ -590,18 +607,7 @@ export class RegistryClient {
       const from = start + writer.partWritten(part);
       if (stopped() || from >= end) return;
       try {
-        const res = await this.send(ref.registry, {
-          method: "GET",
-          path: `/v2/${ref.repository}/blobs/${desc.digest}`,
-          headers: { range: `bytes=${from}-${end - 1}` },
-          scopes: [`repository:${ref.repository}:pull`],
-          redirects: true,
-          what,
-        });
-        if (res.status === 404) {
-          await res.body.dump();
-          throw blobMissing(ref, desc);
-        }
+        const res = await this.#getBlob(ref, desc, `bytes=${from}-${end - 1}`, what);
         const cr = header(res.headers, "content-range") ?? "";
         if (res.status === 200 || (res.status === 206 && Number(/bytes (\d+)-/.exec(cr)?.[1]) !== from)) {
           await res.body.dump();
@@ -652,20 +658,7 @@ export class RegistryClient {
     for (;;) {
       const start = writer.offset;
       try {
-        const headers: Record<string, string> = {};
-        if (start > 0) headers.range = `bytes=${start}-`;
-        const res = await this.send(ref.registry, {
-          method: "GET",
-          path: `/v2/${ref.repository}/blobs/${desc.digest}`,
-          headers,
-          scopes: [`repository:${ref.repository}:pull`],
-          redirects: true,
-          what,
-        });
-        if (res.status === 404) {
-          await res.body.dump();
-          throw blobMissing(ref, desc);
-        }
+        const res = await this.#getBlob(ref, desc, start > 0 ? `bytes=${start}-` : undefined, what);
         if (res.status === 416 && start === desc.size) {
           await res.body.dump();
           return;
