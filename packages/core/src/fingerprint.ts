@@ -8,6 +8,15 @@ import { createHash } from "node:crypto";
 /** Bumped whenever the snapshot layout or boot config semantics change: old snapshots re-bake. */
 export const SNAPSHOT_FORMAT_VERSION = 1;
 
+/** A `mounts` entry as recorded in the fingerprint inputs and the snapshot metadata (absolute hostPath). */
+export interface RecordedMount {
+  hostPath: string;
+  guestTag: string;
+  symlinks: "deny" | "opaque" | "follow";
+  guestPath?: string;
+  cacheTtlMs?: number;
+}
+
 export interface FingerprintInputs {
   /** Resolved manifest digest of the image (platform-specific manifest). */
   imageDigest: string;
@@ -20,7 +29,7 @@ export interface FingerprintInputs {
   listenerRequired: boolean;
   /** guestPath + sha256 of the host file's contents (not its path or mtime). */
   extraFiles: { guestPath: string; sha256: string; mode: number }[];
-  mounts: { hostPath: string; guestTag: string; symlinks: string; guestPath?: string; cacheTtlMs?: number }[];
+  mounts: RecordedMount[];
   volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
   extraKernelArgs: string[];
   /** Present only when a warmup callback is given. */

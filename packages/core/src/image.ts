@@ -34,7 +34,7 @@ import {
 } from "./snapshot";
 import type { BuildOptions, BuildProgress, PoolOptions } from "./types";
 import { type ResolvedBuildOptions, validateBuildOptions, validatePoolOptions } from "./validate";
-import { type HandleVolume, handleMounts, VmHandle, WarmupVmImpl } from "./vm";
+import { type HandleVolume, VmHandle, WarmupVmImpl } from "./vm";
 import { prepareVolume } from "./volumes";
 
 /** Boot → ready deadline for a bake (TCG cold boots take ~5 s; leave room for slow CI). */
@@ -370,7 +370,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       guestPath: v.guestPath,
       device: `/dev/vd${String.fromCharCode(98 + i)}`,
     }));
-    handle = new VmHandle(live, agent, hv, handleMounts(p.inputs.mounts));
+    handle = new VmHandle(live, agent, hv, p.inputs.mounts);
     await agent.waitReady(BAKE_READY_TIMEOUT_MS);
     if (opts.listenerRequired) {
       step = `waiting for the workload to listen on port ${opts.guestPort}`;

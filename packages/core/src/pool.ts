@@ -23,7 +23,7 @@ import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
 import type { AcquireOptions, PoolStats } from "./types";
 import { checkKeys, checkObject, type ResolvedPoolOptions } from "./validate";
-import { type HandleVolume, handleMounts, Vm, VmHandle } from "./vm";
+import { type HandleVolume, Vm, VmHandle } from "./vm";
 
 /** The public pool interface (spec/api.md "Pool"). */
 export interface Pool {
@@ -175,7 +175,7 @@ export class PoolImpl implements Pool {
       }
       if (timedOut) throw new Error("late");
       const agent = await this.#rt.connectAgent(live, deadline);
-      const handle = new VmHandle(live, agent, this.#volumes(), handleMounts(this.#image.meta.mounts));
+      const handle = new VmHandle(live, agent, this.#volumes(), this.#image.meta.mounts);
       try {
         if (this.#coldBoot) await agent.waitReady(deadline);
         await handle.resume();

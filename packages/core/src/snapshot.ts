@@ -15,7 +15,7 @@ import { readFileSync, statSync } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { SupermachineError } from "./errors";
-import { SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
+import { type RecordedMount, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
 
 export const METADATA_FILE = "metadata.json";
 export const ROOTFS_FILE = "rootfs.sqfs";
@@ -45,7 +45,7 @@ export interface SnapshotMetadata {
   network: "none" | "nat";
   extraKernelArgs: string[];
   volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
-  mounts: { hostPath: string; guestTag: string; symlinks: string; guestPath?: string; cacheTtlMs?: number }[];
+  mounts: RecordedMount[];
   /** The workload argv (ENTRYPOINT+CMD or the cmd override); null when the image has none. */
   workload?: string[] | null;
   /** Whether a workload is started by `resume` on restore. */

@@ -11,18 +11,11 @@ import { join } from "node:path";
 import type { Duplex, Readable, Writable } from "node:stream";
 import { registerForCleanup } from "./cleanup";
 import { codeOf, SupermachineError } from "./errors";
+import type { RecordedMount } from "./fingerprint";
 import { startForwarder } from "./forwarder";
 import type { AgentChild, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
-import type {
-  ExecChild,
-  ExecExit,
-  ExecOptions,
-  ExecOutput,
-  SymlinkPolicy,
-  TcpForwarder,
-  WarmupVm,
-} from "./types";
+import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
 import { MAX_FILE_BYTES, optInt, toBuffer, validateExecOptions } from "./validate";
 
 let nextHandleId = 1;
@@ -31,34 +24,6 @@ let nextHandleId = 1;
 export interface HandleVolume {
   guestPath: string;
   device: string;
-}
-
-/** A live host share served to this VM (attached after every resume, see README "Mounts"). */
-export interface HandleMount {
-  tag: string;
-  hostPath: string;
-  policy: SymlinkPolicy;
-  guestPath?: string;
-  cacheTtlMs?: number;
-}
-
-/** The handle-side view of a snapshot's (or build options') `mounts`. */
-export function handleMounts(
-  mounts: readonly {
-    hostPath: string;
-    guestTag: string;
-    symlinks: string;
-    guestPath?: string;
-    cacheTtlMs?: number;
-  }[],
-): HandleMount[] {
-  return mounts.map((m) => ({
-    tag: m.guestTag,
-    hostPath: m.hostPath,
-    policy: m.symlinks as SymlinkPolicy,
-    ...(m.guestPath ? { guestPath: m.guestPath } : {}),
-    ...(m.cacheTtlMs ? { cacheTtlMs: m.cacheTtlMs } : {}),
-  }));
 }
 
 /** The pooled resource: one live VM and its agent session. */
@@ -76,7 +41,8 @@ export class VmHandle {
     readonly live: LiveVmPort,
     readonly agent: AgentPort,
     readonly volumes: HandleVolume[] = [],
-    readonly mounts: HandleMount[] = [],
+    /** Live host shares, attached after every resume (README "Mounts"). */
+    readonly mounts: readonly RecordedMount[] = [],
   ) {
     this.#unregister = registerForCleanup(() => live.killSync());
     live.exited.then(
@@ -153,38 +119,38 @@ export class VmHandle {
   /** Attach every live host share: the agent mounts FUSE in the guest, a ShareServer answers on the host. */
   async attachMounts(): Promise<void> {
     for (const m of this.mounts) {
-      if (this.#shares.has(m.tag)) continue;
+      if (this.#shares.has(m.guestTag)) continue;
       const st = await stat(m.hostPath).catch(() => undefined);
       if (!st?.isDirectory())
         throw new SupermachineError(
           "SM_MOUNT_INVALID",
-          `Share ${JSON.stringify(m.tag)}: ${m.hostPath} ${st ? "is not a directory" : "does not exist"} any more. Recreate it, or rebuild the image with other mounts.`,
-          { details: { tag: m.tag, hostPath: m.hostPath } },
+          `Share ${JSON.stringify(m.guestTag)}: ${m.hostPath} ${st ? "is not a directory" : "does not exist"} any more. Recreate it, or rebuild the image with other mounts.`,
+          { details: { tag: m.guestTag, hostPath: m.hostPath } },
         );
       let stream: Duplex;
       try {
-        stream = await this.agent.fsAttach(m.tag, m.guestPath);
+        stream = await this.agent.fsAttach(m.guestTag, m.guestPath);
       } catch (err) {
         const code = (err as { remoteCode?: string }).remoteCode ?? codeOf(err);
         if (code === "SM_AGENT_LOST" || code === "SM_AGENT_PROTOCOL")
           throw await this.translate(err, "attach mounts");
         throw new SupermachineError(
           "SM_MOUNT_INVALID",
-          `Attaching share ${JSON.stringify(m.tag)} (${m.hostPath}) in the guest failed: ${code ?? ""} ${(err as Error).message}. ${
+          `Attaching share ${JSON.stringify(m.guestTag)} (${m.hostPath}) in the guest failed: ${code ?? ""} ${(err as Error).message}. ${
             code === "ENODEV"
               ? "The image was baked without FUSE support: rebuild it with this `mounts` option."
               : ""
           }`.trim(),
-          { cause: err, details: { tag: m.tag } },
+          { cause: err, details: { tag: m.guestTag } },
         );
       }
       const server = new ShareServer({
         root: m.hostPath,
-        policy: m.policy,
-        tag: m.tag,
+        policy: m.symlinks,
+        tag: m.guestTag,
         cacheTtlMs: m.cacheTtlMs ?? 0,
       });
-      this.#shares.set(m.tag, { server, stream });
+      this.#shares.set(m.guestTag, { server, stream });
       // serve() never throws on guest input; a local failure (e.g. the host dir vanished) ends the share,
       // and the guest then sees EIO for it (the agent answers for an orphaned share).
       server.serve(stream).catch(() => undefined);
