@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -954,12 +955,14 @@ static int close_fds_from(unsigned first)
 
 static void child_exec(struct child_spec *s, int in, int out, int err, bool tty, int slave)
 {
-	sigset_t all;
-	sigemptyset(&all);
-	sigprocmask(SIG_SETMASK, &all, NULL);
+	/* Handlers back to default before any signal is unblocked: with spawn_child's shared
+	 * address space a handler must never run in the child. */
 	for (int sig = 1; sig < 32; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			signal(sig, SIG_DFL);
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
 	if (tty) {
 		setsid();
 		ioctl(slave, TIOCSCTTY, 0);
@@ -987,8 +990,11 @@ static void child_exec(struct child_spec *s, int in, int out, int err, bool tty,
 		gid_t groups[SM_MAX_GROUPS];
 		for (int i = 0; i < s->user.ngroups; i++)
 			groups[i] = s->user.groups[i];
-		if (setgroups((size_t)s->user.ngroups, groups) < 0 || setgid(s->user.gid) < 0 ||
-		    setuid(s->user.uid) < 0) {
+		/* Raw system calls, which change exactly this process: libc's set*id may broadcast the
+		 * change to every thread it knows of, and a spawn_child child shares the agent's
+		 * memory, so that list would name the agent's threads. */
+		if (syscall(SYS_setgroups, (long)s->user.ngroups, groups) < 0 ||
+		    syscall(SYS_setgid, (long)s->user.gid) < 0 || syscall(SYS_setuid, (long)s->user.uid) < 0) {
 			write_all_fd(2, "sm-agent: cannot switch user\n");
 			_exit(126);
 		}
@@ -1040,6 +1046,49 @@ static void child_exec(struct child_spec *s, int in, int out, int err, bool tty,
 	snprintf(msg, sizeof(msg), "sm-agent: %.400s: %s\n", a0, strerror(saved));
 	write_all_fd(2, msg);
 	_exit(126);
+}
+
+struct spawn_req {
+	struct child_spec *s;
+	int in, out, err, slave;
+	bool tty, new_session;
+};
+
+static int spawn_main(void *arg)
+{
+	struct spawn_req *r = arg;
+	if (r->new_session)
+		setsid();
+	child_exec(r->s, r->in, r->out, r->err, r->tty, r->slave);
+	_exit(127);
+}
+
+/* Start one child process that runs child_exec. Without an attached share this is a vfork-style
+ * clone (CLONE_VM | CLONE_VFORK): no page tables are copied and nothing is copied on write, which
+ * under TCG makes a command start several times cheaper than fork(). The agent is suspended
+ * until the child has called execve or exited, so with a share attached, where that exec or the
+ * chdir could need a FUSE answer only the agent can relay (SPEC 6.4), a plain fork is used. */
+static pid_t spawn_child(struct child_spec *s, int in, int out, int err, bool tty, int slave, bool new_session)
+{
+	struct spawn_req r = {.s = s, .in = in, .out = out, .err = err, .slave = slave, .tty = tty,
+			      .new_session = new_session};
+	if (any_share()) {
+		pid_t pid = fork();
+		if (pid == 0)
+			spawn_main(&r);
+		return pid;
+	}
+	/* The child runs on this buffer while this thread is suspended; no signal may be handled
+	 * meanwhile on the shared memory, so all are blocked until the child has exec'd. */
+	static _Alignas(16) uint8_t stack[64 * 1024];
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pid_t pid = clone(spawn_main, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | SIGCHLD, &r);
+	int e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return pid;
 }
 
 /* Build "K=V" arrays: base environment + overrides from a CBOR map. */
@@ -1219,11 +1268,9 @@ static pid_t start_child(struct child_spec *s, bool tty, uint16_t cols, uint16_t
 				goto fail;
 		}
 	}
-	pid_t pid = fork();
+	pid_t pid = spawn_child(s, want_in ? pi[0] : nul, po[1], pe[1], tty, slave, false);
 	if (pid < 0)
 		goto fail;
-	if (pid == 0)
-		child_exec(s, want_in ? pi[0] : nul, po[1], pe[1], tty, slave);
 	if (tty) {
 		close(slave);
 		set_nonblock(master);
@@ -1781,12 +1828,8 @@ static void workload_start(void)
 	}
 	s.cwd = c->wl_cwd;
 	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	pid_t pid = fork();
-	if (pid == 0) {
-		setsid();
-		/* child_exec calls setpgid (no-op after setsid) and keeps the console as 1/2 */
-		child_exec(&s, nul, 1, 2, false, -1);
-	}
+	/* new session; child_exec's setpgid is then a no-op, and the console stays 1/2 */
+	pid_t pid = spawn_child(&s, nul, 1, 2, false, -1, true);
 	if (nul >= 0)
 		close(nul);
 	if (pid < 0) {
@@ -2249,6 +2292,15 @@ static void op_tcp_connect(uint32_t id, const struct cb_doc *d, uint32_t args)
 	c->deadline = mono_ms() + SM_TCP_CONNECT_TIMEOUT_MS;
 }
 
+static void port_write(void);
+
+/* Write queued frames now rather than at the end of the event-loop turn. */
+static void flush_now(void)
+{
+	if (A.connected && outq_pending() > 0)
+		port_write();
+}
+
 static void op_resume(uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t tns;
@@ -2291,8 +2343,13 @@ static void op_resume(uint32_t id, const struct cb_doc *d, uint32_t args)
 	close(fd);
 	memset(&rpi, 0, sizeof(rpi));
 	res_empty(id);
-	if (A.cfg->start == START_RESUME)
+	if (A.cfg->start == START_RESUME) {
+		/* Send the answer before starting the workload: the first fork after a restore costs
+		 * tens of milliseconds under TCG and the host hands the VM out on this answer. Requests
+		 * that follow are read only after the workload has started, so their order holds. */
+		flush_now();
 		workload_start();
+	}
 }
 
 static void op_stats(uint32_t id)

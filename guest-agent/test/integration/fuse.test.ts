@@ -291,4 +291,23 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     await agent.fsDetach("t1");
     expect(await smfsMounts()).toEqual([]);
   }, 120_000);
+
+  it("with no share attached commands start through the shared-memory spawn: another user's command leaves the agent and its threads root", async () => {
+    // The pipe-reader threads made while shares were attached are still there, and the child shares
+    // PID 1's memory until it execs: its user switch must change only itself, never PID 1's threads.
+    const r = await agent.exec({ argv: ["sh", "-c", "id -u; id -g; pwd"], user: "1234:4321", cwd: "/tmp" });
+    expect(r.stdout.toString()).toBe("1234\n4321\n/tmp\n");
+    const bad = await agent.exec({ argv: ["sh"], cwd: "/proc/1/fd", user: "1234:4321" });
+    expect(bad.exitCode).toBe(126);
+    expect(bad.stderr.toString()).toBe("sm-agent: cannot change directory\n");
+    const tasks = (await sh("for t in /proc/1/task/*; do grep -E '^(Uid|Gid):' $t/status | tr -s '\\t' ' '; done"))
+      .stdout.toString()
+      .trim()
+      .split("\n");
+    expect(tasks.length).toBeGreaterThan(2); // main thread + at least one reader thread, Uid and Gid each
+    expect(new Set(tasks)).toEqual(new Set(["Uid: 0 0 0 0", "Gid: 0 0 0 0"]));
+    // and PID 1 still does root-only work
+    await agent.writeFile("/root/after-user-switch", Buffer.from("ok"));
+    expect((await agent.readFile("/root/after-user-switch")).data.toString()).toBe("ok");
+  }, 120_000);
 });
