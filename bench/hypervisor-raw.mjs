@@ -1,6 +1,6 @@
 // Raw VMM numbers of @supermachine/hypervisor(-kvm|-hvf): the baseline core's bench compares against.
 //
-//   npx lerna run build --scope @supermachine/hypervisor --scope @supermachine/hypervisor-kvm --scope @supermachine/hypervisor-hvf
+//   npx lerna run build --scope @supermachine/rootfs --scope @supermachine/hypervisor --scope @supermachine/hypervisor-kvm --scope @supermachine/hypervisor-hvf
 //   node bench/hypervisor-raw.mjs [x86_64|aarch64] [iterations]
 //
 // Guest (default "agent" when guest-agent/out/<arch>/sm-agent and packages/agent-protocol/dist exist): the real C agent
@@ -13,7 +13,7 @@
 // process start to its QMP greeting with no guest (the spawn floor every restore pays unless pre-started).
 // Writes bench/results/hypervisor.json.
 import { execFileSync, spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +28,7 @@ const guestFlag = process.argv.find((a) => a.startsWith("--guest="))?.slice(8);
 const guestMode = guestFlag ?? (existsSync(agentBin) && existsSync(protoDist) ? "agent" : "fixture");
 const proto = guestMode === "agent" ? await import(protoDist) : undefined;
 const hv = await import(join(here, "../packages/hypervisor/dist/index.js"));
+const rootfsPkg = await import(join(here, "../packages/rootfs/dist/index.js"));
 const backend =
   arch === "x86_64"
     ? (await import(join(here, "../packages/hypervisor-kvm/dist/index.js"))).createKvmBackend({
@@ -38,50 +39,40 @@ const qemuBinary = arch === "x86_64" ? "qemu-system-x86_64" : "qemu-system-aarch
 const work = mkdtempSync(join(os.tmpdir(), "sm-bench-hv-"));
 const runtimeRoot = join(work, "rt");
 
-// ---------------------------------------------------------------- fixture guest initramfs
-function buildInitrd() {
-  const root = join(work, "initrd-root");
-  for (const d of ["dev", "proc", "sys", "newroot", "sm/modules"])
-    mkdirSync(join(root, d), { recursive: true });
-  const cc = arch === "x86_64" ? "musl-gcc" : "aarch64-linux-gnu-gcc";
-  if (guestMode === "agent") copyFileSync(agentBin, join(root, "init"));
-  else
+// ---------------------------------------------------------------- guest initramfs
+async function buildInitrd() {
+  let init = agentBin;
+  if (guestMode !== "agent") {
+    init = join(work, "fixture-init");
+    const cc = arch === "x86_64" ? "musl-gcc" : "aarch64-linux-gnu-gcc";
     execFileSync(cc, [
       "-static",
       "-O2",
       "-o",
-      join(root, "init"),
+      init,
       join(here, "../packages/hypervisor/test/fixtures/fixture-init.c"),
     ]);
-  const bundle = hv.resolveKernelBundle({ arch });
-  const mods = hv.resolveModules(
-    bundle.modulesDir,
-    guestMode === "agent" ? [...hv.BASE_GUEST_MODULES] : ["virtio_mmio", "virtio_console"],
-  );
-  for (const m of mods) copyFileSync(m.path, join(root, "sm/modules", `${m.name}.ko`));
-  writeFileSync(join(root, "sm/modules.order"), `${mods.map((m) => `${m.name}.ko`).join("\n")}\n`);
-  if (guestMode === "agent") {
-    writeFileSync(
-      join(root, "sm/config.cbor"),
-      proto.encodeBootConfig({
-        hostname: "bench",
-        rootDevice: "/dev/vda",
-        tmpfsMib: 32,
-        workload: null,
-        startWorkload: "never",
-      }),
-    );
   }
-  const list = execFileSync("find", [".", "-mindepth", "1"], { cwd: root, encoding: "utf8" });
   const out = join(work, "initrd.cpio");
-  writeFileSync(
+  // The team layout (/init, /sm/modules/<name>.ko, /sm/modules.order, /sm/config.cbor), modules with their
+  // dependencies in load order: built the way core builds it.
+  await rootfsPkg.buildInitramfs({
+    init,
+    modulesDir: hv.resolveKernelBundle({ arch }).modulesDir,
+    modules: guestMode === "agent" ? hv.BASE_GUEST_MODULES : ["virtio_mmio", "virtio_console"],
+    config:
+      guestMode === "agent"
+        ? proto.encodeBootConfig({
+            hostname: "bench",
+            rootDevice: "/dev/vda",
+            tmpfsMib: 32,
+            workload: null,
+            startWorkload: "never",
+          })
+        : new Uint8Array(), // the fixture reads no boot config
     out,
-    execFileSync("cpio", ["-o", "-H", "newc", "--quiet", "-R", "0:0"], {
-      cwd: root,
-      input: list,
-      maxBuffer: 1 << 28,
-    }),
-  );
+    gzip: false,
+  });
   if (guestMode !== "agent") return { initrd: out };
   const tree = join(work, "rootfs-tree");
   for (const d of ["bin", "etc", "tmp", "proc", "sys", "dev"]) mkdirSync(join(tree, d), { recursive: true });
@@ -203,7 +194,7 @@ const results = {
 };
 const live = [];
 try {
-  const guestFiles = buildInitrd();
+  const guestFiles = await buildInitrd();
   // floor
   const floor = [];
   for (let i = 0; i < iterations; i++) floor.push(await qemuSpawnFloorMs());

@@ -47,7 +47,6 @@ describe("@supermachine/hypervisor exports", () => {
         "readBundleJson",
         "readSnapshotManifest",
         "resolveKernelBundle",
-        "resolveModules",
         "sweepStaleRuntimeDirs",
         "validateVmConfig",
       ].sort(),

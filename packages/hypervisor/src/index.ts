@@ -41,7 +41,7 @@ export type { QemuBackendOptions } from "./driver";
 export { createQemuBackend } from "./driver";
 export type { HypervisorErrorCode } from "./errors";
 export { HypervisorError, isHypervisorError } from "./errors";
-export type { KernelBundle, KernelModule, PruneOptions, ResolveKernelOptions } from "./kernel";
+export type { KernelBundle, PruneOptions, ResolveKernelOptions } from "./kernel";
 export {
   BASE_GUEST_MODULES,
   listCachedBundles,
@@ -49,7 +49,6 @@ export {
   pruneKernelCache,
   readBundleJson,
   resolveKernelBundle,
-  resolveModules,
   VSOCK_GUEST_MODULES,
 } from "./kernel";
 export { lz4DecodeBlock, lz4DecodeLegacy } from "./lz4";

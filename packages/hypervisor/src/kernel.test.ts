@@ -8,24 +8,10 @@ import {
   pruneKernelCache,
   readBundleJson,
   resolveKernelBundle,
-  resolveModules,
 } from "./kernel";
 
 const tmp = mkdtempSync(join(tmpdir(), "sm-kernel-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-function fakeKo(dir: string, rel: string, depends: string[]): void {
-  const p = join(dir, rel);
-  mkdirSync(join(p, ".."), { recursive: true });
-  const name = rel.split("/").pop()?.replace(/\.ko$/, "").replace(/-/g, "_");
-  writeFileSync(
-    p,
-    Buffer.concat([
-      Buffer.from("\x7fELF....junk\0"),
-      Buffer.from(`name=${name}\0depends=${depends.join(",")}\0vermagic=6.1\0`),
-    ]),
-  );
-}
 
 function makeBundle(
   root: string,
@@ -43,79 +29,6 @@ function makeBundle(
   writeFileSync(join(dir, "vmlinuz"), "kernel");
   return dir;
 }
-
-describe("kernel modules in dependency order", () => {
-  const mods = join(tmp, "mods");
-  fakeKo(mods, "kernel/drivers/virtio/virtio_ring.ko", []);
-  fakeKo(mods, "kernel/drivers/virtio/virtio.ko", []);
-  fakeKo(mods, "kernel/drivers/virtio/virtio_mmio.ko", ["virtio", "virtio_ring"]);
-  fakeKo(mods, "kernel/net/core/failover.ko", []);
-  fakeKo(mods, "kernel/drivers/net/net_failover.ko", ["failover"]);
-  fakeKo(mods, "kernel/drivers/net/virtio_net.ko", ["virtio_ring", "virtio", "net_failover"]);
-  fakeKo(mods, "kernel/drivers/char/hw_random/virtio-rng.ko", ["virtio", "virtio_ring"]);
-  writeFileSync(
-    join(mods, "modules.order"),
-    [
-      "kernel/drivers/virtio/virtio_ring.ko",
-      "kernel/drivers/virtio/virtio.ko",
-      "kernel/drivers/virtio/virtio_mmio.ko",
-      "kernel/net/core/failover.ko",
-      "kernel/drivers/net/net_failover.ko",
-      "kernel/drivers/net/virtio_net.ko",
-      "kernel/drivers/char/hw_random/virtio-rng.ko",
-    ].join("\n"),
-  );
-  writeFileSync(join(mods, "modules.builtin"), "kernel/fs/ext4/ext4.ko\n");
-
-  it("puts every dependency before its users, each module once (from .ko modinfo; no modules.dep)", () => {
-    const names = resolveModules(mods, ["virtio_net", "virtio_mmio", "virtio-rng", "ext4"]).map(
-      (m) => m.name,
-    );
-    expect(names).toEqual([
-      "virtio_ring",
-      "virtio",
-      "failover",
-      "net_failover",
-      "virtio_net",
-      "virtio_mmio",
-      "virtio_rng",
-    ]);
-  });
-
-  it("prefers modules.dep when present", () => {
-    const withDep = join(tmp, "mods-dep");
-    fakeKo(withDep, "a/x.ko", []);
-    fakeKo(withDep, "a/y.ko", []);
-    fakeKo(withDep, "a/z.ko", []);
-    writeFileSync(join(withDep, "modules.dep"), "a/z.ko: a/y.ko a/x.ko\na/y.ko: a/x.ko\na/x.ko:\n");
-    expect(resolveModules(withDep, ["z"]).map((m) => m.relPath)).toEqual(["a/x.ko", "a/y.ko", "a/z.ko"]);
-  });
-
-  it("names the missing module and who needed it", () => {
-    fakeKo(mods, "kernel/x/needs_ghost.ko", ["ghost"]);
-    writeFileSync(join(mods, "modules.order"), "kernel/x/needs_ghost.ko\n", { flag: "a" });
-    const fresh = join(tmp, "mods-ghost");
-    fakeKo(fresh, "k/needs_ghost.ko", ["ghost"]);
-    writeFileSync(join(fresh, "modules.order"), "k/needs_ghost.ko\n");
-    expect(() => resolveModules(fresh, ["needs_ghost"])).toThrow(
-      expect.objectContaining({
-        code: "SM_KERNEL_NOT_FOUND",
-        message: expect.stringContaining("ghost not found"),
-      }),
-    );
-  });
-
-  const real = listCachedBundles("x86_64")[0];
-  it.skipIf(!real)("resolves the real cached kernel's virtio_net chain", () => {
-    const names = resolveModules((real as { modulesDir: string }).modulesDir, [
-      "virtio_mmio",
-      "virtio_net",
-    ]).map((m) => m.name);
-    expect(names.indexOf("virtio")).toBeLessThan(names.indexOf("virtio_mmio"));
-    expect(names.indexOf("net_failover")).toBeLessThan(names.indexOf("virtio_net"));
-    expect(names.indexOf("failover")).toBeLessThan(names.indexOf("net_failover"));
-  });
-});
 
 describe("kernel bundles", () => {
   const cache = join(tmp, "cache");

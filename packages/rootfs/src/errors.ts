@@ -12,6 +12,8 @@ export type RootfsErrorCode =
   | "SM_MODULE_NOT_FOUND"
   /** A kernel module is compressed in a format this package cannot decompress. */
   | "SM_MODULE_COMPRESSED"
+  /** Kernel module dependencies form a cycle, or a module file is not a (little-endian ELF64) module. */
+  | "SM_MODULE_INVALID"
   /** Writing the output or the spool failed (disk full, permissions). */
   | "SM_ROOTFS_IO";
 
@@ -21,17 +23,20 @@ export class RootfsError extends Error {
   readonly layer?: string;
   /** For SM_LAYER_INVALID / SM_NAME_TOO_LONG: the offending entry path. */
   readonly entry?: string;
+  /** For SM_MODULE_*: the kernel module's name (the missing one for SM_MODULE_NOT_FOUND). */
+  readonly module?: string;
 
   constructor(
     code: RootfsErrorCode,
     message: string,
-    opts: { cause?: unknown; layer?: string; entry?: string } = {},
+    opts: { cause?: unknown; layer?: string; entry?: string; module?: string } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = "RootfsError";
     this.code = code;
     if (opts.layer !== undefined) this.layer = opts.layer;
     if (opts.entry !== undefined) this.entry = opts.entry;
+    if (opts.module !== undefined) this.module = opts.module;
   }
 }
 

@@ -1,12 +1,11 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildInitramfs } from "./initramfs";
-import { rmrf, tempDir } from "./test-util";
+import { realKernelModulesDir, rmrf, tempDir } from "./test-util";
 
 let dir: string;
 let agent: string;
@@ -134,17 +133,14 @@ describe("buildInitramfs with a synthetic modules dir (modules.dep, compressed m
   });
 });
 
-// Probe for a real kernel bundle provisioned by scripts/setup (its tree has no modules.dep: exercises the
-// .modinfo fallback).
-const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");
-const kernels = join(cache, "supermachine", "kernels");
-const bundle = existsSync(kernels) ? readdirSync(kernels).find((d) => d.endsWith("-x86_64")) : undefined;
+// A real kernel bundle provisioned by scripts/setup (module dependencies cross-checked with kmod's modinfo).
+const realModules = realKernelModulesDir();
 const hasModinfo = spawnSync("modinfo", ["--version"]).status === 0;
-describe.skipIf(!bundle || !hasModinfo)(
-  `buildInitramfs with the real kernel bundle${!bundle ? " (skipped: no kernel bundle; run npm run setup)" : !hasModinfo ? " (skipped: no modinfo)" : ""}`,
+describe.skipIf(!realModules || !hasModinfo)(
+  `buildInitramfs with the real kernel bundle${!realModules ? " (skipped: no kernel bundle; run npm run setup)" : !hasModinfo ? " (skipped: no modinfo)" : ""}`,
   () => {
     it("orders the guest's modules so that every dependency (per kmod's modinfo) loads first", async () => {
-      const modulesDir = join(kernels, bundle as string, "modules");
+      const modulesDir = realModules as string;
       const out = join(dir, "real.cpio.gz");
       const wanted = ["virtio_mmio", "virtio_blk", "virtio_console", "virtio_rng", "squashfs", "overlay"];
       const r = await buildInitramfs({ init: agent, modulesDir, modules: wanted, config, out });

@@ -12,7 +12,7 @@ export interface BuildInitramfsOptions {
   /** Kernel bundle modules dir (lib/modules/<release>). Required when `modules` is not empty. */
   modulesDir?: string;
   /** Module names to include; their dependencies are added, dependencies first. */
-  modules?: string[];
+  modules?: readonly string[];
   /** The /sm/config.cbor bytes (boot configuration, produced by the caller). */
   config: Uint8Array;
   /** Output path (written to a temp file next to it, then renamed). */

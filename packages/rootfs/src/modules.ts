@@ -17,12 +17,16 @@ export function moduleName(pathOrName: string): string {
 }
 
 export interface ResolvedModule {
+  /** Module name as the kernel knows it (dashes as underscores), e.g. "virtio_mmio". */
   name: string;
-  /** Path relative to the modules dir. */
+  /** Path relative to the modules dir, e.g. "kernel/drivers/virtio/virtio_mmio.ko" (may end in .xz/.zst/.gz). */
   path: string;
 }
 
-/** Reads the `depends=` field of a module's .modinfo ELF section (fallback when modules.dep is missing). */
+/**
+ * Reads the `depends=` field of a module's .modinfo ELF section (fallback when modules.dep is missing).
+ * Takes the uncompressed module (see readModule). Throws on anything that is not a little-endian ELF64 object.
+ */
 export function modinfoDepends(elf: Buffer): string[] {
   if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46) throw new Error("not an ELF file");
   if (elf[4] !== 2 || elf[5] !== 1) throw new Error("only little-endian ELF64 modules are supported");
@@ -30,13 +34,17 @@ export function modinfoDepends(elf: Buffer): string[] {
   const shentsize = elf.readUInt16LE(0x3a);
   const shnum = elf.readUInt16LE(0x3c);
   const shstrndx = elf.readUInt16LE(0x3e);
+  if (shentsize < 0x28 || shoff + shnum * shentsize > elf.length || shstrndx >= shnum)
+    throw new Error("truncated or malformed ELF section header table");
   const sect = (i: number) => {
     const o = shoff + i * shentsize;
-    return {
+    const s = {
       name: elf.readUInt32LE(o),
       offset: Number(elf.readBigUInt64LE(o + 0x18)),
       size: Number(elf.readBigUInt64LE(o + 0x20)),
     };
+    if (s.offset + s.size > elf.length) throw new Error(`ELF section ${i} lies past the end of the file`);
+    return s;
   };
   const strtab = sect(shstrndx);
   for (let i = 0; i < shnum; i++) {
@@ -45,10 +53,13 @@ export function modinfoDepends(elf: Buffer): string[] {
     const name = elf.toString("latin1", nameStart, elf.indexOf(0, nameStart));
     if (name !== ".modinfo") continue;
     for (const kv of elf.toString("latin1", s.offset, s.offset + s.size).split("\0")) {
-      if (kv.startsWith("depends=")) {
-        const v = kv.slice("depends=".length);
-        return v === "" ? [] : v.split(",").map(moduleName);
-      }
+      if (kv.startsWith("depends="))
+        return kv
+          .slice("depends=".length)
+          .split(",")
+          .map((d) => d.trim())
+          .filter(Boolean)
+          .map(moduleName);
     }
     return [];
   }
@@ -69,13 +80,16 @@ export async function readModule(path: string): Promise<Buffer> {
       throw new RootfsError(
         "SM_MODULE_COMPRESSED",
         `${path} is xz-compressed and the xz tool is not available to decompress it: install xz (xz-utils) or provide uncompressed modules`,
-        { cause: err },
+        { cause: err, module: moduleName(path) },
       );
     }
   }
-  throw new RootfsError("SM_MODULE_COMPRESSED", `${path}: unknown module compression`);
+  throw new RootfsError("SM_MODULE_COMPRESSED", `${path}: unknown module compression`, {
+    module: moduleName(path),
+  });
 }
 
+/** Every module file below `dir` (relative paths). Symbolic links are not followed (build/, source/). */
 async function walkKo(dir: string, rel = ""): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
@@ -86,12 +100,12 @@ async function walkKo(dir: string, rel = ""): Promise<string[]> {
   return out;
 }
 
-/**
- * Resolves the requested modules and all their dependencies, dependencies first. Uses modules.dep when
- * present, else the modules' own .modinfo `depends=` (a tree straight out of a kernel package has no
- * modules.dep until depmod runs). Built-in modules (modules.builtin) are skipped.
- */
-export async function resolveModules(modulesDir: string, wanted: string[]): Promise<ResolvedModule[]> {
+/** The modules dir's index: module name → relative path, and the dependency lists when modules.dep has them. */
+async function indexModules(
+  modulesDir: string,
+): Promise<{ paths: Map<string, string>; deps?: Map<string, string[]>; builtin: Set<string> }> {
+  if (!existsSync(modulesDir))
+    throw new RootfsError("SM_MODULE_NOT_FOUND", `kernel modules directory ${modulesDir} does not exist`);
   const paths = new Map<string, string>();
   let deps: Map<string, string[]> | undefined;
   const depFile = join(modulesDir, "modules.dep");
@@ -114,22 +128,49 @@ export async function resolveModules(modulesDir: string, wanted: string[]): Prom
       );
     }
   } else {
-    if (!existsSync(join(modulesDir, "kernel")))
+    // A tree straight out of a kernel package has no modules.dep until depmod runs: index the files.
+    for (const p of await walkKo(modulesDir)) paths.set(moduleName(p), p);
+    if (paths.size === 0)
       throw new RootfsError(
         "SM_MODULE_NOT_FOUND",
-        `${modulesDir} has neither modules.dep nor a kernel/ tree: is it a kernel modules directory?`,
+        `${modulesDir} has neither modules.dep nor any .ko module file: is it a kernel modules directory (lib/modules/<release>)?`,
       );
-    for (const p of await walkKo(modulesDir)) paths.set(moduleName(p), p);
   }
   const builtin = new Set<string>();
   const builtinFile = join(modulesDir, "modules.builtin");
   if (existsSync(builtinFile))
     for (const l of (await readFile(builtinFile, "utf8")).split("\n"))
       if (l.trim()) builtin.add(moduleName(l.trim()));
+  return { paths, deps, builtin };
+}
 
-  const depsOf = async (name: string): Promise<string[]> => {
+/**
+ * Resolves the requested modules and all their dependencies: dependencies first, each module once. Names may
+ * use dashes or underscores, and may be given as file names or paths ("virtio-rng", "virtio_rng.ko").
+ * Dependencies come from modules.dep when present, else from each module's own .modinfo `depends=` (also in
+ * .ko.gz / .ko.zst / .ko.xz files). Built-in modules (modules.builtin) are skipped.
+ * Errors: SM_MODULE_NOT_FOUND (names the missing module and the chain that needed it; also a missing or empty
+ * modulesDir), SM_MODULE_INVALID (a dependency cycle, shown; a module file that is not an ELF64 object),
+ * SM_MODULE_COMPRESSED.
+ */
+export async function resolveModules(
+  modulesDir: string,
+  wanted: readonly string[],
+): Promise<ResolvedModule[]> {
+  const { paths, deps, builtin } = await indexModules(modulesDir);
+  const depsOf = async (name: string, path: string): Promise<string[]> => {
     if (deps) return deps.get(name) ?? [];
-    return modinfoDepends(await readModule(join(modulesDir, paths.get(name) as string)));
+    const file = join(modulesDir, path);
+    const elf = await readModule(file);
+    try {
+      return modinfoDepends(elf);
+    } catch (err) {
+      throw new RootfsError(
+        "SM_MODULE_INVALID",
+        `cannot read the dependencies of kernel module ${file}: ${(err as Error).message}`,
+        { cause: err, module: name },
+      );
+    }
   };
   const order: ResolvedModule[] = [];
   const state = new Map<string, "visiting" | "done">();
@@ -137,8 +178,9 @@ export async function resolveModules(modulesDir: string, wanted: string[]): Prom
     if (state.get(name) === "done") return;
     if (state.get(name) === "visiting")
       throw new RootfsError(
-        "SM_MODULE_NOT_FOUND",
-        `module dependency cycle: ${[...chain, name].join(" -> ")}`,
+        "SM_MODULE_INVALID",
+        `kernel module dependency cycle in ${modulesDir}: ${[...chain, name].join(" -> ")}`,
+        { module: name },
       );
     const path = paths.get(name);
     if (!path) {
@@ -149,10 +191,11 @@ export async function resolveModules(modulesDir: string, wanted: string[]): Prom
       throw new RootfsError(
         "SM_MODULE_NOT_FOUND",
         `kernel module "${name}"${chain.length ? ` (needed by ${chain.join(" -> ")})` : ""} is not in ${modulesDir} and not built in`,
+        { module: name },
       );
     }
     state.set(name, "visiting");
-    for (const d of await depsOf(name)) await visit(d, [...chain, name]);
+    for (const d of await depsOf(name, path)) await visit(d, [...chain, name]);
     state.set(name, "done");
     order.push({ name, path });
   };

@@ -1,8 +1,9 @@
 // Test-only helpers (not exported from the package): synthetic layers and independent readers of images.
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { existsSync, readdirSync } from "node:fs";
 import { lstat, mkdtemp, readdir, readFile, readlink, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { promisify } from "node:util";
@@ -227,4 +228,54 @@ export function diffListings(
   }
   for (const p of b.keys()) if (!a.has(p) && !opts.skip?.(p)) diffs.push(`only in second: ${p}`);
   return diffs;
+}
+
+/**
+ * A minimal relocatable little-endian ELF64 object with a `.modinfo` section, the way a kernel module carries
+ * `name=` and `depends=` (kmod's `modinfo` reads it too). Sections: null, .modinfo, .shstrtab.
+ */
+export function fakeModuleElf(name: string, depends: readonly string[]): Buffer {
+  const modinfo = Buffer.from(
+    `license=GPL\0depends=${depends.join(",")}\0name=${name}\0vermagic=6.1.0 SMP\0`,
+  );
+  const shstrtab = Buffer.from("\0.modinfo\0.shstrtab\0");
+  const header = Buffer.alloc(64);
+  header.writeUInt32BE(0x7f454c46, 0); // \x7fELF
+  header[4] = 2; // ELFCLASS64
+  header[5] = 1; // ELFDATA2LSB
+  header[6] = 1; // EV_CURRENT
+  header.writeUInt16LE(1, 0x10); // ET_REL
+  header.writeUInt16LE(62, 0x12); // EM_X86_64
+  header.writeUInt32LE(1, 0x14);
+  const shoff = 64 + modinfo.length + shstrtab.length;
+  header.writeBigUInt64LE(BigInt(shoff), 0x28);
+  header.writeUInt16LE(64, 0x34); // e_ehsize
+  header.writeUInt16LE(64, 0x3a); // e_shentsize
+  header.writeUInt16LE(3, 0x3c); // e_shnum
+  header.writeUInt16LE(2, 0x3e); // e_shstrndx
+  const section = (nameOff: number, type: number, flags: number, offset: number, size: number) => {
+    const s = Buffer.alloc(64);
+    s.writeUInt32LE(nameOff, 0);
+    s.writeUInt32LE(type, 4);
+    s.writeBigUInt64LE(BigInt(flags), 8);
+    s.writeBigUInt64LE(BigInt(offset), 0x18);
+    s.writeBigUInt64LE(BigInt(size), 0x20);
+    s.writeBigUInt64LE(1n, 0x30); // sh_addralign
+    return s;
+  };
+  return Buffer.concat([
+    header,
+    modinfo,
+    shstrtab,
+    Buffer.alloc(64), // SHN_UNDEF
+    section(1, 1 /* PROGBITS */, 2 /* ALLOC */, 64, modinfo.length),
+    section(10, 3 /* STRTAB */, 0, 64 + modinfo.length, shstrtab.length),
+  ]);
+}
+
+/** `lib/modules/<release>` of a real x86_64 kernel bundle provisioned by `npm run setup`, if there is one. */
+export function realKernelModulesDir(): string | undefined {
+  const kernels = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "supermachine", "kernels");
+  const bundle = existsSync(kernels) ? readdirSync(kernels).find((d) => d.endsWith("-x86_64")) : undefined;
+  return bundle === undefined ? undefined : join(kernels, bundle, "modules");
 }
