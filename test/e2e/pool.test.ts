@@ -107,6 +107,31 @@ describe("pool on real VMs", () => {
     await pool.shutdown();
   });
 
+  it("the spare restored in the background: killed while waiting, it is replaced; shutdown stops it", async () => {
+    const mine = () => qemuPids(`vm-${process.pid}-`);
+    const waitFor = async (ok: () => boolean) => {
+      for (let i = 0; i < 600 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
+      return ok();
+    };
+    const pool = await makePool({ min: 0, max: 1 });
+    await (await pool.acquire()).release();
+    const vm = await pool.acquire(); // a restore: from here on a spare is restored and greeted beside it
+    const [own] = qemuPids(join(vm.vsockPath, ".."));
+    expect(await waitFor(() => mine().filter((p) => p !== own).length === 1)).toBe(true);
+    const [spare] = mine().filter((p) => p !== own);
+    process.kill(spare!, "SIGKILL");
+    await vm.release();
+    const next = await pool.acquire();
+    expect(qemuPids(join(next.vsockPath, ".."))).not.toContain(spare);
+    const r = await next.exec({ argv: ["sh", "-c", "echo alive; date +%s"] });
+    const [word, secs] = r.stdout.toString().trim().split("\n");
+    expect(word).toBe("alive");
+    expect(Math.abs(Number(secs) - Date.now() / 1000)).toBeLessThan(5); // resumed at hand-out
+    await next.release();
+    await pool.shutdown();
+    expect(await waitFor(() => mine().length === 0)).toBe(true);
+  });
+
   it("vm.snapshot mid-flight: files and running processes are in the new image", async () => {
     const dir = await mkdtemp(join(tmpdir(), "sm-core-e2e-mid-"));
     try {

@@ -336,3 +336,65 @@ describe("pool idle eviction and events", () => {
     await pool.shutdown();
   });
 });
+
+describe("pool spare (fake backend with prepareRestore)", () => {
+  const untouched = () => rt.state.lives.filter((l) => !l.stopped && l.agent.resumes.length === 0);
+
+  it("the next VM is restored and greeted in the background; an acquire only resumes it", async () => {
+    rt = fakeRuntime(root, { prepared: "ok" });
+    setRuntime(rt);
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 1 });
+    await (await pool.acquire()).release(); // the bake's VM (warm handoff)
+    await (await pool.acquire()).release(); // restored directly; starts the first spare
+    expect(rt.state.restores).toBe(1);
+    await new Promise((r) => setTimeout(r, 20));
+    const [spare] = untouched();
+    expect(spare).toBeDefined(); // restored and greeted, never resumed before it is handed out
+    const vm = await pool.acquire();
+    expect(rt.state.restores).toBe(1); // no restore on this acquire's path
+    expect(spare!.agent.resumes.length).toBe(1);
+    expect((await vm.exec({ argv: ["echo", "hi"] })).stdout.toString()).toBe("hi\n");
+    expect(rt.state.prepared).toBe(2); // the next spare is on its way
+    await vm.release();
+    await pool.shutdown();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(rt.state.lives.every((l) => l.stopped)).toBe(true);
+  });
+
+  it("a spare whose VMM died while waiting is stopped and the acquire restores directly", async () => {
+    rt = fakeRuntime(root, { prepared: "ok" });
+    setRuntime(rt);
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 1 });
+    await (await pool.acquire()).release();
+    await (await pool.acquire()).release();
+    await new Promise((r) => setTimeout(r, 20));
+    const [spare] = untouched();
+    spare!.crash();
+    const vm = await pool.acquire();
+    expect(rt.state.restores).toBe(2);
+    expect(spare!.stopped).toBe(true);
+    expect(spare!.agent.resumes.length).toBe(0);
+    expect((await vm.exec({ argv: ["echo", "ok"] })).exitCode).toBe(0);
+    await vm.release();
+    await pool.shutdown();
+  });
+
+  it("a spare stuck in its restore is discarded after restoreTimeoutMs and the acquire still gets a VM", async () => {
+    rt = fakeRuntime(root, { prepared: "hang" });
+    setRuntime(rt);
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 1, restoreTimeoutMs: 300 });
+    await (await pool.acquire()).release();
+    await (await pool.acquire()).release();
+    await new Promise((r) => setTimeout(r, 100));
+    const vm = await pool.acquire();
+    expect(rt.state.preparedDiscards).toBeGreaterThanOrEqual(1);
+    expect(rt.state.restores).toBe(2);
+    expect((await vm.exec({ argv: ["true"] })).exitCode).toBe(0);
+    await vm.release();
+    await pool.shutdown();
+    expect(rt.state.preparedDiscards).toBe(rt.state.prepared); // nothing pre-started is left behind
+  });
+});

@@ -1,8 +1,9 @@
 /**
  * Pool: VMs restored from an Image's snapshot, on the generic @supermachine/pool.
  *
- * - create  = restore (through a pre-started VMM when the backend has prepareRestore) → agent hello →
- *             `resume {timeNs, entropy}` (clock + RNG reseed; starts the workload) → volumes mounted.
+ * - create  = restore → agent hello → `resume {timeNs, entropy}` (clock + RNG reseed; starts the
+ *             workload) → volumes mounted. When the backend has prepareRestore, the next VM is restored
+ *             and greeted in the background (the "spare"), so a create pays only the resume.
  *             The first create may adopt the bake's own VM instead (warm handoff).
  * - release = restoreOnRelease true: destroy + replace (a clean VM every acquire); false: dirty reuse.
  * - a VM whose VMM died is never handed out (validate) and is destroyed on release.
@@ -18,7 +19,7 @@ import {
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import type { Image } from "./image";
-import type { LiveVmPort, PreparedRestorePort, RestoreSpec } from "./ports";
+import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec } from "./ports";
 import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
 import type { AcquireOptions, PoolStats } from "./types";
@@ -43,12 +44,27 @@ export interface Pool {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A VM restored and greeted in the background, not yet resumed (see PoolImpl#prepareSpare). */
+interface Spare {
+  readonly live: LiveVmPort;
+  readonly agent: AgentPort;
+  /** Drops its process-exit cleanup registration (the new owner registers its own). */
+  readonly unregister: () => void;
+  dead: boolean;
+}
+
+async function discardSpare(s: Spare): Promise<void> {
+  s.unregister();
+  s.agent.close();
+  await s.live.stop().catch(() => undefined);
+}
+
 export class PoolImpl implements Pool {
   readonly #image: Image;
   readonly #opts: ResolvedPoolOptions;
   readonly #rt: Runtime;
   #pool: GenericPool<VmHandle> | undefined;
-  #spare: Promise<(PreparedRestorePort & { unregister: () => void }) | undefined> | undefined;
+  #spare: Promise<Spare | undefined> | undefined;
   #closed = false;
   #shutdown: Promise<void> | undefined;
   #coldBoot: boolean;
@@ -104,33 +120,86 @@ export class PoolImpl implements Pool {
     }));
   }
 
-  /** Pre-start the next restore's VMM in the background (only when it can be used). */
+  /**
+   * Restore the next VM in the background, up to and including the agent hello, but not its resume:
+   * a create then pays only the resume. The spare runs the snapshot's guest untouched (no command,
+   * no workload; the clock and RNG are set by that resume) and idles at about 1% of a core under TCG.
+   * Only for pools that restore (no cold boot) and have no volumes (QEMU locks volume files).
+   */
   #prepareSpare(): void {
-    if (this.#closed || this.#coldBoot || this.#image.meta.volumes.length > 0) return;
+    if (this.#spare || this.#closed || this.#coldBoot || this.#image.meta.volumes.length > 0) return;
     this.#spare = (async () => {
       const backend = await this.#rt.backend();
       if (!backend.prepareRestore) return undefined;
+      let prep: PreparedRestorePort | undefined;
+      let live: LiveVmPort | undefined;
+      let agent: AgentPort | undefined;
+      let unregister = () => {};
+      let abandoned = false;
+      const work = (async () => {
+        prep = await backend.prepareRestore?.(this.#restoreSpec());
+        if (!prep) throw new Error("no prepared restore");
+        const p = prep;
+        unregister = registerForCleanup(() => p.killSync?.());
+        if (abandoned) throw new Error("abandoned");
+        live = await p.restore();
+        unregister();
+        const l = live;
+        unregister = registerForCleanup(() => l.killSync());
+        if (abandoned) throw new Error("abandoned");
+        agent = await this.#rt.connectAgent(l, this.#opts.restoreTimeoutMs);
+        if (abandoned) throw new Error("abandoned");
+        const spare: Spare = { live: l, agent, unregister, dead: false };
+        void l.exited.then(() => {
+          spare.dead = true;
+        });
+        agent.onLost(() => {
+          spare.dead = true;
+        });
+        return spare;
+      })();
+      // Stops whatever exists of the spare (now, and again once a stuck step returns).
+      const release = async () => {
+        unregister();
+        agent?.close();
+        if (live) await live.stop().catch(() => undefined);
+        else await prep?.discard().catch(() => undefined);
+      };
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("spare restore timed out")), this.#opts.restoreTimeoutMs);
+        timer.unref();
+      });
       try {
-        const prep = await backend.prepareRestore(this.#restoreSpec());
-        const unregister = registerForCleanup(() => prep.killSync?.());
-        if (this.#closed) {
-          unregister();
-          await prep.discard();
-          return undefined;
-        }
-        return Object.assign(prep, { unregister });
-      } catch {
+        const spare = await Promise.race([work, timeout]);
+        if (!this.#closed) return spare;
+        await discardSpare(spare);
         return undefined;
+      } catch {
+        // Failed or too slow: whatever exists now or later is stopped; a create restores directly.
+        abandoned = true;
+        void release();
+        void work.then(release, release);
+        return undefined;
+      } finally {
+        clearTimeout(timer);
       }
     })();
   }
 
-  async #takeSpare(): Promise<PreparedRestorePort | undefined> {
-    const spare = this.#spare;
+  /** The spare, if one is ready and alive (a dead one is discarded); the caller owns it. */
+  async #takeSpare(): Promise<Spare | undefined> {
+    const pending = this.#spare;
     this.#spare = undefined;
-    if (!spare) return undefined;
-    const s = await spare;
-    s?.unregister();
+    // Start the next one now, in the same turn: concurrent creates each take exactly one spare and
+    // start exactly one, so at most one is ever unclaimed (and shutdown finds it).
+    this.#prepareSpare();
+    const s = await pending;
+    if (!s) return undefined;
+    if (s.dead) {
+      await discardSpare(s);
+      return undefined;
+    }
     return s;
   }
 
@@ -151,6 +220,7 @@ export class PoolImpl implements Pool {
     }
     const deadline = this.#opts.restoreTimeoutMs;
     let live: LiveVmPort | undefined;
+    let spareAgent: AgentPort | undefined;
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
     const work = (async () => {
@@ -170,11 +240,16 @@ export class PoolImpl implements Pool {
         });
       } else {
         const spare = await this.#takeSpare();
-        this.#prepareSpare();
-        live = spare ? await spare.restore() : await backend.restore(this.#restoreSpec());
+        if (spare) {
+          live = spare.live;
+          spareAgent = spare.agent;
+          spare.unregister(); // the VmHandle registers it again
+        } else {
+          live = await backend.restore(this.#restoreSpec());
+        }
       }
       if (timedOut) throw new Error("late");
-      const agent = await this.#rt.connectAgent(live, deadline);
+      const agent = spareAgent ?? (await this.#rt.connectAgent(live, deadline));
       const handle = new VmHandle(live, agent, this.#volumes(), this.#image.meta.mounts);
       try {
         if (this.#coldBoot) await agent.waitReady(deadline);
@@ -206,7 +281,10 @@ export class PoolImpl implements Pool {
     } catch (err) {
       work.then(
         (h) => h.stop(),
-        () => (live ? live.stop().catch(() => undefined) : undefined),
+        () => {
+          spareAgent?.close();
+          return live ? live.stop().catch(() => undefined) : undefined;
+        },
       );
       throw err;
     } finally {
@@ -272,7 +350,7 @@ export class PoolImpl implements Pool {
       this.#closed = true;
       await this.#pool?.shutdown();
       const spare = await this.#takeSpare().catch(() => undefined);
-      await spare?.discard().catch(() => undefined);
+      if (spare) await discardSpare(spare);
       const h = this.#image.takeHandoff();
       await h?.stop().catch(() => undefined);
       await sleep(0);

@@ -14,6 +14,7 @@ import type {
   AgentPort,
   BackendPort,
   LiveVmPort,
+  PreparedRestorePort,
   RestoreSpec,
 } from "../ports";
 import type { Runtime } from "../runtime-port";
@@ -310,6 +311,9 @@ export class FakeLive implements LiveVmPort {
 export interface FakeRuntimeState {
   boots: number;
   restores: number;
+  /** prepareRestore calls (only with opts.prepared) and their discards. */
+  prepared: number;
+  preparedDiscards: number;
   lives: FakeLive[];
   resolves: number;
   rootfsBuilds: number;
@@ -318,9 +322,22 @@ export interface FakeRuntimeState {
 /** A runtime whose "VMs" are FakeLive + FakeAgent. rootfs/initramfs outputs are small placeholder files. */
 export function fakeRuntime(
   runtimeDir: string,
-  opts: { digest?: string; restoreDelayMs?: number } = {},
+  opts: {
+    digest?: string;
+    restoreDelayMs?: number;
+    /** Offer prepareRestore like the QEMU backends; "hang": its restore never completes (a stuck VMM). */
+    prepared?: "ok" | "hang";
+  } = {},
 ): Runtime & { state: FakeRuntimeState } {
-  const state: FakeRuntimeState = { boots: 0, restores: 0, lives: [], resolves: 0, rootfsBuilds: 0 };
+  const state: FakeRuntimeState = {
+    boots: 0,
+    restores: 0,
+    prepared: 0,
+    preparedDiscards: 0,
+    lives: [],
+    resolves: 0,
+    rootfsBuilds: 0,
+  };
   const makeLive = () => {
     const agent = new FakeAgent();
     const live = new FakeLive(runtimeDir, agent);
@@ -340,6 +357,21 @@ export function fakeRuntime(
       return makeLive();
     },
   };
+  if (opts.prepared) {
+    backend.prepareRestore = async (_spec: RestoreSpec): Promise<PreparedRestorePort> => {
+      state.prepared++;
+      let discarded = false;
+      return {
+        restore: () =>
+          opts.prepared === "hang" ? new Promise<LiveVmPort>(() => {}) : Promise.resolve(makeLive()),
+        async discard() {
+          if (!discarded) state.preparedDiscards++;
+          discarded = true;
+        },
+        killSync() {},
+      };
+    };
+  }
   return {
     state,
     async resolveImage() {
