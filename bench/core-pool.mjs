@@ -1,5 +1,6 @@
 // bench: pool paths vs the raw hypervisor backend, same run, same snapshot.
-//   acquire from idle, cycle-restore (core create = restore + hello + resume) vs raw QEMU restore,
+//   acquire from idle, cycle-restore (core: resume of a spare restored + greeted in the background;
+//   also with the first exec) vs raw QEMU restore and vs the same steps done raw in the foreground,
 //   exec(["true"]) vs agent ping on the same VM, idle PSS per VM (core vs raw restore), density.
 //   npx lerna run build && node bench/core-pool.mjs [densityN=64]
 import { join } from "node:path";
@@ -100,6 +101,7 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
   const bStart = [];
   const bHello = [];
   const bResume = [];
+  const bFirstExec = [];
   for (let i = 0; i < 6; i++) {
     const prep = await backend.prepareRestore(snapVm, overrides);
     await new Promise((r) => setTimeout(r, 200));
@@ -110,14 +112,19 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
     const t2 = performance.now();
     await client.resume({});
     const t3 = performance.now();
+    await client.exec({ argv: ["true"] });
+    const t4 = performance.now();
     bStart.push(t1 - t0);
     bHello.push(t2 - t1);
     bResume.push(t3 - t2);
+    bFirstExec.push(t4 - t3);
     client.close();
     await v.stop();
   }
   out.restoreBreakdownMs = { start: summary(bStart), hello: summary(bHello), resume: summary(bResume) };
   out.rawPreparedToResumedMs = summary(bStart.map((x, i) => x + bHello[i] + bResume[i]));
+  out.rawFirstExecMs = summary(bFirstExec);
+  out.rawResumedFirstExecMs = summary(bStart.map((x, i) => x + bHello[i] + bResume[i] + bFirstExec[i]));
   rows.push([
     "  breakdown p50: start / hello / resume",
     `${out.restoreBreakdownMs.start.p50} / ${out.restoreBreakdownMs.hello.p50} / ${out.restoreBreakdownMs.resume.p50} ms`,
@@ -128,16 +135,27 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
 
   const pool = await image.pool({ min: 0, max: 1, restoreOnRelease: true });
   const core = [];
+  const coreWithExec = [];
+  const coreFirstExec = [];
   for (let i = 0; i < 12; i++) {
     const s = performance.now();
     const vm = await pool.acquire();
     const d = performance.now() - s;
-    if (i >= 2) core.push(d); // the first acquires have no pre-started spare yet
+    await vm.exec({ argv: ["true"] });
+    const e = performance.now() - s - d;
+    if (i >= 2) {
+      // the first acquires have no spare yet
+      core.push(d);
+      coreFirstExec.push(e);
+      coreWithExec.push(d + e);
+    }
     await vm.release();
     await new Promise((r) => setTimeout(r, 300)); // let the spare VMM pre-start, like an idle pool would
   }
   await pool.shutdown();
   out.cycleRestoreMs = summary(core);
+  out.firstExecMs = summary(coreFirstExec);
+  out.cycleWithFirstExecMs = summary(coreWithExec);
   out.rawRestoreMs = summary(raw);
   out.rawPreparedRestoreMs = summary(rawPrepared);
   rows.push([
@@ -146,6 +164,13 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
     `${out.rawPreparedToResumedMs.p50} ms`,
     ratio(out.cycleRestoreMs.p50, out.rawPreparedToResumedMs.p50),
     "<= 1.2x raw",
+  ]);
+  rows.push([
+    "acquire + first exec(['true']) of a fresh VM vs raw pre-started + hello + resume + exec",
+    `${out.cycleWithFirstExecMs.p50} ms (exec ${out.firstExecMs.p50})`,
+    `${out.rawResumedFirstExecMs.p50} ms (exec ${out.rawFirstExecMs.p50})`,
+    ratio(out.cycleWithFirstExecMs.p50, out.rawResumedFirstExecMs.p50),
+    "",
   ]);
   rows.push([
     "cycle-restore (acquire, fresh VM) p50",

@@ -35,6 +35,10 @@ if (p.rawPreparedToResumedMs)
   lines.push(
     `| cycle-restore vs the same steps done raw (pre-started start + agent hello + resume) | ${p.cycleRestoreMs.p50} ms | ${p.rawPreparedToResumedMs.p50} ms | ${ratio(p.cycleRestoreMs.p50, p.rawPreparedToResumedMs.p50)} | ≤ 1.2× |`,
   );
+if (p.cycleWithFirstExecMs)
+  lines.push(
+    `| acquire of a fresh VM + its first \`exec(["true"])\` p50 | ${p.cycleWithFirstExecMs.p50} ms (exec ${p.firstExecMs.p50} ms) | raw pre-started start + hello + resume + exec ${p.rawResumedFirstExecMs.p50} ms (exec ${p.rawFirstExecMs.p50} ms) | ${ratio(p.cycleWithFirstExecMs.p50, p.rawResumedFirstExecMs.p50)} | |`,
+  );
 if (p.execTrueUs)
   lines.push(
     `| \`exec(["true"])\` round trip p50 | ${p.execTrueUs.p50} µs | agent ping ${p.agentPingUs.p50} µs | ${ratio(p.execTrueUs.p50, p.agentPingUs.p50)} | ≤ 1.5× |`,

@@ -65,6 +65,16 @@ if (core) {
       "≤ 1.2×",
       "bench/core-pool.mjs",
     );
+  if (p.cycleWithFirstExecMs && p.rawResumedFirstExecMs)
+    row(
+      "core",
+      'acquire of a fresh VM + first `exec(["true"])` p50',
+      `${f(p.cycleWithFirstExecMs.p50)} ms`,
+      `raw pre-started restore + hello + resume + exec ${f(p.rawResumedFirstExecMs.p50)} ms`,
+      x(p.cycleWithFirstExecMs.p50, p.rawResumedFirstExecMs.p50),
+      "",
+      "bench/core-pool.mjs",
+    );
   if (p.execTrueUs && p.agentPingUs)
     row(
       "core",
