@@ -43,6 +43,20 @@ int main(int argc, char **argv)
 	base = base ? base + 1 : (argc > 0 && argv[0] ? argv[0] : "");
 	if (!strcmp(base, "mount.smfs"))
 		return fs_mount_helper_main(argc, argv);
+	/* Anything but PID 1 must not run the boot (it mounts and switches roots). In a guest,
+	 * `/proc/1/exe --version` is a harmless process of a binary every image has: the pool runs it
+	 * once in a spare VM to warm the process-start paths before hand-out. */
+	if (getpid() != 1) {
+		if (argc == 2 && !strcmp(argv[1], "--version")) {
+			static const char v[] = "sm-agent " SM_AGENT_VERSION "\n";
+			return write(1, v, sizeof(v) - 1) == (ssize_t)(sizeof(v) - 1) ? 0 : 1;
+		}
+		static const char u[] = "sm-agent: runs as PID 1 of a supermachine guest (or as mount.smfs); "
+					"other processes may only ask --version\n";
+		ssize_t w = write(2, u, sizeof(u) - 1);
+		(void)w;
+		return 2;
+	}
 	int64_t t0 = mono_ms();
 	static struct sm_config cfg;
 	char err[256];

@@ -67,6 +67,19 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     expect(r.stderr.toString()).toBe("sm-agent: definitely-not-here: command not found\n");
   });
 
+  it("the agent binary run as any other process only answers --version; it never runs the boot", async () => {
+    const v = await agent.exec({ argv: ["/proc/1/exe", "--version"] });
+    expect(v).toMatchObject({ exitCode: 0 });
+    expect(v.stdout.toString()).toMatch(/^sm-agent \S+\n$/);
+    const other = await agent.exec({ argv: ["/proc/1/exe"] });
+    expect(other.exitCode).toBe(2);
+    expect(other.stderr.toString()).toMatch(/runs as PID 1/);
+    // the boot would have mounted /proc and /dev a second time
+    const mounts = await agent.exec({ argv: ["sh", "-c", "grep -c ' /proc ' /proc/mounts; grep -c ' /dev ' /proc/mounts"] });
+    expect(mounts.stdout.toString()).toBe("1\n1\n");
+    expect((await agent.stats()).uptimeMs).toBeGreaterThan(0);
+  });
+
   it("stage files are written before cwd is checked: a chain may run inside a freshly staged directory", async () => {
     const r = await agent.exec({
       argv: ["cat", "/tmp/staged-dir/in.txt"],

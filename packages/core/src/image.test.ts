@@ -351,6 +351,8 @@ describe("pool spare (fake backend with prepareRestore)", () => {
     await new Promise((r) => setTimeout(r, 20));
     const [spare] = untouched();
     expect(spare).toBeDefined(); // restored and greeted, never resumed before it is handed out
+    // nothing of the image ran in it: only the agent's own no-op process that warms process start
+    expect(spare!.agent.execs.map((e) => e.argv)).toEqual([["/proc/1/exe", "--version"]]);
     const vm = await pool.acquire();
     expect(rt.state.restores).toBe(1); // no restore on this acquire's path
     expect(spare!.agent.resumes.length).toBe(1);
