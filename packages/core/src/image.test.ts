@@ -399,4 +399,17 @@ describe("pool spare (fake backend with prepareRestore)", () => {
     await pool.shutdown();
     expect(rt.state.preparedDiscards).toBe(rt.state.prepared); // nothing pre-started is left behind
   });
+
+  it("shutdown abandons a spare still being prepared instead of waiting for it", async () => {
+    rt = fakeRuntime(root, { prepared: "hang" });
+    setRuntime(rt);
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 1, restoreTimeoutMs: 600_000 });
+    await (await pool.acquire()).release();
+    await (await pool.acquire()).release(); // starts a spare whose restore never completes
+    await new Promise((r) => setTimeout(r, 20));
+    expect(rt.state.prepared).toBe(1);
+    await pool.shutdown(); // would wait restoreTimeoutMs (10 minutes) if it awaited the spare
+    expect(rt.state.preparedDiscards).toBe(1);
+  }, 10_000);
 });

@@ -87,7 +87,7 @@ export class PoolImpl implements Pool {
   readonly #opts: ResolvedPoolOptions;
   readonly #rt: Runtime;
   #pool: GenericPool<VmHandle> | undefined;
-  #spare: Promise<Spare | undefined> | undefined;
+  #spare: { promise: Promise<Spare | undefined>; abandon: () => void } | undefined;
   #closed = false;
   #shutdown: Promise<void> | undefined;
   #coldBoot: boolean;
@@ -152,65 +152,70 @@ export class PoolImpl implements Pool {
    */
   #prepareSpare(): void {
     if (this.#spare || this.#closed || this.#coldBoot || this.#image.meta.volumes.length > 0) return;
-    this.#spare = (async () => {
+    let prep: PreparedRestorePort | undefined;
+    let live: LiveVmPort | undefined;
+    let agent: AgentPort | undefined;
+    let unregister = () => {};
+    let abandoned = false;
+    const check = () => {
+      if (abandoned) throw new Error("spare abandoned");
+    };
+    const work = (async (): Promise<Spare | undefined> => {
       const backend = await this.#rt.backend();
       if (!backend.prepareRestore) return undefined;
-      let prep: PreparedRestorePort | undefined;
-      let live: LiveVmPort | undefined;
-      let agent: AgentPort | undefined;
-      let unregister = () => {};
-      let abandoned = false;
-      const work = (async () => {
-        prep = await backend.prepareRestore?.(this.#restoreSpec());
-        if (!prep) throw new Error("no prepared restore");
-        const p = prep;
-        unregister = registerForCleanup(() => p.killSync?.());
-        if (abandoned) throw new Error("abandoned");
-        live = await p.restore();
-        unregister();
-        const l = live;
-        unregister = registerForCleanup(() => l.killSync());
-        if (abandoned) throw new Error("abandoned");
-        agent = await this.#rt.connectAgent(l, this.#opts.restoreTimeoutMs);
-        if (abandoned) throw new Error("abandoned");
-        await warmProcessStart(agent, this.#opts.restoreTimeoutMs);
-        if (abandoned) throw new Error("abandoned");
-        const spare: Spare = { live: l, agent, unregister, dead: false };
-        void l.exited.then(() => {
-          spare.dead = true;
-        });
-        agent.onLost(() => {
-          spare.dead = true;
-        });
-        return spare;
-      })();
-      // Stops whatever exists of the spare (now, and again once a stuck step returns).
-      const release = async () => {
-        unregister();
-        agent?.close();
-        if (live) await live.stop().catch(() => undefined);
-        else await prep?.discard().catch(() => undefined);
-      };
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error("spare restore timed out")), this.#opts.restoreTimeoutMs);
-        timer.unref();
+      check();
+      const p = await backend.prepareRestore(this.#restoreSpec());
+      prep = p;
+      unregister = registerForCleanup(() => p.killSync?.());
+      check();
+      const l = await p.restore();
+      live = l;
+      unregister();
+      unregister = registerForCleanup(() => l.killSync());
+      check();
+      const a = await this.#rt.connectAgent(l, this.#opts.restoreTimeoutMs);
+      agent = a;
+      check();
+      await warmProcessStart(a, this.#opts.restoreTimeoutMs);
+      check();
+      const spare: Spare = { live: l, agent: a, unregister, dead: false };
+      void l.exited.then(() => {
+        spare.dead = true;
       });
-      try {
-        const spare = await Promise.race([work, timeout]);
-        if (!this.#closed) return spare;
-        await discardSpare(spare);
-        return undefined;
-      } catch {
-        // Failed or too slow: whatever exists now or later is stopped; a create restores directly.
-        abandoned = true;
-        void release();
-        void work.then(release, release);
-        return undefined;
-      } finally {
-        clearTimeout(timer);
-      }
+      a.onLost(() => {
+        spare.dead = true;
+      });
+      return spare;
     })();
+    // Stops whatever exists of the spare: at once, and again when a step still under way returns.
+    const release = async () => {
+      unregister();
+      agent?.close();
+      if (live) await live.stop().catch(() => undefined);
+      else await prep?.discard().catch(() => undefined);
+    };
+    let settle: (v: undefined) => void = () => {};
+    const stopped = new Promise<undefined>((r) => {
+      settle = r;
+    });
+    const abandon = () => {
+      if (abandoned) return;
+      abandoned = true;
+      settle(undefined);
+      void release();
+      void work.then(release, release);
+    };
+    const timer = setTimeout(abandon, this.#opts.restoreTimeoutMs);
+    timer.unref();
+    const promise = Promise.race([work, stopped]).then(
+      (spare) => spare,
+      () => {
+        abandon(); // failed: a create restores directly
+        return undefined;
+      },
+    );
+    void promise.finally(() => clearTimeout(timer));
+    this.#spare = { promise, abandon };
   }
 
   /** The spare, if one is ready and alive (a dead one is discarded); the caller owns it. */
@@ -220,7 +225,7 @@ export class PoolImpl implements Pool {
     // Start the next one now, in the same turn: concurrent creates each take exactly one spare and
     // start exactly one, so at most one is ever unclaimed (and shutdown finds it).
     this.#prepareSpare();
-    const s = await pending;
+    const s = await pending?.promise;
     if (!s) return undefined;
     if (s.dead) {
       await discardSpare(s);
@@ -375,7 +380,11 @@ export class PoolImpl implements Pool {
     this.#shutdown ??= (async () => {
       this.#closed = true;
       await this.#pool?.shutdown();
-      const spare = await this.#takeSpare().catch(() => undefined);
+      // A spare still being prepared is abandoned (its VMM stopped) rather than awaited.
+      const pending = this.#spare;
+      this.#spare = undefined;
+      pending?.abandon();
+      const spare = await pending?.promise;
       if (spare) await discardSpare(spare);
       const h = this.#image.takeHandoff();
       await h?.stop().catch(() => undefined);
