@@ -2890,7 +2890,7 @@ static void handle_hello(const struct frame_info *fi)
 	static const char *const caps[] = {"exec", "spawn", "signal", "resize", "close-stdin",
 					   "write-file", "read-file", "workload-signal", "tcp-connect",
 					   "resume", "ping", "shutdown", "stats", "tty", "chain",
-					   "fs-attach", "fs-detach", "fs"};
+					   "fs-attach", "fs-detach", "fs", "agent-exe"};
 	cbe_text(&A.outq, "caps");
 	cbe_array(&A.outq, sizeof(caps) / sizeof(caps[0]));
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)

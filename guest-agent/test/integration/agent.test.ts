@@ -46,7 +46,7 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
 
   it("boots busybox to ready", () => {
     expect(agent.hello?.ready).toBe(true);
-    expect(agent.hello?.caps).toEqual(expect.arrayContaining(["exec", "spawn", "resume", "tty"]));
+    expect(agent.hello?.caps).toEqual(expect.arrayContaining(["exec", "spawn", "resume", "tty", "agent-exe"]));
   });
 
   it("exec echo", async () => {

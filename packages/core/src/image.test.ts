@@ -364,6 +364,20 @@ describe("pool spare (fake backend with prepareRestore)", () => {
     expect(rt.state.lives.every((l) => l.stopped)).toBe(true);
   });
 
+  it("a spare whose agent lacks the agent-exe cap (an older agent) gets no warm-up process", async () => {
+    rt = fakeRuntime(root, { prepared: "ok", agentCaps: ["exec"] });
+    setRuntime(rt);
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 1 });
+    await (await pool.acquire()).release();
+    await (await pool.acquire()).release();
+    await new Promise((r) => setTimeout(r, 20));
+    const [spare] = untouched();
+    expect(spare).toBeDefined();
+    expect(spare!.agent.execs).toEqual([]);
+    await pool.shutdown();
+  });
+
   it("a spare whose VMM died while waiting is stopped and the acquire restores directly", async () => {
     rt = fakeRuntime(root, { prepared: "ok" });
     setRuntime(rt);

@@ -57,10 +57,12 @@ interface Spare {
  * Run one no-op process in a spare before it is handed out: the agent binary asked for its version
  * (`/proc/1/exe --version`, present in every image). The first process started after a restore
  * otherwise pays for the guest's process-creation and exec paths being loaded (under TCG: translated)
- * again — about 200 ms on the first exec after hand-out. Best effort: an old agent or a failure
- * changes nothing but that time.
+ * again — about 200 ms on the first exec after hand-out. Only for agents announcing the
+ * `agent-exe` cap (SPEC 1.2.0). Best effort: a failure changes nothing but that time.
  */
 async function warmProcessStart(agent: AgentPort, timeoutMs: number): Promise<void> {
+  // An agent without the cap (a snapshot baked by an older agent) would run its boot instead.
+  if (!agent.hello.caps.includes("agent-exe")) return;
   await agent
     .exec({
       argv: ["/proc/1/exe", "--version"],

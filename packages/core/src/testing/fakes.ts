@@ -72,7 +72,13 @@ export class FakeAgent implements AgentPort {
   lost = false;
   #lostCbs: ((e: Error) => void)[] = [];
   #pending = new Set<(e: Error) => void>();
-  hello = { agentVersion: "fake-1", caps: [], ready: true, listening: null, bootMs: 1 };
+  hello = {
+    agentVersion: "fake-1",
+    caps: ["agent-exe"] as string[],
+    ready: true,
+    listening: null,
+    bootMs: 1,
+  };
 
   loseSession(err = Object.assign(new Error("transport closed"), { code: "SM_AGENT_LOST" })): void {
     if (this.lost) return;
@@ -327,6 +333,8 @@ export function fakeRuntime(
     restoreDelayMs?: number;
     /** Offer prepareRestore like the QEMU backends; "hang": its restore never completes (a stuck VMM). */
     prepared?: "ok" | "hang";
+    /** The agents' hello caps (default: the features core uses). */
+    agentCaps?: string[];
   } = {},
 ): Runtime & { state: FakeRuntimeState } {
   const state: FakeRuntimeState = {
@@ -340,6 +348,7 @@ export function fakeRuntime(
   };
   const makeLive = () => {
     const agent = new FakeAgent();
+    if (opts.agentCaps) agent.hello.caps = opts.agentCaps;
     const live = new FakeLive(runtimeDir, agent);
     state.lives.push(live);
     return live;
