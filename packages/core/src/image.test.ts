@@ -414,6 +414,26 @@ describe("pool spare (fake backend with prepareRestore)", () => {
     expect(rt.state.preparedDiscards).toBe(rt.state.prepared); // nothing pre-started is left behind
   });
 
+  it("with idleTimeoutMs an unused spare is stopped like an idle VM; the next acquire restores directly", async () => {
+    rt = fakeRuntime(root, { prepared: "ok" });
+    setRuntime(rt);
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 0, max: 1, idleTimeoutMs: 100 });
+    await (await pool.acquire()).release();
+    await (await pool.acquire()).release();
+    await new Promise((r) => setTimeout(r, 20));
+    const [spare] = untouched();
+    expect(spare).toBeDefined();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(spare!.stopped).toBe(true);
+    expect(untouched()).toEqual([]);
+    const vm = await pool.acquire();
+    expect(rt.state.restores).toBe(2);
+    expect((await vm.exec({ argv: ["true"] })).exitCode).toBe(0);
+    await vm.release();
+    await pool.shutdown();
+  });
+
   it("shutdown abandons a spare still being prepared instead of waiting for it", async () => {
     rt = fakeRuntime(root, { prepared: "hang" });
     setRuntime(rt);

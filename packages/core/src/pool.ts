@@ -149,7 +149,8 @@ export class PoolImpl implements Pool {
    * Restore the next VM in the background, up to and including the agent hello, but not its resume:
    * a create then pays only the resume. Nothing of the image runs in the spare (no command, no
    * workload; the clock and RNG are set by that resume), only one no-op process of the agent binary
-   * (warmProcessStart). It idles at about 1% of a core under TCG.
+   * (warmProcessStart). It idles at about 1% of a core under TCG and is stopped after idleTimeoutMs
+   * unused.
    * Only for pools that restore (no cold boot) and have no volumes (QEMU locks volume files).
    */
   #prepareSpare(): void {
@@ -218,6 +219,20 @@ export class PoolImpl implements Pool {
     );
     void promise.finally(() => clearTimeout(timer));
     this.#spare = { promise, abandon };
+    const idleMs = this.#opts.idleTimeoutMs ?? 0;
+    if (idleMs > 0) {
+      // Like an idle VM above min, an unused spare is stopped after idleTimeoutMs (the next create
+      // restores directly and starts a new one).
+      void promise.then((spare) => {
+        if (!spare) return;
+        const idle = setTimeout(() => {
+          if (this.#spare?.promise !== promise) return; // taken meanwhile
+          this.#spare = undefined;
+          abandon();
+        }, idleMs);
+        idle.unref();
+      });
+    }
   }
 
   /** The spare, if one is ready and alive (a dead one is discarded); the caller owns it. */
