@@ -89,6 +89,24 @@ export function pssOf(pid) {
   }
 }
 
+/** CPU time (user + system, seconds) a process has used so far, or null when it is gone. */
+export function cpuSecondsOf(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in USER_HZ (100 on Linux)
+  } catch {
+    return null;
+  }
+}
+
+/** Average share of one core each process used over `ms` of wall time (percent). */
+export async function idleCpuPercent(pids, ms) {
+  const before = pids.map(cpuSecondsOf);
+  await new Promise((r) => setTimeout(r, ms));
+  const used = pids.map((p, i) => (cpuSecondsOf(p) ?? 0) - (before[i] ?? 0));
+  return (used.reduce((a, b) => a + b, 0) / pids.length / (ms / 1000)) * 100;
+}
+
 export function memAvailable() {
   const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"));
   return m ? Number(m[1]) * 1024 : null;

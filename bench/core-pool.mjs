@@ -7,6 +7,7 @@ import { join } from "node:path";
 import {
   hypervisorResults,
   INTERNAL,
+  idleCpuPercent,
   loadCore,
   memAvailable,
   pssOf,
@@ -196,6 +197,10 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
   }
   await new Promise((r) => setTimeout(r, 2000));
   const rawResumedPss = rawVms.map((v) => pssOf(v.pid)).filter((x) => x !== null);
+  const rawIdleCpu = await idleCpuPercent(
+    rawVms.map((v) => v.pid),
+    10_000,
+  );
   for (const c of clients) c.close();
   for (const v of rawVms) await v.stop();
   const p2 = await image.pool({ min: n, max: n });
@@ -203,18 +208,31 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
   for (let i = 0; i < n; i++) vms.push(await p2.acquire());
   await new Promise((r) => setTimeout(r, 2000));
   const corePss = vms.map((vm) => pssOf(vm[INTERNAL]().live.pid)).filter((x) => x !== null);
+  const coreIdleCpu = await idleCpuPercent(
+    vms.map((vm) => vm[INTERNAL]().live.pid),
+    10_000,
+  );
   for (const vm of vms) await vm.release();
   await p2.shutdown();
   const avg = (a) => a.reduce((x, y) => x + y, 0) / a.length;
   out.idlePssMiB = round(avg(corePss) / 2 ** 20, 1);
   out.rawIdlePssMiB = round(avg(rawPss) / 2 ** 20, 1);
   out.rawResumedPssMiB = round(avg(rawResumedPss) / 2 ** 20, 1);
+  out.idleCpuPercent = round(coreIdleCpu, 2);
+  out.rawResumedIdleCpuPercent = round(rawIdleCpu, 2);
   rows.push([
     "idle PSS per VM",
     `${out.idlePssMiB} MiB`,
     `raw idle ${out.rawIdlePssMiB} MiB / raw after hello+resume ${out.rawResumedPssMiB} MiB`,
     `${ratio(out.idlePssMiB, out.rawIdlePssMiB)} / ${ratio(out.idlePssMiB, out.rawResumedPssMiB)}`,
     "<= 1.05x raw",
+  ]);
+  rows.push([
+    "idle CPU per VM (10 s, % of one core)",
+    `${out.idleCpuPercent} %`,
+    `raw restore after hello+resume ${out.rawResumedIdleCpuPercent} %`,
+    ratio(out.idleCpuPercent, out.rawResumedIdleCpuPercent),
+    "",
   ]);
 }
 

@@ -43,6 +43,10 @@ if (p.execTrueUs)
   lines.push(
     `| \`exec(["true"])\` round trip p50 | ${p.execTrueUs.p50} µs | agent ping ${p.agentPingUs.p50} µs | ${ratio(p.execTrueUs.p50, p.agentPingUs.p50)} | ≤ 1.5× |`,
   );
+if (p.idleCpuPercent !== undefined)
+  lines.push(
+    `| idle CPU per pooled VM (10 s) | ${p.idleCpuPercent} % of a core | raw restore after hello + resume ${p.rawResumedIdleCpuPercent} % | ${ratio(p.idleCpuPercent, p.rawResumedIdleCpuPercent)} | |`,
+  );
 if (p.idlePssMiB)
   lines.push(
     `| idle PSS per pooled VM | ${p.idlePssMiB} MiB | raw restore, idle ${p.rawIdlePssMiB} MiB; raw restore after hello + resume ${p.rawResumedPssMiB ?? "?"} MiB | ${ratio(p.idlePssMiB, p.rawIdlePssMiB)} / ${ratio(p.idlePssMiB, p.rawResumedPssMiB)} | ≤ 1.05× |`,

@@ -163,6 +163,7 @@ static struct {
 	bool wl_started;
 	bool listening_seen;
 	int64_t next_listen_poll;
+	int64_t listen_interval; /* grows from SM_LISTEN_POLL_MS to SM_LISTEN_POLL_MAX_MS */
 	bool shutting_down;
 	bool exit_on_hup; /* test mode */
 	uint32_t tmp_counter;
@@ -1843,6 +1844,7 @@ static void workload_start(void)
 		p->pid = pid;
 	}
 	A.next_listen_poll = mono_ms();
+	A.listen_interval = SM_LISTEN_POLL_MS;
 }
 
 /* ------------------------------------------------------------------ listening */
@@ -1900,7 +1902,15 @@ static void listen_poll(int64_t now)
 		return;
 	if (now < A.next_listen_poll)
 		return;
-	A.next_listen_poll = now + SM_LISTEN_POLL_MS;
+	/* Fast at first (a server usually listens within a second), then backing off: a workload
+	 * that never listens (a shell, a batch job) must not keep an idle VM reading /proc/net
+	 * twenty times a second — under TCG that alone was ~7% of a core per VM. */
+	if (A.listen_interval < SM_LISTEN_POLL_MS)
+		A.listen_interval = SM_LISTEN_POLL_MS;
+	A.next_listen_poll = now + A.listen_interval;
+	A.listen_interval = A.listen_interval * 3 / 2;
+	if (A.listen_interval > SM_LISTEN_POLL_MAX_MS)
+		A.listen_interval = SM_LISTEN_POLL_MAX_MS;
 	if (port_listening("/proc/net/tcp", A.cfg->guest_port) ||
 	    port_listening("/proc/net/tcp6", A.cfg->guest_port)) {
 		A.listening_seen = true;

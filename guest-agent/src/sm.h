@@ -43,7 +43,8 @@
 #define SM_MAX_GROUPS 64
 #define SM_MAX_VOLUMES 16
 #define SM_RECONNECT_POLL_MS 50
-#define SM_LISTEN_POLL_MS 50
+#define SM_LISTEN_POLL_MS 50      /* first interval of the LISTEN poll, grown 1.5x per poll ... */
+#define SM_LISTEN_POLL_MAX_MS 1000 /* ... up to this */
 
 struct sm_user {
 	uint32_t uid, gid;

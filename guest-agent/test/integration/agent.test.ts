@@ -272,6 +272,37 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     await v.stop();
   }, 600_000);
 
+  it("a workload that starts listening late is still reported: the LISTEN poll backs off but keeps going", async () => {
+    const initrd = join(work, "initrd-late.cpio");
+    const bundle = listCachedBundles("x86_64")[0];
+    if (!bundle) throw new Error("no kernel bundle");
+    await buildInitramfs({
+      init: buildAgent("x86_64"),
+      modulesDir: bundle.modulesDir,
+      modules: MODULES,
+      config: encodeBootConfig({
+        hostname: "sm-late",
+        workload: { argv: ["sh", "-c", "sleep 4; exec httpd -f -p 8081 -h /www"], env: ["PATH=/bin"], cwd: "/" },
+        startWorkload: "resume",
+        guestPort: 8081,
+      }),
+      out: initrd,
+    });
+    const v = await backend.boot({ initrd, rootfs: join(work, "rootfs.sqfs"), accel: "tcg", memoryMib: 256 });
+    vms.push(v);
+    const c = await connect(v);
+    const listening = new Promise<number>((resolve) => c.once("listening", (e) => resolve(e.port)));
+    const t0 = Date.now();
+    await c.resume();
+    expect(await listening).toBe(8081);
+    const after = Date.now() - t0;
+    expect(after).toBeGreaterThanOrEqual(4000);
+    // the poll interval is capped at 1 s: seen well before a generous bound
+    expect(after).toBeLessThan(4000 + 5000);
+    c.close();
+    await v.stop();
+  }, 600_000);
+
   it("host disconnect and reconnect: a new connection gets a new session, spawned processes survive", async () => {
     const child = await agent.spawn({ argv: ["sleep", "600"] });
     agent.close();
