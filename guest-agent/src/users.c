@@ -80,11 +80,14 @@ int resolve_user(const char *root, const char *spec, struct sm_user *u, char *er
 		grouppart[0] = 0;
 	}
 
-	uint32_t uid = 0;
+	uint32_t uid = 0, gid0 = 0;
 	bool numeric = parse_id(userpart, &uid);
 	bool found = false;
+	/* "uid:gid" both numeric needs neither file (the passwd entry's group is overridden and no
+	 * supplementary groups are added when a group is given); it is the default of every exec. */
+	bool both_numeric = numeric && grouppart[0] && parse_id(grouppart, &gid0);
 	snprintf(path, sizeof(path), "%s/etc/passwd", root);
-	FILE *f = fopen(path, "re");
+	FILE *f = both_numeric ? NULL : fopen(path, "re");
 	if (f) {
 		while (fgets(line, sizeof(line), f)) {
 			char *fl[7];
@@ -119,8 +122,10 @@ int resolve_user(const char *root, const char *spec, struct sm_user *u, char *er
 	if (gnumeric)
 		u->gid = gid;
 	u->ngroups = 0;
+	/* With a numeric group the file can change nothing (no name to look up, and no supplementary
+	 * groups when a group is given): skip reading it, it is on every exec's path. */
 	snprintf(path, sizeof(path), "%s/etc/group", root);
-	f = fopen(path, "re");
+	f = gnumeric ? NULL : fopen(path, "re");
 	if (f) {
 		while (fgets(line, sizeof(line), f)) {
 			char *fl[4];

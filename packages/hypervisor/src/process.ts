@@ -122,7 +122,18 @@ export function readMemoryStats(pid: number): {
 } {
   const rollup = `/proc/${pid}/smaps_rollup`;
   if (existsSync(rollup)) {
-    const text = readFileSync(rollup, "utf8");
+    let text = "";
+    for (let attempt = 1; ; attempt++) {
+      try {
+        text = readFileSync(rollup, "utf8");
+        break;
+      } catch (err) {
+        // ESRCH while the process is alive: it replaced its image (execve) between our open and
+        // read, so the file still referred to the old one. Read again.
+        if ((err as NodeJS.ErrnoException).code !== "ESRCH" || attempt >= 3 || !existsSync(`/proc/${pid}`))
+          throw err;
+      }
+    }
     const kib = (key: string): number | null => {
       const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(text);
       return m ? Number(m[1]) * 1024 : null;
