@@ -364,6 +364,27 @@ describe("pool spare (fake backend with prepareRestore)", () => {
     expect(rt.state.lives.every((l) => l.stopped)).toBe(true);
   });
 
+  it("a dirty-reuse pool keeps a spare only while it can still grow", async () => {
+    rt = fakeRuntime(root, { prepared: "ok" });
+    setRuntime(rt);
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const full = await img.pool({ min: 1, max: 1, restoreOnRelease: false });
+    const vm = await full.acquire(); // the bake's VM
+    rt.state.lives[0]!.crash();
+    await vm.release();
+    const next = await full.acquire(); // a restore that fills the pool again
+    expect(rt.state.restores).toBe(1);
+    expect(rt.state.prepared).toBe(0);
+    await next.release();
+    await full.shutdown();
+
+    const growing = await img.pool({ min: 0, max: 3, restoreOnRelease: false });
+    const a = await growing.acquire();
+    expect(rt.state.prepared).toBe(1); // room for two more VMs: the next create is prepared
+    await a.release();
+    await growing.shutdown();
+  });
+
   it("a spare whose agent lacks the agent-exe cap (an older agent) gets no warm-up process", async () => {
     rt = fakeRuntime(root, { prepared: "ok", agentCaps: ["exec"] });
     setRuntime(rt);

@@ -240,8 +240,10 @@ export class PoolImpl implements Pool {
     const pending = this.#spare;
     this.#spare = undefined;
     // Start the next one now, in the same turn: concurrent creates each take exactly one spare and
-    // start exactly one, so at most one is ever unclaimed (and shutdown finds it).
-    this.#prepareSpare();
+    // start exactly one, so at most one is ever unclaimed (and shutdown finds it). A dirty-reuse pool
+    // that this create fills up creates again only to replace a crashed VM: no standing spare there.
+    const s0 = this.#pool?.stats();
+    if (this.#opts.restoreOnRelease || !s0 || s0.alive + 1 < this.#opts.max) this.#prepareSpare();
     const s = await pending?.promise;
     if (!s) return undefined;
     if (s.dead) {
