@@ -33,6 +33,23 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     return connectAgent(await v.agentStream(), { helloTimeoutMs: HELLO_MS });
   }
 
+  /** Boot a second busybox VM whose boot config adds `config` (hostname sm-<name>), and connect. */
+  async function bootWithConfig(name: string, config: Omit<Parameters<typeof encodeBootConfig>[0], "hostname">) {
+    const initrd = join(work, `initrd-${name}.cpio`);
+    const bundle = listCachedBundles("x86_64")[0];
+    if (!bundle) throw new Error("no kernel bundle");
+    await buildInitramfs({
+      init: buildAgent("x86_64"),
+      modulesDir: bundle.modulesDir,
+      modules: MODULES,
+      config: encodeBootConfig({ hostname: `sm-${name}`, ...config }),
+      out: initrd,
+    });
+    const v = await backend.boot({ initrd, rootfs: join(work, "rootfs.sqfs"), accel: "tcg", memoryMib: 256 });
+    vms.push(v);
+    return { v, c: await connect(v) };
+  }
+
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), "sm-agent-it-"));
     ({ vm, agent } = await bootBusybox(backend, work, { modules: MODULES, hostname: "sm-it", helloTimeoutMs: HELLO_MS }));
@@ -224,25 +241,12 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
   }, 300_000);
 
   it("workload: started by resume, listening reported, tcp-connect reaches it, workload-signal stops it", async () => {
-    const initrd = join(work, "initrd-httpd.cpio");
-    const bundle = listCachedBundles("x86_64")[0];
-    if (!bundle) throw new Error("no kernel bundle");
-    await buildInitramfs({
-      init: buildAgent("x86_64"),
-      modulesDir: bundle.modulesDir,
-      modules: MODULES,
-      config: encodeBootConfig({
-        hostname: "sm-httpd",
-        workload: { argv: ["httpd", "-f", "-p", "8080", "-h", "/www"], env: ["PATH=/bin"], cwd: "/", user: "app" },
-        startWorkload: "resume",
-        guestPort: 8080,
-        listenerRequired: true,
-      }),
-      out: initrd,
+    const { v, c } = await bootWithConfig("httpd", {
+      workload: { argv: ["httpd", "-f", "-p", "8080", "-h", "/www"], env: ["PATH=/bin"], cwd: "/", user: "app" },
+      startWorkload: "resume",
+      guestPort: 8080,
+      listenerRequired: true,
     });
-    const v = await backend.boot({ initrd, rootfs: join(work, "rootfs.sqfs"), accel: "tcg", memoryMib: 256 });
-    vms.push(v);
-    const c = await connect(v);
     // pre-exec mode: nothing runs until resume
     const before = await c.exec({ argv: ["sh", "-c", "pidof httpd || echo none"] });
     expect(before.stdout.toString().trim()).toBe("none");
@@ -273,24 +277,11 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
   }, 600_000);
 
   it("a workload that starts listening late is still reported: the LISTEN poll backs off but keeps going", async () => {
-    const initrd = join(work, "initrd-late.cpio");
-    const bundle = listCachedBundles("x86_64")[0];
-    if (!bundle) throw new Error("no kernel bundle");
-    await buildInitramfs({
-      init: buildAgent("x86_64"),
-      modulesDir: bundle.modulesDir,
-      modules: MODULES,
-      config: encodeBootConfig({
-        hostname: "sm-late",
-        workload: { argv: ["sh", "-c", "sleep 4; exec httpd -f -p 8081 -h /www"], env: ["PATH=/bin"], cwd: "/" },
-        startWorkload: "resume",
-        guestPort: 8081,
-      }),
-      out: initrd,
+    const { v, c } = await bootWithConfig("late", {
+      workload: { argv: ["sh", "-c", "sleep 4; exec httpd -f -p 8081 -h /www"], env: ["PATH=/bin"], cwd: "/" },
+      startWorkload: "resume",
+      guestPort: 8081,
     });
-    const v = await backend.boot({ initrd, rootfs: join(work, "rootfs.sqfs"), accel: "tcg", memoryMib: 256 });
-    vms.push(v);
-    const c = await connect(v);
     const listening = new Promise<number>((resolve) => c.once("listening", (e) => resolve(e.port)));
     const t0 = Date.now();
     await c.resume();

@@ -339,16 +339,27 @@ describe("pool idle eviction and events", () => {
 
 describe("pool spare (fake backend with prepareRestore)", () => {
   const untouched = () => rt.state.lives.filter((l) => !l.stopped && l.agent.resumes.length === 0);
-
-  it("the next VM is restored and greeted in the background; an acquire only resumes it", async () => {
-    rt = fakeRuntime(root, { prepared: "ok" });
+  /**
+   * A pool on a fake backend that pre-starts restores, after two acquire/release rounds: the bake's VM
+   * (warm handoff), then a direct restore, which starts the first spare.
+   */
+  async function afterFirstRestore(
+    runtime: Parameters<typeof fakeRuntime>[1],
+    poolOpts: Parameters<Image["pool"]>[0] = {},
+  ) {
+    rt = fakeRuntime(root, runtime);
     setRuntime(rt);
     const img = await Image.build({ ref: "busybox", snapshotsDir });
-    const pool = await img.pool({ min: 0, max: 1 });
-    await (await pool.acquire()).release(); // the bake's VM (warm handoff)
-    await (await pool.acquire()).release(); // restored directly; starts the first spare
-    expect(rt.state.restores).toBe(1);
+    const pool = await img.pool({ min: 0, max: 1, ...poolOpts });
+    await (await pool.acquire()).release();
+    await (await pool.acquire()).release();
     await new Promise((r) => setTimeout(r, 20));
+    return pool;
+  }
+
+  it("the next VM is restored and greeted in the background; an acquire only resumes it", async () => {
+    const pool = await afterFirstRestore({ prepared: "ok" });
+    expect(rt.state.restores).toBe(1);
     const [spare] = untouched();
     expect(spare).toBeDefined(); // restored and greeted, never resumed before it is handed out
     // nothing of the image ran in it: only the agent's own no-op process that warms process start
@@ -386,13 +397,7 @@ describe("pool spare (fake backend with prepareRestore)", () => {
   });
 
   it("a spare whose agent lacks the agent-exe cap (an older agent) gets no warm-up process", async () => {
-    rt = fakeRuntime(root, { prepared: "ok", agentCaps: ["exec"] });
-    setRuntime(rt);
-    const img = await Image.build({ ref: "busybox", snapshotsDir });
-    const pool = await img.pool({ min: 0, max: 1 });
-    await (await pool.acquire()).release();
-    await (await pool.acquire()).release();
-    await new Promise((r) => setTimeout(r, 20));
+    const pool = await afterFirstRestore({ prepared: "ok", agentCaps: ["exec"] });
     const [spare] = untouched();
     expect(spare).toBeDefined();
     expect(spare!.agent.execs).toEqual([]);
@@ -400,13 +405,7 @@ describe("pool spare (fake backend with prepareRestore)", () => {
   });
 
   it("a spare whose VMM died while waiting is stopped and the acquire restores directly", async () => {
-    rt = fakeRuntime(root, { prepared: "ok" });
-    setRuntime(rt);
-    const img = await Image.build({ ref: "busybox", snapshotsDir });
-    const pool = await img.pool({ min: 0, max: 1 });
-    await (await pool.acquire()).release();
-    await (await pool.acquire()).release();
-    await new Promise((r) => setTimeout(r, 20));
+    const pool = await afterFirstRestore({ prepared: "ok" });
     const [spare] = untouched();
     spare!.crash();
     const vm = await pool.acquire();
@@ -419,13 +418,8 @@ describe("pool spare (fake backend with prepareRestore)", () => {
   });
 
   it("a spare stuck in its restore is discarded after restoreTimeoutMs and the acquire still gets a VM", async () => {
-    rt = fakeRuntime(root, { prepared: "hang" });
-    setRuntime(rt);
-    const img = await Image.build({ ref: "busybox", snapshotsDir });
-    const pool = await img.pool({ min: 0, max: 1, restoreTimeoutMs: 300 });
-    await (await pool.acquire()).release();
-    await (await pool.acquire()).release();
-    await new Promise((r) => setTimeout(r, 100));
+    const pool = await afterFirstRestore({ prepared: "hang" }, { restoreTimeoutMs: 300 });
+    await new Promise((r) => setTimeout(r, 80));
     const vm = await pool.acquire();
     expect(rt.state.preparedDiscards).toBeGreaterThanOrEqual(1);
     expect(rt.state.restores).toBe(2);
@@ -436,13 +430,7 @@ describe("pool spare (fake backend with prepareRestore)", () => {
   });
 
   it("with idleTimeoutMs an unused spare is stopped like an idle VM; the next acquire restores directly", async () => {
-    rt = fakeRuntime(root, { prepared: "ok" });
-    setRuntime(rt);
-    const img = await Image.build({ ref: "busybox", snapshotsDir });
-    const pool = await img.pool({ min: 0, max: 1, idleTimeoutMs: 100 });
-    await (await pool.acquire()).release();
-    await (await pool.acquire()).release();
-    await new Promise((r) => setTimeout(r, 20));
+    const pool = await afterFirstRestore({ prepared: "ok" }, { idleTimeoutMs: 100 });
     const [spare] = untouched();
     expect(spare).toBeDefined();
     await new Promise((r) => setTimeout(r, 300));
@@ -456,13 +444,7 @@ describe("pool spare (fake backend with prepareRestore)", () => {
   });
 
   it("shutdown abandons a spare still being prepared instead of waiting for it", async () => {
-    rt = fakeRuntime(root, { prepared: "hang" });
-    setRuntime(rt);
-    const img = await Image.build({ ref: "busybox", snapshotsDir });
-    const pool = await img.pool({ min: 0, max: 1, restoreTimeoutMs: 600_000 });
-    await (await pool.acquire()).release();
-    await (await pool.acquire()).release(); // starts a spare whose restore never completes
-    await new Promise((r) => setTimeout(r, 20));
+    const pool = await afterFirstRestore({ prepared: "hang" }, { restoreTimeoutMs: 600_000 });
     expect(rt.state.prepared).toBe(1);
     await pool.shutdown(); // would wait restoreTimeoutMs (10 minutes) if it awaited the spare
     expect(rt.state.preparedDiscards).toBe(1);
