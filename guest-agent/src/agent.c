@@ -39,7 +39,7 @@
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-enum wkind { W_PORT = 1, W_SIG, W_CH_R, W_CH_W, W_TCP_CONN, W_VSOCK };
+enum wkind { W_PORT = 1, W_SIG, W_CH_R, W_CH_W, W_TCP_CONN, W_VSOCK, W_FJOB };
 
 #define W_FUSE 16 /* watch kind of a share's /dev/fuse (kept apart from the enum above) */
 #define W_RDDONE 17 /* eventfd: a stuck pipe read returned (guarded_read) */
@@ -1498,7 +1498,7 @@ static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 		if (!path)
 			return -ENOMEM;
 		if (on_share(path)) {
-			snprintf(msg, msglen, "stage %.300s: on a live host share; write it on the host", path);
+			snprintf(msg, msglen, "stage %.300s: on a live host share; use write-file or the host side", path);
 			free(path);
 			return -EINVAL;
 		}
@@ -2002,6 +2002,8 @@ static void op_close_stdin(uint32_t id, const struct cb_doc *d, uint32_t args)
 	res_empty(id);
 }
 
+static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, bool is_read, size_t cap, size_t limit);
+
 static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	int pi, di;
@@ -2024,18 +2026,14 @@ static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 		res_error(id, "ENOMEM", "out of memory");
 		return;
 	}
-	if (on_share(path)) {
-		snprintf(msg, sizeof(msg), "%.300s is on a live host share: write it on the host (or exec a command)", path);
-		res_error(id, "EINVAL", msg);
-		free(path);
+	if (any_share()) {
+		/* the child has its own copy of the frame's bytes */
+		struct put_ctx x = {path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true};
+		fjob_start(id, put_child, &x, path, false, sizeof(int), 0);
 		return;
 	}
-	int r = put_file_guarded(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs,
-				 true);
-	if (r == -ETIMEDOUT) {
-		snprintf(msg, sizeof(msg), "%.300s: %s", path, GUARD_MSG);
-		res_error(id, "EIO", msg);
-	} else if (r < 0)
+	int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true);
+	if (r < 0)
 		res_errno(id, -r, path);
 	else
 		res_empty(id);
@@ -2158,31 +2156,160 @@ static void read_child(void *c, int wr)
 		pipe_put(wr, buf, got);
 }
 
-static void read_file_guarded(uint32_t id, const char *path, size_t limit)
+/* ------------------------------------------------------------------ asynchronous file jobs */
+
+/* While a share is attached, write-file and read-file run in a forked child that answers through a
+ * pipe, and the event loop goes on meanwhile: the child's path may lead into a share (directly or
+ * through a guest-made symlink), whose FUSE requests this loop relays. The request is answered
+ * when the child has answered, or with EIO after SM_FILE_JOB_TIMEOUT_MS (the child is killed). */
+#define SM_MAX_FILE_JOBS 16
+#define SM_FILE_JOB_TIMEOUT_MS 60000
+
+struct file_job {
+	bool used, is_read;
+	struct watch w;
+	pid_t pid;
+	uint32_t req_id, sess;
+	int64_t deadline;
+	uint8_t *buf;
+	size_t cap, got, limit;
+	char *path;
+};
+static struct file_job fjobs[SM_MAX_FILE_JOBS];
+
+static void fjob_answer(struct file_job *j, ssize_t n)
 {
 	char msg[512];
-	size_t cap = 12 + limit;
-	uint8_t *buf = malloc(cap);
-	if (!buf) {
-		res_error(id, "ENOMEM", "out of memory");
+	if (n == -ETIMEDOUT) {
+		snprintf(msg, sizeof(msg), "%.300s: no answer within %d s (a live host share that does not answer?)",
+			 j->path, SM_FILE_JOB_TIMEOUT_MS / 1000);
+		res_error(j->req_id, "EIO", msg);
 		return;
 	}
-	struct read_ctx x = {path, limit};
-	ssize_t n = guarded_fork(read_child, &x, buf, cap);
-	int32_t hdr[3];
-	if (n == -ETIMEDOUT) {
-		snprintf(msg, sizeof(msg), "%.300s: %s", path, GUARD_MSG);
-		res_error(id, "EIO", msg);
-	} else if (n < (ssize_t)sizeof(hdr)) {
-		res_errno(id, n < 0 ? (int)-n : EIO, path);
-	} else {
-		memcpy(hdr, buf, sizeof(hdr));
-		if (hdr[0] == 0 && (size_t)n - sizeof(hdr) != (size_t)hdr[2])
-			res_errno(id, EIO, path); /* the child died mid-answer */
+	if (!j->is_read) {
+		int r;
+		if (n != (ssize_t)sizeof(r)) {
+			res_errno(j->req_id, n < 0 ? (int)-n : EIO, j->path);
+			return;
+		}
+		memcpy(&r, j->buf, sizeof(r));
+		if (r < 0)
+			res_errno(j->req_id, -r, j->path);
 		else
-			reply_loaded(id, path, hdr[0], buf + sizeof(hdr), (size_t)hdr[2], (mode_t)hdr[1], limit);
+			res_empty(j->req_id);
+		return;
 	}
-	free(buf);
+	int32_t hdr[3];
+	if (n < (ssize_t)sizeof(hdr)) {
+		res_errno(j->req_id, n < 0 ? (int)-n : EIO, j->path);
+		return;
+	}
+	memcpy(hdr, j->buf, sizeof(hdr));
+	if (hdr[0] == 0 && (size_t)n - sizeof(hdr) != (size_t)hdr[2])
+		res_errno(j->req_id, EIO, j->path); /* the child died mid-answer */
+	else
+		reply_loaded(j->req_id, j->path, hdr[0], j->buf + sizeof(hdr), (size_t)hdr[2], (mode_t)hdr[1],
+			     j->limit);
+}
+
+/* n: bytes the child wrote, or -errno / -ETIMEDOUT / -EFBIG. Answers unless the session changed. */
+static void fjob_finish(struct file_job *j, ssize_t n)
+{
+	watch_close(&j->w);
+	if (n < 0)
+		kill(j->pid, SIGKILL); /* reap() collects it */
+	if (A.session && j->sess == A.sess && pending_has(j->req_id)) {
+		pending_del(j->req_id);
+		fjob_answer(j, n);
+	}
+	free(j->buf);
+	free(j->path);
+	memset(j, 0, sizeof(*j));
+	j->w.fd = -1;
+}
+
+static void fjob_readable(struct file_job *j)
+{
+	for (;;) {
+		uint8_t extra;
+		/* at cap, one more byte tells EOF (the answer was exactly cap bytes) from an overflow */
+		ssize_t n = j->got == j->cap ? read(j->w.fd, &extra, 1) : read(j->w.fd, j->buf + j->got, j->cap - j->got);
+		if (n > 0 && j->got == j->cap) {
+			fjob_finish(j, -EFBIG);
+			return;
+		}
+		if (n > 0) {
+			j->got += (size_t)n;
+			continue;
+		}
+		if (n == 0) {
+			fjob_finish(j, (ssize_t)j->got);
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			fjob_finish(j, -errno);
+		return;
+	}
+}
+
+static void fjob_timers(int64_t now)
+{
+	for (int i = 0; i < SM_MAX_FILE_JOBS; i++)
+		if (fjobs[i].used && now >= fjobs[i].deadline)
+			fjob_finish(&fjobs[i], -ETIMEDOUT);
+}
+
+static int64_t fjob_next_deadline(int64_t t, int64_t now)
+{
+	for (int i = 0; i < SM_MAX_FILE_JOBS; i++)
+		if (fjobs[i].used && fjobs[i].deadline - now < t)
+			t = fjobs[i].deadline - now;
+	return t;
+}
+
+/* Start fn(ctx, pipe) in a child for request id; the answer comes later (fjob_answer). Takes path. */
+static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, bool is_read, size_t cap, size_t limit)
+{
+	struct file_job *j = NULL;
+	for (int i = 0; i < SM_MAX_FILE_JOBS && !j; i++)
+		if (!fjobs[i].used)
+			j = &fjobs[i];
+	int pfd[2] = {-1, -1};
+	uint8_t *buf = j ? malloc(cap) : NULL;
+	if (!j || !buf || pipe2(pfd, O_CLOEXEC) < 0) {
+		int e = !j ? EBUSY : !buf ? ENOMEM : errno;
+		res_errno(id, e, !j ? "too many file operations in progress" : path);
+		free(buf);
+		free(path);
+		return;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		res_errno(id, e, "fork");
+		free(buf);
+		free(path);
+		return;
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		fn(ctx, pfd[1]);
+		_exit(0);
+	}
+	close(pfd[1]);
+	set_nonblock(pfd[0]);
+	*j = (struct file_job){.used = true, .is_read = is_read, .pid = pid, .req_id = id, .sess = A.sess,
+			       .deadline = mono_ms() + SM_FILE_JOB_TIMEOUT_MS, .buf = buf, .cap = cap, .limit = limit,
+			       .path = path};
+	j->w.kind = W_FJOB;
+	j->w.fd = pfd[0];
+	j->w.obj = j;
+	A.pending[A.npending++] = id;
+	watch_set(&j->w, EPOLLIN);
 }
 
 static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
@@ -2198,11 +2325,11 @@ static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 		res_error(id, "ENOMEM", "out of memory");
 		return;
 	}
-	if (on_share(path)) {
-		snprintf(msg, sizeof(msg), "%.300s is on a live host share: read it on the host (or exec cat)", path);
-		res_error(id, "EINVAL", msg);
-	} else if (any_share()) {
-		read_file_guarded(id, path, read_limit());
+	if (any_share()) {
+		size_t limit = read_limit();
+		struct read_ctx x = {path, limit};
+		fjob_start(id, read_child, &x, path, true, 12 + limit, limit);
+		return;
 	} else {
 		uint8_t *buf;
 		size_t got;
@@ -3502,6 +3629,7 @@ static int next_timeout(int64_t now)
 		if (c->state != CH_FREE && c->connecting && c->deadline - now < t)
 			t = c->deadline - now;
 	}
+	t = fjob_next_deadline(t, now);
 	return t < 0 ? 0 : (int)t;
 }
 
@@ -3509,6 +3637,7 @@ static void timers(int64_t now)
 {
 	if (!A.connected && now >= A.next_port_probe)
 		port_probe();
+	fjob_timers(now);
 	listen_poll(now);
 	for (int i = 0; i < SM_MAX_PROCS; i++) {
 		struct proc *p = &A.procs[i];
@@ -3543,6 +3672,9 @@ static void on_event(struct watch *w, uint32_t ev)
 		break;
 	case W_SIG:
 		handle_signals();
+		break;
+	case W_FJOB:
+		fjob_readable(w->obj);
 		break;
 	case W_VSOCK:
 		transport_take();

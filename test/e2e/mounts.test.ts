@@ -114,6 +114,18 @@ describe("live host shares in a real VM", () => {
     expect(existsSync(join(root, "opaque", "newdir"))).toBe(false);
   });
 
+  it("vm.writeFile / vm.readFile on share paths go through the share", async () => {
+    await vm.writeFile("/mnt/o/from-api.txt", "written by vm.writeFile\n");
+    expect(readFileSync(join(root, "opaque", "from-api.txt"), "utf8")).toBe("written by vm.writeFile\n");
+    writeFileSync(join(root, "opaque", "to-api.txt"), "host bytes\n");
+    expect((await vm.readFile("/mnt/o/to-api.txt")).toString()).toBe("host bytes\n");
+    // the staging path of the tag works too
+    expect((await vm.readFile("/run/supermachine/shares/o/to-api.txt")).toString()).toBe("host bytes\n");
+    await expect(vm.readFile("/mnt/o/nope.txt")).rejects.toMatchObject({ code: "SM_AGENT_ERROR" });
+    rmSync(join(root, "opaque", "from-api.txt"));
+    rmSync(join(root, "opaque", "to-api.txt"));
+  });
+
   it("npm-workspace symlinks: verbatim on the host, resolvable in the guest", async () => {
     const r = await sh(
       "mkdir -p /mnt/o/packages/pkg-a /mnt/o/node_modules && echo A > /mnt/o/packages/pkg-a/index.js && ln -s ../packages/pkg-a /mnt/o/node_modules/pkg-a && cat /mnt/o/node_modules/pkg-a/index.js",
