@@ -1202,7 +1202,7 @@ static struct child_spec *build_spec(const struct cb_doc *d, const struct cmd_ar
 		goto nomem;
 	struct stat st;
 	/* While a share is attached the cwd is checked by the child's chdir (exit 126), never by
-	 * PID 1: a guest-made symlink could lead the stat into a share (see guarded_fork). */
+	 * PID 1: a guest-made symlink could lead the stat into a share (see the file jobs). */
 	if (!any_share() && (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode))) {
 		*code = errno == ENOENT || !errno ? "ENOENT" : errno_code(errno);
 		if (stat(s->cwd, &st) == 0)
@@ -1377,11 +1377,12 @@ static int put_file(const char *path, const uint8_t *data, size_t len, mode_t mo
 
 /* ------------------------------------------------------------------ guarded file operations */
 
-/* While a share is attached, a host-named path (write-file, read-file, stage) may lead into it
- * through a symlink the guest planted, and PID 1 must never wait on a FUSE request it relays
- * itself. So such operations run in a forked child that reports through a pipe; PID 1 waits at
- * most FS_HELPER_TIMEOUT_MS and then kills it (a FUSE wait is killable; the unread request is
- * dropped). Returns the number of bytes the child wrote (<= cap), -ETIMEDOUT, -EFBIG or -errno. */
+/* PID 1 must never wait on a FUSE request it relays itself. The mkdir/mount/umount of fs-attach and
+ * fs-detach therefore run in a forked child that reports through a pipe; PID 1 waits at most
+ * FS_HELPER_TIMEOUT_MS and then kills it (a FUSE wait is killable; the unread request is dropped).
+ * (write-file, read-file and stage do not wait at all while a share is attached: see the
+ * asynchronous file jobs.) Returns the number of bytes the child wrote (<= cap), -ETIMEDOUT, -EFBIG
+ * or -errno. */
 typedef void (*guard_fn)(void *ctx, int wr);
 
 static void pipe_put(int fd, const void *p, size_t n)
@@ -1454,9 +1455,6 @@ static ssize_t guarded_fork(guard_fn fn, void *ctx, uint8_t *out, size_t cap)
 	return r;
 }
 
-static const char GUARD_MSG[] = "the path leads into a live host share (through a symlink?); "
-				"the agent does not touch shares itself: use the host side or exec";
-
 struct put_ctx {
 	const char *path;
 	const uint8_t *data;
@@ -1472,19 +1470,8 @@ static void put_child(void *c, int wr)
 	pipe_put(wr, &r, sizeof(r));
 }
 
-/* put_file, in a guarded child while a share is attached. -ETIMEDOUT: it reached a share. */
-static int put_file_guarded(const char *path, const uint8_t *data, size_t len, mode_t mode, bool mkdirs, bool atomic)
-{
-	if (!any_share())
-		return put_file(path, data, len, mode, mkdirs, atomic);
-	struct put_ctx x = {path, data, len, mode, mkdirs, atomic};
-	int r = -EIO;
-	ssize_t n = guarded_fork(put_child, &x, (uint8_t *)&r, sizeof(r));
-	if (n < 0)
-		return (int)n;
-	return n == (ssize_t)sizeof(r) ? r : -EIO;
-}
-
+/* Write the stage files. Runs in PID 1 only while no share is attached; otherwise in a file job's
+ * child (stage_child), so a path on (or leading into) a share never makes PID 1 wait on itself. */
 static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 {
 	if (stage < 0)
@@ -1497,16 +1484,9 @@ static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 		char *path = item_strdup(d, pi);
 		if (!path)
 			return -ENOMEM;
-		if (on_share(path)) {
-			snprintf(msg, msglen, "stage %.300s: on a live host share; use write-file or the host side", path);
-			free(path);
-			return -EINVAL;
-		}
-		int r = put_file_guarded(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false);
+		int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false);
 		if (r < 0) {
-			snprintf(msg, msglen, "stage %.300s: %s", path, r == -ETIMEDOUT ? GUARD_MSG : strerror(-r));
-			if (r == -ETIMEDOUT)
-				r = -EIO;
+			snprintf(msg, msglen, "stage %.300s: %s", path, strerror(-r));
 			free(path);
 			return r;
 		}
@@ -1539,6 +1519,47 @@ static void kill_group(pid_t pid)
 	}
 }
 
+/* An exec whose stage files a file job is writing (a share is attached); launched when it is done. */
+struct exec_cont {
+	struct exec_args a;
+	bool spawn;
+	struct proc *p;
+	struct child_spec *s;
+};
+
+static void exec_cont_free(struct exec_cont *k)
+{
+	if (!k)
+		return;
+	spec_free(k->s);
+	proc_free(k->p);
+	free(k);
+}
+
+struct stage_ctx {
+	const struct cb_doc *d;
+	int stage;
+};
+
+struct stage_out {
+	int32_t r;
+	char msg[512];
+};
+
+static void stage_child(void *c, int wr)
+{
+	struct stage_ctx *x = c;
+	struct stage_out out;
+	memset(&out, 0, sizeof(out));
+	out.r = do_stage(x->d, x->stage, out.msg, sizeof(out.msg));
+	pipe_put(wr, &out, sizeof(out));
+}
+
+enum fjob_kind { FJ_WRITE, FJ_READ, FJ_STAGE };
+static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
+		       size_t limit, struct exec_cont *cont);
+static void exec_launch(uint32_t id, const struct exec_args *a, bool spawn, struct proc *p, struct child_spec *s);
+
 static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spawn)
 {
 	struct exec_args a;
@@ -1569,8 +1590,11 @@ static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spa
 		return;
 	}
 	/* Stage files first: the command's (or the chained command's) cwd may be a directory
-	 * that only exists once the staged files have been written. */
-	int r = do_stage(d, a.stage, msg, sizeof(msg));
+	 * that only exists once the staged files have been written. While a share is attached the
+	 * specs do not check cwd (the child's chdir does), so they are built first and the stage
+	 * runs in a file job; the command starts when the job is done. */
+	bool async_stage = a.stage >= 0 && any_share();
+	int r = async_stage ? 0 : do_stage(d, a.stage, msg, sizeof(msg));
 	if (r < 0) {
 		proc_free(p);
 		res_error(id, errno_code(-r), msg);
@@ -1590,6 +1614,35 @@ static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spa
 			res_error(id, code, msg);
 			return;
 		}
+	}
+	if (async_stage) {
+		struct exec_cont *k = malloc(sizeof(*k));
+		char *what = strdup("stage");
+		if (!k || !what) {
+			free(k);
+			free(what);
+			spec_free(s);
+			proc_free(p);
+			res_error(id, "ENOMEM", "out of memory");
+			return;
+		}
+		*k = (struct exec_cont){.a = a, .spawn = spawn, .p = p, .s = s};
+		struct stage_ctx x = {d, a.stage};
+		fjob_start(id, stage_child, &x, what, FJ_STAGE, sizeof(struct stage_out), 0, k);
+		return;
+	}
+	exec_launch(id, &a, spawn, p, s);
+}
+
+/* Start the command of an exec/spawn request and wire its channels; takes p and s. */
+static void exec_launch(uint32_t id, const struct exec_args *ap, bool spawn, struct proc *p, struct child_spec *s)
+{
+	const struct exec_args a = *ap;
+	if (chan_free_slots() < (a.has_ch_err ? 2 : 1) + (spawn ? 1 : 0)) {
+		spec_free(s);
+		proc_free(p);
+		res_error(id, "EBUSY", "too many open channels");
+		return;
 	}
 	int outfd, errfd, infd, ptyfd;
 	pid_t pid = start_child(s, a.tty, a.cols, a.rows, spawn, &outfd, &errfd, &infd, &ptyfd);
@@ -2002,8 +2055,6 @@ static void op_close_stdin(uint32_t id, const struct cb_doc *d, uint32_t args)
 	res_empty(id);
 }
 
-static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, bool is_read, size_t cap, size_t limit);
-
 static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	int pi, di;
@@ -2029,7 +2080,7 @@ static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 	if (any_share()) {
 		/* the child has its own copy of the frame's bytes */
 		struct put_ctx x = {path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true};
-		fjob_start(id, put_child, &x, path, false, sizeof(int), 0);
+		fjob_start(id, put_child, &x, path, FJ_WRITE, sizeof(int), 0, NULL);
 		return;
 	}
 	int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true);
@@ -2041,7 +2092,7 @@ static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 }
 
 /* read-file: load_file reads the file (<= limit bytes), reply_loaded answers. While a share is
- * attached the load runs in a guarded child (see guarded_fork), which sends
+ * attached the load runs in a file job's child (see fjob_start), which sends
  * {int32 rc, uint32 mode, uint32 len} + the bytes. */
 enum { LF_NOTREG = 1, LF_TOOBIG = 2, LF_GREW = 3 };
 
@@ -2166,7 +2217,9 @@ static void read_child(void *c, int wr)
 #define SM_FILE_JOB_TIMEOUT_MS 60000
 
 struct file_job {
-	bool used, is_read;
+	bool used;
+	enum fjob_kind kind;
+	struct exec_cont *cont; /* FJ_STAGE: the exec to launch (owned) */
 	struct watch w;
 	pid_t pid;
 	uint32_t req_id, sess;
@@ -2186,7 +2239,25 @@ static void fjob_answer(struct file_job *j, ssize_t n)
 		res_error(j->req_id, "EIO", msg);
 		return;
 	}
-	if (!j->is_read) {
+	if (j->kind == FJ_STAGE) {
+		struct stage_out out;
+		if (n != (ssize_t)sizeof(out)) {
+			res_errno(j->req_id, n < 0 ? (int)-n : EIO, "stage");
+			return;
+		}
+		memcpy(&out, j->buf, sizeof(out));
+		out.msg[sizeof(out.msg) - 1] = 0;
+		if (out.r < 0) {
+			res_error(j->req_id, errno_code(-out.r), out.msg);
+			return;
+		}
+		struct exec_cont *k = j->cont;
+		j->cont = NULL;
+		exec_launch(j->req_id, &k->a, k->spawn, k->p, k->s);
+		free(k);
+		return;
+	}
+	if (j->kind == FJ_WRITE) {
 		int r;
 		if (n != (ssize_t)sizeof(r)) {
 			res_errno(j->req_id, n < 0 ? (int)-n : EIO, j->path);
@@ -2222,6 +2293,7 @@ static void fjob_finish(struct file_job *j, ssize_t n)
 		pending_del(j->req_id);
 		fjob_answer(j, n);
 	}
+	exec_cont_free(j->cont); /* not launched: failed, or the session changed */
 	free(j->buf);
 	free(j->path);
 	memset(j, 0, sizeof(*j));
@@ -2270,7 +2342,8 @@ static int64_t fjob_next_deadline(int64_t t, int64_t now)
 }
 
 /* Start fn(ctx, pipe) in a child for request id; the answer comes later (fjob_answer). Takes path. */
-static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, bool is_read, size_t cap, size_t limit)
+static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
+		       size_t limit, struct exec_cont *cont)
 {
 	struct file_job *j = NULL;
 	for (int i = 0; i < SM_MAX_FILE_JOBS && !j; i++)
@@ -2283,6 +2356,7 @@ static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, bool is_
 		res_errno(id, e, !j ? "too many file operations in progress" : path);
 		free(buf);
 		free(path);
+		exec_cont_free(cont);
 		return;
 	}
 	pid_t pid = fork();
@@ -2293,6 +2367,7 @@ static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, bool is_
 		res_errno(id, e, "fork");
 		free(buf);
 		free(path);
+		exec_cont_free(cont);
 		return;
 	}
 	if (pid == 0) {
@@ -2302,7 +2377,7 @@ static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, bool is_
 	}
 	close(pfd[1]);
 	set_nonblock(pfd[0]);
-	*j = (struct file_job){.used = true, .is_read = is_read, .pid = pid, .req_id = id, .sess = A.sess,
+	*j = (struct file_job){.used = true, .kind = kind, .cont = cont, .pid = pid, .req_id = id, .sess = A.sess,
 			       .deadline = mono_ms() + SM_FILE_JOB_TIMEOUT_MS, .buf = buf, .cap = cap, .limit = limit,
 			       .path = path};
 	j->w.kind = W_FJOB;
@@ -2328,7 +2403,7 @@ static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 	if (any_share()) {
 		size_t limit = read_limit();
 		struct read_ctx x = {path, limit};
-		fjob_start(id, read_child, &x, path, true, 12 + limit, limit);
+		fjob_start(id, read_child, &x, path, FJ_READ, 12 + limit, limit, NULL);
 		return;
 	} else {
 		uint8_t *buf;

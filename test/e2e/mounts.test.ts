@@ -114,7 +114,7 @@ describe("live host shares in a real VM", () => {
     expect(existsSync(join(root, "opaque", "newdir"))).toBe(false);
   });
 
-  it("vm.writeFile / vm.readFile on share paths go through the share", async () => {
+  it("vm.writeFile / vm.readFile / stageFiles on share paths go through the share", async () => {
     await vm.writeFile("/mnt/o/from-api.txt", "written by vm.writeFile\n");
     expect(readFileSync(join(root, "opaque", "from-api.txt"), "utf8")).toBe("written by vm.writeFile\n");
     writeFileSync(join(root, "opaque", "to-api.txt"), "host bytes\n");
@@ -122,6 +122,15 @@ describe("live host shares in a real VM", () => {
     // the staging path of the tag works too
     expect((await vm.readFile("/run/supermachine/shares/o/to-api.txt")).toString()).toBe("host bytes\n");
     await expect(vm.readFile("/mnt/o/nope.txt")).rejects.toMatchObject({ code: "SM_AGENT_ERROR" });
+    // stageFiles into a share, then a command that runs there
+    const r = await vm.exec({
+      argv: ["sh", "run.sh"],
+      cwd: "/mnt/o/staged",
+      stageFiles: { "/mnt/o/staged/run.sh": "echo staged into the share; pwd\n" },
+    });
+    expect(r.stdout.toString()).toBe("staged into the share\n/mnt/o/staged\n");
+    expect(readFileSync(join(root, "opaque", "staged", "run.sh"), "utf8")).toContain("staged into the share");
+    rmSync(join(root, "opaque", "staged"), { recursive: true });
     rmSync(join(root, "opaque", "from-api.txt"));
     rmSync(join(root, "opaque", "to-api.txt"));
   });

@@ -240,7 +240,7 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     expect((await agent.readFile("/etc/passwd")).data.length).toBeGreaterThan(0);
   }, 120_000);
 
-  it("a guest symlink into a share cannot make PID 1 wait on itself: file ops go through it, stage fails with EIO in bounded time", async () => {
+  it("a guest symlink into a share cannot make PID 1 wait on itself: write-file, read-file and stage go through it", async () => {
     // A hostile guest plants /tmp/trap -> the share; the host then names a path through it.
     expect((await sh("ln -sfn /run/supermachine/shares/t1 /tmp/trap && ls /tmp/trap/")).exitCode).toBe(0);
     const t0 = Date.now();
@@ -248,13 +248,12 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     expect(w.message).toMatch(/Function not implemented/); // reached the share (which cannot create files), no stall
     const rf = await agent.readFile("/tmp/trap/hello.txt");
     expect(rf.data.toString()).toBe(HELLO.toString());
-    // stage runs before the command in a bounded child that PID 1 waits for: that one gives up
+    // stage too: written by a child before the command starts, the share answering meanwhile
     const st = await agent
       .exec({ argv: ["true"], stage: [{ path: "/tmp/trap/s.txt", data: Buffer.from("s") }], timeoutMs: 30_000 })
       .catch((e) => e);
-    expect(st.remoteCode).toBe("EIO");
-    expect(st.message).toMatch(/live host share/);
-    expect(Date.now() - t0).toBeLessThan(30_000); // one bounded wait (5 s), never a hang
+    expect(st.message).toMatch(/stage \/tmp\/trap\/s\.txt: Function not implemented/);
+    expect(Date.now() - t0).toBeLessThan(10_000); // no waits on PID 1 left
     // The agent is fine afterwards, and ordinary paths still work while the share is attached.
     await agent.writeFile("/tmp/ok.txt", Buffer.from("fine"), { mode: 0o600 });
     const back = await agent.readFile("/tmp/ok.txt");
