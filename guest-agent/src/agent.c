@@ -1748,6 +1748,11 @@ static bool drain_after_exit(struct chan *c)
 	bool done = chan_pump(c, 1 << 20);
 	if (!done)
 		return false; /* waiting for credit */
+	/* A read still under way on a worker thread (guarded_read, a share is attached) is not
+	 * "would block": its bytes are still to come, and rd_collect checks the process again when
+	 * they arrive. Taking it for the end lost the tail of the output under load. */
+	if (c->r_stuck)
+		return false;
 	if (!c->r_eof)
 		chan_read_eof(c); /* would block: a descendant holds the pipe; stop here */
 	return true;
