@@ -1156,26 +1156,21 @@ static bool any_share(void);
 /* Whether path lies (lexically) at or below a FUSE mount. PID 1 must not touch such a path
  * itself: the FUSE requests it would cause are relayed by PID 1 (SPEC 6.4), so it would wait
  * for itself. A symlink elsewhere that points into a share is not detected. */
+static int contains_path(const char *mp, const char *type, const char *src, void *ctx)
+{
+	(void)src;
+	const char *path = ctx;
+	if (strncmp(type, "fuse", 4) != 0)
+		return 0;
+	size_t n = strlen(mp);
+	while (n > 1 && mp[n - 1] == '/')
+		n--;
+	return n > 1 && !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
+}
+
 static bool on_share(const char *path)
 {
-	if (!any_share())
-		return false;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return false;
-	char line[8192];
-	bool hit = false;
-	while (!hit && fgets(line, sizeof(line), f)) {
-		char *mp, *type, *src;
-		if (fs_mountinfo_parse(line, &mp, &type, &src) < 0 || strncmp(type, "fuse", 4) != 0)
-			continue;
-		size_t n = strlen(mp);
-		while (n > 1 && mp[n - 1] == '/')
-			n--;
-		hit = n > 1 && !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
-	}
-	fclose(f);
-	return hit;
+	return any_share() && fs_mountinfo_each(contains_path, (void *)path) == 1;
 }
 
 /* Materialise argv/env/cwd/user of a command; errors filled as (code, msg). */

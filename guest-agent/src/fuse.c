@@ -195,33 +195,54 @@ int fs_mountinfo_parse(char *line, char **mountpoint, char **fstype, char **sour
 	return 0;
 }
 
-int fs_umount_tag(const char *tag)
+int fs_mountinfo_each(fs_mount_fn fn, void *ctx)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
-		return 0;
-	char **paths = NULL;
-	size_t n = 0, cap = 0;
+		return -1;
 	char line[8192];
-	while (fgets(line, sizeof(line), f)) {
+	int r = 0;
+	while (!r && fgets(line, sizeof(line), f)) {
 		char *mp, *type, *src;
-		if (fs_mountinfo_parse(line, &mp, &type, &src) < 0)
-			continue;
-		if (strcmp(type, "fuse.smfs") != 0 || strcmp(src, tag) != 0)
-			continue;
-		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 8;
-			char **np = realloc(paths, nc * sizeof(*np));
-			if (!np)
-				break;
-			paths = np;
-			cap = nc;
-		}
-		paths[n] = strdup(mp);
-		if (paths[n])
-			n++;
+		if (fs_mountinfo_parse(line, &mp, &type, &src) == 0)
+			r = fn(mp, type, src, ctx);
 	}
 	fclose(f);
+	return r;
+}
+
+struct tag_mounts {
+	const char *tag;
+	char **paths;
+	size_t n, cap;
+};
+
+static int collect_tag_mount(const char *mp, const char *type, const char *src, void *ctx)
+{
+	struct tag_mounts *t = ctx;
+	if (strcmp(type, "fuse.smfs") != 0 || strcmp(src, t->tag) != 0)
+		return 0;
+	if (t->n == t->cap) {
+		size_t nc = t->cap ? t->cap * 2 : 8;
+		char **np = realloc(t->paths, nc * sizeof(*np));
+		if (!np)
+			return 1; /* unmount what was collected */
+		t->paths = np;
+		t->cap = nc;
+	}
+	t->paths[t->n] = strdup(mp);
+	if (t->paths[t->n])
+		t->n++;
+	return 0;
+}
+
+int fs_umount_tag(const char *tag)
+{
+	struct tag_mounts t = {.tag = tag};
+	if (fs_mountinfo_each(collect_tag_mount, &t) < 0)
+		return 0;
+	char **paths = t.paths;
+	size_t n = t.n;
 	int done = 0;
 	for (size_t i = n; i-- > 0;) {
 		if (umount2(paths[i], MNT_DETACH) == 0)
@@ -232,21 +253,15 @@ int fs_umount_tag(const char *tag)
 	return done;
 }
 
+static int is_staging_mount(const char *mp, const char *type, const char *src, void *ctx)
+{
+	(void)src;
+	return !strcmp(mp, ctx) && !strcmp(type, "fuse.smfs");
+}
+
 static bool share_mounted(const char *staging)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return false;
-	char line[8192];
-	bool found = false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		char *mp, *type, *src;
-		if (fs_mountinfo_parse(line, &mp, &type, &src) == 0 && !strcmp(mp, staging) &&
-		    !strcmp(type, "fuse.smfs"))
-			found = true;
-	}
-	fclose(f);
-	return found;
+	return fs_mountinfo_each(is_staging_mount, (void *)staging) == 1;
 }
 
 /* ------------------------------------------------------------------ mount helper */

@@ -69,6 +69,11 @@ void fs_err_reply(uint8_t out[FS_OUT_HDR], uint64_t unique, int err);
  * line, mountpoint unescaped (\ooo). 0, or -1 for a malformed line. */
 int fs_mountinfo_parse(char *line, char **mountpoint, char **fstype, char **source);
 
+/* Calls fn for each well-formed line of /proc/self/mountinfo until fn returns non-zero; returns
+ * that value, 0 when fn never did, or -1 when the file cannot be read. */
+typedef int (*fs_mount_fn)(const char *mountpoint, const char *fstype, const char *source, void *ctx);
+int fs_mountinfo_each(fs_mount_fn fn, void *ctx);
+
 /* Unmounts (MNT_DETACH, last mounted first) every fuse.smfs mount whose source is tag.
  * Returns the number unmounted. Touches only mountinfo and umount2. */
 int fs_umount_tag(const char *tag);
