@@ -24,7 +24,7 @@ import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
 import type { AcquireOptions, PoolStats } from "./types";
 import { checkKeys, checkObject, type ResolvedPoolOptions } from "./validate";
-import { type HandleVolume, Vm, VmHandle } from "./vm";
+import { type HandleVolume, internalExec, Vm, VmHandle } from "./vm";
 
 /** The public pool interface (spec/api.md "Pool"). */
 export interface Pool {
@@ -63,19 +63,7 @@ interface Spare {
 async function warmProcessStart(agent: AgentPort, timeoutMs: number): Promise<void> {
   // An agent without the cap (a snapshot baked by an older agent) would run its boot instead.
   if (!agent.hello.caps.includes("agent-exe")) return;
-  await agent
-    .exec({
-      argv: ["/proc/1/exe", "--version"],
-      env: {},
-      cwd: "/",
-      stage: [],
-      timeoutMs,
-      chain: null,
-      tty: false,
-      cols: 80,
-      rows: 24,
-    })
-    .catch(() => undefined);
+  await agent.exec(internalExec(["/proc/1/exe", "--version"], timeoutMs)).catch(() => undefined);
 }
 
 async function discardSpare(s: Spare): Promise<void> {

@@ -13,7 +13,7 @@ import { registerForCleanup } from "./cleanup";
 import { codeOf, SupermachineError } from "./errors";
 import type { RecordedMount } from "./fingerprint";
 import { startForwarder } from "./forwarder";
-import type { AgentChild, AgentPort, LiveVmPort } from "./ports";
+import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
 import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
 import { MAX_FILE_BYTES, optInt, toBuffer, validateExecOptions } from "./validate";
@@ -27,6 +27,11 @@ export interface HandleVolume {
 }
 
 /** The pooled resource: one live VM and its agent session. */
+/** A command core runs itself in the guest (not a user's exec): root, cwd /, no env, stage or tty. */
+export function internalExec(argv: string[], timeoutMs: number): AgentExecArgs {
+  return { argv, env: {}, cwd: "/", stage: [], timeoutMs, chain: null, tty: false, cols: 80, rows: 24 };
+}
+
 export class VmHandle {
   readonly id = nextHandleId++;
   dead = false;
@@ -182,24 +187,19 @@ export class VmHandle {
     // The guest may hold stale cached blocks of the device from bake time: drop clean caches first.
     await this.agent.writeFile("/proc/sys/vm/drop_caches", Buffer.from("3\n"), 0o644).catch(() => undefined);
     for (const v of this.volumes) {
-      const r = await this.agent.exec({
-        argv: [
-          "/bin/sh",
-          "-c",
-          'mkdir -p "$2" && mount -t ext4 -o noatime "$1" "$2"',
-          "sh",
-          v.device,
-          v.guestPath,
-        ],
-        env: {},
-        cwd: "/",
-        stage: [],
-        timeoutMs: 30_000,
-        chain: null,
-        tty: false,
-        cols: 80,
-        rows: 24,
-      });
+      const r = await this.agent.exec(
+        internalExec(
+          [
+            "/bin/sh",
+            "-c",
+            'mkdir -p "$2" && mount -t ext4 -o noatime "$1" "$2"',
+            "sh",
+            v.device,
+            v.guestPath,
+          ],
+          30_000,
+        ),
+      );
       if (r.exitCode !== 0) {
         throw new SupermachineError(
           "SM_VOLUME_INVALID",
