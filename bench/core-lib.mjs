@@ -89,6 +89,32 @@ export function pssOf(pid) {
   }
 }
 
+/**
+ * PSS (bytes) of a QEMU process's TCG translation cache: its anonymous mappings of 256 MiB or more
+ * (the code buffer, sized by `tb-size`; guest RAM is file-backed here). 0 under KVM/HVF, null if gone.
+ */
+export function tcgCachePssOf(pid) {
+  let txt;
+  try {
+    txt = readFileSync(`/proc/${pid}/smaps`, "utf8");
+  } catch {
+    return null;
+  }
+  let inCache = false;
+  let kib = 0;
+  for (const line of txt.split("\n")) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const size = Number.parseInt(head[2], 16) - Number.parseInt(head[1], 16);
+      inCache = head[3] === "" && size >= 256 * 2 ** 20;
+      continue;
+    }
+    const m = inCache && /^Pss:\s+(\d+) kB/.exec(line);
+    if (m) kib += Number(m[1]);
+  }
+  return kib * 1024;
+}
+
 /** CPU time (user + system, seconds) a process has used so far, or null when it is gone. */
 export function cpuSecondsOf(pid) {
   try {

@@ -17,6 +17,7 @@ import {
   saveResults,
   summary,
   table,
+  tcgCachePssOf,
 } from "./core-lib.mjs";
 
 const densityN = Number(process.argv[2] ?? process.env.DENSITY_N ?? 64);
@@ -76,6 +77,29 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
     `ping ${out.agentPingUs.p50} µs`,
     ratio(out.execTrueUs.p50, out.agentPingUs.p50),
     "<= 1.5x ping",
+  ]);
+
+  // The guest's own floor for one process, no agent involved: busybox sh in the guest runs a loop of
+  // 100 `/bin/true` (fork + execve + exit + wait) and of 100 `(:)` subshells (fork + exit + wait),
+  // timed with the guest's /proc/uptime (10 ms resolution over ~1 s loops). Median of 3 rounds.
+  const guestLoopMs = async (body) => {
+    const per = [];
+    for (let r = 0; r < 3; r++) {
+      const script = `i=0; s=$(cat /proc/uptime); while [ $i -lt 100 ]; do ${body}; i=$((i+1)); done; e=$(cat /proc/uptime); echo "$s $e"`;
+      const o = await vm.exec({ argv: ["sh", "-c", script] });
+      const [a, , b] = o.stdout.toString().trim().split(/\s+/).map(Number);
+      per.push(((b - a) * 1000) / 100);
+    }
+    return round(per.sort((x, y) => x - y)[1], 2);
+  };
+  out.guestTrueLoopMs = await guestLoopMs("/bin/true");
+  out.guestForkLoopMs = await guestLoopMs("(:)");
+  rows.push([
+    "guest floor: one /bin/true from sh in the guest (no agent) / one fork+exit",
+    `${out.guestTrueLoopMs} ms / ${out.guestForkLoopMs} ms`,
+    `ping ${out.agentPingUs.p50} µs`,
+    ratio(out.guestTrueLoopMs * 1000, out.agentPingUs.p50),
+    "",
   ]);
   await vm.release();
   await pool.shutdown();
@@ -187,6 +211,7 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
   for (let i = 0; i < n; i++) rawVms.push(await backend.restore(snapVm, overrides));
   await new Promise((r) => setTimeout(r, 2000));
   const rawPss = rawVms.map((v) => pssOf(v.pid)).filter((x) => x !== null);
+  const rawTcg = rawVms.map((v) => tcgCachePssOf(v.pid)).filter((x) => x !== null);
   // The same raw VMs after the work every pooled VM does before hand-out (agent hello + resume, which
   // starts the image's workload): guest pages written and TCG code translated show up in PSS.
   const clients = [];
@@ -197,6 +222,7 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
   }
   await new Promise((r) => setTimeout(r, 2000));
   const rawResumedPss = rawVms.map((v) => pssOf(v.pid)).filter((x) => x !== null);
+  const rawResumedTcg = rawVms.map((v) => tcgCachePssOf(v.pid)).filter((x) => x !== null);
   const rawIdleCpu = await idleCpuPercent(
     rawVms.map((v) => v.pid),
     10_000,
@@ -208,6 +234,7 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
   for (let i = 0; i < n; i++) vms.push(await p2.acquire());
   await new Promise((r) => setTimeout(r, 2000));
   const corePss = vms.map((vm) => pssOf(vm[INTERNAL]().live.pid)).filter((x) => x !== null);
+  const coreTcg = vms.map((vm) => tcgCachePssOf(vm[INTERNAL]().live.pid)).filter((x) => x !== null);
   const coreIdleCpu = await idleCpuPercent(
     vms.map((vm) => vm[INTERNAL]().live.pid),
     10_000,
@@ -218,6 +245,12 @@ const ratio = (a, b) => (b ? round(a / b, 2) : null);
   out.idlePssMiB = round(avg(corePss) / 2 ** 20, 1);
   out.rawIdlePssMiB = round(avg(rawPss) / 2 ** 20, 1);
   out.rawResumedPssMiB = round(avg(rawResumedPss) / 2 ** 20, 1);
+  // the part of each that is QEMU's TCG translation cache (no such cache under KVM/HVF)
+  out.tcgCacheMiB = {
+    core: round(avg(coreTcg) / 2 ** 20, 1),
+    rawIdle: round(avg(rawTcg) / 2 ** 20, 1),
+    rawResumed: round(avg(rawResumedTcg) / 2 ** 20, 1),
+  };
   out.idleCpuPercent = round(coreIdleCpu, 2);
   out.rawResumedIdleCpuPercent = round(rawIdleCpu, 2);
   rows.push([

@@ -43,6 +43,10 @@ if (p.execTrueUs)
   lines.push(
     `| \`exec(["true"])\` round trip p50 | ${p.execTrueUs.p50} µs | agent ping ${p.agentPingUs.p50} µs | ${ratio(p.execTrueUs.p50, p.agentPingUs.p50)} | ≤ 1.5× |`,
   );
+if (p.guestTrueLoopMs)
+  lines.push(
+    `| ↳ guest floor, no agent: one \`/bin/true\` run by \`sh\` in the guest / one \`(:)\` fork + exit | ${p.guestTrueLoopMs} / ${p.guestForkLoopMs} ms | agent ping ${p.agentPingUs.p50} µs | ${ratio(p.guestTrueLoopMs * 1000, p.agentPingUs.p50)} / ${ratio(p.guestForkLoopMs * 1000, p.agentPingUs.p50)} | |`,
+  );
 if (p.idleCpuPercent !== undefined)
   lines.push(
     `| idle CPU per pooled VM (10 s) | ${p.idleCpuPercent} % of a core | raw restore after hello + resume ${p.rawResumedIdleCpuPercent} % | ${ratio(p.idleCpuPercent, p.rawResumedIdleCpuPercent)} | |`,
@@ -50,6 +54,10 @@ if (p.idleCpuPercent !== undefined)
 if (p.idlePssMiB)
   lines.push(
     `| idle PSS per pooled VM | ${p.idlePssMiB} MiB | raw restore, idle ${p.rawIdlePssMiB} MiB; raw restore after hello + resume ${p.rawResumedPssMiB ?? "?"} MiB | ${ratio(p.idlePssMiB, p.rawIdlePssMiB)} / ${ratio(p.idlePssMiB, p.rawResumedPssMiB)} | ≤ 1.05× |`,
+  );
+if (p.tcgCacheMiB)
+  lines.push(
+    `| ↳ of which QEMU's TCG translation cache | ${p.tcgCacheMiB.core} MiB | raw idle ${p.tcgCacheMiB.rawIdle} MiB; raw after hello + resume ${p.tcgCacheMiB.rawResumed} MiB | | |`,
   );
 if (p.density)
   lines.push(
