@@ -84,6 +84,30 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     expect(r.stderr.toString()).toBe("sm-agent: definitely-not-here: command not found\n");
   });
 
+  it("resolves a bare name through PATH like a shell: missing entries, directories and non-executable files are passed over", async () => {
+    const setup = await agent.exec({
+      argv: [
+        "sh",
+        "-c",
+        "mkdir -p /tmp/p1 /tmp/p2 /tmp/p3/tool && echo 'echo wrong' > /tmp/p1/tool && chmod 644 /tmp/p1/tool && " +
+          "printf '#!/bin/sh\\necho p2 \"$@\"\\n' > /tmp/p2/tool && chmod 755 /tmp/p2/tool",
+      ],
+    });
+    expect(setup.exitCode).toBe(0);
+    // a missing dir, a directory named like the command, a file that is not executable, a path
+    // through a regular file (ENOTDIR), then the executable
+    const env = { PATH: "/nonexistent:/tmp/p3:/tmp/p1:/etc/passwd:/tmp/p2" };
+    const r = await agent.exec({ argv: ["tool", "x"], env });
+    expect(r).toMatchObject({ exitCode: 0 });
+    expect(r.stdout.toString()).toBe("p2 x\n");
+    // found only where it cannot be executed: 126 like a shell, not "command not found"
+    const denied = await agent.exec({ argv: ["tool"], env: { PATH: "/nonexistent:/tmp/p1" } });
+    expect(denied.exitCode).toBe(126);
+    expect(denied.stderr.toString()).toBe("sm-agent: tool: Permission denied\n");
+    const missing = await agent.exec({ argv: ["tool"], env: { PATH: "/nonexistent:/etc/passwd" } });
+    expect(missing.exitCode).toBe(127);
+  });
+
   it("the agent binary run as any other process only answers --version; it never runs the boot", async () => {
     const v = await agent.exec({ argv: ["/proc/1/exe", "--version"] });
     expect(v).toMatchObject({ exitCode: 0 });
