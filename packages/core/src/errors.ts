@@ -19,6 +19,11 @@ export type SupermachineErrorCode =
   | "SM_SNAPSHOT_INVALID"
   /** The bake (boot → ready → warmup → capture) failed; nothing was written under the final name. */
   | "SM_BAKE_FAILED"
+  /**
+   * A host filesystem ran out of space (ENOSPC) or quota (EDQUOT) while a snapshot was written
+   * (Image.build, vm.snapshot); nothing partial was kept. `details`: step, errno, dir, freeMib.
+   */
+  | "SM_NO_SPACE"
   /** The WarmupVm was used after the warmup callback returned. */
   | "SM_WARMUP_OVER"
   /** The operation is not available on this object (e.g. vsockPath on a WarmupVm). */
@@ -65,6 +70,22 @@ export function invalidOption(field: string, problem: string): SupermachineError
 /** True when `err` carries the given code (works across package copies). */
 export function hasCode(err: unknown, code: string): boolean {
   return typeof err === "object" && err !== null && (err as { code?: unknown }).code === code;
+}
+
+/** The first ENOSPC / EDQUOT in an error's `cause` chain (lower packages wrap fs errors), if any. */
+export function diskFullErrno(err: unknown): "ENOSPC" | "EDQUOT" | undefined {
+  let e: unknown = err;
+  for (let depth = 0; depth < 8 && typeof e === "object" && e !== null; depth++) {
+    const c = (e as { code?: unknown }).code;
+    if (c === "ENOSPC" || c === "EDQUOT") return c;
+    const d = (e as { details?: { errno?: unknown } }).details?.errno;
+    if (d === "ENOSPC" || d === "EDQUOT") return d;
+    const m = (e as { message?: unknown }).message;
+    if (typeof m === "string" && /\bENOSPC\b|No space left on device/.test(m)) return "ENOSPC";
+    if (typeof m === "string" && /\bEDQUOT\b|Disk quota exceeded/.test(m)) return "EDQUOT";
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 /** The `code` of an error-like value, if any. */

@@ -4,10 +4,10 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, link, mkdir, rm, stat } from "node:fs/promises";
+import { copyFile, link, mkdir, rm, stat, statfs } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { type BootConfig, buildBootConfig, encodeBootConfig, hostnameFor } from "./bootconfig";
-import { codeOf, SupermachineError } from "./errors";
+import { codeOf, diskFullErrno, SupermachineError } from "./errors";
 import {
   canonicalJson,
   defaultName,
@@ -16,7 +16,7 @@ import {
   SNAPSHOT_FORMAT_VERSION,
 } from "./fingerprint";
 import { acquireLock } from "./lock";
-import { defaultSnapshotsDir, hostArch } from "./paths";
+import { cacheRoot, defaultSnapshotsDir, hostArch } from "./paths";
 import { PoolImpl } from "./pool";
 import type { LiveVmPort } from "./ports";
 import { getRuntime, type Runtime } from "./runtime-port";
@@ -262,7 +262,15 @@ async function cacheHit(finalDir: string, fp: string): Promise<Image | undefined
 }
 
 export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promise<Image> {
-  const p = await prepare(opts, rt);
+  let p: Prepared;
+  try {
+    p = await prepare(opts, rt);
+  } catch (err) {
+    // a pull that fills the disk: the image store (the oci package removes its partial blob)
+    const hint =
+      "Free space there, or set XDG_CACHE_HOME to a larger filesystem (the image store is $XDG_CACHE_HOME/supermachine/oci).";
+    throw (await noSpaceError(err, `Pulling ${opts.ref}`, join(cacheRoot(), "oci"), hint, "pull")) ?? err;
+  }
   const hit = await cacheHit(p.finalDir, p.fp);
   if (hit) {
     emit(opts, { phase: "done", cacheHit: true, snapshotPath: hit.dir });
@@ -292,6 +300,40 @@ export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promi
   } finally {
     if (inflight.get(p.finalDir) === job) inflight.delete(p.finalDir);
   }
+}
+
+/**
+ * A disk-full failure while a snapshot was written, as SM_NO_SPACE naming the directory, its free space
+ * and what to do; undefined for any other error. Called after the partial files are removed.
+ */
+async function noSpaceError(
+  err: unknown,
+  what: string,
+  dir: string,
+  hint: string,
+  step?: string,
+): Promise<SupermachineError | undefined> {
+  const errno = diskFullErrno(err);
+  if (!errno) return undefined;
+  let freeMib: number | undefined;
+  let totalMib: number | undefined;
+  try {
+    const fs = await statfs(dir);
+    freeMib = Math.floor((fs.bavail * fs.bsize) / 2 ** 20);
+    totalMib = Math.floor((fs.blocks * fs.bsize) / 2 ** 20);
+  } catch {
+    /* the directory itself may be gone */
+  }
+  const room = freeMib === undefined ? "" : ` It has ${freeMib} MiB free of ${totalMib} MiB.`;
+  return new SupermachineError(
+    "SM_NO_SPACE",
+    `${what}: no space left on the filesystem of ${dir} (${errno}); nothing partial was kept.${room} ${hint}`,
+    { cause: err, details: { errno, dir, freeMib, ...(step ? { step } : {}) } },
+  );
+}
+
+function snapshotSpaceHint(memoryMib: number): string {
+  return `A snapshot needs up to ~${memoryMib} MiB for the guest memory plus the root filesystem: free space there, or put \`snapshotsDir\` (or the vm.snapshot destination) on a larger filesystem.`;
 }
 
 function wrapBakeError(err: unknown, step: string, consoleTail: string | undefined): unknown {
@@ -436,7 +478,23 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
     } catch {
       /* runtime dir already gone */
     }
-    throw wrapBakeError(err, step, tail);
+    // The VMM (which may hold a deleted file open) and the partial files go first, so the free space
+    // reported is what the user really has.
+    if (handle) await handle.stop().catch(() => undefined);
+    else if (live) await live.stop().catch(() => undefined);
+    handle = undefined;
+    live = undefined;
+    if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    tmp = undefined;
+    throw (
+      (await noSpaceError(
+        err,
+        `Bake failed while ${step}`,
+        p.snapshotsDir,
+        snapshotSpaceHint(opts.memoryMib),
+        step,
+      )) ?? wrapBakeError(err, step, tail)
+    );
   } finally {
     if (handle) await handle.stop().catch(() => undefined);
     else if (live) await live.stop().catch(() => undefined);
@@ -492,6 +550,8 @@ export async function snapshotVm(image: Image, handle: VmHandle, destDir: string
     return new Image(finalDir, full);
   } catch (err) {
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw err;
+    throw (
+      (await noSpaceError(err, `vm.snapshot(${destDir})`, parent, snapshotSpaceHint(image.memoryMib))) ?? err
+    );
   }
 }

@@ -9,10 +9,16 @@ import { HypervisorError } from "./errors";
 export class RingBuffer {
   private chunks: Buffer[] = [];
   private size = 0;
+  private total = 0;
   constructor(readonly capacity = STDERR_RING_BYTES) {}
+  /** Bytes pushed so far (a mark for `since`). */
+  get written(): number {
+    return this.total;
+  }
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.size += chunk.length;
+    this.total += chunk.length;
     while (this.size > this.capacity && this.chunks.length > 0) {
       const first = this.chunks[0] as Buffer;
       const excess = this.size - this.capacity;
@@ -27,6 +33,13 @@ export class RingBuffer {
   }
   toString(): string {
     return Buffer.concat(this.chunks).toString("utf8");
+  }
+  /** What was pushed after `mark` (an earlier `written`), as far as the buffer still holds it. */
+  since(mark: number): string {
+    const n = Math.max(0, Math.min(this.total - mark, this.size));
+    return Buffer.concat(this.chunks)
+      .subarray(this.size - n)
+      .toString("utf8");
   }
 }
 

@@ -343,8 +343,9 @@ export class QemuVm extends EventEmitter implements Vm {
     });
     // The VM is paused: no reason for QEMU's default 128 MiB/s migration throttle when writing to a file.
     await qmp.execute("migrate-set-parameters", { "max-bandwidth": MIGRATION_MAX_BANDWIDTH_BYTES_PER_S });
+    const mark = this.init.spawned.stderr.written;
     await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(path)}` });
-    await this.waitOutgoingMigration(qmp);
+    await this.waitOutgoingMigration(qmp, mark);
   }
 
   /** Used by the driver's snapshot compaction helper: save device state of a paused, shared-RAM VM. */
@@ -412,15 +413,25 @@ export class QemuVm extends EventEmitter implements Vm {
     });
   }
 
-  private async waitOutgoingMigration(qmp: QmpClient): Promise<void> {
+  /** `mark`: QEMU's stderr position before the migration; the writer (`cat`) reports errors there. */
+  private async waitOutgoingMigration(qmp: QmpClient, mark: number): Promise<void> {
     const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
     for (;;) {
       const m = await qmp.execute<{ status?: string; "error-desc"?: string }>("query-migrate");
       if (m.status === "completed") return;
       if (m.status === "failed" || m.status === "cancelled") {
+        await sleep(100); // the writer's complaint may still be on its way through QEMU's stderr pipe
+        const said = this.init.spawned.stderr.since(mark).trim().split("\n").slice(-5).join(" | ");
+        // QEMU only sees its pipe to the writer break; a full disk is told by the writer
+        const full = /No space left on device/i.test(said)
+          ? "ENOSPC"
+          : /Disk quota exceeded/i.test(said)
+            ? "EDQUOT"
+            : undefined;
         throw new HypervisorError(
           "SM_QMP",
-          `snapshot migration ${m.status}: ${m["error-desc"] ?? "no detail"}`,
+          `snapshot migration ${m.status}: ${m["error-desc"] ?? "no detail"}${said ? ` (QEMU stderr: ${said})` : ""}`,
+          { details: { stderr: said, ...(full ? { errno: full } : {}) } },
         );
       }
       if (Date.now() > deadline) {
