@@ -44,6 +44,22 @@ describe("Image.build (fake runtime: no VM)", () => {
     expect(c.snapshotPath).not.toBe(a.snapshotPath);
   });
 
+  it("a pull that fills the disk rejects with SM_NO_SPACE naming the image store; other pull errors pass through", async () => {
+    const enospc = Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+    rt.resolveImage = async () => {
+      throw enospc;
+    };
+    const err = await Image.build({ ref: "busybox", snapshotsDir }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "SM_NO_SPACE", details: { step: "pull", errno: "ENOSPC" } });
+    expect((err as Error).message).toMatch(/supermachine\/oci/);
+    expect((err as Error).cause).toBe(enospc);
+    const notFound = Object.assign(new Error("manifest unknown"), { code: "SM_IMAGE_NOT_FOUND" });
+    rt.resolveImage = async () => {
+      throw notFound;
+    };
+    await expect(Image.build({ ref: "busybox", snapshotsDir })).rejects.toBe(notFound);
+  });
+
   it("concurrent builds of the same image in one process bake once", async () => {
     const [a, b, c] = await Promise.all([1, 2, 3].map(() => Image.build({ ref: "busybox", snapshotsDir })));
     expect(rt.state.boots).toBe(1);
