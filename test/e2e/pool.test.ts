@@ -3,9 +3,10 @@
  * a VM crashing in use, snapshot mid-flight, kill -9 of the host process.
  */
 import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Image, type Pool } from "../../packages/core/src/index";
 import { bundle, type FixtureRefs, fixtureRefs, qemuPids, sharedSnapshotsDir } from "./_shared";
@@ -209,45 +210,62 @@ describe("pool on real VMs", () => {
     await Promise.all([a!.release(), b!.release()]);
   });
 
-  it("kill -9 of the Node process with a pool of 3 leaves no QEMU within 5 s", async () => {
-    const script = await bundle(join(__dirname, "child-pool.ts"), "child-pool");
-    const child = spawn(process.execPath, [script, refs.busybox, shared, "3"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    try {
-      let err = "";
-      child.stderr.on("data", (d) => {
-        err += d;
+  for (const sig of ["SIGKILL", "SIGINT"] as const) {
+    it(`${sig} to the Node process with a pool of 3 leaves no QEMU and no runtime dir within 5 s`, async () => {
+      const script = await bundle(join(__dirname, "child-pool.ts"), "child-pool");
+      const child = spawn(process.execPath, [script, refs.busybox, shared, "3"], {
+        stdio: ["ignore", "pipe", "pipe"],
       });
-      const info = await new Promise<{ qemu: number[] }>((resolve, reject) => {
-        let out = "";
-        child.stdout.on("data", (d) => {
-          out += d;
-          const line = out.split("\n").find((l) => l.includes('"ready"'));
-          if (line) resolve(JSON.parse(line));
+      const exited = new Promise<NodeJS.Signals | null>((r) =>
+        child.on("exit", (_code, signal) => r(signal)),
+      );
+      try {
+        let err = "";
+        child.stderr.on("data", (d) => {
+          err += d;
         });
-        child.on("exit", (code) => reject(new Error(`child exited ${code}: ${err}`)));
-      });
-      // 3 VMs in use (+ the pool's pre-started restore, if any): every one must go.
-      expect(info.qemu.length).toBeGreaterThanOrEqual(3);
-      child.kill("SIGKILL");
-      const deadline = Date.now() + 5000;
-      let left = info.qemu;
-      while (Date.now() < deadline && left.length > 0) {
-        await new Promise((r) => setTimeout(r, 100));
-        left = left.filter((p) => {
+        const info = await new Promise<{ qemu: number[] }>((resolve, reject) => {
+          let out = "";
+          child.stdout.on("data", (d) => {
+            out += d;
+            const line = out.split("\n").find((l) => l.includes('"ready"'));
+            if (line) resolve(JSON.parse(line));
+          });
+          child.on("exit", (code) => reject(new Error(`child exited ${code}: ${err}`)));
+        });
+        // 3 VMs in use (+ the pool's spare, if any): every one must go, with its runtime dir
+        expect(info.qemu.length).toBeGreaterThanOrEqual(3);
+        const dirs = info.qemu.map((pid) => {
+          const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+          const qmp = argv[argv.indexOf("-qmp") + 1] ?? "";
+          return dirname(qmp.replace(/^unix:/, "").split(",")[0]!);
+        });
+        for (const d of dirs) expect(existsSync(d), d).toBe(true);
+        child.kill(sig);
+        const deadline = Date.now() + 5000;
+        const alive = (p: number) => {
           try {
             process.kill(p, 0);
             return true;
           } catch {
             return false;
           }
-        });
+        };
+        let left = info.qemu;
+        let dirsLeft = dirs;
+        while (Date.now() < deadline && (left.length > 0 || dirsLeft.length > 0)) {
+          await new Promise((r) => setTimeout(r, 100));
+          left = left.filter(alive);
+          dirsLeft = dirsLeft.filter((d) => existsSync(d));
+        }
+        expect(left).toEqual([]);
+        expect(dirsLeft).toEqual([]);
+        // SIGINT: core cleans up, then the process still dies of the signal (no swallowed Ctrl-C)
+        expect(await exited).toBe(sig);
+      } finally {
+        child.kill("SIGKILL"); // also when an assertion failed before the kill
+        await rm(script, { force: true });
       }
-      expect(left).toEqual([]);
-    } finally {
-      child.kill("SIGKILL"); // also when an assertion failed before the kill
-      await rm(script, { force: true });
-    }
-  });
+    });
+  }
 });

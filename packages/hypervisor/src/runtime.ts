@@ -87,14 +87,29 @@ function installHooks(): void {
   process.on("uncaughtExceptionMonitor", cleanupAllSync);
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     const handler = () => {
-      // Only act as the default handler when nobody else listens; otherwise the app decides and 'exit' cleans up.
-      if (process.listenerCount(sig) > 1) return;
+      // Only act as the default handler when the application does not listen itself (other supermachine
+      // cleanup listeners, e.g. core's, do not count); otherwise the app decides and 'exit' cleans up.
+      if (!onlyCleanupListeners(sig)) return;
       cleanupAllSync();
       process.removeListener(sig, handler);
       process.kill(process.pid, sig);
     };
+    (handler as unknown as Record<symbol, unknown>)[CLEANUP_LISTENER] = true;
     process.on(sig, handler);
   }
+}
+
+/**
+ * Marks the signal listeners of supermachine packages (this driver, core, other copies): each cleans up
+ * and keeps the default behaviour, so they must not take each other for the application's own handler
+ * (then nobody would re-raise and Ctrl-C would leave the process running). Global: copies agree.
+ */
+const CLEANUP_LISTENER = Symbol.for("supermachine.exit-cleanup-listener");
+
+function onlyCleanupListeners(signal: NodeJS.Signals): boolean {
+  return process
+    .listeners(signal)
+    .every((l) => (l as unknown as Record<symbol, unknown>)[CLEANUP_LISTENER] === true);
 }
 
 /** Remove runtime dirs left behind by dead processes (owner pid recorded in `<dir>/owner`). */
