@@ -1,6 +1,7 @@
 /**
  * Bake cache: a cache hit boots nothing; two processes building the same image at once bake once.
  * Disk full during a bake or a vm.snapshot: SM_NO_SPACE, no partial snapshot, no VMM left.
+ * Ctrl-C mid-bake leaves nothing; a SIGKILL mid-bake leaves a temp dir the next build sweeps.
  */
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
@@ -14,16 +15,19 @@ let refs: FixtureRefs;
 let shared: string;
 let ownDir: string;
 let childScript: string;
+let bakeScript: string;
 
 beforeAll(async () => {
   shared = sharedSnapshotsDir();
   refs = await fixtureRefs();
   ownDir = await mkdtemp(join(tmpdir(), "sm-core-e2e-own-"));
   childScript = await bundle(join(__dirname, "child-build.ts"), "child-build");
+  bakeScript = await bundle(join(__dirname, "child-bake.ts"), "child-bake");
 });
 afterAll(async () => {
   await rm(ownDir, { recursive: true, force: true });
   await rm(childScript, { force: true });
+  await rm(bakeScript, { force: true });
 });
 
 function runChild(args: string[]): Promise<{ baked: boolean; path: string }> {
@@ -156,4 +160,51 @@ describe("disk full", () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("a bake interrupted by a signal", () => {
+  for (const sig of ["SIGINT", "SIGKILL"] as const) {
+    it(`${sig} while the bake VM runs: no QEMU left; ${sig === "SIGINT" ? "no temp dir either" : "the next build sweeps the temp dir"}`, async () => {
+      const dir = await mkdtemp(join(tmpdir(), "sm-core-e2e-interrupt-"));
+      try {
+        const child = spawn(process.execPath, [bakeScript, refs.busybox, dir], {
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        const exited = new Promise<NodeJS.Signals | null>((r) => child.on("exit", (_c, s) => r(s)));
+        // wait until the bake's VM is up (the agent answers after "boot"), then interrupt
+        await new Promise<void>((resolve, reject) => {
+          let out = "";
+          child.stdout.on("data", (d) => {
+            out += d;
+            if (out.includes('"phase":"boot"')) resolve();
+          });
+          child.on("exit", () => reject(new Error(`child ended before booting: ${out}`)));
+        });
+        await new Promise((r) => setTimeout(r, 500));
+        expect(qemuPids(dir).length).toBeGreaterThan(0);
+        child.kill(sig);
+        expect(await exited).toBe(sig);
+        const deadline = Date.now() + 5000;
+        while (Date.now() < deadline && qemuPids(dir).length > 0)
+          await new Promise((r) => setTimeout(r, 100));
+        expect(qemuPids(dir)).toEqual([]);
+        const temps = (await readdir(dir)).filter((n) => n.startsWith(".tmp-"));
+        if (sig === "SIGINT") {
+          expect(temps).toEqual([]);
+        } else {
+          expect(temps).toHaveLength(1); // nothing can run on SIGKILL...
+          await Image.build({ ref: refs.busybox, snapshotsDir: dir }).then((img) =>
+            img.takeHandoff()?.stop(),
+          );
+          expect((await readdir(dir)).filter((n) => n.startsWith(".tmp-"))).toEqual([]); // ...the next build sweeps it
+        }
+        // the lock of the interrupted bake does not block the next build
+        const again = await Image.build({ ref: refs.busybox, snapshotsDir: dir });
+        await again.takeHandoff()?.stop();
+        await expect(Image.fromSnapshot(again.snapshotPath)).resolves.toBeTruthy();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });

@@ -4,7 +4,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, link, mkdir, rm, stat, statfs } from "node:fs/promises";
+import { copyFile, link, mkdir, stat, statfs } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { type BootConfig, buildBootConfig, encodeBootConfig, hostnameFor } from "./bootconfig";
 import { codeOf, diskFullErrno, SupermachineError } from "./errors";
@@ -28,6 +28,7 @@ import {
   publishSnapshot,
   ROOTFS_FILE,
   readMetadataSync,
+  removeTempSnapshotDir,
   type SnapshotMetadata,
   VM_DIR,
   validateFilesSync,
@@ -484,7 +485,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
     else if (live) await live.stop().catch(() => undefined);
     handle = undefined;
     live = undefined;
-    if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    if (tmp) await removeTempSnapshotDir(tmp);
     tmp = undefined;
     throw (
       (await noSpaceError(
@@ -498,7 +499,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
   } finally {
     if (handle) await handle.stop().catch(() => undefined);
     else if (live) await live.stop().catch(() => undefined);
-    if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    if (tmp) await removeTempSnapshotDir(tmp);
   }
 }
 
@@ -549,7 +550,7 @@ export async function snapshotVm(image: Image, handle: VmHandle, destDir: string
     const full = await publishSnapshot(tmp, finalDir, meta);
     return new Image(finalDir, full);
   } catch (err) {
-    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    await removeTempSnapshotDir(tmp);
     throw (
       (await noSpaceError(err, `vm.snapshot(${destDir})`, parent, snapshotSpaceHint(image.memoryMib))) ?? err
     );

@@ -1,5 +1,7 @@
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import {
@@ -8,7 +10,9 @@ import {
   makeTempSnapshotDir,
   publishSnapshot,
   ROOTFS_FILE,
+  removeTempSnapshotDir,
   type SnapshotMetadata,
+  sweepDeadTempDirs,
   VM_DIR,
 } from "./snapshot";
 
@@ -78,6 +82,34 @@ describe("snapshot directory", () => {
     expect((await loadSnapshot(join(dir, "metadata.json"))).dir).toBe(dir);
     expect((await loadSnapshot(join(dir, "vm", "state"))).dir).toBe(dir);
     expect((await readdir(root)).filter((n) => n.startsWith(".tmp"))).toEqual([]);
+  });
+
+  it("temp dirs left by a dead process of this host are swept by the next writer; live, foreign and unknown ones stay", async () => {
+    const dir = join(root, "sweep");
+    await mkdir(dir, { recursive: true });
+    const tag = createHash("sha256").update(hostname()).digest("hex").slice(0, 8);
+    const deadPid = spawnSync(process.execPath, ["-e", "0"]).pid; // exited: its pid is free (barring reuse)
+    const names = {
+      dead: `.tmp-img-x-${tag}-${deadPid}-0badc0de`,
+      alive: `.tmp-img-x-${tag}-1-0badc0de`, // pid 1 is always alive
+      otherHost: `.tmp-img-x-${tag === "00000000" ? "11111111" : "00000000"}-${deadPid}-0badc0de`,
+      legacy: ".tmp-img-x-0badc0de",
+      snapshot: "img-x",
+    };
+    for (const n of Object.values(names)) await mkdir(join(dir, n));
+    await writeFile(join(dir, names.dead, "memory"), Buffer.alloc(4096));
+    expect(await sweepDeadTempDirs(dir)).toEqual([names.dead]);
+    expect((await readdir(dir)).sort()).toEqual(
+      [names.alive, names.otherHost, names.legacy, names.snapshot].sort(),
+    );
+    // a new temp dir sweeps too, and names this process
+    await mkdir(join(dir, names.dead));
+    const mine = await makeTempSnapshotDir(dir, "img-y");
+    expect(mine).toMatch(new RegExp(`\\.tmp-img-y-${tag}-${process.pid}-[0-9a-f]{8}$`));
+    expect(await readdir(dir)).not.toContain(names.dead);
+    expect(await sweepDeadTempDirs(dir)).toEqual([]); // our own live one is kept
+    await removeTempSnapshotDir(mine);
+    expect((await readdir(dir)).filter((n) => n.includes("img-y"))).toEqual([]);
   });
 
   it("replaces an older snapshot of the same name", async () => {

@@ -10,10 +10,12 @@
  * A snapshot is written into `<snapshotsDir>/.tmp-<name>-<random>/` and published with one rename,
  * so a crash or a full disk never leaves a half snapshot under the final name.
  */
-import { randomBytes } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync, rmSync, statSync } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
+import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import { type RecordedMount, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
 
@@ -198,12 +200,71 @@ export async function listFiles(dir: string, prefix = ""): Promise<Record<string
   return out;
 }
 
-/** A fresh temp dir inside snapshotsDir (same filesystem, so the final rename is atomic). */
+/** Short tag of this host in temp dir names: a snapshots dir on a shared filesystem may serve several. */
+const HOST_TAG = createHash("sha256").update(hostname()).digest("hex").slice(0, 8);
+/** `.tmp-<name>-<host tag>-<pid>-<random>` */
+const TEMP_DIR_RE = /^\.tmp-.+-([0-9a-f]{8})-(\d+)-[0-9a-f]{8}$/;
+/** Unregister functions of the temp dirs this process is writing (removed on exit and signals). */
+const liveTemps = new Map<string, () => void>();
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Remove the temp dirs in `dir` that a process of this host left behind when it died mid-write
+ * (SIGKILL, crash, power loss): their pid is gone. Returns the names removed.
+ */
+export async function sweepDeadTempDirs(dir: string): Promise<string[]> {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return removed;
+  }
+  for (const n of names) {
+    const m = TEMP_DIR_RE.exec(n);
+    if (!m || m[1] !== HOST_TAG) continue;
+    const pid = Number(m[2]);
+    if (pid === process.pid || pidAlive(pid)) continue;
+    await rm(join(dir, n), { recursive: true, force: true }).catch(() => undefined);
+    removed.push(n);
+  }
+  return removed;
+}
+
+/**
+ * A fresh temp dir inside snapshotsDir (same filesystem, so the final rename is atomic). It is removed
+ * if the process exits or gets SIGINT/SIGTERM/SIGHUP before `publishSnapshot` or `removeTempSnapshotDir`;
+ * dirs left by dead processes (SIGKILL) are swept here, by the next writer in the same directory.
+ */
 export async function makeTempSnapshotDir(snapshotsDir: string, name: string): Promise<string> {
   await mkdir(snapshotsDir, { recursive: true });
-  const tmp = join(snapshotsDir, `.tmp-${name}-${randomBytes(4).toString("hex")}`);
+  await sweepDeadTempDirs(snapshotsDir);
+  const tmp = join(snapshotsDir, `.tmp-${name}-${HOST_TAG}-${process.pid}-${randomBytes(4).toString("hex")}`);
   await mkdir(tmp, { recursive: false, mode: 0o755 });
+  liveTemps.set(
+    tmp,
+    registerForCleanup(() => rmSync(tmp, { recursive: true, force: true })),
+  );
   return tmp;
+}
+
+function forgetTemp(tmp: string): void {
+  liveTemps.get(tmp)?.();
+  liveTemps.delete(tmp);
+}
+
+/** Remove a temp dir that will not be published (the write failed). */
+export async function removeTempSnapshotDir(tmp: string): Promise<void> {
+  await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+  forgetTemp(tmp);
 }
 
 async function fsyncPath(path: string): Promise<void> {
@@ -238,12 +299,14 @@ export async function publishSnapshot(
   let old: string | undefined;
   try {
     await rename(tmpDir, finalDir);
+    forgetTemp(tmpDir);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
     old = `${finalDir}.old-${randomBytes(4).toString("hex")}`;
     await rename(finalDir, old);
     await rename(tmpDir, finalDir);
+    forgetTemp(tmpDir);
   }
   await fsyncPath(dirname(finalDir)).catch(() => undefined);
   if (old) await rm(old, { recursive: true, force: true });
