@@ -2,7 +2,7 @@
  * The `supermachine` CLI (bundled from source): run prints the command's output and exits with its code;
  * images lists the snapshot; rm deletes it; doctor reports the host.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -37,6 +37,34 @@ describe("supermachine CLI", () => {
     expect(r.stdout).toMatch(/^Linux \S+ 6\.\d/);
     const fail = sm(["run", "-q", refs.busybox, "sh", "-c", "echo out; echo err >&2; exit 3"]);
     expect(fail).toMatchObject({ code: 3, stdout: "out\n", stderr: "err\n" });
+  });
+
+  it("run streams output while the command runs, and --timeout kills it (exit 137)", async () => {
+    const p = spawn(
+      process.execPath,
+      [cli, "run", "-q", refs.busybox, "sh", "-c", "echo first; sleep 4; echo second"],
+      {
+        env: { ...process.env, SUPERMACHINE_SNAPSHOTS_DIR: shared },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    let firstAt = 0;
+    p.stdout.on("data", (d) => {
+      out += d;
+      if (!firstAt && out.includes("first")) firstAt = Date.now();
+    });
+    const code = await new Promise<number | null>((r) => p.on("exit", (c) => r(c)));
+    const endAt = Date.now();
+    expect({ code, out }).toEqual({ code: 0, out: "first\nsecond\n" });
+    // "first" was printed while the command still slept, not buffered until the end
+    expect(endAt - firstAt).toBeGreaterThan(2500);
+    const t0 = Date.now();
+    const slow = sm(["run", "-q", "--timeout", "1000", refs.busybox, "sh", "-c", "echo started; sleep 30"]);
+    expect(slow.code).toBe(137);
+    expect(slow.stdout).toBe("started\n");
+    expect(slow.stderr).toMatch(/timed out after 1000 ms/);
+    expect(Date.now() - t0).toBeLessThan(25_000);
   });
 
   it("run -it gives the command a terminal: input reaches it, output and exit code come back", () => {

@@ -195,6 +195,34 @@ describe("pool on real VMs", () => {
     await vm.release();
   });
 
+  it("exec output is bounded on the host: over maxOutputBytes (default 64 MiB) the command is killed with SM_OUTPUT_LIMIT; the VM goes on", async () => {
+    const pool = await makePool({ min: 1, max: 1, restoreOnRelease: false });
+    const vm = await pool.acquire();
+    // a guest that writes without end (stderr counts too)
+    const endless = vm.exec({
+      argv: ["sh", "-c", "yes 2>/dev/null >&2 & exec cat /dev/zero"],
+      maxOutputBytes: 4 << 20,
+    });
+    await expect(endless).rejects.toMatchObject({ code: "SM_OUTPUT_LIMIT" });
+    // the process group is gone: no cat or yes left running
+    const ps = await vm.exec({ argv: ["sh", "-c", "ps -o comm= | grep -cE '^(cat|yes)$' || true"] });
+    expect(ps.stdout.toString().trim()).toBe("0");
+    // the default cap: 64 MiB passes, a byte more does not
+    const fits = await vm.exec({ argv: ["head", "-c", String(64 << 20), "/dev/zero"] });
+    expect(fits.stdout.length).toBe(64 << 20);
+    await expect(
+      vm.exec({ argv: ["head", "-c", String((64 << 20) + 1), "/dev/zero"] }),
+    ).rejects.toMatchObject({
+      code: "SM_OUTPUT_LIMIT",
+    });
+    await expect(vm.exec({ argv: ["true"], maxOutputBytes: 0 })).rejects.toMatchObject({
+      code: "SM_INVALID_OPTIONS",
+      details: { field: "maxOutputBytes" },
+    });
+    expect((await vm.exec({ argv: ["echo", "still here"] })).stdout.toString()).toBe("still here\n");
+    await vm.release();
+  });
+
   it("two VMs restored from one snapshot: correct clock, different random bytes", async () => {
     const pool = await makePool({ min: 0, max: 2 });
     const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);

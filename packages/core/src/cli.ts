@@ -46,7 +46,7 @@ Options (run, build):
   --layout DIR            read the image from an OCI layout directory instead of a registry
   --archive FILE          read the image from a docker-save / OCI archive tarball
   --network none|nat      guest networking (default none)
-  --timeout MS            exec timeout (run; default 60000, 0 = none)
+  --timeout MS            kill the command after MS (run without -i/-t; default 60000, 0 = none)
   --snapshots-dir DIR     where snapshots live (default ~/.local/supermachine-snapshots)
   -q, --quiet             no progress output
 `;
@@ -294,14 +294,9 @@ async function cmdRun(args: string[]): Promise<number> {
     const env = envFlags(p);
     const cwd = flag(p, "-w", "--workdir");
     const base = { argv, env, ...(cwd ? { cwd } : {}) };
-    if (!interactive && !tty) {
-      const timeout = intFlag(p, "--timeout");
-      const out = await vm.exec({ ...base, ...(timeout !== undefined ? { timeoutMs: timeout } : {}) });
-      process.stdout.write(out.stdout);
-      process.stderr.write(out.stderr);
-      if (out.timedOut) process.stderr.write("supermachine: command timed out\n");
-      return out.exitCode < 0 ? 128 + (out.signal ?? 9) : out.exitCode;
-    }
+    // Output is streamed as it comes (no size cap, flow-controlled) in every mode; the timeout applies
+    // to non-interactive runs only.
+    const timeoutMs = !interactive && !tty ? (intFlag(p, "--timeout") ?? 60_000) : 0;
     const child = await vm.spawn({
       ...base,
       tty,
@@ -318,6 +313,14 @@ async function cmdRun(args: string[]): Promise<number> {
     child.stderr.pipe(process.stderr, { end: false });
     if (interactive) process.stdin.pipe(child.stdin);
     else await child.closeStdin();
+    let timedOut = false;
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            void child.signal(9).catch(() => undefined);
+          }, timeoutMs)
+        : undefined;
     try {
       const exit = await child.wait();
       await Promise.all(
@@ -328,8 +331,10 @@ async function cmdRun(args: string[]): Promise<number> {
             ),
         ),
       );
+      if (timedOut) process.stderr.write(`supermachine: command timed out after ${timeoutMs} ms\n`);
       return exit.exitCode < 0 ? 128 + (exit.signal ?? 9) : exit.exitCode;
     } finally {
+      clearTimeout(timer);
       if (tty) {
         process.stdin.setRawMode(false);
         process.stdout.off("resize", onResize);

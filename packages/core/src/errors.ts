@@ -24,6 +24,8 @@ export type SupermachineErrorCode =
    * (Image.build, vm.snapshot); nothing partial was kept. `details`: step, errno, dir, freeMib.
    */
   | "SM_NO_SPACE"
+  /** exec output went over `maxOutputBytes` (default 64 MiB); the command was killed. Use spawn() to stream. */
+  | "SM_OUTPUT_LIMIT"
   /** The WarmupVm was used after the warmup callback returned. */
   | "SM_WARMUP_OVER"
   /** The operation is not available on this object (e.g. vsockPath on a WarmupVm). */

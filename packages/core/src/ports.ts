@@ -25,6 +25,8 @@ export interface AgentExecArgs {
   tty: boolean;
   cols: number;
   rows: number;
+  /** exec only: host-side cap on collected stdout + stderr (SM_AGENT_OUTPUT_LIMIT above it). */
+  maxOutputBytes?: number;
 }
 
 export interface AgentChild {

@@ -367,6 +367,7 @@ function adaptAgent(c: AgentClient): AgentPort {
         tty: a.tty,
         winsize: { cols: a.cols, rows: a.rows },
         timeoutMs: a.timeoutMs,
+        maxOutputBytes: a.maxOutputBytes,
       }),
     spawn: async (a) => {
       const child = await c.spawn({

@@ -195,6 +195,13 @@ export interface ExecOptions {
   tty?: boolean;
   /** Initial pty size. Default 80x24. */
   winsize?: { cols: number; rows: number };
+  /**
+   * Beyond the seed API, collect mode only: the most stdout + stderr bytes exec keeps on the host.
+   * Default 64 MiB. Above it the command's process group is killed and
+   * exec rejects with `SM_OUTPUT_LIMIT`, so a guest cannot fill the host's memory; stream big
+   * outputs with `spawn()` (flow-controlled) instead. Ignored by spawn.
+   */
+  maxOutputBytes?: number;
 }
 
 export interface ExecOutput {

@@ -407,7 +407,11 @@ const EXEC_KEYS = [
   "chain",
   "tty",
   "winsize",
+  "maxOutputBytes",
 ] as const;
+
+/** Default `maxOutputBytes` of exec: 64 MiB of stdout + stderr kept on the host. */
+export const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
 export interface ResolvedExecOptions {
   argv: string[];
@@ -419,6 +423,7 @@ export interface ResolvedExecOptions {
   tty: boolean;
   cols: number;
   rows: number;
+  maxOutputBytes: number;
 }
 
 export const MAX_FILE_BYTES = 4 * 1024 * 1024;
@@ -478,6 +483,9 @@ export function validateExecOptions(input: unknown): ResolvedExecOptions {
     tty: optBool(o.tty, "tty") ?? false,
     cols,
     rows,
+    maxOutputBytes:
+      optInt(o.maxOutputBytes, "maxOutputBytes", { min: 1, max: Number.MAX_SAFE_INTEGER }) ??
+      DEFAULT_MAX_OUTPUT_BYTES,
   };
 }
 

@@ -94,6 +94,13 @@ export class VmHandle {
         { cause: err },
       );
     }
+    if (code === "SM_AGENT_OUTPUT_LIMIT") {
+      return new SupermachineError(
+        "SM_OUTPUT_LIMIT",
+        `${what}: the command wrote more than maxOutputBytes of stdout + stderr, so its process group was killed. Stream large output with vm.spawn(), or raise maxOutputBytes.`,
+        { cause: err },
+      );
+    }
     if (code === "SM_FILE_TOO_LARGE") {
       return new SupermachineError("SM_FILE_TOO_LARGE", `${what}: file larger than 4 MiB`, { cause: err });
     }
@@ -267,6 +274,7 @@ async function execOn(handle: VmHandle, options: ExecOptions): Promise<ExecOutpu
       tty: o.tty,
       cols: o.cols,
       rows: o.rows,
+      maxOutputBytes: o.maxOutputBytes,
     });
     return {
       stdout: r.stdout,
