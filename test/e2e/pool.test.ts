@@ -3,7 +3,7 @@
  * a VM crashing in use, snapshot mid-flight, kill -9 of the host process.
  */
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -220,6 +220,44 @@ describe("pool on real VMs", () => {
       details: { field: "maxOutputBytes" },
     });
     expect((await vm.exec({ argv: ["echo", "still here"] })).stdout.toString()).toBe("still here\n");
+    await vm.release();
+  });
+
+  it("a guest flooding its serial console cannot fill the host's /dev/shm: the log stays bounded, its tail survives", async () => {
+    const pool = await makePool({ min: 1, max: 1 });
+    const vm = await pool.acquire();
+    const live = (
+      vm as unknown as Record<
+        symbol,
+        () => { live: { runtimeDir: string; consoleTail?: (n?: number) => string } }
+      >
+    )[Symbol.for("supermachine.core.internal")]!().live;
+    const log = join(live.runtimeDir, "console.log");
+    let max = 0;
+    const watch = setInterval(() => {
+      if (existsSync(log)) max = Math.max(max, statSync(log).size);
+    }, 20);
+    try {
+      // ~3 MB through the emulated UART (~300 KB/s under TCG), then a marker line
+      const r = await vm.exec({
+        argv: [
+          "sh",
+          "-c",
+          "head -c 3000000 /dev/zero | tr '\\0' x > /dev/ttyS0; printf '\\nFLOOD-END\\n' > /dev/ttyS0",
+        ],
+      });
+      expect(r.exitCode).toBe(0);
+    } finally {
+      clearInterval(watch);
+    }
+    // the UART drains the tty's buffer after the writer exited
+    const until = Date.now() + 10_000;
+    while (live.consoleTail?.(1) !== "FLOOD-END" && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    expect(max).toBeGreaterThan(512 * 1024);
+    expect(max).toBeLessThan(2 * 1024 * 1024); // trimmed past 1 MiB, checked twice a second
+    expect(statSync(log).size).toBeLessThan(1024 * 1024);
+    expect(live.consoleTail?.(1)).toBe("FLOOD-END");
+    expect((await vm.exec({ argv: ["echo", "fine"] })).stdout.toString()).toBe("fine\n");
     await vm.release();
   });
 

@@ -67,10 +67,13 @@ describe("buildQemuArgv", () => {
       "virtio-rng-device,rng=rng0",
       "virtio-net-device,netdev=net0",
     ]);
-    expect(after(a, "-chardev")).toEqual(["socket,id=agent,path=/rt/agent.sock,server=on,wait=off"]);
+    expect(after(a, "-chardev")).toEqual([
+      "socket,id=agent,path=/rt/agent.sock,server=on,wait=off",
+      "file,id=con0,path=/rt/console.log,append=on",
+    ]);
     expect(after(a, "-netdev")).toEqual(["user,id=net0,restrict=on"]);
     expect(after(a, "-qmp")).toEqual(["unix:/rt/qmp.sock,server=on,wait=off"]);
-    expect(after(a, "-serial")).toEqual(["file:/rt/console.log"]);
+    expect(after(a, "-serial")).toEqual(["chardev:con0"]);
   });
 
   it("nat has no restrict flag; none has no NIC", () => {

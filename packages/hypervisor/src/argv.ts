@@ -131,7 +131,16 @@ export function buildQemuArgv(profile: MachineProfile, spec: QemuLaunchSpec): st
         break;
     }
   }
-  a.push("-qmp", `unix:${e(spec.qmpSocket)},server=on,wait=off`, "-serial", `file:${spec.consoleLog}`);
+  // append=on: once the host trims the log (truncate to 0), QEMU's next writes start at its new end
+  // instead of leaving a hole up to the old offset.
+  a.push(
+    "-qmp",
+    `unix:${e(spec.qmpSocket)},server=on,wait=off`,
+    "-chardev",
+    `file,id=con0,path=${e(spec.consoleLog)},append=on`,
+    "-serial",
+    "chardev:con0",
+  );
   if (spec.incoming) a.push("-incoming", "defer");
   if (spec.extraArgs) a.push(...spec.extraArgs);
   return a;

@@ -30,6 +30,14 @@ export const STOP_SIGKILL_TIMEOUT_MS = 5_000;
 export const STDERR_RING_BYTES = 16 * 1024;
 /** Console lines quoted in SM_GUEST_CRASHED messages. */
 export const CONSOLE_TAIL_LINES = 30;
+/**
+ * The serial console log is trimmed once it holds more than this: a guest (root in it can write
+ * /dev/ttyS0 or /dev/kmsg) must not fill the host's /dev/shm. The last CONSOLE_KEEP_BYTES are kept.
+ */
+export const CONSOLE_MAX_BYTES = 1024 * 1024;
+export const CONSOLE_KEEP_BYTES = 64 * 1024;
+/** How often the console log's size is checked. */
+export const CONSOLE_CHECK_MS = 500;
 
 /** KVM probe: a tiny real boot must reach the kernel's "no init" panic within this time. */
 export const KVM_PROBE_TIMEOUT_MS = 15_000;

@@ -2,7 +2,15 @@
  * State machine, operation lock and exit classification of QemuVm — with a TEST FAKE VMM: a `sleep` process
  * stands in for QEMU and a FakeQmpServer answers QMP. No VM is booted here (integration tests do that).
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
@@ -173,6 +181,32 @@ describe("QemuVm state machine (fake VMM)", () => {
     expect(exit.error?.code).toBe("SM_GUEST_CRASHED");
     expect(exit.error?.message).toContain("Attempted to kill init");
     expect(exit.consoleTail).toContain("Kernel panic");
+  });
+
+  it("keeps the console log bounded: past 1 MiB the file is emptied, its last 64 KiB stay in consoleTail", async () => {
+    const { vm, runtimeDir } = await fakeVm();
+    const log = join(runtimeDir, "console.log");
+    // what a guest flooding /dev/ttyS0 leaves: 2 MiB of noise, then the lines that matter
+    writeFileSync(log, `${"x".repeat(79)}\n`.repeat((2 << 20) / 80));
+    appendFileSync(log, "[ 9.0] last words before the trim\n");
+    const deadline = Date.now() + 5000;
+    while (statSync(log).size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(statSync(log).size).toBe(0);
+    expect(vm.consoleTail(1)).toBe("[ 9.0] last words before the trim");
+    // QEMU appends after the trim: the tail joins what was kept and what came since
+    appendFileSync(log, "[ 9.5] after the trim\n");
+    expect(vm.consoleTail(2)).toBe("[ 9.0] last words before the trim\n[ 9.5] after the trim");
+    expect(vm.consoleTrimmedBytes).toBeGreaterThan(0);
+    // what a hostile guest writes is quoted harmlessly: no terminal escapes, no endless lines
+    appendFileSync(log, `\u001b]0;pwned\u0007\u001b[2J${"y".repeat(5000)}\n`);
+    const quoted = vm.consoleTail(1);
+    expect(quoted).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
+    expect(quoted.length).toBeLessThan(600);
+    expect(quoted).toMatch(/… \(\d+ chars\)$/);
+    truncateSync(log, "[ 9.5] after the trim\n".length);
+    // a small log is left alone
+    await new Promise((r) => setTimeout(r, 700));
+    expect(statSync(log).size).toBe("[ 9.5] after the trim\n".length);
   });
 
   it("reports memory stats of the VMM process from smaps_rollup", async () => {

@@ -1,12 +1,25 @@
 /** The live QEMU VM (implements the `Vm` contract). Created by the driver, never directly by users. */
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+} from "node:fs";
 import { connect, type Socket } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import type { Duplex } from "node:stream";
 import type { MachineProfile } from "./argv";
 import {
+  CONSOLE_CHECK_MS,
+  CONSOLE_KEEP_BYTES,
+  CONSOLE_MAX_BYTES,
   CONSOLE_TAIL_LINES,
   MIGRATION_MAX_BANDWIDTH_BYTES_PER_S,
   MIGRATION_POLL_MS,
@@ -67,20 +80,44 @@ async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
 }
 
 /** Read the last `lines` lines of a (possibly large) text file. */
-export function tailFile(path: string, lines: number): string {
-  if (!existsSync(path)) return "";
+/** The last `max` bytes of a file (empty if it does not exist). */
+function readTailBytes(path: string, max: number): Buffer {
+  if (!existsSync(path)) return Buffer.alloc(0);
   const size = statSync(path).size;
-  const want = Math.min(size, 64 * 1024);
+  const want = Math.min(size, max);
   const buf = Buffer.alloc(want);
   const fd = openSync(path, "r");
   try {
-    readSync(fd, buf, 0, want, size - want);
+    const n = readSync(fd, buf, 0, want, size - want);
+    return buf.subarray(0, n);
   } finally {
     closeSync(fd);
   }
-  const all = buf.toString("utf8").replace(/\r/g, "").split("\n");
+}
+
+/** Longest console line quoted in messages; the guest writes what it likes to its console. */
+const CONSOLE_LINE_MAX = 500;
+
+/**
+ * The last `lines` lines of console text, fit to be quoted in an error message: CRs dropped, other
+ * control characters (terminal escapes from a hostile guest) shown as U+FFFD, long lines cut.
+ */
+function lastLines(text: string, lines: number): string {
+  const all = text.replace(/\r/g, "").split("\n");
   if (all.length && all[all.length - 1] === "") all.pop();
-  return all.slice(-lines).join("\n");
+  return all
+    .slice(-lines)
+    .map((l) => {
+      const clean = l.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, "\ufffd");
+      return clean.length > CONSOLE_LINE_MAX
+        ? `${clean.slice(0, CONSOLE_LINE_MAX)}… (${clean.length} chars)`
+        : clean;
+    })
+    .join("\n");
+}
+
+export function tailFile(path: string, lines: number): string {
+  return lastLines(readTailBytes(path, 64 * 1024).toString("utf8"), lines);
 }
 
 export interface QemuVmInit {
@@ -139,6 +176,11 @@ export class QemuVm extends EventEmitter implements Vm {
   private processGone = false;
   /** Why the last snapshot of this (restored) VM could not be compacted, if it could not (diagnostics). */
   compactionError?: Error;
+  /** Console bytes kept from before the log file was last trimmed. */
+  private consoleCarry: Buffer = Buffer.alloc(0);
+  /** Roughly how much console output was dropped by trimming (diagnostics). */
+  consoleTrimmedBytes = 0;
+  private readonly consoleTimer: NodeJS.Timeout;
 
   constructor(init: QemuVmInit) {
     super();
@@ -152,6 +194,8 @@ export class QemuVm extends EventEmitter implements Vm {
     this.consoleLogPath = init.consoleLogPath;
     this.agentSocketPath = init.agentSocketPath;
     if (init.restoredFrom) this.restoredFrom = init.restoredFrom;
+    this.consoleTimer = setInterval(() => this.trimConsole(), CONSOLE_CHECK_MS);
+    this.consoleTimer.unref();
     this.exited = init.spawned.exit.then((r) => this.onProcessExit(r.code, r.signal));
     // An unhandled "error"-less emitter is fine: we only emit "state" and "exit".
   }
@@ -214,6 +258,7 @@ export class QemuVm extends EventEmitter implements Vm {
 
   private onProcessExit(code: number | null, signal: NodeJS.Signals | null): VmExit {
     this.processGone = true;
+    clearInterval(this.consoleTimer);
     this.qmp?.close();
     this.agentSock?.destroy();
     const consoleTail = this.consoleTail();
@@ -592,9 +637,26 @@ export class QemuVm extends EventEmitter implements Vm {
 
   consoleTail(lines = CONSOLE_TAIL_LINES): string {
     try {
-      return tailFile(this.consoleLogPath, lines);
+      const file = readTailBytes(this.consoleLogPath, CONSOLE_KEEP_BYTES);
+      return lastLines(Buffer.concat([this.consoleCarry, file]).toString("utf8"), lines);
     } catch {
-      return "";
+      return lastLines(this.consoleCarry.toString("utf8"), lines);
+    }
+  }
+
+  /**
+   * Keep the console log bounded: past CONSOLE_MAX_BYTES its last CONSOLE_KEEP_BYTES move to memory
+   * (consoleTail still shows them) and the file is emptied; QEMU appends to the new end.
+   */
+  private trimConsole(): void {
+    try {
+      if (statSync(this.consoleLogPath).size <= CONSOLE_MAX_BYTES) return;
+      const keep = readTailBytes(this.consoleLogPath, CONSOLE_KEEP_BYTES);
+      truncateSync(this.consoleLogPath, 0);
+      this.consoleCarry = Buffer.from(keep);
+      this.consoleTrimmedBytes += CONSOLE_MAX_BYTES;
+    } catch {
+      /* not created yet, or already removed */
     }
   }
 }
