@@ -32,7 +32,8 @@ export interface LockOptions {
   signal?: AbortSignal;
 }
 
-function pidAlive(pid: number): boolean {
+/** True when a process with this pid exists on this host (EPERM: it exists, owned by someone else). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

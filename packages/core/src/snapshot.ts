@@ -18,6 +18,7 @@ import { basename, dirname, join } from "node:path";
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import { type RecordedMount, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
+import { pidAlive } from "./lock";
 
 export const METADATA_FILE = "metadata.json";
 export const ROOTFS_FILE = "rootfs.sqfs";
@@ -206,15 +207,6 @@ const HOST_TAG = createHash("sha256").update(hostname()).digest("hex").slice(0, 
 const TEMP_DIR_RE = /^\.tmp-.+-([0-9a-f]{8})-(\d+)-[0-9a-f]{8}$/;
 /** Unregister functions of the temp dirs this process is writing (removed on exit and signals). */
 const liveTemps = new Map<string, () => void>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /**
  * Remove the temp dirs in `dir` that a process of this host left behind when it died mid-write
