@@ -252,13 +252,54 @@ describe("pool on real VMs", () => {
     }
     // the UART drains the tty's buffer after the writer exited
     const until = Date.now() + 10_000;
-    while (live.consoleTail?.(1) !== "FLOOD-END" && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    while (live.consoleTail?.(1) !== "FLOOD-END" && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 100));
     expect(max).toBeGreaterThan(512 * 1024);
     expect(max).toBeLessThan(2 * 1024 * 1024); // trimmed past 1 MiB, checked twice a second
     expect(statSync(log).size).toBeLessThan(1024 * 1024);
     expect(live.consoleTail?.(1)).toBe("FLOOD-END");
     expect((await vm.exec({ argv: ["echo", "fine"] })).stdout.toString()).toBe("fine\n");
     await vm.release();
+  });
+
+  it("a guest that stops answering: exec gives up at timeoutMs + 15 s with SM_GUEST_UNRESPONSIVE, the Vm is replaced even with dirty reuse", async () => {
+    const pool = await makePool({ min: 1, max: 1, restoreOnRelease: false });
+    const vm = await pool.acquire();
+    const pid = (vm as unknown as Record<symbol, () => { live: { pid: number } }>)[
+      Symbol.for("supermachine.core.internal")
+    ]!().live.pid;
+    process.kill(pid, "SIGSTOP"); // the whole VMM frozen: nothing in the guest can answer
+    try {
+      const t0 = Date.now();
+      await expect(vm.exec({ argv: ["true"], timeoutMs: 1000 })).rejects.toMatchObject({
+        code: "SM_GUEST_UNRESPONSIVE",
+      });
+      const waited = Date.now() - t0;
+      expect(waited).toBeGreaterThanOrEqual(16_000);
+      expect(waited).toBeLessThan(30_000);
+      // out of service at once from now on
+      const t1 = Date.now();
+      await expect(vm.exec({ argv: ["true"] })).rejects.toMatchObject({ code: "SM_GUEST_UNRESPONSIVE" });
+      await expect(vm.readFile("/etc/hostname")).rejects.toMatchObject({ code: "SM_GUEST_UNRESPONSIVE" });
+      expect(Date.now() - t1).toBeLessThan(1000);
+      await vm.release();
+    } finally {
+      try {
+        process.kill(pid, "SIGCONT");
+      } catch {
+        /* already gone */
+      }
+    }
+    const next = await pool.acquire();
+    const nextPid = (next as unknown as Record<symbol, () => { live: { pid: number } }>)[
+      Symbol.for("supermachine.core.internal")
+    ]!().live.pid;
+    expect(nextPid).not.toBe(pid);
+    expect((await next.exec({ argv: ["echo", "fresh"] })).stdout.toString()).toBe("fresh\n");
+    await next.release();
+    const until = Date.now() + 5000;
+    while (Date.now() < until && qemuPids().includes(pid)) await new Promise((r) => setTimeout(r, 100));
+    expect(qemuPids()).not.toContain(pid);
   });
 
   it("two VMs restored from one snapshot: correct clock, different random bytes", async () => {

@@ -15,6 +15,12 @@ export type SupermachineErrorCode =
   | "SM_FILE_TOO_LARGE"
   /** The guest or its VMM process died while in use; the pool replaces the VM. */
   | "SM_GUEST_CRASHED"
+  /**
+   * The guest agent did not answer in time (exec: timeoutMs + 15 s; writeFile/readFile: 90 s): the
+   * guest is wedged or overloaded (e.g. a fork bomb). The Vm is out of service; release it, the pool
+   * replaces it.
+   */
+  | "SM_GUEST_UNRESPONSIVE"
   /** A snapshot directory is missing a file, has a wrong size, or an unknown format version. */
   | "SM_SNAPSHOT_INVALID"
   /** The bake (boot → ready → warmup → capture) failed; nothing was written under the final name. */

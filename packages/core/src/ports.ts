@@ -27,6 +27,8 @@ export interface AgentExecArgs {
   rows: number;
   /** exec only: host-side cap on collected stdout + stderr (SM_AGENT_OUTPUT_LIMIT above it). */
   maxOutputBytes?: number;
+  /** exec only: host-side deadline for the agent's answer (SM_AGENT_TIMEOUT after it); none if unset. */
+  answerTimeoutMs?: number;
 }
 
 export interface AgentChild {
@@ -58,8 +60,9 @@ export interface AgentPort {
   readonly hello: AgentHelloInfo;
   exec(args: AgentExecArgs): Promise<AgentExecResult>;
   spawn(args: Omit<AgentExecArgs, "timeoutMs">): Promise<AgentChild>;
-  writeFile(path: string, data: Buffer, mode: number): Promise<void>;
-  readFile(path: string): Promise<{ data: Buffer; mode: number }>;
+  /** `answerTimeoutMs`: host-side deadline for the answer (SM_AGENT_TIMEOUT after it). */
+  writeFile(path: string, data: Buffer, mode: number, answerTimeoutMs?: number): Promise<void>;
+  readFile(path: string, answerTimeoutMs?: number): Promise<{ data: Buffer; mode: number }>;
   workloadSignal(signum: number): Promise<void>;
   tcpConnect(port: number): Promise<Duplex>;
   /** Attach a live host share (SPEC §6.4): the guest mounts it; the Duplex carries raw FUSE messages. */

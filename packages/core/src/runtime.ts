@@ -358,17 +358,20 @@ function adaptAgent(c: AgentClient): AgentPort {
       bootMs: hello?.bootMs ?? 0,
     },
     exec: (a: AgentExecArgs) =>
-      c.exec({
-        argv: a.argv,
-        env: a.env,
-        cwd: a.cwd,
-        stage: a.stage,
-        chain: a.chain,
-        tty: a.tty,
-        winsize: { cols: a.cols, rows: a.rows },
-        timeoutMs: a.timeoutMs,
-        maxOutputBytes: a.maxOutputBytes,
-      }),
+      c.exec(
+        {
+          argv: a.argv,
+          env: a.env,
+          cwd: a.cwd,
+          stage: a.stage,
+          chain: a.chain,
+          tty: a.tty,
+          winsize: { cols: a.cols, rows: a.rows },
+          timeoutMs: a.timeoutMs,
+          maxOutputBytes: a.maxOutputBytes,
+        },
+        { timeoutMs: a.answerTimeoutMs },
+      ),
     spawn: async (a) => {
       const child = await c.spawn({
         argv: a.argv,
@@ -400,8 +403,9 @@ function adaptAgent(c: AgentClient): AgentPort {
       };
       return port;
     },
-    writeFile: (path, data, mode) => c.writeFile(path, data, { mode }),
-    readFile: (path) => c.readFile(path),
+    writeFile: (path, data, mode, answerTimeoutMs) =>
+      c.writeFile(path, data, { mode, timeoutMs: answerTimeoutMs }),
+    readFile: (path, answerTimeoutMs) => c.readFile(path, { timeoutMs: answerTimeoutMs }),
     workloadSignal: (n) => c.workloadSignal(n),
     tcpConnect: (port) => c.tcpConnect(port),
     fsAttach: (tag, path) => c.fsAttach(path === undefined ? { tag } : { tag, path }),

@@ -27,6 +27,14 @@ export interface HandleVolume {
 }
 
 /** The pooled resource: one live VM and its agent session. */
+/**
+ * How long past an exec's own timeoutMs the host waits for the agent's answer before it declares the
+ * guest unresponsive. The agent kills the command at timeoutMs itself; the grace covers a loaded host.
+ */
+export const EXEC_ANSWER_GRACE_MS = 15_000;
+/** Host-side deadline for writeFile / readFile answers (the agent gives up on a file job after 60 s). */
+export const FILE_ANSWER_TIMEOUT_MS = 90_000;
+
 /** A command core runs itself in the guest (not a user's exec): root, cwd /, no env, stage or tty. */
 export function internalExec(argv: string[], timeoutMs: number): AgentExecArgs {
   return { argv, env: {}, cwd: "/", stage: [], timeoutMs, chain: null, tty: false, cols: 80, rows: 24 };
@@ -67,6 +75,9 @@ export class VmHandle {
     this.deathError = err;
   }
 
+  /** Set once an answer deadline passed: the VM is out of service (like dead) but its VMM still runs. */
+  unresponsive: SupermachineError | undefined;
+
   /** True once stop() was called (release with restoreOnRelease, pool shutdown, idle eviction). */
   get stopping(): boolean {
     return this.#stopping !== undefined;
@@ -85,6 +96,22 @@ export class VmHandle {
     }
     const remote = (err as { remoteCode?: unknown } | null)?.remoteCode;
     const code = typeof remote === "string" ? remote : codeOf(err);
+    if (code === "SM_AGENT_TIMEOUT" && !this.dead) {
+      this.unresponsive = new SupermachineError(
+        "SM_GUEST_UNRESPONSIVE",
+        `The guest agent did not answer ${what} in time (${(err as Error).message}): the guest is wedged or overloaded (a fork bomb, say). This Vm is out of service: release it and the pool replaces it.`,
+        { cause: err },
+      );
+      this.#markDead(this.unresponsive);
+      return this.unresponsive;
+    }
+    if (this.unresponsive) {
+      return new SupermachineError(
+        "SM_GUEST_UNRESPONSIVE",
+        `Cannot ${what}: this Vm stopped answering earlier. Release it; the pool replaces it.`,
+        { cause: this.unresponsive },
+      );
+    }
     if (code === "SM_AGENT_LOST" || code === "SM_AGENT_PROTOCOL" || this.dead) {
       // Give the VMM exit a moment to be observed, so the message names the real cause.
       await Promise.race([this.live.exited.catch(() => undefined), new Promise((r) => setTimeout(r, 200))]);
@@ -275,6 +302,10 @@ async function execOn(handle: VmHandle, options: ExecOptions): Promise<ExecOutpu
       cols: o.cols,
       rows: o.rows,
       maxOutputBytes: o.maxOutputBytes,
+      // staged files may first take the agent up to its 60 s file-job deadline (share paths)
+      ...(o.timeoutMs > 0
+        ? { answerTimeoutMs: o.timeoutMs + EXEC_ANSWER_GRACE_MS + (o.stage.length > 0 ? 60_000 : 0) }
+        : {}),
     });
     return {
       stdout: r.stdout,
@@ -518,7 +549,7 @@ export class Vm implements AsyncDisposable {
           `writeFile(${path}): ${data.length} bytes is over the 4 MiB cap; split it, use exec stageFiles, or a volume.`,
         );
       }
-      await h.agent.writeFile(path, data, 0o644);
+      await h.agent.writeFile(path, data, 0o644, FILE_ANSWER_TIMEOUT_MS);
     });
   }
 
@@ -535,7 +566,7 @@ export class Vm implements AsyncDisposable {
         );
       }
       try {
-        return (await h.agent.readFile(path)).data;
+        return (await h.agent.readFile(path, FILE_ANSWER_TIMEOUT_MS)).data;
       } catch (err) {
         const remote = (err as { remoteCode?: unknown }).remoteCode;
         if (codeOf(err) === "SM_FILE_TOO_LARGE" || remote === "SM_FILE_TOO_LARGE") {
