@@ -956,6 +956,10 @@ static int close_fds_from(unsigned first)
 
 static void child_exec(struct child_spec *s, int in, int out, int err, bool tty, int slave)
 {
+	/* into the work cgroup (task cap, low CPU weight against the agent); best effort */
+	if (sm_work_cgroup_fd >= 0 && write(sm_work_cgroup_fd, "0", 1) < 0) {
+		/* nothing useful to report from the child */
+	}
 	/* Handlers back to default before any signal is unblocked: with spawn_child's shared
 	 * address space a handler must never run in the child. */
 	for (int sig = 1; sig < 32; sig++)
@@ -3108,10 +3112,14 @@ static void handle_hello(const struct frame_info *fi)
 					   "write-file", "read-file", "workload-signal", "tcp-connect",
 					   "resume", "ping", "shutdown", "stats", "tty", "chain",
 					   "fs-attach", "fs-detach", "fs", "agent-exe"};
+	size_t ncaps = sizeof(caps) / sizeof(caps[0]);
+	bool work_cg = sm_work_cgroup_fd >= 0;
 	cbe_text(&A.outq, "caps");
-	cbe_array(&A.outq, sizeof(caps) / sizeof(caps[0]));
-	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+	cbe_array(&A.outq, ncaps + (work_cg ? 1 : 0));
+	for (size_t i = 0; i < ncaps; i++)
 		cbe_text(&A.outq, caps[i]);
+	if (work_cg)
+		cbe_text(&A.outq, "work-cgroup");
 	kv_uint("maxFrame", SM_MAX_FRAME_BYTES);
 	kv_uint("window", SM_WINDOW_BYTES);
 	cbe_text(&A.outq, "ready");

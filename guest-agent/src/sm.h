@@ -98,7 +98,9 @@ extern int sm_debug; /* kernel command line "sm.debug": log transport events */
 	} while (0)
 int boot_early(void);                    /* mounts, modules: before config */
 int boot_root(const struct sm_config *c); /* overlay root, switch root */
-void boot_system(const struct sm_config *c); /* hostname, lo, net, volumes */
+void boot_system(const struct sm_config *c); /* hostname, lo, net, volumes, work cgroup */
+/* O_WRONLY fd of the work cgroup's cgroup.procs (commands and the workload run there), or -1 */
+extern int sm_work_cgroup_fd;
 void sm_poweroff(void) __attribute__((noreturn));
 int64_t mono_ms(void);
 

@@ -264,6 +264,41 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     await agent.ping();
   }, 300_000);
 
+  it("a fork bomb cannot take the agent down: commands run in the sm-work cgroup (task cap, low CPU weight)", async () => {
+    const cg = await agent.exec({
+      argv: ["sh", "-c", "cat /proc/self/cgroup /sys/fs/cgroup/sm-work/pids.max /sys/fs/cgroup/sm-work/cpu.weight /sys/fs/cgroup/sm-work/memory.max"],
+    });
+    const [where, pidsMax, weight, memMax] = cg.stdout.toString().trim().split("\n");
+    expect(where).toBe("0::/sm-work");
+    expect(agent.hello?.caps).toContain("work-cgroup");
+    expect(Number(pidsMax)).toBeGreaterThanOrEqual(256);
+    expect(weight).toBe("10");
+    expect(Number(memMax)).toBeGreaterThan(64 << 20);
+    // the classic: every function call forks two more, in the background
+    const bomb = await agent.exec({ argv: ["sh", "-c", "b() { b | b & }; b"], timeoutMs: 5000 });
+    expect(bomb.exitCode).toBe(0); // the first shell is done at once; its offspring multiply
+    await new Promise((r) => setTimeout(r, 8000));
+    // the agent answers promptly although the guest is full of forking shells...
+    for (let i = 0; i < 3; i++) {
+      const t0 = Date.now();
+      await agent.ping();
+      expect(Date.now() - t0).toBeLessThan(3000);
+    }
+    // ...and still runs commands: they are created outside the cap, then moved in
+    const st = await agent.exec({ argv: ["cat", "/sys/fs/cgroup/sm-work/pids.current"], timeoutMs: 30_000 });
+    expect(Number(st.stdout.toString())).toBeGreaterThan(Number(pidsMax) / 2);
+    // the way out: kill the whole group (the killing shell included)
+    const kill = await agent.exec({ argv: ["sh", "-c", "echo 1 > /sys/fs/cgroup/sm-work/cgroup.kill"], timeoutMs: 30_000 });
+    expect(kill.exitCode).toBe(-1);
+    const until = Date.now() + 30_000;
+    let left = 0;
+    do {
+      await new Promise((r) => setTimeout(r, 500));
+      left = Number((await agent.exec({ argv: ["cat", "/sys/fs/cgroup/sm-work/pids.current"] })).stdout.toString());
+    } while (left > 1 && Date.now() < until);
+    expect(left).toBe(1); // the cat itself
+  }, 180_000);
+
   it("workload: started by resume, listening reported, tcp-connect reaches it, workload-signal stops it", async () => {
     const { v, c } = await bootWithConfig("httpd", {
       workload: { argv: ["httpd", "-f", "-p", "8080", "-h", "/www"], env: ["PATH=/bin"], cwd: "/", user: "app" },
