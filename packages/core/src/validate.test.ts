@@ -171,6 +171,24 @@ describe("validateExecOptions", () => {
       { path: "/b.sh", data: Buffer.from("x"), mode: 0o755 },
     ]);
   });
+  it("staged files above 4 MiB in total: SM_FILE_TOO_LARGE before anything is sent", () => {
+    const half = Buffer.alloc(2 << 20);
+    expect(
+      validateExecOptions({ argv: ["true"], stageFiles: { "/a": half, "/b": half } }).stage,
+    ).toHaveLength(2);
+    expect(() =>
+      validateExecOptions({
+        argv: ["true"],
+        stageFiles: { "/a": half, "/b": half },
+        stageFilesMode: [{ guestPath: "/c", bytes: "one byte too many" }],
+      }),
+    ).toThrow(
+      expect.objectContaining({
+        code: "SM_FILE_TOO_LARGE",
+        details: { field: "stageFiles", bytes: (4 << 20) + 17 },
+      }),
+    );
+  });
   it("rejects bad values", () => {
     expect(fieldOf(() => validateExecOptions({}))).toBe("argv");
     expect(fieldOf(() => validateExecOptions({ argv: [] }))).toBe("argv");

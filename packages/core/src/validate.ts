@@ -454,6 +454,15 @@ export function validateExecOptions(input: unknown): ResolvedExecOptions {
       });
     });
   }
+  const staged = stage.reduce((n, f) => n + f.data.length, 0);
+  if (staged > MAX_FILE_BYTES) {
+    // one request frame carries them all (the agent's frame limit is 5 MiB)
+    throw new SupermachineError(
+      "SM_FILE_TOO_LARGE",
+      `stageFiles/stageFilesMode: ${staged} bytes in total is over the 4 MiB per call; stage big files with several writeFile calls, through spawn stdin (e.g. sh -c 'cat > path'), or on a volume.`,
+      { details: { field: "stageFiles", bytes: staged } },
+    );
+  }
   let chain: ResolvedExecOptions["chain"] = null;
   if (o.chain !== undefined) {
     const c = checkObject(o.chain, "chain");

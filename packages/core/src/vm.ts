@@ -546,7 +546,7 @@ export class Vm implements AsyncDisposable {
       if (data.length > MAX_FILE_BYTES) {
         throw new SupermachineError(
           "SM_FILE_TOO_LARGE",
-          `writeFile(${path}): ${data.length} bytes is over the 4 MiB cap; split it, use exec stageFiles, or a volume.`,
+          `writeFile(${path}): ${data.length} bytes is over the 4 MiB cap; write it in pieces (e.g. several files joined by an exec of cat), stream it through spawn stdin (sh -c 'cat > path'), or use a volume.`,
         );
       }
       await h.agent.writeFile(path, data, 0o644, FILE_ANSWER_TIMEOUT_MS);
