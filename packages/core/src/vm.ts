@@ -123,7 +123,9 @@ export class VmHandle {
     }
     if (code === "SM_AGENT_INVALID_ARGS") {
       // what core's own validation lets through and the protocol refuses (e.g. a request over the frame limit)
-      return new SupermachineError("SM_INVALID_OPTIONS", `${what}: ${(err as Error).message}`, { cause: err });
+      return new SupermachineError("SM_INVALID_OPTIONS", `${what}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     if (code === "SM_AGENT_OUTPUT_LIMIT") {
       return new SupermachineError(
