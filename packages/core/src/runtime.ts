@@ -347,6 +347,19 @@ function waitFor(
   });
 }
 
+/** The process fields shared by exec and spawn, in the protocol client's shape. */
+function processSpec(a: Omit<AgentExecArgs, "timeoutMs">) {
+  return {
+    argv: a.argv,
+    env: a.env,
+    cwd: a.cwd,
+    stage: a.stage,
+    chain: a.chain,
+    tty: a.tty,
+    winsize: { cols: a.cols, rows: a.rows },
+  };
+}
+
 function adaptAgent(c: AgentClient): AgentPort {
   const hello = c.hello;
   return {
@@ -359,29 +372,11 @@ function adaptAgent(c: AgentClient): AgentPort {
     },
     exec: (a: AgentExecArgs) =>
       c.exec(
-        {
-          argv: a.argv,
-          env: a.env,
-          cwd: a.cwd,
-          stage: a.stage,
-          chain: a.chain,
-          tty: a.tty,
-          winsize: { cols: a.cols, rows: a.rows },
-          timeoutMs: a.timeoutMs,
-          maxOutputBytes: a.maxOutputBytes,
-        },
+        { ...processSpec(a), timeoutMs: a.timeoutMs, maxOutputBytes: a.maxOutputBytes },
         { timeoutMs: a.answerTimeoutMs },
       ),
     spawn: async (a) => {
-      const child = await c.spawn({
-        argv: a.argv,
-        env: a.env,
-        cwd: a.cwd,
-        stage: a.stage,
-        chain: a.chain,
-        tty: a.tty,
-        winsize: { cols: a.cols, rows: a.rows },
-      });
+      const child = await c.spawn(processSpec(a));
       const port: AgentChild = {
         pid: child.pid,
         get stdout() {
