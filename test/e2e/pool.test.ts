@@ -281,6 +281,7 @@ describe("pool on real VMs", () => {
       const t1 = Date.now();
       await expect(vm.exec({ argv: ["true"] })).rejects.toMatchObject({ code: "SM_GUEST_UNRESPONSIVE" });
       await expect(vm.readFile("/etc/hostname")).rejects.toMatchObject({ code: "SM_GUEST_UNRESPONSIVE" });
+      await expect(vm.spawn({ argv: ["true"] })).rejects.toMatchObject({ code: "SM_GUEST_UNRESPONSIVE" });
       expect(Date.now() - t1).toBeLessThan(1000);
       await vm.release();
     } finally {

@@ -16,7 +16,7 @@ export type SupermachineErrorCode =
   /** The guest or its VMM process died while in use; the pool replaces the VM. */
   | "SM_GUEST_CRASHED"
   /**
-   * The guest agent did not answer in time (exec: timeoutMs + 15 s; writeFile/readFile: 90 s): the
+   * The guest agent did not answer in time (exec: timeoutMs + 15 s; writeFile/readFile/spawn: 90 s): the
    * guest is wedged or overloaded (e.g. a fork bomb). The Vm is out of service; release it, the pool
    * replaces it.
    */

@@ -27,7 +27,7 @@ export interface AgentExecArgs {
   rows: number;
   /** exec only: host-side cap on collected stdout + stderr (SM_AGENT_OUTPUT_LIMIT above it). */
   maxOutputBytes?: number;
-  /** exec only: host-side deadline for the agent's answer (SM_AGENT_TIMEOUT after it); none if unset. */
+  /** Host-side deadline for the agent's answer (exec: the result; spawn: the start), SM_AGENT_TIMEOUT after it. */
   answerTimeoutMs?: number;
 }
 

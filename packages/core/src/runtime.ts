@@ -376,7 +376,7 @@ function adaptAgent(c: AgentClient): AgentPort {
         { timeoutMs: a.answerTimeoutMs },
       ),
     spawn: async (a) => {
-      const child = await c.spawn(processSpec(a));
+      const child = await c.spawn(processSpec(a), { timeoutMs: a.answerTimeoutMs });
       const port: AgentChild = {
         pid: child.pid,
         get stdout() {

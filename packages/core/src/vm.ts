@@ -32,8 +32,11 @@ export interface HandleVolume {
  * guest unresponsive. The agent kills the command at timeoutMs itself; the grace covers a loaded host.
  */
 export const EXEC_ANSWER_GRACE_MS = 15_000;
-/** Host-side deadline for writeFile / readFile answers (the agent gives up on a file job after 60 s). */
-export const FILE_ANSWER_TIMEOUT_MS = 90_000;
+/**
+ * Host-side deadline for the answers to writeFile, readFile and the start of a spawn (the agent gives
+ * up on a file job, e.g. staged files on a share, after 60 s).
+ */
+export const RPC_ANSWER_TIMEOUT_MS = 90_000;
 
 /** A command core runs itself in the guest (not a user's exec): root, cwd /, no env, stage or tty. */
 export function internalExec(argv: string[], timeoutMs: number): AgentExecArgs {
@@ -531,6 +534,7 @@ export class Vm implements AsyncDisposable {
         tty: o.tty,
         cols: o.cols,
         rows: o.rows,
+        answerTimeoutMs: RPC_ANSWER_TIMEOUT_MS,
       });
       return new ExecChildImpl(child, h);
     });
@@ -555,7 +559,7 @@ export class Vm implements AsyncDisposable {
           `writeFile(${path}): ${data.length} bytes is over the 4 MiB cap; write it in pieces (e.g. several files joined by an exec of cat), stream it through spawn stdin (sh -c 'cat > path'), or use a volume.`,
         );
       }
-      await h.agent.writeFile(path, data, 0o644, FILE_ANSWER_TIMEOUT_MS);
+      await h.agent.writeFile(path, data, 0o644, RPC_ANSWER_TIMEOUT_MS);
     });
   }
 
@@ -572,7 +576,7 @@ export class Vm implements AsyncDisposable {
         );
       }
       try {
-        return (await h.agent.readFile(path, FILE_ANSWER_TIMEOUT_MS)).data;
+        return (await h.agent.readFile(path, RPC_ANSWER_TIMEOUT_MS)).data;
       } catch (err) {
         const remote = (err as { remoteCode?: unknown }).remoteCode;
         if (codeOf(err) === "SM_FILE_TOO_LARGE" || remote === "SM_FILE_TOO_LARGE") {
