@@ -262,6 +262,17 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     const ev = await agent.exec({ argv: ["cat", "/sys/fs/cgroup/hog/memory.events"] });
     expect(ev.stdout.toString()).toMatch(/^oom_kill [1-9]/m);
     await agent.ping();
+    // the same hog with no cgroup of its own meets sm-work's memory.max: killed there, not by a
+    // guest-wide OOM, and the agent keeps answering
+    const before = await agent.exec({ argv: ["grep", "^oom_kill ", "/sys/fs/cgroup/sm-work/memory.events"] });
+    const hog = await agent.exec({ argv: ["/tmp/oom-hog"], timeoutMs: 120_000 });
+    expect(hog).toMatchObject({ exitCode: -1, signal: 9, timedOut: false });
+    const after = await agent.exec({ argv: ["grep", "^oom_kill ", "/sys/fs/cgroup/sm-work/memory.events"] });
+    const kills = (r: { stdout: Buffer }) => Number(r.stdout.toString().split(" ")[1]);
+    expect(kills(after)).toBe(kills(before) + 1);
+    const t0 = Date.now();
+    await agent.ping();
+    expect(Date.now() - t0).toBeLessThan(3000);
   }, 300_000);
 
   it("a fork bomb cannot take the agent down: commands run in the sm-work cgroup (task cap, low CPU weight)", async () => {
