@@ -171,6 +171,19 @@ describe("validateExecOptions", () => {
       { path: "/b.sh", data: Buffer.from("x"), mode: 0o755 },
     ]);
   });
+  it("durations longer than a Node timer can wait (~24.8 days) are refused, not fired at once", () => {
+    expect(validateExecOptions({ argv: ["true"], timeoutMs: 2 ** 31 - 1 }).timeoutMs).toBe(2 ** 31 - 1);
+    expect(fieldOf(() => validateExecOptions({ argv: ["true"], timeoutMs: 2 ** 31 }))).toBe("timeoutMs");
+    for (const f of ["acquireTimeoutMs", "idleTimeoutMs", "restoreTimeoutMs"]) {
+      expect(fieldOf(() => validatePoolOptions({ [f]: 3e9 }))).toBe(f);
+    }
+    expect(
+      validatePoolOptions({ acquireTimeoutMs: 2 ** 31 - 1, restoreTimeoutMs: 86_400_000 }),
+    ).toMatchObject({
+      acquireTimeoutMs: 2 ** 31 - 1,
+      restoreTimeoutMs: 86_400_000,
+    });
+  });
   it("staged files above 4 MiB in total: SM_FILE_TOO_LARGE before anything is sent", () => {
     const half = Buffer.alloc(2 << 20);
     expect(

@@ -388,12 +388,14 @@ export function validatePoolOptions(input: unknown): ResolvedPoolOptions {
   return {
     min,
     max,
-    acquireTimeoutMs: optInt(o.acquireTimeoutMs, "acquireTimeoutMs", { min: 0 }) ?? 60_000,
-    idleTimeoutMs: optInt(o.idleTimeoutMs, "idleTimeoutMs", { min: 0 }),
+    acquireTimeoutMs: optInt(o.acquireTimeoutMs, "acquireTimeoutMs", { min: 0, max: MAX_TIMER_MS }) ?? 60_000,
+    idleTimeoutMs: optInt(o.idleTimeoutMs, "idleTimeoutMs", { min: 0, max: MAX_TIMER_MS }),
     restoreOnRelease: optBool(o.restoreOnRelease, "restoreOnRelease") ?? true,
     memoryMib: optInt(o.memoryMib, "memoryMib", { min: 64, max: 1024 * 1024 }),
     vcpus: optInt(o.vcpus, "vcpus", { min: 1, max: 256 }),
-    restoreTimeoutMs: optInt(o.restoreTimeoutMs, "restoreTimeoutMs", { min: 1 }) ?? 30_000,
+    // the pool adds its own margin to this deadline
+    restoreTimeoutMs:
+      optInt(o.restoreTimeoutMs, "restoreTimeoutMs", { min: 1, max: MAX_TIMER_MS - 60_000 }) ?? 30_000,
   };
 }
 
@@ -427,6 +429,12 @@ export interface ResolvedExecOptions {
 }
 
 export const MAX_FILE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The longest delay a Node timer takes (2^31 - 1 ms, ~24.8 days); a longer one fires after 1 ms. Every
+ * duration option is capped to it (0 still means "none" where the option allows it).
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
 
 export function validateExecOptions(input: unknown): ResolvedExecOptions {
   const o = checkObject(input, "options");
@@ -485,7 +493,7 @@ export function validateExecOptions(input: unknown): ResolvedExecOptions {
   return {
     argv,
     stage,
-    timeoutMs: optInt(o.timeoutMs, "timeoutMs", { min: 0 }) ?? 60_000,
+    timeoutMs: optInt(o.timeoutMs, "timeoutMs", { min: 0, max: MAX_TIMER_MS }) ?? 60_000,
     env: optStringRecord(o.env, "env") ?? {},
     cwd: optString(o.cwd, "cwd", { nonEmpty: true }) ?? "/",
     chain,

@@ -16,7 +16,7 @@ import { startForwarder } from "./forwarder";
 import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
 import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
-import { MAX_FILE_BYTES, optInt, toBuffer, validateExecOptions } from "./validate";
+import { MAX_FILE_BYTES, MAX_TIMER_MS, optInt, toBuffer, validateExecOptions } from "./validate";
 
 let nextHandleId = 1;
 
@@ -313,7 +313,12 @@ async function execOn(handle: VmHandle, options: ExecOptions): Promise<ExecOutpu
       maxOutputBytes: o.maxOutputBytes,
       // staged files may first take the agent up to its 60 s file-job deadline (share paths)
       ...(o.timeoutMs > 0
-        ? { answerTimeoutMs: o.timeoutMs + EXEC_ANSWER_GRACE_MS + (o.stage.length > 0 ? 60_000 : 0) }
+        ? {
+            answerTimeoutMs: Math.min(
+              MAX_TIMER_MS,
+              o.timeoutMs + EXEC_ANSWER_GRACE_MS + (o.stage.length > 0 ? 60_000 : 0),
+            ),
+          }
         : {}),
     });
     return {
