@@ -5,6 +5,8 @@
  * itself cannot run handlers: the backends start QEMU with a parent-death signal for that case.)
  */
 
+import { markExitCleanupListener, onlyExitCleanupListeners } from "@supermachine/hypervisor";
+
 type Killer = () => void;
 
 const live = new Map<number, Killer>();
@@ -22,29 +24,15 @@ function killAll(): void {
   }
 }
 
-/**
- * Marks the signal listeners of supermachine packages (this one, the hypervisor driver, other copies):
- * they clean up and then keep the default behaviour, so they must not count as the application's own
- * handler for each other. A global symbol, so copies of different versions agree.
- */
-const CLEANUP_LISTENER = Symbol.for("supermachine.exit-cleanup-listener");
-
-/** True when no listener of `signal` is the application's own (only supermachine cleanups listen). */
-export function onlyCleanupListeners(signal: NodeJS.Signals): boolean {
-  return process
-    .listeners(signal)
-    .every((l) => (l as unknown as Record<symbol, unknown>)[CLEANUP_LISTENER] === true);
-}
-
 function onSignal(signal: NodeJS.Signals): void {
   killAll();
   // Keep the default behaviour (terminate with the signal) unless the application handles it too.
-  if (onlyCleanupListeners(signal)) {
+  if (onlyExitCleanupListeners(signal)) {
     uninstall();
     process.kill(process.pid, signal);
   }
 }
-(onSignal as unknown as Record<symbol, unknown>)[CLEANUP_LISTENER] = true;
+markExitCleanupListener(onSignal);
 
 const SIGNALS: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 

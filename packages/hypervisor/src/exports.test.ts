@@ -40,6 +40,8 @@ describe("@supermachine/hypervisor exports", () => {
         "listCachedBundles",
         "lz4DecodeBlock",
         "lz4DecodeLegacy",
+        "markExitCleanupListener",
+        "onlyExitCleanupListeners",
         "parseBzImage",
         "probeAccelBoot",
         "pruneKernelCache",

@@ -58,6 +58,11 @@ export { cacheRoot, hostArch } from "./paths";
 export { findExecutable } from "./process";
 export type { QmpEvent } from "./qmp";
 export { QmpClient } from "./qmp";
-export { defaultRuntimeRoot, sweepStaleRuntimeDirs } from "./runtime";
+export {
+  defaultRuntimeRoot,
+  markExitCleanupListener,
+  onlyExitCleanupListeners,
+  sweepStaleRuntimeDirs,
+} from "./runtime";
 export { MANIFEST_FILE, MEMORY_FILE, readSnapshotManifest, STATE_FILE } from "./snapshot-files";
 export { bzImageToVmlinux, ensureVmlinux, findPvhEntry, parseBzImage } from "./vmlinux";

@@ -89,13 +89,12 @@ function installHooks(): void {
     const handler = () => {
       // Only act as the default handler when the application does not listen itself (other supermachine
       // cleanup listeners, e.g. core's, do not count); otherwise the app decides and 'exit' cleans up.
-      if (!onlyCleanupListeners(sig)) return;
+      if (!onlyExitCleanupListeners(sig)) return;
       cleanupAllSync();
       process.removeListener(sig, handler);
       process.kill(process.pid, sig);
     };
-    (handler as unknown as Record<symbol, unknown>)[CLEANUP_LISTENER] = true;
-    process.on(sig, handler);
+    process.on(sig, markExitCleanupListener(handler));
   }
 }
 
@@ -106,7 +105,14 @@ function installHooks(): void {
  */
 const CLEANUP_LISTENER = Symbol.for("supermachine.exit-cleanup-listener");
 
-function onlyCleanupListeners(signal: NodeJS.Signals): boolean {
+/** Mark a signal listener as a supermachine exit cleanup (see `onlyExitCleanupListeners`); returns it. */
+export function markExitCleanupListener<F extends (...args: never[]) => unknown>(listener: F): F {
+  (listener as unknown as Record<symbol, unknown>)[CLEANUP_LISTENER] = true;
+  return listener;
+}
+
+/** True when every listener of `signal` is a supermachine exit cleanup: the application has none of its own. */
+export function onlyExitCleanupListeners(signal: NodeJS.Signals): boolean {
   return process
     .listeners(signal)
     .every((l) => (l as unknown as Record<symbol, unknown>)[CLEANUP_LISTENER] === true);
