@@ -479,14 +479,11 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
     } catch {
       /* runtime dir already gone */
     }
-    // The VMM (which may hold a deleted file open) and the partial files go first, so the free space
-    // reported is what the user really has.
+    // Stop the VM and drop the partial files (a success hands both on, so only failures get here);
+    // first, so the free space a disk-full error reports is what the user really has.
     if (handle) await handle.stop().catch(() => undefined);
     else if (live) await live.stop().catch(() => undefined);
-    handle = undefined;
-    live = undefined;
     if (tmp) await removeTempSnapshotDir(tmp);
-    tmp = undefined;
     throw (
       (await noSpaceError(
         err,
@@ -496,10 +493,6 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
         step,
       )) ?? wrapBakeError(err, step, tail)
     );
-  } finally {
-    if (handle) await handle.stop().catch(() => undefined);
-    else if (live) await live.stop().catch(() => undefined);
-    if (tmp) await removeTempSnapshotDir(tmp);
   }
 }
 

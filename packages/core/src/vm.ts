@@ -32,11 +32,10 @@ export interface HandleVolume {
  * guest unresponsive. The agent kills the command at timeoutMs itself; the grace covers a loaded host.
  */
 export const EXEC_ANSWER_GRACE_MS = 15_000;
-/**
- * Host-side deadline for the answers to writeFile, readFile and the start of a spawn (the agent gives
- * up on a file job, e.g. staged files on a share, after 60 s).
- */
-export const RPC_ANSWER_TIMEOUT_MS = 90_000;
+/** The guest agent's own deadline for a file job (write-file, read-file, stage on a share path). */
+const AGENT_FILE_JOB_MS = 60_000;
+/** Host-side deadline for the answers to writeFile, readFile and the start of a spawn. */
+export const RPC_ANSWER_TIMEOUT_MS = AGENT_FILE_JOB_MS + 30_000;
 
 /** A command core runs itself in the guest (not a user's exec): root, cwd /, no env, stage or tty. */
 export function internalExec(argv: string[], timeoutMs: number): AgentExecArgs {
@@ -78,9 +77,6 @@ export class VmHandle {
     this.deathError = err;
   }
 
-  /** Set once an answer deadline passed: the VM is out of service (like dead) but its VMM still runs. */
-  unresponsive: SupermachineError | undefined;
-
   /** True once stop() was called (release with restoreOnRelease, pool shutdown, idle eviction). */
   get stopping(): boolean {
     return this.#stopping !== undefined;
@@ -100,19 +96,20 @@ export class VmHandle {
     const remote = (err as { remoteCode?: unknown } | null)?.remoteCode;
     const code = typeof remote === "string" ? remote : codeOf(err);
     if (code === "SM_AGENT_TIMEOUT" && !this.dead) {
-      this.unresponsive = new SupermachineError(
+      // out of service from now on, like a dead VM, although its VMM still runs
+      const e = new SupermachineError(
         "SM_GUEST_UNRESPONSIVE",
         `The guest agent did not answer ${what} in time (${(err as Error).message}): the guest is wedged or overloaded (a fork bomb, say). This Vm is out of service: release it and the pool replaces it.`,
         { cause: err },
       );
-      this.#markDead(this.unresponsive);
-      return this.unresponsive;
+      this.#markDead(e);
+      return e;
     }
-    if (this.unresponsive) {
+    if (codeOf(this.deathError) === "SM_GUEST_UNRESPONSIVE") {
       return new SupermachineError(
         "SM_GUEST_UNRESPONSIVE",
         `Cannot ${what}: this Vm stopped answering earlier. Release it; the pool replaces it.`,
-        { cause: this.unresponsive },
+        { cause: this.deathError },
       );
     }
     if (code === "SM_AGENT_LOST" || code === "SM_AGENT_PROTOCOL" || this.dead) {
@@ -316,7 +313,7 @@ async function execOn(handle: VmHandle, options: ExecOptions): Promise<ExecOutpu
         ? {
             answerTimeoutMs: Math.min(
               MAX_TIMER_MS,
-              o.timeoutMs + EXEC_ANSWER_GRACE_MS + (o.stage.length > 0 ? 60_000 : 0),
+              o.timeoutMs + EXEC_ANSWER_GRACE_MS + (o.stage.length > 0 ? AGENT_FILE_JOB_MS : 0),
             ),
           }
         : {}),

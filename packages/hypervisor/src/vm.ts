@@ -116,10 +116,6 @@ function lastLines(text: string, lines: number): string {
     .join("\n");
 }
 
-export function tailFile(path: string, lines: number): string {
-  return lastLines(readTailBytes(path, 64 * 1024).toString("utf8"), lines);
-}
-
 export interface QemuVmInit {
   id: string;
   profile: MachineProfile;
@@ -178,7 +174,7 @@ export class QemuVm extends EventEmitter implements Vm {
   compactionError?: Error;
   /** Console bytes kept from before the log file was last trimmed. */
   private consoleCarry: Buffer = Buffer.alloc(0);
-  /** Roughly how much console output was dropped by trimming (diagnostics). */
+  /** How much console output trimming dropped (diagnostics; writes racing a trim are not counted). */
   consoleTrimmedBytes = 0;
   private readonly consoleTimer: NodeJS.Timeout;
 
@@ -650,11 +646,12 @@ export class QemuVm extends EventEmitter implements Vm {
    */
   private trimConsole(): void {
     try {
-      if (statSync(this.consoleLogPath).size <= CONSOLE_MAX_BYTES) return;
+      const size = statSync(this.consoleLogPath).size;
+      if (size <= CONSOLE_MAX_BYTES) return;
       const keep = readTailBytes(this.consoleLogPath, CONSOLE_KEEP_BYTES);
       truncateSync(this.consoleLogPath, 0);
-      this.consoleCarry = Buffer.from(keep);
-      this.consoleTrimmedBytes += CONSOLE_MAX_BYTES;
+      this.consoleCarry = keep;
+      this.consoleTrimmedBytes += size - keep.length;
     } catch {
       /* not created yet, or already removed */
     }
