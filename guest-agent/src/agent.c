@@ -2575,21 +2575,9 @@ static void op_resume(uint32_t id, const struct cb_doc *d, uint32_t args)
 
 static void op_stats(uint32_t id)
 {
-	uint64_t total = 0, avail = 0;
-	FILE *f = fopen("/proc/meminfo", "re");
-	if (f) {
-		char line[128];
-		while (fgets(line, sizeof(line), f)) {
-			unsigned long long v;
-			if (sscanf(line, "MemTotal: %llu", &v) == 1)
-				total = v;
-			else if (sscanf(line, "MemAvailable: %llu", &v) == 1)
-				avail = v;
-		}
-		fclose(f);
-	}
+	uint64_t total = meminfo_kib("MemTotal"), avail = meminfo_kib("MemAvailable");
 	uint64_t load = 0;
-	f = fopen("/proc/loadavg", "re");
+	FILE *f = fopen("/proc/loadavg", "re");
 	if (f) {
 		unsigned long a = 0, b = 0;
 		if (fscanf(f, "%lu.%lu", &a, &b) == 2)

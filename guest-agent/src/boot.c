@@ -20,7 +20,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -443,22 +442,21 @@ static bool write_str(const char *path, const char *value)
 	return ok;
 }
 
-/* A /proc/meminfo value in MiB (0 if missing). */
-static unsigned long meminfo_mib(const char *key)
+uint64_t meminfo_kib(const char *key)
 {
 	FILE *f = fopen("/proc/meminfo", "re");
 	if (!f)
 		return 0;
 	char line[128];
-	unsigned long kib = 0;
+	uint64_t kib = 0;
 	size_t kl = strlen(key);
 	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, kl)) {
-			kib = strtoul(line + kl, NULL, 10);
+		if (!strncmp(line, key, kl) && line[kl] == ':') {
+			kib = strtoull(line + kl + 1, NULL, 10);
 			break;
 		}
 	fclose(f);
-	return kib >> 10;
+	return kib;
 }
 
 /* Commands and the image's workload run in the cgroup "sm-work": a capped number of tasks (a fork
@@ -486,9 +484,8 @@ static void work_cgroup(void)
 	 * bomb under the Debian cloud kernel), and the kernel's own per-task memory is not all charged to
 	 * memory.max below, so the task cap is what keeps a runaway inside the guest's memory: 3 tasks
 	 * per MiB available (~550 in a 256 MiB guest, ~40% of its memory), 256..32768. */
-	struct sysinfo si;
-	unsigned long mib = sysinfo(&si) == 0 ? (unsigned long)((si.totalram * (uint64_t)si.mem_unit) >> 20) : 256;
-	unsigned long avail = meminfo_mib("MemAvailable:");
+	unsigned long mib = (unsigned long)(meminfo_kib("MemTotal") >> 10);
+	unsigned long avail = (unsigned long)(meminfo_kib("MemAvailable") >> 10);
 	unsigned long tasks = avail * 3 < 256 ? 256 : avail * 3 > 32768 ? 32768 : avail * 3;
 	char buf[32];
 	snprintf(buf, sizeof(buf), "%lu", tasks);
@@ -537,12 +534,8 @@ void boot_system(const struct sm_config *c)
 			sm_log("volume %s: cannot mount on %s%s", v->device, v->path,
 			       v->format ? "" : " (format:false and no ext4 filesystem?)");
 	}
-	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (write(fd, "-1000", 5) < 0)
-			sm_log("oom_score_adj: %s", strerror(errno));
-		close(fd);
-	}
+	if (!write_str("/proc/self/oom_score_adj", "-1000"))
+		sm_log("oom_score_adj: %s", strerror(errno));
 	work_cgroup();
 }
 

@@ -103,6 +103,7 @@ void boot_system(const struct sm_config *c); /* hostname, lo, net, volumes, work
 extern int sm_work_cgroup_fd;
 void sm_poweroff(void) __attribute__((noreturn));
 int64_t mono_ms(void);
+uint64_t meminfo_kib(const char *key); /* a /proc/meminfo value ("MemTotal"...), 0 if missing */
 
 /* agent.c */
 int agent_run(struct sm_config *c, int64_t boot_ms);

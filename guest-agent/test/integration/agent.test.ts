@@ -118,7 +118,11 @@ describe.skipIf(reason)(`guest agent in a VM${reason ? ` (skipped: ${reason})` :
     // the boot would have mounted /proc and /dev a second time
     const mounts = await agent.exec({ argv: ["sh", "-c", "grep -c ' /proc ' /proc/mounts; grep -c ' /dev ' /proc/mounts"] });
     expect(mounts.stdout.toString()).toBe("1\n1\n");
-    expect((await agent.stats()).uptimeMs).toBeGreaterThan(0);
+    const stats = await agent.stats();
+    expect(stats.uptimeMs).toBeGreaterThan(0);
+    expect(stats.memTotalKib).toBeGreaterThan(100 * 1024);
+    expect(stats.memAvailKib).toBeGreaterThan(0);
+    expect(stats.memAvailKib).toBeLessThanOrEqual(stats.memTotalKib);
   });
 
   it("stage files are written before cwd is checked: a chain may run inside a freshly staged directory", async () => {
