@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 // @ts-expect-error -- plain ESM helper with a .d.mts next to it
+import type { LiveVmPort } from "../../packages/core/src/ports";
+import { INTERNAL, type Vm } from "../../packages/core/src/vm";
 import { fixtures } from "../../scripts/lib/fixtures.mjs";
 
 export const REPO = resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -90,4 +92,11 @@ export async function bundle(entry: string, name: string): Promise<string> {
     },
   });
   return outfile;
+}
+
+/** The backend VM behind a Vm (pid, runtime dir, console): the repository's internal accessor. */
+export function liveOf(vm: Vm): LiveVmPort {
+  const h = vm[INTERNAL]();
+  if (!h) throw new Error("the Vm was released");
+  return h.live;
 }

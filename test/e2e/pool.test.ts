@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Image, type Pool } from "../../packages/core/src/index";
-import { bundle, type FixtureRefs, fixtureRefs, qemuPids, sharedSnapshotsDir } from "./_shared";
+import { bundle, type FixtureRefs, fixtureRefs, liveOf, qemuPids, sharedSnapshotsDir } from "./_shared";
 
 let refs: FixtureRefs;
 let shared: string;
@@ -226,12 +226,7 @@ describe("pool on real VMs", () => {
   it("a guest flooding its serial console cannot fill the host's /dev/shm: the log stays bounded, its tail survives", async () => {
     const pool = await makePool({ min: 1, max: 1 });
     const vm = await pool.acquire();
-    const live = (
-      vm as unknown as Record<
-        symbol,
-        () => { live: { runtimeDir: string; consoleTail?: (n?: number) => string } }
-      >
-    )[Symbol.for("supermachine.core.internal")]!().live;
+    const live = liveOf(vm);
     const log = join(live.runtimeDir, "console.log");
     let max = 0;
     const watch = setInterval(() => {
@@ -265,9 +260,7 @@ describe("pool on real VMs", () => {
   it("a guest that stops answering: exec gives up at timeoutMs + 15 s with SM_GUEST_UNRESPONSIVE, the Vm is replaced even with dirty reuse", async () => {
     const pool = await makePool({ min: 1, max: 1, restoreOnRelease: false });
     const vm = await pool.acquire();
-    const pid = (vm as unknown as Record<symbol, () => { live: { pid: number } }>)[
-      Symbol.for("supermachine.core.internal")
-    ]!().live.pid;
+    const pid = liveOf(vm).pid!;
     process.kill(pid, "SIGSTOP"); // the whole VMM frozen: nothing in the guest can answer
     try {
       const t0 = Date.now();
@@ -292,9 +285,7 @@ describe("pool on real VMs", () => {
       }
     }
     const next = await pool.acquire();
-    const nextPid = (next as unknown as Record<symbol, () => { live: { pid: number } }>)[
-      Symbol.for("supermachine.core.internal")
-    ]!().live.pid;
+    const nextPid = liveOf(next).pid;
     expect(nextPid).not.toBe(pid);
     expect((await next.exec({ argv: ["echo", "fresh"] })).stdout.toString()).toBe("fresh\n");
     await next.release();
