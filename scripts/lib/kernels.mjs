@@ -4,7 +4,7 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { aptCache, aptUpdate } from "./system.mjs";
+import { aptCache, aptListsChanged, aptUpdate } from "./system.mjs";
 import {
   cacheDir,
   cleanStaleTemps,
@@ -87,6 +87,7 @@ async function ensureForeignArch(debArch) {
   if (!isRoot()) return false;
   say(`dpkg --add-architecture ${debArch}`);
   await run("dpkg", ["--add-architecture", debArch]);
+  aptListsChanged(); // the lists fetched before know nothing of the new architecture
   await aptUpdate();
   return true;
 }

@@ -1,6 +1,6 @@
 // System packages: check for the binaries we need; install them through apt when root, else print the
 // exact command and fail without touching anything.
-import { closeSync, mkdirSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { cacheDir, isRoot, readJson, run, SetupError, say, which, writeJsonAtomic } from "./util.mjs";
 
@@ -28,6 +28,15 @@ export const REQUIRED = [
   ["gzip", "gzip"],
   ["tar", "tar"],
   ["dpkg-deb", "dpkg"],
+  // The build and the tests use these too; a minimal Debian root has none of them.
+  ["/usr/include/stdint.h", "libc6-dev"], // host C tests of the guest agent
+  ["/usr/aarch64-linux-gnu/include/stdint.h", "libc6-dev-arm64-cross"], // aarch64 agent build
+  ["pgrep", "procps"],
+  ["openssl", "openssl"],
+  ["python3", "python3"],
+  ["ip", "iproute2"], // test hosts in network namespaces
+  ["git", "git"],
+  ["update-ca-certificates", "ca-certificates"],
 ];
 /** Nice to have, never installed automatically. */
 export const OPTIONAL = [["clang", "clang"]];
@@ -62,7 +71,7 @@ export function isStaticElf(path) {
 export function missingPackages() {
   const missing = [];
   for (const [bin, pkg] of REQUIRED) {
-    const p = which(bin);
+    const p = bin.startsWith("/") ? (existsSync(bin) ? bin : null) : which(bin);
     const ok = p && (bin !== "busybox" || isStaticElf(p));
     if (!ok && !missing.includes(pkg)) missing.push(pkg);
   }
@@ -70,7 +79,11 @@ export function missingPackages() {
 }
 
 let aptUpdated = false;
-/** `apt-get update`, at most once per process. */
+/** Forget the last update: the next aptUpdate() runs again (after `dpkg --add-architecture`). */
+export function aptListsChanged() {
+  aptUpdated = false;
+}
+/** `apt-get update`, at most once per process (again after aptListsChanged()). */
 export async function aptUpdate() {
   if (aptUpdated) return;
   say("apt-get update");
