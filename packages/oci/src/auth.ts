@@ -110,6 +110,11 @@ interface DockerConfigFile {
   credsStore?: string;
 }
 
+/** Host names of Docker Hub's registry in docker config keys. */
+const DOCKER_HUB_HOSTS = new Set(["docker.io", "index.docker.io", "registry-1.docker.io"]);
+/** The key `docker login` writes for Docker Hub. */
+const DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/";
+
 /** `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`. */
 export function defaultDockerConfigPath(): string {
   const dir = process.env.DOCKER_CONFIG || join(homedir(), ".docker");
@@ -178,10 +183,17 @@ export async function credentialsFromDockerConfig(
     throw err;
   }
   const want = host.toLowerCase();
-  const helper = Object.entries(doc.credHelpers ?? {}).find(([k]) => dockerConfigKeyHost(k) === want)?.[1];
-  if (helper) return runCredentialHelper(helper, host);
+  // `docker login` stores Docker Hub under https://index.docker.io/v1/ and asks helpers for that address.
+  const hub = DOCKER_HUB_HOSTS.has(want);
+  const matches = (k: string) => {
+    const h = dockerConfigKeyHost(k);
+    return h === want || (hub && DOCKER_HUB_HOSTS.has(h));
+  };
+  const serverAddress = hub ? DOCKER_HUB_CONFIG_KEY : host;
+  const helper = Object.entries(doc.credHelpers ?? {}).find(([k]) => matches(k))?.[1];
+  if (helper) return runCredentialHelper(helper, serverAddress);
   const source = `docker config ${configPath}`;
-  const entry = Object.entries(doc.auths ?? {}).find(([k]) => dockerConfigKeyHost(k) === want)?.[1];
+  const entry = Object.entries(doc.auths ?? {}).find(([k]) => matches(k))?.[1];
   if (entry) {
     if (entry.identitytoken) {
       let username: string | undefined;
@@ -207,6 +219,6 @@ export async function credentialsFromDockerConfig(
       return { kind: "basic", username: entry.username, password: entry.password, source };
     }
   }
-  if (doc.credsStore) return runCredentialHelper(doc.credsStore, host);
+  if (doc.credsStore) return runCredentialHelper(doc.credsStore, serverAddress);
   return undefined;
 }

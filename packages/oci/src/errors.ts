@@ -14,7 +14,11 @@ export type OciErrorCode =
   | "SM_PLATFORM_NOT_FOUND"
   | "SM_INVALID_IMAGE"
   | "SM_INSECURE_REGISTRY"
-  | "SM_OCI_OPTIONS";
+  | "SM_OCI_OPTIONS"
+  /** No Docker-API daemon (docker, podman) answered on the sockets tried, or it went away mid-request. */
+  | "SM_DAEMON_UNREACHABLE"
+  /** The Docker-API daemon answered a request with an unexpected error. */
+  | "SM_DAEMON_ERROR";
 
 export class OciError extends Error {
   readonly code: OciErrorCode;

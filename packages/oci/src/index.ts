@@ -1,6 +1,14 @@
 export type { AuthChallenge, Credentials, CredentialsInput } from "./auth";
 export { credentialsFromDockerConfig, parseWwwAuthenticate } from "./auth";
 export { parseImageConfig, runtimeConfig } from "./config";
+export type { DaemonEndpoint, DaemonOptions, ImageSourceKind } from "./daemon";
+export {
+  daemonEndpoints,
+  findDaemon,
+  IMAGE_SOURCE_ENV,
+  imageSourceFromEnv,
+  loadFromDaemon,
+} from "./daemon";
 export type { OciErrorCode } from "./errors";
 export { isOciError, OciError } from "./errors";
 export type { Image } from "./image";
@@ -11,6 +19,8 @@ export type { LocalOptions } from "./local";
 export { importArchive, importLayout, writeLayout } from "./local";
 export type { Compression } from "./media-types";
 export { layerCompression, MANIFEST_ACCEPT, MediaType, sniffCompression } from "./media-types";
+export type { RegistryMirror } from "./mirrors";
+export { MIRRORS_ENV, parseMirrorList } from "./mirrors";
 export { formatPlatform, hostPlatform, parsePlatform, platformMatches, selectManifest } from "./platform";
 export type { BlobKind, ProgressEvent, ProgressListener } from "./progress";
 export type { PullOptions, PullPolicy } from "./pull";
@@ -18,7 +28,14 @@ export { inspect, pull } from "./pull";
 export type { PushOptions, PushResult } from "./push";
 export { push } from "./push";
 export type { ImageReference } from "./reference";
-export { DEFAULT_DOMAIN, familiarReference, formatReference, parseReference } from "./reference";
+export {
+  DEFAULT_DOMAIN,
+  DOCKER_HUB_API,
+  familiarReference,
+  formatReference,
+  normaliseRegistry,
+  parseReference,
+} from "./reference";
 export type { RegistryOptions } from "./registry";
 export { DEFAULT_INSECURE_HOSTS, RegistryClient } from "./registry";
 export type { BlobWriter, StoredRef } from "./store";

@@ -144,13 +144,28 @@ interface ArchiveFile {
  */
 export async function importArchive(file: string, options: LocalOptions = {}): Promise<Image> {
   const abs = resolve(file);
+  const src = createReadStream(abs);
+  const suffix = options.tag !== undefined ? `:${options.tag}` : "";
+  return importArchiveStream(src, abs, (kind) => `${kind}:${abs}${suffix}`, options);
+}
+
+/**
+ * Read an archive from a stream (a file, a daemon's `GET /images/{name}/get`) into the store and
+ * record it under `reference(kind)`. `where` names the source in error messages.
+ */
+export async function importArchiveStream(
+  src: NodeJS.ReadableStream,
+  where: string,
+  reference: (kind: "oci-archive" | "docker-archive") => string,
+  options: LocalOptions = {},
+): Promise<Image> {
+  const abs = where;
   const store = toStore(options.store);
   await store.init();
   const files = new Map<string, ArchiveFile>();
   const links = new Map<string, string>();
   const json = new Map<string, Buffer>();
   const extract = tar.extract();
-  const src = createReadStream(abs);
   src.on("error", (err) => extract.destroy(err));
   src.pipe(extract);
   try {
@@ -218,9 +233,9 @@ export async function importArchive(file: string, options: LocalOptions = {}): P
       desc = chooseDescriptor(index, options.tag, abs, platform);
     }
     await importReachable(store, (d) => store.readBlob(d), desc, abs, options.onProgress);
-    const reference = `oci-archive:${abs}${options.tag !== undefined ? `:${options.tag}` : ""}`;
-    await store.setRef(reference, desc.digest, desc.mediaType);
-    return loadImage(store, reference, desc.digest, { platform });
+    const ref = reference("oci-archive");
+    await store.setRef(ref, desc.digest, desc.mediaType);
+    return loadImage(store, ref, desc.digest, { platform });
   }
 
   const dm = dockerManifest(json);
@@ -255,9 +270,9 @@ export async function importArchive(file: string, options: LocalOptions = {}): P
   const bytes = Buffer.from(JSON.stringify(manifest));
   const digest = sha256Digest(bytes);
   await store.putBlob(bytes, { digest, size: bytes.length });
-  const reference = `docker-archive:${abs}${options.tag !== undefined ? `:${options.tag}` : ""}`;
-  await store.setRef(reference, digest, MediaType.OciManifest);
-  return loadImage(store, reference, digest, { platform });
+  const ref = reference("docker-archive");
+  await store.setRef(ref, digest, MediaType.OciManifest);
+  return loadImage(store, ref, digest, { platform });
 }
 
 function normaliseTag(t: string): string {

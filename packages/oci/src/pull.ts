@@ -43,6 +43,23 @@ export async function pull(reference: string | ImageReference, options: PullOpti
     );
   }
   const platform = options.platform ? parsePlatform(options.platform) : hostPlatform();
+  // A malformed mirror list fails now, even when the image is cached: the setting is wrong either way.
+  const client = options.client ?? new RegistryClient(options);
+  try {
+    return await pullWith(client, ref, key, policy, platform, options);
+  } finally {
+    if (!options.client) await client.close();
+  }
+}
+
+async function pullWith(
+  client: RegistryClient,
+  ref: ImageReference,
+  key: string,
+  policy: PullPolicy,
+  platform: Platform,
+  options: PullOptions,
+): Promise<Image> {
   const store = toStore(options.store);
   await store.init();
 
@@ -60,12 +77,7 @@ export async function pull(reference: string | ImageReference, options: PullOpti
     }
   }
 
-  const client = options.client ?? new RegistryClient(options);
-  try {
-    return await pullFromRegistry(client, store, ref, key, platform, options);
-  } finally {
-    if (!options.client) await client.close();
-  }
+  return pullFromRegistry(client, store, ref, key, platform, options);
 }
 
 async function fromCache(store: OciStore, ref: ImageReference, key: string, platform: Platform) {

@@ -87,7 +87,8 @@ export async function push(
   options: PushOptions = {},
 ): Promise<PushResult> {
   const ref = typeof reference === "string" ? parseReference(reference) : reference;
-  const client = options.client ?? new RegistryClient(options);
+  // Mirrors serve pulls; a push goes to the registry itself (docker and containerd do the same).
+  const client = options.client ?? new RegistryClient({ mirrorsFromEnv: false, ...options });
   let mountFrom = options.mountFrom;
   if (mountFrom === undefined) {
     try {

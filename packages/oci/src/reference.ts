@@ -18,6 +18,13 @@ export interface ImageReference {
 
 /** The default registry domain of unqualified names (Docker's convention). */
 export const DEFAULT_DOMAIN = "docker.io";
+/**
+ * Where Docker Hub's registry API really lives: `docker.io` is only the name images carry.
+ * docker, skopeo and containerd all send `docker.io` requests here.
+ */
+export const DOCKER_HUB_API = "https://registry-1.docker.io";
+/** Other spellings of Docker Hub, normalised to `docker.io` (Docker does this for `index.docker.io`). */
+const DOCKER_HUB_ALIASES = new Set(["index.docker.io", "registry-1.docker.io"]);
 const OFFICIAL_NAMESPACE = "library";
 const NAME_TOTAL_MAX = 255;
 
@@ -92,6 +99,7 @@ export function parseReference(input: string): ImageReference {
     registry = first;
     repository = rest.slice(slash + 1);
   }
+  if (DOCKER_HUB_ALIASES.has(registry.toLowerCase())) registry = DEFAULT_DOMAIN;
   if (registry === DEFAULT_DOMAIN && !repository.includes("/"))
     repository = `${OFFICIAL_NAMESPACE}/${repository}`;
   if (!DOMAIN_RE.test(registry)) throw invalid(input, `"${registry}" is not a valid registry host`);
@@ -133,6 +141,18 @@ export function familiarReference(ref: ImageReference): string {
 /** The part the registry's manifest endpoint takes: the digest when pinned, else the tag. */
 export function referenceTarget(ref: ImageReference): string {
   return ref.digest ?? ref.tag ?? "latest";
+}
+
+/**
+ * The registry part of a name as references carry it: lowercase, Docker Hub's other host names
+ * (`index.docker.io`, `registry-1.docker.io`) → `docker.io`. Undefined when `host` cannot be the
+ * registry of a reference (Docker's rule: it has a `.` or a `:`, or is `localhost`).
+ */
+export function normaliseRegistry(host: string): string | undefined {
+  const h = host.toLowerCase();
+  if (!DOMAIN_RE.test(h)) return undefined;
+  if (!/[.:]/.test(h) && h !== "localhost") return undefined;
+  return DOCKER_HUB_ALIASES.has(h) ? DEFAULT_DOMAIN : h;
 }
 
 export function isSha256Digest(s: string): boolean {

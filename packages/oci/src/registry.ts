@@ -12,7 +12,8 @@ import {
 } from "./auth";
 import { OciError } from "./errors";
 import { MANIFEST_ACCEPT } from "./media-types";
-import { formatReference, type ImageReference } from "./reference";
+import { defaultEndpoint, MIRRORS_ENV, type RegistryMirror, resolveMirrors } from "./mirrors";
+import { DEFAULT_DOMAIN, DOCKER_HUB_API, formatReference, type ImageReference } from "./reference";
 import type { BlobWriter } from "./store";
 import type { Descriptor } from "./types";
 
@@ -29,8 +30,17 @@ export interface RegistryOptions {
     | ((host: string) => CredentialsInput | undefined | Promise<CredentialsInput | undefined>);
   /** Docker config file to read auths/credHelpers from; `false` disables. Default `~/.docker/config.json`. */
   dockerConfig?: string | false;
-  /** Base URL per registry domain, e.g. `{ "docker.io": "https://mirror.example:5000" }` (mirrors). */
+  /**
+   * Mirror endpoint per registry, e.g. `{ "docker.io": "http://127.0.0.1:5000", "ghcr.io": "https://m.example/ghcr" }`.
+   * Requests for that registry go to the mirror (`http://` = plain HTTP to it, `https://` = TLS; a path
+   * prefix is kept); image names, store refs and metadata keep the registry's own name. Merged over
+   * `SUPERMACHINE_REGISTRY_MIRRORS` (entry by entry). Malformed entries throw `SM_OCI_OPTIONS`.
+   */
+  mirrors?: Record<string, string>;
+  /** @deprecated Same as `mirrors` (which wins for a registry named in both). */
   endpoints?: Record<string, string>;
+  /** Read `SUPERMACHINE_REGISTRY_MIRRORS` (default true; `push` without a `client` sets false: pushes go to the registry itself, as docker's do). */
+  mirrorsFromEnv?: boolean;
   /** Attempts for a request on 5xx/429/connection errors (default 5). */
   retries?: number;
   /** First backoff delay; doubles each retry (default 200 ms). */
@@ -152,9 +162,14 @@ export class RegistryClient {
   readonly #hosts = new Map<string, HostState>();
   readonly #dispatcher: Dispatcher;
   readonly #ownsDispatcher: boolean;
+  readonly #mirrors: Map<string, RegistryMirror>;
+  /** Origins given explicitly as mirrors: plain HTTP to them is what the caller asked for. */
+  readonly #mirrorOrigins: Set<string>;
 
   constructor(options: RegistryOptions = {}) {
     this.options = options;
+    this.#mirrors = mirrorsOf(options);
+    this.#mirrorOrigins = new Set([...this.#mirrors.values()].map((m) => new URL(m.url).origin));
     this.#ownsDispatcher = options.dispatcher === undefined;
     this.#dispatcher =
       options.dispatcher ??
@@ -178,11 +193,24 @@ export class RegistryClient {
     return list.includes(host) || list.includes(bare);
   }
 
-  /** Base URL of the registry API for a domain. */
+  /** The mirror that serves `registry`, if one is configured. */
+  mirrorFor(registry: string): RegistryMirror | undefined {
+    return this.#mirrors.get(registry);
+  }
+
+  /**
+   * Base URL of the registry API for a domain: its mirror if one is configured, Docker Hub's real
+   * endpoint (`https://registry-1.docker.io`) for `docker.io`, else the host itself.
+   */
   baseUrl(registry: string): string {
-    const ep = this.options.endpoints?.[registry];
-    if (ep) return ep.replace(/\/+$/, "");
-    return `${this.isInsecure(registry) ? "http" : "https"}://${registry}`;
+    const m = this.#mirrors.get(registry);
+    if (m) return m.url;
+    return defaultEndpoint(registry, this.isInsecure(registry));
+  }
+
+  /** The host whose credentials are used for `registry`: the mirror's when mirrored (never leak upstream credentials to a mirror). */
+  authHost(registry: string): string {
+    return this.#mirrors.get(registry)?.host ?? registry;
   }
 
   #state(registry: string): HostState {
@@ -197,22 +225,23 @@ export class RegistryClient {
   /** Credentials configured for a registry host (option, then docker config / helpers). */
   credentialsFor(registry: string): Promise<Credentials | undefined> {
     const st = this.#state(registry);
+    const host = this.authHost(registry);
     st.credentials ??= (async () => {
       const opt = this.options.credentials;
       if (typeof opt === "function") {
-        const c = await opt(registry);
+        const c = await opt(host);
         if (c) return normalizeCredentials(c, "the credentials option");
-      } else if (opt?.[registry]) {
-        return normalizeCredentials(opt[registry]!, "the credentials option");
+      } else if (opt?.[host]) {
+        return normalizeCredentials(opt[host]!, "the credentials option");
       }
       if (this.options.dockerConfig === false) return undefined;
       const path = this.options.dockerConfig ?? defaultDockerConfigPath();
       try {
-        return await credentialsFromDockerConfig(registry, path);
+        return await credentialsFromDockerConfig(host, path);
       } catch (err) {
         throw new OciError(
           "SM_REGISTRY_AUTH",
-          `could not read credentials for ${registry} from ${path} (or its credential helper): ${(err as Error).message}`,
+          `could not read credentials for ${host} from ${path} (or its credential helper): ${(err as Error).message}`,
           { cause: err },
         );
       }
@@ -222,7 +251,7 @@ export class RegistryClient {
 
   #checkScheme(url: string): void {
     const u = new URL(url);
-    if (u.protocol === "http:" && !this.isInsecure(u.host)) {
+    if (u.protocol === "http:" && !this.isInsecure(u.host) && !this.#mirrorOrigins.has(u.origin)) {
       throw new OciError(
         "SM_INSECURE_REGISTRY",
         `refusing plain HTTP to ${u.host}: add it to insecureHosts if this registry really has no TLS`,
@@ -284,7 +313,7 @@ export class RegistryClient {
       await res.body.dump();
       throw new OciError(
         "SM_REGISTRY_AUTH",
-        `the token service of ${registry} rejected ${describeCredentials(creds)} (HTTP ${res.statusCode}). Check the credentials (docker login ${registry}).`,
+        `the token service of ${registry} rejected ${describeCredentials(creds)} (HTTP ${res.statusCode}). Check the credentials (docker login ${this.authHost(registry)}).`,
       );
     }
     if (res.statusCode !== 200) {
@@ -357,13 +386,23 @@ export class RegistryClient {
     if ((lastErr as OciError)?.code?.startsWith?.("SM_")) throw lastErr;
     const code = errCode(lastErr);
     if (code !== undefined && (UNREACHABLE_CODES.has(code) || RETRY_CODES.has(code))) {
-      throw new OciError(
-        "SM_REGISTRY_UNREACHABLE",
-        `registry ${registry} is unreachable (${code}) during ${opts.what}. Check the host name, port and network.`,
-        { cause: lastErr },
-      );
+      throw new OciError("SM_REGISTRY_UNREACHABLE", this.#unreachableMessage(registry, code, opts.what), {
+        cause: lastErr,
+      });
     }
     throw lastErr;
+  }
+
+  #unreachableMessage(registry: string, code: string, what: string): string {
+    const m = this.#mirrors.get(registry);
+    if (m) {
+      const where = m.from === MIRRORS_ENV ? MIRRORS_ENV : `the ${m.from} option`;
+      return `registry mirror ${m.url} (for ${registry}, from ${where}) is unreachable (${code}) during ${what}. Start the mirror, or fix or remove the ${registry} entry in ${where}.`;
+    }
+    if (registry === DEFAULT_DOMAIN) {
+      return `Docker Hub (${DOCKER_HUB_API}) is unreachable (${code}) during ${what}. Check the network, or point docker.io at a mirror: ${MIRRORS_ENV}="docker.io=https://mirror.example".`;
+    }
+    return `registry ${registry} is unreachable (${code}) during ${what}. Check the host name, port and network.`;
   }
 
   async #sendAuthed(registry: string, opts: SendOptions): Promise<RegistryResponse> {
@@ -389,7 +428,7 @@ export class RegistryClient {
     if (auth === undefined) {
       throw new OciError(
         "SM_REGISTRY_AUTH",
-        `${registry} requires authentication (${ch.scheme}) for ${opts.what}; tried ${describeCredentials(creds)}. Log in with docker login ${registry} or pass credentials.`,
+        `${registry} requires authentication (${ch.scheme}) for ${opts.what}; tried ${describeCredentials(creds)}. Log in with docker login ${this.authHost(registry)} or pass credentials.`,
       );
     }
     res = await this.#sendOnce(registry, opts, auth);
@@ -822,6 +861,14 @@ export class RegistryClient {
     if (!loc) throw new OciError("SM_REGISTRY_ERROR", "registry sent no Location for the upload session");
     return new URL(loc, res.url).toString();
   }
+}
+
+function mirrorsOf(options: RegistryOptions): Map<string, RegistryMirror> {
+  const merged =
+    options.endpoints || options.mirrors
+      ? { ...(options.endpoints ?? {}), ...(options.mirrors ?? {}) }
+      : undefined;
+  return resolveMirrors(merged, "mirrors", options.mirrorsFromEnv !== false);
 }
 
 function blobMissing(ref: ImageReference, desc: Descriptor): OciError {

@@ -1,3 +1,4 @@
+import { loadFromDaemon } from "./daemon";
 import { OciError } from "./errors";
 import type { Image } from "./image";
 import { importArchive, importLayout, writeLayout } from "./local";
@@ -7,6 +8,7 @@ import { type PushOptions, push } from "./push";
 /** Where an image lives, in skopeo's transport syntax. */
 export type ImageLocation =
   | { transport: "docker"; reference: string }
+  | { transport: "docker-daemon"; reference: string }
   | { transport: "oci"; path: string; tag: string | undefined }
   | { transport: "oci-archive"; path: string; tag: string | undefined }
   | { transport: "docker-archive"; path: string; tag: string | undefined };
@@ -19,11 +21,12 @@ function splitPathTag(rest: string): { path: string; tag: string | undefined } {
 }
 
 /**
- * Parse `docker://REF`, `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`, `docker-archive:FILE[:tag]`;
- * anything else is a registry reference.
+ * Parse `docker://REF`, `docker-daemon:REF`, `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`,
+ * `docker-archive:FILE[:tag]`; anything else is a registry reference.
  */
 export function parseLocation(s: string): ImageLocation {
   if (s.startsWith("docker://")) return { transport: "docker", reference: s.slice(9) };
+  if (s.startsWith("docker-daemon:")) return { transport: "docker-daemon", reference: s.slice(14) };
   for (const t of ["oci-archive", "docker-archive", "oci"] as const) {
     if (s.startsWith(`${t}:`)) {
       const { path, tag } = splitPathTag(s.slice(t.length + 1));
@@ -41,11 +44,17 @@ export async function loadFrom(location: string | ImageLocation, options: PullOp
     ...(options.store !== undefined ? { store: options.store } : {}),
     ...(options.platform !== undefined ? { platform: options.platform } : {}),
     ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
-    ...(loc.transport !== "docker" && loc.tag !== undefined ? { tag: loc.tag } : {}),
+    ...("tag" in loc && loc.tag !== undefined ? { tag: loc.tag } : {}),
   };
   switch (loc.transport) {
     case "docker":
       return pull(loc.reference, options);
+    case "docker-daemon":
+      return loadFromDaemon(loc.reference, {
+        ...(options.store !== undefined ? { store: options.store } : {}),
+        ...(options.platform !== undefined ? { platform: options.platform } : {}),
+        ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
+      });
     case "oci":
       return importLayout(loc.path, local);
     case "oci-archive":
@@ -61,7 +70,11 @@ export async function copy(
   options: PullOptions & PushOptions = {},
 ): Promise<{ image: Image; digest: string }> {
   const dst = typeof destination === "string" ? parseLocation(destination) : destination;
-  if (dst.transport === "oci-archive" || dst.transport === "docker-archive") {
+  if (
+    dst.transport === "oci-archive" ||
+    dst.transport === "docker-archive" ||
+    dst.transport === "docker-daemon"
+  ) {
     throw new OciError(
       "SM_OCI_OPTIONS",
       `writing ${dst.transport} is not supported; write an oci: layout instead`,
