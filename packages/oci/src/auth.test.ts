@@ -86,4 +86,20 @@ describe("docker config credentials", () => {
       "pa:ss",
     );
   });
+
+  it("finds Docker Hub's login under the key docker login writes (https://index.docker.io/v1/)", async () => {
+    const path = join(dir, "hub.json");
+    writeFileSync(
+      path,
+      JSON.stringify({
+        auths: { "https://index.docker.io/v1/": { auth: Buffer.from("hubuser:hubpw").toString("base64") } },
+      }),
+    );
+    expect(await credentialsFromDockerConfig("docker.io", path)).toMatchObject({
+      kind: "basic",
+      username: "hubuser",
+    });
+    // a mirror's host is not Docker Hub: its own entry or nothing
+    expect(await credentialsFromDockerConfig("127.0.0.1:5000", path)).toBeUndefined();
+  });
 });

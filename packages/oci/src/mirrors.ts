@@ -43,6 +43,13 @@ export function parseMirror(registryKey: string, url: string, from: string): Reg
   }
   const raw = url.trim();
   if (raw === "") throw badMirror(from, entry, "the mirror URL is missing");
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
+    throw badMirror(
+      from,
+      entry,
+      `the URL needs a scheme: http://${raw} for plain HTTP or https://${raw} for TLS`,
+    );
+  }
   let u: URL;
   try {
     u = new URL(raw);

@@ -26,6 +26,11 @@ describe("parseReference normalises like Docker", () => {
     ["a-b__c/e--f", "docker.io/a-b__c/e--f:latest"],
     ["a-b.c__d", "docker.io/library/a-b.c__d:latest"],
     [`x:${"t".repeat(128)}`, `docker.io/library/x:${"t".repeat(128)}`],
+    // Docker Hub's other host names are the same registry: the name says docker.io.
+    ["index.docker.io/alpine", "docker.io/library/alpine:latest"],
+    ["index.docker.io/library/alpine:3", "docker.io/library/alpine:3"],
+    ["registry-1.docker.io/user/img:1", "docker.io/user/img:1"],
+    ["REGISTRY-1.docker.io/alpine", "docker.io/library/alpine:latest"],
   ];
   for (const [input, expected, parts] of ok) {
     it(`${input} → ${expected}`, () => {
