@@ -17,18 +17,20 @@ Usage:
   supermachine-oci pull REF [--platform os/arch[/variant]] [--layout DIR] [--policy always|missing|never]
   supermachine-oci push LAYOUT_DIR[:tag] REF
   supermachine-oci inspect REF [--platform P]          (prints JSON)
-  supermachine-oci copy SRC DST [--platform P]         (docker://REF | oci:DIR[:tag] | oci-archive:F | docker-archive:F)
+  supermachine-oci copy SRC DST [--platform P]         (docker://REF | oci:DIR[:tag] | oci-archive:F | docker-archive:F | docker-daemon:REF)
   supermachine-oci gc
 
 Common options:
   --store DIR        blob store (default $XDG_CACHE_HOME/supermachine/oci)
   --insecure HOST    allow plain HTTP to HOST (repeatable; 127.0.0.1 and localhost always allowed)
+Environment: SUPERMACHINE_REGISTRY_MIRRORS="docker.io=http://127.0.0.1:5000,ghcr.io=https://m.example"
+             maps registries to mirrors; DOCKER_HOST selects the daemon for docker-daemon:REF
   --quiet            no progress output
 `;
 
 /** `push` takes a layout dir (`DIR[:tag]`, the `oci:` prefix optional) or another local location. */
 function loadLocal(arg: string, options: PullOptions): Promise<Image> {
-  const loc = /^(oci|oci-archive|docker-archive):/.test(arg)
+  const loc = /^(oci|oci-archive|docker-archive|docker-daemon):/.test(arg)
     ? parseLocation(arg)
     : parseLocation(`oci:${arg}`);
   return loadFrom(loc, options);

@@ -5,6 +5,15 @@ it("exports exactly the public API", () => {
   expect(Object.keys(api).sort()).toEqual(
     [
       "DEFAULT_DOMAIN",
+      "DOCKER_HUB_API",
+      "IMAGE_SOURCE_ENV",
+      "MIRRORS_ENV",
+      "daemonEndpoints",
+      "findDaemon",
+      "imageSourceFromEnv",
+      "loadFromDaemon",
+      "normaliseRegistry",
+      "parseMirrorList",
       "DEFAULT_INSECURE_HOSTS",
       "MANIFEST_ACCEPT",
       "MediaType",
