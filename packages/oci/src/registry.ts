@@ -81,6 +81,19 @@ const UNREACHABLE_CODES = new Set([
   "UND_ERR_CONNECT_TIMEOUT",
 ]);
 
+/** Node/OpenSSL codes of a failed TLS handshake (bad or self-signed certificate, plain HTTP on the port). */
+const TLS_CODE_RE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO_SELF_SIGNED|EPROTO$)/;
+
+/** OpenSSL's short reason ("wrong version number", "self-signed certificate") from an error chain, as ": reason". */
+function tlsReason(err: unknown): string {
+  let e = err as { reason?: unknown; cause?: unknown } | undefined;
+  for (let i = 0; i < 4 && e; i++) {
+    if (typeof e.reason === "string" && e.reason) return `: ${e.reason}`;
+    e = e.cause as typeof e;
+  }
+  return "";
+}
+
 function errCode(err: unknown): string | undefined {
   let e = err as { code?: string; cause?: unknown } | undefined;
   for (let i = 0; i < 4 && e; i++) {
@@ -390,19 +403,32 @@ export class RegistryClient {
         cause: lastErr,
       });
     }
+    if (code !== undefined && TLS_CODE_RE.test(code)) {
+      throw new OciError(
+        "SM_REGISTRY_UNREACHABLE",
+        `${this.#endpointLabel(registry)}: the TLS handshake with ${this.baseUrl(registry)} failed (${code}${tlsReason(lastErr)}) during ${opts.what}. If it speaks plain HTTP, use an http:// URL for it; for a private CA set NODE_EXTRA_CA_CERTS.`,
+        { cause: lastErr },
+      );
+    }
     throw lastErr;
   }
 
-  #unreachableMessage(registry: string, code: string, what: string): string {
+  /** How error messages name the endpoint of `registry`: the mirror (and where it was configured), Docker Hub, or the host. */
+  #endpointLabel(registry: string): string {
     const m = this.#mirrors.get(registry);
-    if (m) {
-      const where = m.from === MIRRORS_ENV ? MIRRORS_ENV : `the ${m.from} option`;
-      return `registry mirror ${m.url} (for ${registry}, from ${where}) is unreachable (${code}) during ${what}. Start the mirror, or fix or remove the ${registry} entry in ${where}.`;
-    }
+    if (m) return `registry mirror ${m.url} (for ${registry}, from ${mirrorSource(m)})`;
+    if (registry === DEFAULT_DOMAIN) return `Docker Hub (${DOCKER_HUB_API})`;
+    return `registry ${registry}`;
+  }
+
+  #unreachableMessage(registry: string, code: string, what: string): string {
+    const head = `${this.#endpointLabel(registry)} is unreachable (${code}) during ${what}.`;
+    const m = this.#mirrors.get(registry);
+    if (m) return `${head} Start the mirror, or fix or remove the ${registry} entry in ${mirrorSource(m)}.`;
     if (registry === DEFAULT_DOMAIN) {
-      return `Docker Hub (${DOCKER_HUB_API}) is unreachable (${code}) during ${what}. Check the network, or point docker.io at a mirror: ${MIRRORS_ENV}="docker.io=https://mirror.example".`;
+      return `${head} Check the network, or point docker.io at a mirror: ${MIRRORS_ENV}="docker.io=https://mirror.example".`;
     }
-    return `registry ${registry} is unreachable (${code}) during ${what}. Check the host name, port and network.`;
+    return `${head} Check the host name, port and network.`;
   }
 
   async #sendAuthed(registry: string, opts: SendOptions): Promise<RegistryResponse> {
@@ -861,6 +887,10 @@ export class RegistryClient {
     if (!loc) throw new OciError("SM_REGISTRY_ERROR", "registry sent no Location for the upload session");
     return new URL(loc, res.url).toString();
   }
+}
+
+function mirrorSource(m: RegistryMirror): string {
+  return m.from === MIRRORS_ENV ? MIRRORS_ENV : `the ${m.from} option`;
 }
 
 function mirrorsOf(options: RegistryOptions): Map<string, RegistryMirror> {

@@ -98,6 +98,18 @@ describe("docker.io mapped to a mirror with SUPERMACHINE_REGISTRY_MIRRORS", () =
     expect(readdirSync(join(dir, "tmp"))).toEqual([]);
   });
 
+  it("an https:// mirror that speaks plain HTTP: SM_REGISTRY_UNREACHABLE saying the TLS handshake failed", async () => {
+    vi.stubEnv(MIRRORS_ENV, `docker.io=https://${mirror.host}`);
+    await expect(
+      pull("alpine", { store: tmp("sm-oci-mir-"), dockerConfig: false, retryBaseMs: 20 }),
+    ).rejects.toMatchObject({
+      code: "SM_REGISTRY_UNREACHABLE",
+      message: expect.stringMatching(
+        /^registry mirror https:.*the TLS handshake with .* failed .*use an http:\/\/ URL/,
+      ),
+    });
+  });
+
   it("a malformed mirror list fails with SM_OCI_OPTIONS before any request, even for a cached image", async () => {
     const store = new OciStore(tmp("sm-oci-mir-"));
     vi.stubEnv(MIRRORS_ENV, `docker.io=http://${mirror.host}`);
