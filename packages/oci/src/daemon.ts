@@ -275,7 +275,12 @@ async function call(
 }
 
 /** `POST /images/create`: the daemon pulls the image from its registry (progress is a JSON-lines stream). */
-async function daemonPull(ep: DaemonEndpoint, ref: ImageReference, platform: Platform): Promise<void> {
+async function daemonPull(
+  ep: DaemonEndpoint,
+  ref: ImageReference,
+  platform: Platform,
+  missing: boolean,
+): Promise<void> {
   const q = new URLSearchParams({
     fromImage: `${ref.registry}/${ref.repository}`,
     tag: ref.digest ?? ref.tag ?? "latest",
@@ -298,9 +303,12 @@ async function daemonPull(ep: DaemonEndpoint, ref: ImageReference, platform: Pla
     }
   }
   if (error !== undefined) {
+    const head = missing
+      ? `${name} is not in the daemon at ${ep.label}, and the daemon could not pull it`
+      : `the daemon at ${ep.label} could not pull ${name} (pullPolicy "always")`;
     throw new OciError(
       "SM_IMAGE_NOT_FOUND",
-      `${name} is not in the daemon at ${ep.label}, and the daemon could not pull it: ${error}. Pull or load it there first (docker pull ${name}), or check the name.`,
+      `${head}: ${error}. Pull or load it there first (docker pull ${name}), or check the name.`,
     );
   }
 }
@@ -337,7 +345,7 @@ export async function loadFromDaemon(
   const store = toStore(options.store);
   await store.init();
 
-  if (policy === "always") await daemonPull(ep, ref, platform);
+  if (policy === "always") await daemonPull(ep, ref, platform, false);
   let info = await inspectDaemonImage(ep, name);
   if (!info) {
     if (policy === "never") {
@@ -346,7 +354,7 @@ export async function loadFromDaemon(
         `${name} is not in the daemon at ${ep.label} and pullPolicy is "never". Pull or load it there first (docker pull ${name}).`,
       );
     }
-    await daemonPull(ep, ref, platform);
+    await daemonPull(ep, ref, platform, true);
     info = await inspectDaemonImage(ep, name);
     if (!info) {
       throw new OciError(
@@ -397,8 +405,13 @@ export async function loadFromDaemon(
       `the daemon at ${ep.label} answered HTTP ${status} to exporting ${name}: ${daemonMessage(body)}`,
     );
   }
+  let received = 0;
+  res.on("data", (c: Buffer) => {
+    received += c.length;
+  });
+  let image: Image;
   try {
-    const image = await importArchiveStream(
+    image = await importArchiveStream(
       res,
       `the export of ${name} from the daemon at ${ep.label}`,
       () => key,
@@ -408,9 +421,19 @@ export async function loadFromDaemon(
         ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       },
     );
-    options.onProgress?.({ type: "image-done", reference: key, digest: image.digest });
-    return image;
+  } catch (err) {
+    // The store keeps only verified, complete blobs and no ref: nothing half-written to clean up.
+    if (!res.complete) {
+      throw new OciError(
+        "SM_DAEMON_UNREACHABLE",
+        `the daemon at ${ep.label} stopped sending the export of ${name} after ${received} bytes (${(err as Error).message}); nothing was kept. Check the daemon (docker info) and retry.`,
+        { cause: err },
+      );
+    }
+    throw err;
   } finally {
     res.destroy();
   }
+  options.onProgress?.({ type: "image-done", reference: key, digest: image.digest });
+  return image;
 }
