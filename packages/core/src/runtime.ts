@@ -21,12 +21,11 @@ import {
   imageSourceFromEnv,
   importArchive,
   importLayout,
-  loadFromDaemon,
   type Image as OciImage,
-  pull,
 } from "@supermachine/oci";
 import { buildInitramfs, buildRootfs } from "@supermachine/rootfs";
 import { codeOf, SupermachineError } from "./errors";
+import { loadFromEnvSource } from "./image-source";
 import { cacheRoot } from "./paths";
 import type {
   AgentChild,
@@ -104,16 +103,12 @@ async function resolveImage(opts: ResolvedBuildOptions): Promise<ResolvedImage> 
     ...(onProgress ? { onProgress } : {}),
   };
   const src = opts.source;
-  // SUPERMACHINE_IMAGE_SOURCE=docker: the registry default becomes a Docker-API daemon (docker or podman,
-  // DOCKER_HOST honoured); a layout/archive source still wins. A bad value fails here, before any work.
-  const envSource = imageSourceFromEnv();
-  if (src.type === "registry" && envSource === "docker") {
-    return toResolved(await loadFromDaemon(opts.ref, { ...common, pullPolicy: opts.pullPolicy }));
-  }
+  // A bad SUPERMACHINE_IMAGE_SOURCE fails here, before any work, whatever the source.
+  imageSourceFromEnv();
   if (src.type === "registry") {
-    // Docker Hub names go to Docker Hub's API (or to a SUPERMACHINE_REGISTRY_MIRRORS mirror); the image
-    // keeps its own name (docker.io/...), and the snapshot name is derived from opts.ref as given.
-    return toResolved(await pull(opts.ref, { ...common, pullPolicy: opts.pullPolicy }));
+    // SUPERMACHINE_IMAGE_SOURCE=docker: a Docker-API daemon; else the registry (Docker Hub names at Docker
+    // Hub's API or a SUPERMACHINE_REGISTRY_MIRRORS mirror). The snapshot name comes from opts.ref as given.
+    return toResolved(await loadFromEnvSource(opts.ref, { ...common, pullPolicy: opts.pullPolicy }));
   }
   const load = src.type === "oci-layout" ? importLayout : importArchive;
   const path = resolve(src.path);
