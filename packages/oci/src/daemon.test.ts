@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { daemonEndpoints, IMAGE_SOURCE_ENV, imageSourceFromEnv } from "./daemon";
+import { parseLocation } from "./transport";
 
 describe("SUPERMACHINE_IMAGE_SOURCE", () => {
   it("is registry by default, docker when asked", () => {
@@ -68,5 +69,12 @@ describe("daemon endpoints", () => {
         message: expect.stringContaining("DOCKER_TLS_VERIFY"),
       }),
     );
+  });
+});
+
+it("docker-daemon:REF is a location (skopeo's transport name)", () => {
+  expect(parseLocation("docker-daemon:alpine:3")).toEqual({
+    transport: "docker-daemon",
+    reference: "alpine:3",
   });
 });
