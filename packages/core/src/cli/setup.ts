@@ -220,8 +220,14 @@ async function deriveVmlinux(arch: GuestArch): Promise<HostCheck | undefined> {
     const { kernelDirFor } = await import("../guest");
     const dir = kernelDirFor(undefined, arch);
     const b = resolveKernelBundle({ arch, ...(dir ? { path: dir } : {}) });
+    const started = Date.now();
     const path = x86KernelFile(b);
-    return { name: "vmlinux", status: "ok", detail: `${path} (derived from ${b.kernelPath})` };
+    const derivedNow = statSync(path).mtimeMs >= started - 1000;
+    return {
+      name: "vmlinux",
+      status: derivedNow ? "fixed" : "ok",
+      detail: `${path} (${derivedNow ? "derived now from" : "derived earlier from"} ${b.kernelPath})`,
+    };
   } catch (err) {
     return {
       name: "vmlinux",
@@ -238,8 +244,16 @@ async function deriveVmlinux(arch: GuestArch): Promise<HostCheck | undefined> {
 export async function checkHost(opts: HostCheckOptions = {}): Promise<HostCheck[]> {
   const arch = opts.arch ?? hostArch();
   const platform = opts.platform ?? process.platform;
-  const out: HostCheck[] = [await checkGuestBundle(arch)];
-  for (const c of checkDependencies({ arch })) {
+  const deps = checkDependencies({ arch });
+  const bundle = await checkGuestBundle(arch);
+  if (!findGuestPackage(arch) && deps.every((c) => c.name === "qemu" || c.ok)) {
+    // A checkout or SUPERMACHINE_KERNEL_DIR/SUPERMACHINE_AGENT: the bundle is not needed.
+    bundle.status = "ok";
+    bundle.detail = `${guestPackageName(arch)} not installed; kernel and agent found elsewhere (below)`;
+    delete bundle.fix;
+  }
+  const out: HostCheck[] = [bundle];
+  for (const c of deps) {
     out.push({
       name: c.name,
       status: c.ok ? "ok" : "fail",
@@ -263,7 +277,7 @@ export async function checkHost(opts: HostCheckOptions = {}): Promise<HostCheck[
   const ready = out.every((c) => c.status !== "fail");
   if (ready && opts.fix !== false) {
     const v = await deriveVmlinux(arch);
-    if (v) out.push(v.status === "ok" ? { ...v, status: "fixed" } : v);
+    if (v) out.push(v);
   }
   return out;
 }
