@@ -9,6 +9,8 @@
 //   node scripts/ci/consumer.mjs [--image REF] [--keep] [--json FILE]
 import { spawn, spawnSync } from "node:child_process";
 import {
+  chmodSync,
+  chownSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -16,6 +18,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { homedir, tmpdir } from "node:os";
@@ -156,6 +159,62 @@ async function main() {
 main().then(() => process.exit(0), (err) => { console.error(err); process.exit(1); });
 `;
 
+/**
+ * As uid/gid 65534 (nobody) with its own empty HOME:
+ *  a. QEMU not on PATH: `npx supermachine setup` prints the install command, exits non-zero, writes nothing;
+ *  b. with QEMU, the installed bundle dir not writable for that user: setup succeeds and derives the x86_64
+ *     vmlinux into the user's cache, not next to the kernel.
+ */
+async function nonRootChecks(root, project, env, results) {
+  const uid = "65534";
+  const home = join(root, "nobody-home");
+  const npmCache = join(root, "nobody-npm");
+  const bin = join(root, "nobody-bin");
+  for (const d of [home, npmCache, bin]) mkdirSync(d);
+  for (const d of [home, npmCache]) chownSync(d, 65534, 65534);
+  for (const d of [root, project]) chmodSync(d, 0o755);
+  for (const tool of ["node", "npm", "npx"]) {
+    const real = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
+    if (real) symlinkSync(real, join(bin, tool));
+  }
+  const as = (extra) => ["--reuid", uid, "--regid", uid, "--clear-groups", "--", ...extra];
+  const nenv = { ...env, HOME: home, npm_config_cache: npmCache, USER: "nobody" };
+
+  log(
+    "as nobody, QEMU not on PATH: npx supermachine setup (must print the install line, exit non-zero, change nothing)",
+  );
+  const a = await run("setpriv", as(["npx", "--no-install", "supermachine", "setup"]), {
+    cwd: project,
+    env: { ...nenv, PATH: bin },
+  });
+  const leftovers = readdirSync(home);
+  const vmlinuxInBundle = existsSync(
+    join(project, "node_modules/@supermachine/guest-x86_64/bundle/kernel/vmlinux"),
+  );
+  results.nonRootMissingQemu = { exitCode: a.code, homeAfter: leftovers };
+  if (a.code === 0) fail("setup without QEMU exited 0");
+  if (!/sudo apt-get install -y qemu-system-|brew install qemu/.test(a.stdout))
+    fail("setup did not print the QEMU install line");
+  if (leftovers.length) fail(`setup without QEMU wrote into HOME: ${leftovers.join(", ")}`);
+  if (vmlinuxInBundle) fail("setup without QEMU wrote vmlinux into the bundle");
+
+  if (process.arch !== "x64") return;
+  log(
+    "as nobody, bundle dir read-only for that user: npx supermachine setup (vmlinux must go to the user's cache)",
+  );
+  const b = await run("setpriv", as(["npx", "--no-install", "supermachine", "setup"]), {
+    cwd: project,
+    env: nenv,
+  });
+  const cached = join(home, ".cache", "supermachine", "vmlinux");
+  const derived = existsSync(cached) ? readdirSync(cached) : [];
+  results.nonRootReadOnlyBundle = { exitCode: b.code, derivedInCache: derived };
+  if (b.code !== 0) fail(`setup as nobody with a read-only bundle exited ${b.code}`);
+  if (!derived.length) fail(`vmlinux was not derived into ${cached}`);
+  if (existsSync(join(project, "node_modules/@supermachine/guest-x86_64/bundle/kernel/vmlinux")))
+    fail("vmlinux was written into the read-only bundle dir");
+}
+
 async function main() {
   if (process.platform !== "linux")
     fail("the consumer test runs on Linux (it reads /proc to check for leftovers)");
@@ -251,14 +310,19 @@ async function main() {
     if (installed.includes(otherGuest))
       fail(`@supermachine/${otherGuest} was installed on a ${process.arch} host`);
 
-    // 3. npx supermachine setup
+    // 3. as a non-root user first (before root's setup derives vmlinux next to the kernel)
+    if (typeof process.getuid === "function" && process.getuid() === 0)
+      await nonRootChecks(root, project, env, results);
+    else log("non-root checks skipped: they need root to switch to an unprivileged uid");
+
+    // 4. npx supermachine setup
     t = Date.now();
     log("npx supermachine setup");
     const setup = await run("npx", ["--no-install", "supermachine", "setup"], { cwd: project, env });
     results.steps.setupS = (Date.now() - t) / 1000;
     if (setup.code !== 0) fail(`npx supermachine setup exited ${setup.code}`);
 
-    // 4. build + exec + exit, with import and with require
+    // 5. build + exec + exit, with import and with require
     for (const [file, expect] of [
       ["hello.mjs", "Linux"],
       ["build.cjs", "via require"],
