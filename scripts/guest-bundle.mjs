@@ -9,13 +9,19 @@
 //     kernel/modules/          only the modules the initramfs loads (+ their dependencies), modules.dep
 // The kernel comes from the kernel cache that setup fills (scripts/lib/kernels.mjs); when the cache holds
 // none for the arch, setup's kernel step provisions it from Debian's packages first.
-// Usage: node scripts/guest-bundle.mjs x86_64|aarch64 [--out DIR]
+//
+// `cpu`: the guest packages are npm workspaces of the repo, and npm refuses to install a workspace whose `cpu`
+// does not match the host (EBADPLATFORM; npm/cli#6138), so the committed package.json carries the value as
+// `publishedCpu` and --prepack writes it as `cpu` for the tarball; --postpack restores the committed
+// package.json byte for byte and removes bundle/ (so a checkout never resolves a stale packed agent).
+// Usage: node scripts/guest-bundle.mjs x86_64|aarch64 [--out DIR] [--prepack | --postpack]
 import {
   copyFileSync,
   existsSync,
   mkdirSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -74,13 +80,52 @@ async function listFiles(root, dir = root) {
   return out.sort();
 }
 
+/** package.json of the guest package: the committed one is kept in .package.json.orig while packing. */
+function pkgFiles(arch) {
+  const dir = join(REPO_ROOT, "packages", `guest-${arch}`);
+  return {
+    pkg: join(dir, "package.json"),
+    orig: join(dir, ".package.json.orig"),
+    bundle: join(dir, "bundle"),
+  };
+}
+
+function restorePackageJson(arch) {
+  const f = pkgFiles(arch);
+  if (existsSync(f.orig)) renameSync(f.orig, f.pkg);
+}
+
+/** Write `cpu` (from `publishedCpu`) into package.json for the tarball, keeping the committed bytes aside. */
+function writePackedPackageJson(arch) {
+  const f = pkgFiles(arch);
+  restorePackageJson(arch); // a pack that died before its postpack
+  const text = readFileSync(f.pkg, "utf8");
+  const json = JSON.parse(text);
+  if (!Array.isArray(json.publishedCpu)) fail(`${f.pkg} has no publishedCpu array`);
+  const out = {};
+  for (const [k, v] of Object.entries(json)) {
+    if (k === "publishedCpu") out.cpu = v;
+    else out[k] = v;
+  }
+  writeFileSync(f.orig, text);
+  writeFileSync(`${f.pkg}.tmp`, `${JSON.stringify(out, null, 2)}\n`);
+  renameSync(`${f.pkg}.tmp`, f.pkg);
+}
+
 async function main() {
   const args = process.argv.slice(2);
   const arch = args[0];
   if (!ARCHES[arch])
-    fail(`usage: node scripts/guest-bundle.mjs x86_64|aarch64 [--out DIR] (got ${arch ?? "nothing"})`);
+    fail(
+      `usage: node scripts/guest-bundle.mjs x86_64|aarch64 [--out DIR] [--prepack|--postpack] (got ${arch ?? "nothing"})`,
+    );
+  if (args.includes("--postpack")) {
+    restorePackageJson(arch);
+    rmSync(pkgFiles(arch).bundle, { recursive: true, force: true });
+    return;
+  }
   const oi = args.indexOf("--out");
-  const out = resolve(oi >= 0 ? args[oi + 1] : join(REPO_ROOT, "packages", `guest-${arch}`, "bundle"));
+  const out = resolve(oi >= 0 ? args[oi + 1] : pkgFiles(arch).bundle);
 
   const hv = await importDist("hypervisor");
   const { resolveModules } = await importDist("rootfs");
@@ -172,6 +217,7 @@ async function main() {
   }
   let bytes = 0;
   for (const f of await listFiles(out)) bytes += statSync(join(out, f)).size;
+  if (args.includes("--prepack")) writePackedPackageJson(arch);
   process.stderr.write(
     `guest-bundle: ${out}: kernel ${meta.release} (${meta.package} ${meta.debVersion}), ${wanted.length} modules requested, ${(bytes / 1048576).toFixed(1)} MiB\n`,
   );

@@ -75,6 +75,9 @@ function run(cmd, argv, { cwd, env, echo = true, timeoutMs = 30 * 60_000 } = {})
         process.kill(-child.pid, "SIGKILL");
       } catch {}
     }, timeoutMs);
+    child.on("error", (e) => {
+      err.push(Buffer.from(`cannot run ${cmd}: ${e.message}\n`));
+    });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       // Whatever the child left in its process group (it should be nothing) goes with it.
@@ -177,13 +180,18 @@ async function nonRootChecks(root, project, env, results) {
     const real = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
     if (real) symlinkSync(real, join(bin, tool));
   }
+  const setpriv = spawnSync("sh", ["-c", "command -v setpriv"], { encoding: "utf8" }).stdout.trim();
+  if (!setpriv) {
+    log("non-root checks skipped: no setpriv (util-linux) on PATH");
+    return;
+  }
   const as = (extra) => ["--reuid", uid, "--regid", uid, "--clear-groups", "--", ...extra];
   const nenv = { ...env, HOME: home, npm_config_cache: npmCache, USER: "nobody" };
 
   log(
     "as nobody, QEMU not on PATH: npx supermachine setup (must print the install line, exit non-zero, change nothing)",
   );
-  const a = await run("setpriv", as(["npx", "--no-install", "supermachine", "setup"]), {
+  const a = await run(setpriv, as(["npx", "--no-install", "supermachine", "setup"]), {
     cwd: project,
     env: { ...nenv, PATH: bin },
   });
@@ -202,7 +210,7 @@ async function nonRootChecks(root, project, env, results) {
   log(
     "as nobody, bundle dir read-only for that user: npx supermachine setup (vmlinux must go to the user's cache)",
   );
-  const b = await run("setpriv", as(["npx", "--no-install", "supermachine", "setup"]), {
+  const b = await run(setpriv, as(["npx", "--no-install", "supermachine", "setup"]), {
     cwd: project,
     env: nenv,
   });

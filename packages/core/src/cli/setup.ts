@@ -246,10 +246,12 @@ export async function checkHost(opts: HostCheckOptions = {}): Promise<HostCheck[
   const platform = opts.platform ?? process.platform;
   const deps = checkDependencies({ arch });
   const bundle = await checkGuestBundle(arch);
-  if (!findGuestPackage(arch) && deps.every((c) => c.name === "qemu" || c.ok)) {
-    // A checkout or SUPERMACHINE_KERNEL_DIR/SUPERMACHINE_AGENT: the bundle is not needed.
+  const installed = findGuestPackage(arch);
+  if ((!installed || installed.missing.length) && deps.every((c) => c.name === "qemu" || c.ok)) {
+    // A checkout (the workspace package has no bundle until packed) or SUPERMACHINE_KERNEL_DIR /
+    // SUPERMACHINE_AGENT: the bundle is not needed.
     bundle.status = "ok";
-    bundle.detail = `${guestPackageName(arch)} not installed; kernel and agent found elsewhere (below)`;
+    bundle.detail = `${guestPackageName(arch)} ${installed ? "has no bundle (a checkout)" : "not installed"}; kernel and agent found elsewhere (below)`;
     delete bundle.fix;
   }
   const out: HostCheck[] = [bundle];
