@@ -176,9 +176,18 @@ async function nonRootChecks(root, project, env, results) {
   for (const d of [home, npmCache, bin]) mkdirSync(d);
   for (const d of [home, npmCache]) chownSync(d, 65534, 65534);
   for (const d of [root, project]) chmodSync(d, 0o755);
-  for (const tool of ["node", "npm", "npx"]) {
-    const real = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
-    if (real) symlinkSync(real, join(bin, tool));
+  // This host's PATH without QEMU: every command of PATH linked into one dir, except qemu-*.
+  for (const dir of (env.PATH ?? "").split(":").filter(Boolean)) {
+    let names = [];
+    try {
+      names = readdirSync(dir);
+    } catch {}
+    for (const n of names) {
+      if (n.startsWith("qemu-") || existsSync(join(bin, n))) continue;
+      try {
+        symlinkSync(join(dir, n), join(bin, n));
+      } catch {}
+    }
   }
   const setpriv = spawnSync("sh", ["-c", "command -v setpriv"], { encoding: "utf8" }).stdout.trim();
   if (!setpriv) {
@@ -186,7 +195,7 @@ async function nonRootChecks(root, project, env, results) {
     return;
   }
   const as = (extra) => ["--reuid", uid, "--regid", uid, "--clear-groups", "--", ...extra];
-  const nenv = { ...env, HOME: home, npm_config_cache: npmCache, USER: "nobody" };
+  const nenv = { ...env, HOME: home, TMPDIR: home, npm_config_cache: npmCache, USER: "nobody" };
 
   log(
     "as nobody, QEMU not on PATH: npx supermachine setup (must print the install line, exit non-zero, change nothing)",
