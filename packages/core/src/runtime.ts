@@ -5,9 +5,8 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync, rmSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { resolve } from "node:path";
 import type { Duplex } from "node:stream";
-import { fileURLToPath } from "node:url";
 import { AgentClient } from "@supermachine/agent-protocol";
 import {
   BASE_GUEST_MODULES,
@@ -25,8 +24,9 @@ import {
 } from "@supermachine/oci";
 import { buildInitramfs, buildRootfs } from "@supermachine/rootfs";
 import { codeOf, SupermachineError } from "./errors";
+import { agentCandidates, guestPackageName, kernelDirFor } from "./guest";
 import { loadFromEnvSource } from "./image-source";
-import { cacheRoot } from "./paths";
+import { hostArch } from "./paths";
 import type {
   AgentChild,
   AgentExecArgs,
@@ -37,6 +37,7 @@ import type {
   PreparedRestorePort,
   RestoreSpec,
 } from "./ports";
+import { preflight } from "./preflight";
 import type { KernelInfo, ResolvedImage, Runtime } from "./runtime-port";
 import type { ResolvedBuildOptions } from "./validate";
 
@@ -89,6 +90,8 @@ function tagOf(ref: string): string | undefined {
 }
 
 async function resolveImage(opts: ResolvedBuildOptions): Promise<ResolvedImage> {
+  // QEMU, kernel and agent are checked before anything is pulled or built (one error naming the fix).
+  preflight({ arch: hostArch(), kernelDir: opts.kernelDir });
   const onProgress = opts.onProgress
     ? (e: import("@supermachine/oci").ProgressEvent) => {
         if (e.type === "blob-progress" && e.kind === "layer") {
@@ -132,25 +135,17 @@ async function resolveImage(opts: ResolvedBuildOptions): Promise<ResolvedImage> 
 const kernelCache = new Map<string, KernelInfo>();
 
 function kernel(kernelDir: string | undefined, arch: "x86_64" | "aarch64"): KernelInfo {
-  const key = `${arch}:${kernelDir ?? ""}:${process.env.SUPERMACHINE_KERNEL_DIR ?? ""}`;
+  const dir = kernelDirFor(kernelDir, arch);
+  const key = `${arch}:${dir ?? ""}:${process.env.SUPERMACHINE_KERNEL_DIR ?? ""}`;
   const hit = kernelCache.get(key);
   if (hit) return hit;
-  const b = resolveKernelBundle({ arch, ...(kernelDir ? { path: kernelDir } : {}) });
+  const b = resolveKernelBundle({ arch, ...(dir ? { path: dir } : {}) });
   const info = { release: b.release, dir: b.dir, modulesDir: b.modulesDir };
   kernelCache.set(key, info);
   return info;
 }
 
-/** Where the guest agent binary is looked up, in order. */
-export function agentCandidates(arch: string): string[] {
-  const out: string[] = [];
-  if (process.env.SUPERMACHINE_AGENT) out.push(resolve(process.env.SUPERMACHINE_AGENT));
-  // Monorepo checkout: packages/core/{src,dist}/ → ../../../guest-agent/out/<arch>/sm-agent
-  const here = dirname(fileURLToPath(import.meta.url));
-  out.push(resolve(here, "..", "..", "..", "guest-agent", "out", arch, "sm-agent"));
-  out.push(join(cacheRoot(), "agent", arch, "sm-agent"));
-  return out;
-}
+export { agentCandidates };
 
 const agentHashes = new Map<string, { key: string; sha256: string }>();
 
@@ -160,7 +155,8 @@ async function agentBinary(arch: "x86_64" | "aarch64"): Promise<{ path: string; 
   if (!path) {
     throw new SupermachineError(
       "SM_DEPENDENCY_MISSING",
-      `The guest agent binary for ${arch} was not found (looked in: ${candidates.join(", ")}). Build it with \`make -C guest-agent ARCH=${arch}\` (npm run setup does), or set SUPERMACHINE_AGENT.`,
+      `The guest agent binary for ${arch} was not found (looked in: ${candidates.join(", ")}). Install the guest bundle (npm install ${guestPackageName(arch)}; \`npx supermachine setup\` checks the host), set SUPERMACHINE_AGENT, or in a checkout build it with \`make -C guest-agent ARCH=${arch}\`.`,
+      { details: { missing: ["agent"], arch, looked: candidates } },
     );
   }
   const st = statSync(path);
