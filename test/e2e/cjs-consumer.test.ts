@@ -58,8 +58,12 @@ function run(args: string[], timeoutMs: number) {
     const p = spawn(process.execPath, args, { cwd: dir, env: process.env });
     let stdout = "";
     let stderr = "";
-    p.stdout.on("data", (c) => (stdout += c));
-    p.stderr.on("data", (c) => (stderr += c));
+    p.stdout.on("data", (c) => {
+      stdout += c;
+    });
+    p.stderr.on("data", (c) => {
+      stderr += c;
+    });
     let timedOut = false;
     const t = setTimeout(() => {
       timedOut = true;
@@ -84,7 +88,12 @@ describe("CommonJS consumer", () => {
       isImage: boolean;
       loaded: string[];
     };
-    expect(out).toMatchObject({ stdout: "hello from CommonJS\nLinux\n", exitCode: 0, isVm: true, isImage: true });
+    expect(out).toMatchObject({
+      stdout: "hello from CommonJS\nLinux\n",
+      exitCode: 0,
+      isVm: true,
+      isImage: true,
+    });
     // Only CJS builds, and the kvm backend (loaded with import() inside core) among them.
     expect(out.loaded.filter((f) => !f.endsWith(".cjs"))).toEqual([]);
     expect(out.loaded.some((f) => /hypervisor-kvm\/dist\/index\.cjs$/.test(f))).toBe(true);

@@ -82,6 +82,29 @@ describe("require and import load every entry point from dist", () => {
     for (const f of r.files) expect(f).toMatch(/\.cjs$/);
   });
 
+  it("one process loading core both ways has two copies, and instanceof works across them", () => {
+    const code = `import { createRequire } from "node:module";
+      const esm = await import("@supermachine/core");
+      const cjs = createRequire(process.cwd() + "/")("@supermachine/core");
+      const err = new cjs.SupermachineError("SM_VM_RELEASED", "x");
+      process.stdout.write(JSON.stringify({
+        twoCopies: esm.Image !== cjs.Image,
+        image: Object.create(cjs.Image.prototype) instanceof esm.Image,
+        vm: Object.create(esm.Vm.prototype) instanceof cjs.Vm,
+        error: err instanceof esm.SupermachineError && err instanceof Error,
+        notVm: Object.create(cjs.Image.prototype) instanceof esm.Vm,
+        plain: ({}) instanceof esm.Image,
+      }));`;
+    expect(nodeJson(dir, ["--input-type=module", "-e", code])).toEqual({
+      twoCopies: true,
+      image: true,
+      vm: true,
+      error: true,
+      notVm: false,
+      plain: false,
+    });
+  });
+
   it("the bins run (ESM builds) and the agent-protocol subpath shares its classes with the main entry", () => {
     for (const d of ["core", "oci"]) {
       for (const bin of Object.values(packageJson(d).bin ?? {})) {
