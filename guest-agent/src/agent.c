@@ -2751,7 +2751,8 @@ static void share_free(struct share *s)
 	s->w.fd = -1;
 }
 
-/* Copy our own binary to /sbin/mount.smfs (mount -t smfs runs it). Child process only. */
+/* Copy our own binary to /sbin/mount.smfs (mount -t smfs runs it) and point the symlink
+ * /sbin/mount.virtiofs at it (mount -t virtiofs). Child process only. */
 static void install_mount_helper(void)
 {
 	int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
@@ -2785,7 +2786,12 @@ static void install_mount_helper(void)
 		okw = false;
 	if (close(out) < 0)
 		okw = false;
-	if (!okw || rename(tmp, FS_HELPER) < 0)
+	if (!okw || rename(tmp, FS_HELPER) < 0) {
+		unlink(tmp);
+		return;
+	}
+	snprintf(tmp, sizeof(tmp), "/sbin/.mount.virtiofs.%d", (int)getpid());
+	if (symlink("mount.smfs", tmp) < 0 || rename(tmp, FS_HELPER_VIRTIOFS) < 0)
 		unlink(tmp);
 }
 

@@ -188,14 +188,52 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     );
   }, 120_000);
 
-  it("mount -t smfs <tag> <dir> works through /sbin/mount.smfs; unknown tags exit 32", async () => {
+  it("mount -t virtiofs <tag> <dir> (the original's command) and its alias smfs bind the share", async () => {
     const r = await sh("mkdir -p /work && mount -t smfs t1 /work && cat /work/hello.txt");
     expect(r.stderr.toString()).toBe("");
     expect(r.exitCode).toBe(0);
     expect(r.stdout.toString()).toBe(HELLO.toString());
-    const bad = await sh("mkdir -p /x && /sbin/mount.smfs nope /x; echo rc=$?");
-    expect(bad.stdout.toString()).toBe("rc=32\n");
-    expect(bad.stderr.toString()).toBe("mount.smfs: share 'nope' is not attached\n");
+    const v = await sh("mkdir -p /vfs && mount -t virtiofs t1 /vfs && cat /vfs/hello.txt");
+    expect(v.stderr.toString()).toBe("");
+    expect(v.exitCode).toBe(0);
+    expect(v.stdout.toString()).toBe(HELLO.toString());
+    // a relative dir resolves against the caller's cwd; -o ro (as util-linux passes it; busybox keeps
+    // ro/rw to itself) gives a read-only bind
+    const ro = await sh("mkdir -p /tmp/rel && cd /tmp && /sbin/mount.virtiofs t1 rel -o ro && cat /tmp/rel/hello.txt");
+    expect(ro.stderr.toString()).toBe("");
+    expect(ro.stdout.toString()).toBe(HELLO.toString());
+    const m = await smfsMounts();
+    expect(m).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^t1 \/vfs fuse\.smfs rw,/),
+        expect.stringMatching(/^t1 \/tmp\/rel fuse\.smfs ro,/),
+      ]),
+    );
+    expect((await sh("readlink /sbin/mount.virtiofs")).stdout.toString()).toBe("mount.smfs\n");
+    expect((await sh("umount /vfs && umount /tmp/rel")).exitCode).toBe(0);
+  }, 120_000);
+
+  it("an unknown tag fails with No such device and mounts nothing; other mounts are untouched", async () => {
+    const before = await smfsMounts();
+    for (const type of ["virtiofs", "smfs"]) {
+      const bad = await sh(`mkdir -p /x && mount -t ${type} nope /x`);
+      expect(bad.exitCode).not.toBe(0);
+      expect(bad.stderr.toString()).toMatch(/No such device/);
+    }
+    const direct = await sh("/sbin/mount.virtiofs nope /x; echo rc=$?");
+    expect(direct.stdout.toString()).toBe("rc=32\n");
+    expect(direct.stderr.toString()).toBe(
+      "mount.virtiofs: mounting nope on /x failed: No such device (no live host share 'nope' is attached)\n",
+    );
+    const hostile = await sh("/sbin/mount.smfs ../../etc /x; echo rc=$?");
+    expect(hostile.stdout.toString()).toBe("rc=32\n");
+    expect(hostile.stderr.toString()).toMatch(/No such device/);
+    expect((await sh("grep -c ' /x ' /proc/mounts || true")).stdout.toString()).toBe("0\n");
+    expect(await smfsMounts()).toEqual(before);
+    const t = await sh("mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo hi > /mnt/t/f && cat /mnt/t/f && grep ' /mnt/t ' /proc/mounts && umount /mnt/t");
+    expect(t.stderr.toString()).toBe("");
+    expect(t.exitCode).toBe(0);
+    expect(t.stdout.toString()).toMatch(/^hi\nnone \/mnt\/t tmpfs rw/);
   }, 120_000);
 
   it("a process splicing from the share into its stdout pipe does not deadlock the agent", async () => {
