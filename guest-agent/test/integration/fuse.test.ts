@@ -4,9 +4,10 @@
  * FLUSH, RELEASE; ENOSYS for the rest), reached through the agent's /dev/fuse relay. One cold
  * boot (TCG) shared by every case; QEMU is stopped in afterAll.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Duplex } from "node:stream";
 import type { AgentClient } from "@supermachine/agent-protocol";
 import type { Vm } from "@supermachine/hypervisor";
@@ -15,6 +16,22 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { BASE_MODULES, bootBusybox, vmSkipReason } from "./_vm";
 
 const MODULES = [...BASE_MODULES, "fuse"];
+
+/** The shared libraries (real files, plus the paths the binary asks for) of a host binary, or undefined. */
+function ldd(bin: string): string[] | undefined {
+  try {
+    const out = execFileSync("ldd", [bin], { encoding: "utf8" });
+    const paths = new Set<string>();
+    for (const m of out.matchAll(/(\/\S+) \(0x/g)) {
+      const p = m[1] as string;
+      paths.add(p);
+      paths.add(realpathSync(p));
+    }
+    return [...paths];
+  } catch {
+    return undefined;
+  }
+}
 
 // ---- a minimal FUSE server (layouts from <linux/fuse.h>, little-endian) ----
 
@@ -234,6 +251,29 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     expect(t.stderr.toString()).toBe("");
     expect(t.exitCode).toBe(0);
     expect(t.stdout.toString()).toMatch(/^hi\nnone \/mnt\/t tmpfs rw/);
+  }, 120_000);
+
+  it("util-linux mount (the host's, staged with its libraries) runs the helper too: -o ro, unknown tags", async (ctx) => {
+    // Debian/Ubuntu images use util-linux mount(8), which looks for /sbin/mount.<type> before any syscall.
+    const libs = ldd("/usr/bin/mount");
+    if (process.arch !== "x64" || !libs) {
+      ctx.skip();
+      return;
+    }
+    for (const p of libs) {
+      expect((await sh(`mkdir -p ${dirname(p)}`)).exitCode).toBe(0);
+      await agent.writeFile(p, readFileSync(p), { mode: 0o755 });
+    }
+    await agent.writeFile("/tmp/ul-mount", readFileSync("/usr/bin/mount"), { mode: 0o755 });
+    const r = await sh("mkdir -p /ul && /tmp/ul-mount -t virtiofs -o ro t1 /ul && cat /ul/hello.txt");
+    expect(r.stderr.toString()).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toBe(HELLO.toString());
+    expect(await smfsMounts()).toEqual(expect.arrayContaining([expect.stringMatching(/^t1 \/ul fuse\.smfs ro,/)]));
+    expect((await sh("umount /ul")).exitCode).toBe(0);
+    const bad = await sh("/tmp/ul-mount -t virtiofs nope /ul; echo rc=$?");
+    expect(bad.stdout.toString()).toBe("rc=32\n");
+    expect(bad.stderr.toString()).toMatch(/mounting nope on \/ul failed: No such device/);
   }, 120_000);
 
   it("a process splicing from the share into its stdout pipe does not deadlock the agent", async () => {
