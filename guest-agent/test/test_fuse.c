@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fuse.h"
+#include "sharebinds.h"
 #include "tap.h"
 
 static void put32(uint8_t *p, uint32_t v)
@@ -183,6 +184,29 @@ int main(void)
 	ok(fs_helper_parse(4, three, &ha, herr, sizeof(herr)) < 0, "a third positional argument is refused");
 	char *dangling[] = {"mount.virtiofs", "w", "/a", "-o", NULL};
 	ok(fs_helper_parse(4, dangling, &ha, herr, sizeof(herr)) < 0, "-o without a value is refused");
+	/* users' binds remembered at fs-detach: which mountinfo lines count */
+	char *bmp;
+	bool bro;
+	char b1[] = "50 30 0:40 / /warm rw,nosuid,nodev,relatime shared:9 - fuse.smfs workspace rw,user_id=0\n";
+	ok(fs_binds_match(b1, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 1 && !strcmp(bmp, "/warm") &&
+	       !bro,
+	   "a user's bind of the tag is remembered (rw)");
+	char b2[] = "51 30 0:40 / /my\\040ro ro,nosuid,nodev - fuse.smfs workspace rw\n";
+	ok(fs_binds_match(b2, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 1 &&
+	       !strcmp(bmp, "/my ro") && bro,
+	   "a read-only bind keeps its ro flag; escaped mount point");
+	char b3[] = "49 30 0:40 / /run/supermachine/shares/workspace rw,nosuid - fuse.smfs workspace rw\n";
+	ok(fs_binds_match(b3, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 0,
+	   "the staging mount is not a user's bind");
+	char b4[] = "52 30 0:40 / /other rw - fuse.smfs other rw\n";
+	ok(fs_binds_match(b4, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 0, "another tag: no");
+	char b5[] = "53 30 0:41 / /t rw - tmpfs workspace rw\n";
+	ok(fs_binds_match(b5, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 0,
+	   "another fstype with the tag as source: no");
+	char b6[] = "53 30 0:41\n";
+	ok(fs_binds_match(b6, "workspace", "/x", &bmp, &bro) < 0, "a short line is malformed");
+	char b7[] = "54 30 0:40 / /rox rox,nosuid - fuse.smfs workspace rw\n";
+	ok(fs_binds_match(b7, "workspace", "/x", &bmp, &bro) == 1 && !bro, "ro means the option ro, not a prefix");
 	free(rbuf);
 	return tap_done();
 }

@@ -372,14 +372,32 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     expect(dup.remoteCode).toBe("EEXIST");
   }, 60_000);
 
-  it("fs-detach removes every mount of the share; the tag can be attached again", async () => {
+  it("fs-detach removes every mount of the share; attached again, the tag gets the users' binds back", async () => {
     expect((await smfsMounts()).length).toBe(3); // staging, path, and the user's /work
     await agent.fsDetach("t1");
     expect(await smfsMounts()).toEqual([]);
+    // what a snapshot/restore does: detach, attach again. The user's `mount -t smfs t1 /work` comes back;
+    // the old attach's path (/mnt/auto) does not (this attach has none).
     const again = await agent.fsAttach({ tag: "t1" });
     serveFuse(again);
-    const r = await sh("cat /run/supermachine/shares/t1/hello.txt");
-    expect(r.stdout.toString()).toBe(HELLO.toString());
+    const r = await sh("cat /run/supermachine/shares/t1/hello.txt /work/hello.txt");
+    expect(r.stdout.toString()).toBe(`${HELLO}${HELLO}`);
+    expect((await smfsMounts()).map((l) => l.split(" ").slice(0, 3).join(" ")).sort()).toEqual([
+      "t1 /run/supermachine/shares/t1 fuse.smfs",
+      "t1 /work fuse.smfs",
+    ]);
+    // a read-only bind stays read-only; a mount point the guest replaced by a symlink is not followed
+    expect((await sh("mkdir -p /ro2 /moved /tmp/elsewhere && /sbin/mount.virtiofs t1 /ro2 -o ro && /sbin/mount.virtiofs t1 /moved")).exitCode).toBe(0);
+    await agent.fsDetach("t1");
+    expect((await sh("rmdir /moved && ln -s /tmp/elsewhere /moved")).exitCode).toBe(0);
+    const third = await agent.fsAttach({ tag: "t1", path: "/work" });
+    serveFuse(third);
+    expect((await smfsMounts()).map((l) => l.split(" ").slice(0, 4).join(" ").replace(/,.*/, "")).sort()).toEqual([
+      "t1 /ro2 fuse.smfs ro",
+      "t1 /run/supermachine/shares/t1 fuse.smfs rw",
+      "t1 /work fuse.smfs rw", // once: the attach's own path is not bound twice
+    ]);
+    expect((await sh("ls /tmp/elsewhere | wc -l")).stdout.toString().trim()).toBe("0");
     await agent.fsDetach("t1");
     expect(await smfsMounts()).toEqual([]);
   }, 120_000);
