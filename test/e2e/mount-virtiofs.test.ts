@@ -1,8 +1,9 @@
 /**
  * `mount -t virtiofs TAG DIR` in the guest (the original's documented command, issue 17 item 4), end to
  * end: real registry, QEMU (TCG here), kernel, the C agent and core's ShareServer. The command runs in
- * the warmup (bake VM) and in a VM restored from the snapshot; `smfs` stays an alias; an unknown tag
- * fails with "No such device" and changes nothing on the host; other mounts are untouched.
+ * the warmup (bake VM) and in a VM restored from the snapshot, and the warmup's mount is still there
+ * after the restore; `smfs` stays an alias; an unknown tag fails with "No such device" and changes
+ * nothing on the host; other mounts are untouched.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
@@ -76,6 +77,12 @@ describe("mount -t virtiofs in the guest", () => {
     expect(readFileSync(join(root, "src", "g.txt"), "utf8")).toBe("from the guest\n");
   });
 
+  it("the warmup's mount is still mounted in the restored VM, live", async () => {
+    writeFileSync(join(root, "seen-through-warm.txt"), "yes\n");
+    const r = await sh("cat /warm/seen-through-warm.txt && grep ' /warm ' /proc/mounts | cut -d' ' -f1-3");
+    expect(r).toEqual({ code: 0, out: "yes\nworkspace /warm fuse.smfs\n", err: "" });
+  });
+
   it("keeps smfs as an alias", async () => {
     const r = await sh("mkdir -p /alias && mount -t smfs workspace /alias && cat /alias/hello.txt");
     expect(r).toEqual({ code: 0, out: "hello from the host\n", err: "" });
@@ -110,5 +117,6 @@ describe("mount -t virtiofs in the guest", () => {
     vm = await pool.acquire();
     const r = await sh("mkdir -p /again && mount -t virtiofs workspace /again && cat /again/hello.txt");
     expect(r).toEqual({ code: 0, out: "hello from the host\n", err: "" });
+    expect((await sh("cat /warm/hello.txt")).out).toBe("hello from the host\n");
   });
 });
