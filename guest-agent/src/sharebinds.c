@@ -125,12 +125,31 @@ static int open_nofollow(const char *path)
 	return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
 }
 
+/* mountinfo walker: whether ctx (a canonical path) is at or below a FUSE mount point */
+static int at_or_below_fuse(const char *mp, const char *type, const char *src, void *ctx)
+{
+	(void)src;
+	const char *path = ctx;
+	if (strncmp(type, "fuse", 4) != 0)
+		return 0;
+	size_t n = strlen(mp);
+	while (n > 1 && mp[n - 1] == '/')
+		n--;
+	if (n == 1) /* a FUSE mount on / */
+		return 1;
+	return !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
+}
+
 int fs_binds_restore(const char *staging, const struct fs_binds *s)
 {
 	int made = 0;
 	for (int i = 0; s && i < s->n; i++) {
 		const char *path = s->b[i].path;
 		if (path[0] != '/')
+			continue;
+		/* checked again here, after the staging mount and the binds made so far: a remembered
+		 * /a/b inside a bind at /a would need a LOOKUP that only PID 1 (waiting for us) relays */
+		if (fs_mountinfo_each(at_or_below_fuse, (void *)path) != 0)
 			continue;
 		int fd = open_nofollow(path);
 		if (fd < 0)

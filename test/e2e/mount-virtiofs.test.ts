@@ -42,7 +42,7 @@ beforeAll(async () => {
         argv: [
           "sh",
           "-c",
-          "mkdir -p /warm && mount -t virtiofs workspace /warm && cat /warm/hello.txt > /etc/warm-copy && echo written in warmup > /warm/from-warmup.txt && ls /warm",
+          "mkdir -p /warm && mount -t virtiofs workspace /warm && cat /warm/hello.txt > /etc/warm-copy && echo written in warmup > /warm/from-warmup.txt && ls /warm && mkdir -p /warm/src/inner && mount -t virtiofs workspace /warm/src/inner",
         ],
         timeoutMs: 60_000,
       });
@@ -81,6 +81,9 @@ describe("mount -t virtiofs in the guest", () => {
     writeFileSync(join(root, "seen-through-warm.txt"), "yes\n");
     const r = await sh("cat /warm/seen-through-warm.txt && grep ' /warm ' /proc/mounts | cut -d' ' -f1-3");
     expect(r).toEqual({ code: 0, out: "yes\nworkspace /warm fuse.smfs\n", err: "" });
+    // a bind inside the share (/warm/src/inner) is not made again: reaching its mount point needs the
+    // share itself while the agent is still attaching it
+    expect((await sh("grep -c ' /warm/src/inner ' /proc/mounts")).out).toBe("0\n");
   });
 
   it("keeps smfs as an alias", async () => {
