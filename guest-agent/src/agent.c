@@ -2,6 +2,7 @@
  * process pipes/ptys and TCP sockets (SPEC sections 4-9). Every input is hostile:
  * allocations are bounded, violations end the session, never the process. */
 #include "fuse.h"
+#include "sharebinds.h"
 #include "proto.h"
 #include "sm.h"
 #include "vsock.h"
@@ -102,6 +103,7 @@ struct share {
 	uint8_t *req;               /* FS_REQ_BUF: the request being sent to the host */
 	uint32_t req_len, req_off;
 	struct fs_relay relay;
+	char *path; /* fs-attach's path (NULL: none): not one of the users' binds */
 };
 
 struct child_spec {
@@ -1180,6 +1182,13 @@ static int contains_path(const char *mp, const char *type, const char *src, void
 static bool on_share(const char *path)
 {
 	return any_share() && fs_mountinfo_each(contains_path, (void *)path) == 1;
+}
+
+/* fs_binds_prune: a remembered bind below any FUSE mount (a lookup there could wait on a
+ * FUSE server, maybe PID 1 itself) or at the attach's own path is not made again. */
+static bool rebind_skip(const char *p, void *attach_path)
+{
+	return (attach_path && !strcmp(p, attach_path)) || fs_mountinfo_each(contains_path, (void *)p) == 1;
 }
 
 /* Materialise argv/env/cwd/user of a command; errors filled as (code, msg). */
@@ -2745,13 +2754,15 @@ static struct share *share_find(const char *tag)
 static void share_free(struct share *s)
 {
 	watch_close(&s->w);
+	free(s->path);
 	free(s->req);
 	free(s->relay.rbuf);
 	memset(s, 0, sizeof(*s));
 	s->w.fd = -1;
 }
 
-/* Copy our own binary to /sbin/mount.smfs (mount -t smfs runs it). Child process only. */
+/* Copy our own binary to /sbin/mount.smfs (mount -t smfs runs it) and point the symlink
+ * /sbin/mount.virtiofs at it (mount -t virtiofs). Child process only. */
 static void install_mount_helper(void)
 {
 	int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
@@ -2785,7 +2796,12 @@ static void install_mount_helper(void)
 		okw = false;
 	if (close(out) < 0)
 		okw = false;
-	if (!okw || rename(tmp, FS_HELPER) < 0)
+	if (!okw || rename(tmp, FS_HELPER) < 0) {
+		unlink(tmp);
+		return;
+	}
+	snprintf(tmp, sizeof(tmp), "/sbin/.mount.virtiofs.%d", (int)getpid());
+	if (symlink("mount.smfs", tmp) < 0 || rename(tmp, FS_HELPER_VIRTIOFS) < 0)
 		unlink(tmp);
 }
 
@@ -2809,6 +2825,7 @@ struct fs_job {
 	const char *path; /* attach: bind target or NULL */
 	int fd;           /* attach: /dev/fuse */
 	bool install;     /* attach: write /sbin/mount.smfs afterwards */
+	const struct fs_binds *rebind; /* attach: users' binds remembered at the last fs-detach */
 };
 
 static void fs_job_child(const struct fs_job *j, int wr)
@@ -2834,6 +2851,8 @@ static void fs_job_child(const struct fs_job *j, int wr)
 			res[0] = 4, res[1] = errno;
 		if (res[0] >= 3)
 			umount2(staging, MNT_DETACH);
+		else if (res[0] == 0 && j->rebind)
+			fs_binds_restore(staging, j->rebind);
 	}
 	ssize_t w = write(wr, res, sizeof(res));
 	(void)w;
@@ -2916,8 +2935,12 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 		res_error(id, "ENOMEM", "no memory for the share buffers");
 		return;
 	}
+	/* users' binds of this tag from before the last fs-detach (e.g. a warmup's mount -t virtiofs) */
+	struct fs_binds *rebind = fs_binds_find(tag);
+	if (rebind)
+		fs_binds_prune(rebind, rebind_skip, pi >= 0 ? path : NULL);
 	struct fs_job job = {.kind = 1, .tag = tag, .path = pi >= 0 ? path : NULL, .fd = fd,
-			     .install = !A.helper_installed};
+			     .install = !A.helper_installed, .rebind = rebind};
 	int res[2] = {0, 0};
 	int r = fs_job_run(&job, res);
 	if (r < 0 || res[0] != 0) {
@@ -2938,6 +2961,7 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 		return;
 	}
 	A.helper_installed = true;
+	fs_binds_forget(tag); /* made again (or skipped); the next fs-detach remembers afresh */
 	struct chan *c = chan_alloc(ch);
 	memset(s, 0, sizeof(*s));
 	s->used = true;
@@ -2946,6 +2970,7 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 	s->w.fd = fd;
 	s->w.obj = s;
 	s->req = req;
+	s->path = pi >= 0 ? strdup(path) : NULL; /* NULL on ENOMEM too: then it counts as a user's bind */
 	fs_relay_init(&s->relay, rbuf);
 	res_empty(id);
 	if (!c) { /* checked above; cannot happen */
@@ -2970,6 +2995,10 @@ static void op_fs_detach(uint32_t id, const struct cb_doc *d, uint32_t args)
 		res_error(id, "ENOENT", msg);
 		return;
 	}
+	/* remember users' binds (mount -t virtiofs) so that the next fs-attach makes them again */
+	char staging[128];
+	snprintf(staging, sizeof(staging), "%s/%s", FS_STAGING, tag);
+	fs_binds_save(tag, staging, s->path);
 	/* close /dev/fuse first: the kernel aborts the connection, so nothing below can wait on it */
 	watch_close(&s->w);
 	struct fs_job j = {.kind = 2, .tag = tag};

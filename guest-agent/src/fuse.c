@@ -266,26 +266,101 @@ static bool share_mounted(const char *staging)
 
 /* ------------------------------------------------------------------ mount helper */
 
+bool fs_is_helper_name(const char *base)
+{
+	return !strcmp(base, "mount.virtiofs") || !strcmp(base, "mount.smfs");
+}
+
+/* one -o list: "ro"/"rw" matter, the rest (defaults, noatime, _netdev, ...) is ignored */
+static void helper_opts(const char *list, struct fs_helper_args *a)
+{
+	const char *p = list;
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		if (n == 2 && !strncmp(p, "ro", 2))
+			a->ro = true;
+		else if (n == 2 && !strncmp(p, "rw", 2))
+			a->ro = false;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+}
+
+int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, char *err, size_t errlen)
+{
+	memset(a, 0, sizeof(*a));
+	int npos = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *s = argv[i];
+		if (s[0] != '-' || !s[1]) {
+			if (npos == 0)
+				a->tag = s;
+			else if (npos == 1)
+				a->dir = s;
+			else {
+				snprintf(err, errlen, "unexpected argument '%.64s'", s);
+				return -1;
+			}
+			npos++;
+			continue;
+		}
+		if (s[1] == 'o' || s[1] == 't' || s[1] == 'N') {
+			const char *v = s[2] ? s + 2 : (i + 1 < argc ? argv[++i] : NULL);
+			if (!v) {
+				snprintf(err, errlen, "option -%c needs a value", s[1]);
+				return -1;
+			}
+			if (s[1] == 'o')
+				helper_opts(v, a);
+			else if (s[1] == 'N') {
+				snprintf(err, errlen, "-N (another mount namespace) is not supported");
+				return -1;
+			}
+			continue;
+		}
+		/* flags: -s sloppy, -n no mtab, -v verbose (ignored), -f fake */
+		for (const char *f = s + 1; *f; f++)
+			if (*f == 'f')
+				a->fake = true;
+	}
+	if (npos != 2) {
+		snprintf(err, errlen, "usage: mount -t virtiofs <tag> <dir> [-o ro]");
+		return -1;
+	}
+	return 0;
+}
+
 int fs_mount_helper_main(int argc, char **argv)
 {
-	/* mount(8) runs: mount.smfs <source> <dir> [-o opts] (options are ignored) */
-	if (argc < 3) {
-		fprintf(stderr, "usage: mount -t smfs <tag> <dir>\n");
+	const char *me = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
+	me = me ? me + 1 : (argc > 0 && argv[0] ? argv[0] : "mount.virtiofs");
+	struct fs_helper_args a;
+	char err[160];
+	if (fs_helper_parse(argc, argv, &a, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", me, err);
 		return 1;
 	}
-	const char *tag = argv[1], *dir = argv[2];
 	char staging[128];
-	if (!fs_tag_valid(tag, strlen(tag))) {
-		fprintf(stderr, "mount.smfs: share '%.64s' is not attached\n", tag);
+	bool valid = fs_tag_valid(a.tag, strlen(a.tag));
+	if (valid)
+		snprintf(staging, sizeof(staging), "%s/%s", FS_STAGING, a.tag);
+	if (!valid || !share_mounted(staging)) {
+		/* what mount(2) says for a virtiofs tag that no device has: ENODEV */
+		fprintf(stderr, "%s: mounting %.64s on %.256s failed: %s (no live host share '%.64s' is attached)\n", me,
+			a.tag, a.dir, strerror(ENODEV), a.tag);
 		return 32;
 	}
-	snprintf(staging, sizeof(staging), "%s/%s", FS_STAGING, tag);
-	if (!share_mounted(staging)) {
-		fprintf(stderr, "mount.smfs: share '%s' is not attached\n", tag);
+	if (a.fake)
+		return 0;
+	if (mount(staging, a.dir, NULL, MS_BIND, NULL) < 0) {
+		fprintf(stderr, "%s: mounting %s on %s failed: %s\n", me, a.tag, a.dir, strerror(errno));
 		return 32;
 	}
-	if (mount(staging, dir, NULL, MS_BIND, NULL) < 0) {
-		fprintf(stderr, "mount.smfs: mounting share '%s' on %s: %s\n", tag, dir, strerror(errno));
+	if (a.ro && mount(NULL, a.dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0) {
+		int e = errno;
+		umount2(a.dir, MNT_DETACH);
+		fprintf(stderr, "%s: mounting %s on %s read-only failed: %s\n", me, a.tag, a.dir, strerror(e));
 		return 32;
 	}
 	return 0;

@@ -19,6 +19,8 @@
 #define FS_OUT_HDR 16u                /* sizeof(struct fuse_out_header) */
 #define FS_STAGING "/run/supermachine/shares"
 #define FS_HELPER "/sbin/mount.smfs"
+/* mount -t virtiofs <tag> <dir> (the original's command): a symlink to mount.smfs */
+#define FS_HELPER_VIRTIOFS "/sbin/mount.virtiofs"
 #define FS_HELPER_TIMEOUT_MS 5000     /* mkdir/mount/umount child of fs-attach/fs-detach */
 
 /* <linux/fuse.h> opcodes the relay needs (musl ships no kernel headers) */
@@ -78,7 +80,21 @@ int fs_mountinfo_each(fs_mount_fn fn, void *ctx);
  * Returns the number unmounted. Touches only mountinfo and umount2. */
 int fs_umount_tag(const char *tag);
 
-/* Mount helper mode: argv[0] basename "mount.smfs" (mount -t smfs <tag> <dir>). */
+/* Whether argv[0]'s basename names the mount helper: "mount.virtiofs" or "mount.smfs". */
+bool fs_is_helper_name(const char *base);
+
+/* The helper's command line as mount(8) passes it: busybox `mount.<type> <src> <dir> [-o opts]`,
+ * util-linux `mount.<type> <src> <dir> [-sfnv] [-N ns] [-o opts] [-t type]`. Options in -o:
+ * "ro" (read-only bind), "rw"; others are ignored. -f (fake) sets *fake. 0, or -1 with a
+ * message in err (usage, -N: another mount namespace is not supported). */
+struct fs_helper_args {
+	const char *tag, *dir;
+	bool ro, fake;
+};
+int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, char *err, size_t errlen);
+
+/* Mount helper mode (mount -t virtiofs|smfs <tag> <dir>): binds the share's staging dir
+ * onto dir. Exit 0; 32 (mount failure) with "No such device" when no share has that tag. */
 int fs_mount_helper_main(int argc, char **argv);
 
 #endif

@@ -38,10 +38,11 @@ static uint8_t *read_file_capped(const char *path, size_t cap, size_t *len)
 
 int main(int argc, char **argv)
 {
-	/* multi-call: /sbin/mount.smfs (a copy of this binary) is the mount -t smfs helper */
+	/* multi-call: /sbin/mount.smfs (a copy of this binary) and /sbin/mount.virtiofs (a symlink to
+	 * it) are the mount -t smfs / mount -t virtiofs helper */
 	const char *base = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
 	base = base ? base + 1 : (argc > 0 && argv[0] ? argv[0] : "");
-	if (!strcmp(base, "mount.smfs"))
+	if (fs_is_helper_name(base))
 		return fs_mount_helper_main(argc, argv);
 	/* Anything but PID 1 must not run the boot (it mounts and switches roots). In a guest,
 	 * `/proc/1/exe --version` is a harmless process of a binary every image has: the pool runs it
@@ -51,7 +52,7 @@ int main(int argc, char **argv)
 			static const char v[] = "sm-agent " SM_AGENT_VERSION "\n";
 			return write(1, v, sizeof(v) - 1) == (ssize_t)(sizeof(v) - 1) ? 0 : 1;
 		}
-		static const char u[] = "sm-agent: runs as PID 1 of a supermachine guest (or as mount.smfs); "
+		static const char u[] = "sm-agent: runs as PID 1 of a supermachine guest (or as mount.virtiofs / mount.smfs); "
 					"other processes may only ask --version\n";
 		ssize_t w = write(2, u, sizeof(u) - 1);
 		(void)w;

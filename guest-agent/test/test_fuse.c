@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fuse.h"
+#include "sharebinds.h"
 #include "tap.h"
 
 static void put32(uint8_t *p, uint32_t v)
@@ -155,6 +156,57 @@ int main(void)
 	   "mountinfo line with optional fields and an escaped space");
 	char bad[] = "41 30 0:37 / /x rw shared:7\n";
 	ok(fs_mountinfo_parse(bad, &mp, &type, &src) < 0, "a line without the separator is rejected");
+
+	/* mount helper: names and command lines as busybox and util-linux mount(8) pass them */
+	ok(fs_is_helper_name("mount.virtiofs") && fs_is_helper_name("mount.smfs") && !fs_is_helper_name("mount.fuse") &&
+	       !fs_is_helper_name("mount.virtiofsX") && !fs_is_helper_name("sm-agent"),
+	   "helper names: mount.virtiofs and mount.smfs only");
+	struct fs_helper_args ha;
+	char herr[160];
+	char *bb[] = {"mount.virtiofs", "workspace", "/work", NULL};
+	ok(fs_helper_parse(3, bb, &ha, herr, sizeof(herr)) == 0 && !strcmp(ha.tag, "workspace") &&
+	       !strcmp(ha.dir, "/work") && !ha.ro && !ha.fake,
+	   "busybox: <tag> <dir>");
+	char *bbo[] = {"mount.virtiofs", "w", "rel/dir", "-o", "noatime,ro", NULL};
+	ok(fs_helper_parse(5, bbo, &ha, herr, sizeof(herr)) == 0 && ha.ro && !strcmp(ha.dir, "rel/dir"),
+	   "-o noatime,ro: read-only, relative dir kept");
+	char *ul[] = {"/sbin/mount.virtiofs", "w", "/work", "-s", "-n", "-o", "rw", "-t", "virtiofs", NULL};
+	ok(fs_helper_parse(9, ul, &ha, herr, sizeof(herr)) == 0 && !ha.ro && !ha.fake && !strcmp(ha.tag, "w"),
+	   "util-linux: flags, -o rw, -t type are accepted");
+	char *ulf[] = {"/sbin/mount.virtiofs", "w", "/work", "-fv", "-oro,rw", NULL};
+	ok(fs_helper_parse(5, ulf, &ha, herr, sizeof(herr)) == 0 && ha.fake && !ha.ro,
+	   "-fv sets fake; the last of ro/rw wins (attached -o value)");
+	char *ns[] = {"mount.virtiofs", "w", "/work", "-N", "/proc/9/ns/mnt", NULL};
+	ok(fs_helper_parse(5, ns, &ha, herr, sizeof(herr)) < 0 && strstr(herr, "-N"), "-N is refused");
+	char *one[] = {"mount.virtiofs", "w", NULL};
+	ok(fs_helper_parse(2, one, &ha, herr, sizeof(herr)) < 0 && strstr(herr, "usage"), "missing dir: usage");
+	char *three[] = {"mount.virtiofs", "w", "/a", "/b", NULL};
+	ok(fs_helper_parse(4, three, &ha, herr, sizeof(herr)) < 0, "a third positional argument is refused");
+	char *dangling[] = {"mount.virtiofs", "w", "/a", "-o", NULL};
+	ok(fs_helper_parse(4, dangling, &ha, herr, sizeof(herr)) < 0, "-o without a value is refused");
+	/* users' binds remembered at fs-detach: which mountinfo lines count */
+	char *bmp;
+	bool bro;
+	char b1[] = "50 30 0:40 / /warm rw,nosuid,nodev,relatime shared:9 - fuse.smfs workspace rw,user_id=0\n";
+	ok(fs_binds_match(b1, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 1 && !strcmp(bmp, "/warm") &&
+	       !bro,
+	   "a user's bind of the tag is remembered (rw)");
+	char b2[] = "51 30 0:40 / /my\\040ro ro,nosuid,nodev - fuse.smfs workspace rw\n";
+	ok(fs_binds_match(b2, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 1 &&
+	       !strcmp(bmp, "/my ro") && bro,
+	   "a read-only bind keeps its ro flag; escaped mount point");
+	char b3[] = "49 30 0:40 / /run/supermachine/shares/workspace rw,nosuid - fuse.smfs workspace rw\n";
+	ok(fs_binds_match(b3, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 0,
+	   "the staging mount is not a user's bind");
+	char b4[] = "52 30 0:40 / /other rw - fuse.smfs other rw\n";
+	ok(fs_binds_match(b4, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 0, "another tag: no");
+	char b5[] = "53 30 0:41 / /t rw - tmpfs workspace rw\n";
+	ok(fs_binds_match(b5, "workspace", "/run/supermachine/shares/workspace", &bmp, &bro) == 0,
+	   "another fstype with the tag as source: no");
+	char b6[] = "53 30 0:41\n";
+	ok(fs_binds_match(b6, "workspace", "/x", &bmp, &bro) < 0, "a short line is malformed");
+	char b7[] = "54 30 0:40 / /rox rox,nosuid - fuse.smfs workspace rw\n";
+	ok(fs_binds_match(b7, "workspace", "/x", &bmp, &bro) == 1 && !bro, "ro means the option ro, not a prefix");
 	free(rbuf);
 	return tap_done();
 }

@@ -4,9 +4,10 @@
  * FLUSH, RELEASE; ENOSYS for the rest), reached through the agent's /dev/fuse relay. One cold
  * boot (TCG) shared by every case; QEMU is stopped in afterAll.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Duplex } from "node:stream";
 import type { AgentClient } from "@supermachine/agent-protocol";
 import type { Vm } from "@supermachine/hypervisor";
@@ -15,6 +16,22 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { BASE_MODULES, bootBusybox, vmSkipReason } from "./_vm";
 
 const MODULES = [...BASE_MODULES, "fuse"];
+
+/** The shared libraries (real files, plus the paths the binary asks for) of a host binary, or undefined. */
+function ldd(bin: string): string[] | undefined {
+  try {
+    const out = execFileSync("ldd", [bin], { encoding: "utf8" });
+    const paths = new Set<string>();
+    for (const m of out.matchAll(/(\/\S+) \(0x/g)) {
+      const p = m[1] as string;
+      paths.add(p);
+      paths.add(realpathSync(p));
+    }
+    return [...paths];
+  } catch {
+    return undefined;
+  }
+}
 
 // ---- a minimal FUSE server (layouts from <linux/fuse.h>, little-endian) ----
 
@@ -188,14 +205,75 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     );
   }, 120_000);
 
-  it("mount -t smfs <tag> <dir> works through /sbin/mount.smfs; unknown tags exit 32", async () => {
+  it("mount -t virtiofs <tag> <dir> (the original's command) and its alias smfs bind the share", async () => {
     const r = await sh("mkdir -p /work && mount -t smfs t1 /work && cat /work/hello.txt");
     expect(r.stderr.toString()).toBe("");
     expect(r.exitCode).toBe(0);
     expect(r.stdout.toString()).toBe(HELLO.toString());
-    const bad = await sh("mkdir -p /x && /sbin/mount.smfs nope /x; echo rc=$?");
+    const v = await sh("mkdir -p /vfs && mount -t virtiofs t1 /vfs && cat /vfs/hello.txt");
+    expect(v.stderr.toString()).toBe("");
+    expect(v.exitCode).toBe(0);
+    expect(v.stdout.toString()).toBe(HELLO.toString());
+    // a relative dir resolves against the caller's cwd; -o ro (as util-linux passes it; busybox keeps
+    // ro/rw to itself) gives a read-only bind
+    const ro = await sh("mkdir -p /tmp/rel && cd /tmp && /sbin/mount.virtiofs t1 rel -o ro && cat /tmp/rel/hello.txt");
+    expect(ro.stderr.toString()).toBe("");
+    expect(ro.stdout.toString()).toBe(HELLO.toString());
+    const m = await smfsMounts();
+    expect(m).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^t1 \/vfs fuse\.smfs rw,/),
+        expect.stringMatching(/^t1 \/tmp\/rel fuse\.smfs ro,/),
+      ]),
+    );
+    expect((await sh("readlink /sbin/mount.virtiofs")).stdout.toString()).toBe("mount.smfs\n");
+    expect((await sh("umount /vfs && umount /tmp/rel")).exitCode).toBe(0);
+  }, 120_000);
+
+  it("an unknown tag fails with No such device and mounts nothing; other mounts are untouched", async () => {
+    const before = await smfsMounts();
+    for (const type of ["virtiofs", "smfs"]) {
+      const bad = await sh(`mkdir -p /x && mount -t ${type} nope /x`);
+      expect(bad.exitCode).not.toBe(0);
+      expect(bad.stderr.toString()).toMatch(/No such device/);
+    }
+    const direct = await sh("/sbin/mount.virtiofs nope /x; echo rc=$?");
+    expect(direct.stdout.toString()).toBe("rc=32\n");
+    expect(direct.stderr.toString()).toBe(
+      "mount.virtiofs: mounting nope on /x failed: No such device (no live host share 'nope' is attached)\n",
+    );
+    const hostile = await sh("/sbin/mount.smfs ../../etc /x; echo rc=$?");
+    expect(hostile.stdout.toString()).toBe("rc=32\n");
+    expect(hostile.stderr.toString()).toMatch(/No such device/);
+    expect((await sh("grep -c ' /x ' /proc/mounts || true")).stdout.toString()).toBe("0\n");
+    expect(await smfsMounts()).toEqual(before);
+    const t = await sh("mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo hi > /mnt/t/f && cat /mnt/t/f && grep ' /mnt/t ' /proc/mounts && umount /mnt/t");
+    expect(t.stderr.toString()).toBe("");
+    expect(t.exitCode).toBe(0);
+    expect(t.stdout.toString()).toMatch(/^hi\nnone \/mnt\/t tmpfs rw/);
+  }, 120_000);
+
+  it("util-linux mount (the host's, staged with its libraries) runs the helper too: -o ro, unknown tags", async (ctx) => {
+    // Debian/Ubuntu images use util-linux mount(8), which looks for /sbin/mount.<type> before any syscall.
+    const libs = ldd("/usr/bin/mount");
+    if (process.arch !== "x64" || !libs) {
+      ctx.skip();
+      return;
+    }
+    for (const p of libs) {
+      expect((await sh(`mkdir -p ${dirname(p)}`)).exitCode).toBe(0);
+      await agent.writeFile(p, readFileSync(p), { mode: 0o755 });
+    }
+    await agent.writeFile("/tmp/ul-mount", readFileSync("/usr/bin/mount"), { mode: 0o755 });
+    const r = await sh("mkdir -p /ul && /tmp/ul-mount -t virtiofs -o ro t1 /ul && cat /ul/hello.txt");
+    expect(r.stderr.toString()).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toBe(HELLO.toString());
+    expect(await smfsMounts()).toEqual(expect.arrayContaining([expect.stringMatching(/^t1 \/ul fuse\.smfs ro,/)]));
+    expect((await sh("umount /ul")).exitCode).toBe(0);
+    const bad = await sh("/tmp/ul-mount -t virtiofs nope /ul; echo rc=$?");
     expect(bad.stdout.toString()).toBe("rc=32\n");
-    expect(bad.stderr.toString()).toBe("mount.smfs: share 'nope' is not attached\n");
+    expect(bad.stderr.toString()).toMatch(/mounting nope on \/ul failed: No such device/);
   }, 120_000);
 
   it("a process splicing from the share into its stdout pipe does not deadlock the agent", async () => {
@@ -294,14 +372,32 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     expect(dup.remoteCode).toBe("EEXIST");
   }, 60_000);
 
-  it("fs-detach removes every mount of the share; the tag can be attached again", async () => {
+  it("fs-detach removes every mount of the share; attached again, the tag gets the users' binds back", async () => {
     expect((await smfsMounts()).length).toBe(3); // staging, path, and the user's /work
     await agent.fsDetach("t1");
     expect(await smfsMounts()).toEqual([]);
+    // what a snapshot/restore does: detach, attach again. The user's `mount -t smfs t1 /work` comes back;
+    // the old attach's path (/mnt/auto) does not (this attach has none).
     const again = await agent.fsAttach({ tag: "t1" });
     serveFuse(again);
-    const r = await sh("cat /run/supermachine/shares/t1/hello.txt");
-    expect(r.stdout.toString()).toBe(HELLO.toString());
+    const r = await sh("cat /run/supermachine/shares/t1/hello.txt /work/hello.txt");
+    expect(r.stdout.toString()).toBe(`${HELLO}${HELLO}`);
+    expect((await smfsMounts()).map((l) => l.split(" ").slice(0, 3).join(" ")).sort()).toEqual([
+      "t1 /run/supermachine/shares/t1 fuse.smfs",
+      "t1 /work fuse.smfs",
+    ]);
+    // a read-only bind stays read-only; a mount point the guest replaced by a symlink is not followed
+    expect((await sh("mkdir -p /ro2 /moved /tmp/elsewhere && /sbin/mount.virtiofs t1 /ro2 -o ro && /sbin/mount.virtiofs t1 /moved")).exitCode).toBe(0);
+    await agent.fsDetach("t1");
+    expect((await sh("rmdir /moved && ln -s /tmp/elsewhere /moved")).exitCode).toBe(0);
+    const third = await agent.fsAttach({ tag: "t1", path: "/work" });
+    serveFuse(third);
+    expect((await smfsMounts()).map((l) => l.split(" ").slice(0, 4).join(" ").replace(/,.*/, "")).sort()).toEqual([
+      "t1 /ro2 fuse.smfs ro",
+      "t1 /run/supermachine/shares/t1 fuse.smfs rw",
+      "t1 /work fuse.smfs rw", // once: the attach's own path is not bound twice
+    ]);
+    expect((await sh("ls /tmp/elsewhere | wc -l")).stdout.toString().trim()).toBe("0");
     await agent.fsDetach("t1");
     expect(await smfsMounts()).toEqual([]);
   }, 120_000);

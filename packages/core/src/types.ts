@@ -27,7 +27,7 @@ export type SymlinkPolicy = "deny" | "opaque" | "follow";
 
 /**
  * A live host directory share. Every VM handed out (and the bake VM during `warmup`) has it attached:
- * the guest mounts it by tag with `mount -t smfs <guestTag> <dir>`; it is always also reachable at
+ * the guest mounts it by tag with `mount -t virtiofs <guestTag> <dir>` (alias `-t smfs`); it is always also reachable at
  * `/run/supermachine/shares/<guestTag>`. Served by a FUSE file server on the host (see README "Mounts").
  */
 export interface MountSpec {
