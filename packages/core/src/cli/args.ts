@@ -59,7 +59,8 @@ export interface Parsed {
 /**
  * Parse `argv` against `options`. Options may come before and between positionals until
  * `maxPositionals` positionals were seen; what follows (or what follows `--`) is `rest`, untouched
- * (docker style: `run img ls -l` runs `ls -l`). `-h`/`--help` throws {@link HelpRequest}.
+ * (docker style: `run img ls -l` runs `ls -l`). `maxPositionals` 0: any positional is a usage error;
+ * Infinity: options anywhere. `-h`/`--help` throws {@link HelpRequest}.
  */
 export function parseArgs(
   command: string,
@@ -79,7 +80,8 @@ export function parseArgs(
   while (i < argv.length) {
     const a = argv[i] as string;
     if (a === "--") return { flags, positionals, rest: argv.slice(i + 1) };
-    if (positionals.length >= maxPositionals) return { flags, positionals, rest: argv.slice(i) };
+    if (maxPositionals > 0 && positionals.length >= maxPositionals)
+      return { flags, positionals, rest: argv.slice(i) };
     if (a.startsWith("-") && a !== "-") {
       const eq = a.startsWith("--") ? a.indexOf("=") : -1;
       const name = eq > 0 ? a.slice(0, eq) : a;
@@ -109,6 +111,7 @@ export function parseArgs(
       }
       throw new UsageError(`unknown option ${name} for ${command}`, command);
     }
+    if (maxPositionals === 0) throw new UsageError(`${command} takes no arguments, got: ${a}`, command);
     positionals.push(a);
     i++;
   }

@@ -32,7 +32,7 @@ export function crlfFilter(): (chunk: Buffer, final?: boolean) => Buffer {
 export function followConsole(
   path: string,
   write: (chunk: Buffer) => void,
-  opts: { intervalMs?: number; fromStart?: boolean } = {},
+  opts: { intervalMs?: number /** Byte offset to start at (default 0). */; startAt?: number } = {},
 ): ConsoleFollower {
   const intervalMs = opts.intervalMs ?? 100;
   const filter = crlfFilter();
@@ -46,7 +46,7 @@ export function followConsole(
     try {
       fh ??= await open(path, "r");
       const size = (await fh.stat()).size;
-      if (offset < 0) offset = opts.fromStart === false ? size : 0;
+      if (offset < 0) offset = opts.startAt ?? 0;
       if (size < offset) offset = 0; // trimmed
       while (offset < size) {
         const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - offset), offset);

@@ -48,7 +48,11 @@ export function withoutRepoHints(message: string): string {
 export async function cmdDoctor(args: string[]): Promise<number> {
   const p = parseArgs("doctor", args, [], 0);
   if (p.rest.length) throw new UsageError(`doctor takes no arguments, got: ${p.rest.join(" ")}`, "doctor");
-  const inRepo = repoCheckout() !== undefined;
+  return doctorReport(repoCheckout() !== undefined);
+}
+
+/** The checks, printed to stdout; `inRepo` selects the fixes to print. Exit status 1 if one failed. */
+export async function doctorReport(inRepo: boolean): Promise<number> {
   let failures = 0;
   const line = (ok: boolean | "warn", what: string, detail: string) => {
     const mark = ok === true ? "ok  " : ok === "warn" ? "warn" : "FAIL";

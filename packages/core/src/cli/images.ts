@@ -1,6 +1,6 @@
 /** `supermachine images`, `rm`, `pull` and `image rootfs`. */
-import { constants, existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { access, stat } from "node:fs/promises";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { imageLayers, pull } from "@supermachine/oci";
 import { RootfsError, runRootfsCommand } from "@supermachine/rootfs";
@@ -176,10 +176,10 @@ function pullOptions(quiet: boolean, platform: string | undefined, policy: PullO
 }
 
 export async function cmdPull(args: string[]): Promise<number> {
-  const p = parseArgs("pull", args, PULL_OPTIONS, 1);
-  const ref = p.positionals[0];
+  const p = parseArgs("pull", args, PULL_OPTIONS, Number.POSITIVE_INFINITY);
+  const [ref, ...extra] = [...p.positionals, ...p.rest];
   if (!ref) throw new UsageError("pull needs an IMAGE", "pull");
-  if (p.rest.length) throw new UsageError(`pull takes one IMAGE, got also: ${p.rest.join(" ")}`, "pull");
+  if (extra.length) throw new UsageError(`pull takes one IMAGE, got also: ${extra.join(" ")}`, "pull");
   const { opts, done } = pullOptions(has(p, "--quiet"), flag(p, "--platform"), "always");
   try {
     const img = await pull(ref, opts);
@@ -192,8 +192,8 @@ export async function cmdPull(args: string[]): Promise<number> {
 }
 
 /**
- * Fail before any pull when `out` cannot be written: its directory must exist and be writable, and
- * `out` must not be a directory.
+ * Fail before any pull when `out` cannot be written: its directory must exist and take a new file,
+ * and `out` must not be a directory.
  */
 export async function checkOutputPath(out: string): Promise<void> {
   const dir = dirname(out);
@@ -211,14 +211,17 @@ export async function checkOutputPath(out: string): Promise<void> {
       `cannot write ${out}: the directory ${dir} does not exist. Create it or choose another -o path.`,
     );
   }
+  // A real write (not access(2): root passes that on a read-only filesystem too).
+  let probe: string;
   try {
-    await access(dir, constants.W_OK);
-  } catch {
+    probe = await mkdtemp(join(dir, ".sm-rootfs-probe-"));
+  } catch (err) {
     throw new RootfsError(
       "SM_ROOTFS_IO",
-      `cannot write ${out}: the directory ${dir} is not writable by this user. Choose another -o path.`,
+      `cannot write ${out}: creating a file in ${dir} failed (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}). Choose a writable -o path.`,
     );
   }
+  await rm(probe, { recursive: true, force: true });
 }
 
 export async function cmdImage(args: string[]): Promise<number> {
@@ -226,7 +229,7 @@ export async function cmdImage(args: string[]): Promise<number> {
   if (sub === "rootfs") return cmdImageRootfs(rest);
   if (sub === undefined) throw new UsageError("image needs a subcommand (rootfs)", "image");
   // `image --help` / `image -h` / unknown options are handled by the generic parser.
-  parseArgs("image", args, [], 0);
+  parseArgs("image", args, [], Number.POSITIVE_INFINITY);
   throw new UsageError(`unknown image subcommand ${sub} (known: rootfs)`, "image");
 }
 

@@ -8,6 +8,7 @@
  * replaced by the same command run on this terminal (the started copy, whose stdin is /dev/null, is
  * stopped first so a service does not find its port taken).
  */
+import { statSync } from "node:fs";
 import { keepVmsOnSignal } from "../cleanup";
 import type { Image as ImageT } from "../image";
 import { Image } from "../index";
@@ -143,10 +144,10 @@ async function bake(command: string, p: Parsed, ref: string): Promise<ImageT> {
 }
 
 export async function cmdBuild(args: string[]): Promise<number> {
-  const p = parseArgs("build", args, BUILD_OPTIONS, 1);
-  const ref = p.positionals[0];
+  const p = parseArgs("build", args, BUILD_OPTIONS, Number.POSITIVE_INFINITY);
+  const [ref, ...extra] = [...p.positionals, ...p.rest];
   if (!ref) throw new UsageError("build needs an IMAGE", "build");
-  if (p.rest.length) throw new UsageError(`build takes one IMAGE, got also: ${p.rest.join(" ")}`, "build");
+  if (extra.length) throw new UsageError(`build takes one IMAGE, got also: ${extra.join(" ")}`, "build");
   const img = await bake("build", p, ref);
   // Nothing will acquire the bake's VM in this process: stop it so we exit at once.
   await img.takeHandoff()?.stop();
@@ -247,6 +248,10 @@ export async function cmdRun(args: string[]): Promise<number> {
       "run",
     );
   }
+  // The first VM after a bake is the bake's own (warm handoff): its console already holds the boot
+  // log. The workload starts at the resume in acquire, so its output begins at the current end.
+  const handoff = img.handoff;
+  const bootLogBytes = consoleSize(handoff?.live.consoleLogPath);
   const pool = await img.pool({ min: 0, max: 1 });
   let forced!: (code: number) => void;
   const forcedP = new Promise<number>((r) => {
@@ -276,6 +281,7 @@ export async function cmdRun(args: string[]): Promise<number> {
         timeoutMs: timeoutFlag ?? 0,
         guestPort: img.meta.guestPort,
         ports,
+        consoleFrom: vm[INTERNAL]() === handoff ? bootLogBytes : 0,
       });
       return await Promise.race([w, forcedP]);
     }
@@ -299,6 +305,14 @@ export async function cmdRun(args: string[]): Promise<number> {
     signals.dispose();
     await vm?.release().catch(() => undefined);
     await pool.shutdown();
+  }
+}
+
+function consoleSize(path: string | undefined): number {
+  try {
+    return path ? statSync(path).size : 0;
+  } catch {
+    return 0;
   }
 }
 
@@ -326,16 +340,26 @@ async function stopWorkload(vm: Vm): Promise<void> {
 async function attachWorkload(
   vm: Vm,
   argv: string[],
-  o: { quiet: boolean; timeoutMs: number; guestPort: number; ports: { addr: string; guest: number }[] },
+  o: {
+    quiet: boolean;
+    timeoutMs: number;
+    guestPort: number;
+    ports: { addr: string; guest: number }[];
+    consoleFrom: number;
+  },
 ): Promise<number> {
   const h = vm[INTERNAL]();
   if (!h?.agent.onWorkloadExit) throw new Error("this VM cannot report its workload's exit");
   const exitP = new Promise<{ exitCode: number; signal: number | null }>((r) => h.agent.onWorkloadExit?.(r));
   const consolePath = h.live.consoleLogPath;
   const follower = consolePath
-    ? followConsole(consolePath, (chunk) => {
-        process.stdout.write(chunk);
-      })
+    ? followConsole(
+        consolePath,
+        (chunk) => {
+          process.stdout.write(chunk);
+        },
+        { startAt: o.consoleFrom },
+      )
     : undefined;
   if (!o.quiet) {
     process.stderr.write(`supermachine: attached to the workload \`${argv.join(" ")}\` (Ctrl-C stops it)\n`);
