@@ -105,7 +105,8 @@ function installWarningPrinter(quiet: boolean): void {
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   const own = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
-  installWarningPrinter(own.includes("-q") || own.includes("--quiet"));
+  // doctor reports the accelerator (and everything else) in its own lines
+  installWarningPrinter(own.includes("-q") || own.includes("--quiet") || cmd === "doctor");
   try {
     if (cmd === undefined) {
       process.stderr.write(topLevelHelp());

@@ -224,8 +224,10 @@ describe("doctor", () => {
       else process.env.SUPERMACHINE_KERNEL_DIR = saved.K;
     }
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/^FAIL {2}qemu +qemu-system-\S+ not on PATH; run `npx supermachine setup`/m);
-    expect(r.stdout).toMatch(/^FAIL {2}kernel +.*npx supermachine setup/m);
+    expect(r.stdout).toMatch(
+      /^FAIL {2}qemu +qemu-system-\S+ not on PATH\. Fix: run `npx supermachine setup`/m,
+    );
+    expect(r.stdout).toMatch(/^FAIL {2}kernel +.*\. Fix: run `npx supermachine setup`/m);
     expect(r.stdout).not.toMatch(/make -C|npm run setup/);
     expect(r.stdout).toMatch(/\nTo fix: npx supermachine setup\n$/);
   });

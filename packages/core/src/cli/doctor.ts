@@ -54,10 +54,11 @@ export async function cmdDoctor(args: string[]): Promise<number> {
 /** The checks, printed to stdout; `inRepo` selects the fixes to print. Exit status 1 if one failed. */
 export async function doctorReport(inRepo: boolean): Promise<number> {
   let failures = 0;
-  const line = (ok: boolean | "warn", what: string, detail: string) => {
+  const line = (ok: boolean | "warn", what: string, detail: string, fix?: string) => {
     const mark = ok === true ? "ok  " : ok === "warn" ? "warn" : "FAIL";
     if (ok === false) failures++;
-    process.stdout.write(`${mark}  ${what.padEnd(14)} ${detail}\n`);
+    const text = fix ? `${detail.replace(/[.\s]+$/, "")}. Fix: ${fix}` : detail;
+    process.stdout.write(`${mark}  ${what.padEnd(14)} ${text}\n`);
   };
   const arch = hostArch();
   const qemuName = arch === "x86_64" ? "qemu-system-x86_64" : "qemu-system-aarch64";
@@ -70,7 +71,7 @@ export async function doctorReport(inRepo: boolean): Promise<number> {
       /* ignore */
     }
     line(true, "qemu", `${qemu} ${version}`);
-  } else line(false, "qemu", `${qemuName} not on PATH; ${fixHint("qemu", arch, inRepo)}`);
+  } else line(false, "qemu", `${qemuName} not on PATH`, fixHint("qemu", arch, inRepo));
   let kernelPath: string | undefined;
   try {
     const b = resolveKernelBundle({ arch });
@@ -78,14 +79,11 @@ export async function doctorReport(inRepo: boolean): Promise<number> {
     line(true, "kernel", `${b.release} (${b.dir})`);
   } catch (err) {
     const msg = (err as Error).message;
-    line(false, "kernel", `${inRepo ? msg : withoutRepoHints(msg)}; ${fixHint("kernel", arch, inRepo)}`);
+    line(false, "kernel", inRepo ? msg : withoutRepoHints(msg), fixHint("kernel", arch, inRepo));
   }
   const agent = agentCandidates(arch).find((c) => existsSync(c));
-  line(
-    agent !== undefined,
-    "guest agent",
-    agent ?? `no guest agent binary for ${arch}; ${fixHint("agent", arch, inRepo)}`,
-  );
+  if (agent) line(true, "guest agent", agent);
+  else line(false, "guest agent", `no guest agent binary for ${arch}`, fixHint("agent", arch, inRepo));
   const backendName = defaultBackendName();
   try {
     const entry = BACKEND_PACKAGES[backendName];
