@@ -114,6 +114,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (cmd === "-h" || cmd === "--help" || cmd === "help") {
       const topic = rest.filter((a) => !a.startsWith("-")).join(" ");
+      const top = topic.split(" ")[0] as string;
+      if (topic && !Object.hasOwn(COMMANDS, top)) throw new UsageError(`no help for unknown command ${top}`);
       process.stdout.write(topic ? helpFor(topic) : topLevelHelp());
       return 0;
     }

@@ -102,6 +102,7 @@ describe("usage errors exit 2 and name the problem", () => {
   it.each([
     [["frobnicate"], /unknown command frobnicate/],
     [["--frob"], /unknown option --frob/],
+    [["help", "frob"], /no help for unknown command frob/],
     [["run", "--bogus", "img"], /unknown option --bogus for run/],
     [["run"], /run needs an IMAGE/],
     [["run", "--memory", "lots", "img"], /--memory expects an integer ≥ 1, got "lots"/],
