@@ -276,7 +276,7 @@ export async function cmdRun(args: string[]): Promise<number> {
     if (attach) {
       const v = vm;
       signals.target = (n) => v.workloadSignal(n);
-      const w = await attachWorkload(vm, workload, {
+      const w = attachWorkload(vm, workload, {
         quiet: quiet(p),
         timeoutMs: timeoutFlag ?? 0,
         guestPort: img.meta.guestPort,

@@ -152,6 +152,44 @@ describe("supermachine run IMAGE (no command) attaches to the workload", () => {
     expect(vmms.filter((v) => alive(v.pid))).toEqual([]);
   });
 
+  it("a workload that ignores SIGINT: the first Ctrl-C is forwarded, the second stops the VM (130), no QEMU left", async () => {
+    const layout = layoutWithCmd("stubborn", [
+      "sh",
+      "-c",
+      "trap '' INT; echo ready; while :; do sleep 1; done",
+    ]);
+    const p = spawn(process.execPath, [cli, "run", "--layout", layout, "stubborn:latest"], {
+      env: { ...process.env, SUPERMACHINE_SNAPSHOTS_DIR: shared },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    p.stdout.on("data", (d) => {
+      out += d;
+    });
+    p.stderr.on("data", (d) => {
+      err += d;
+    });
+    const exited = new Promise<number | null>((r) => p.on("exit", (c) => r(c)));
+    const deadline = Date.now() + 170_000;
+    while (!out.includes("ready\n")) {
+      if (Date.now() > deadline || p.exitCode !== null) throw new Error(`no output; stderr:\n${err}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const vmms = descendants(p.pid as number).filter((x) => /qemu/.test(x.comm));
+    p.kill("SIGINT");
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(err).toMatch(/SIGINT forwarded/);
+    expect(p.exitCode).toBeNull(); // the workload ignored it: still attached
+    p.kill("SIGINT");
+    expect(await exited).toBe(130);
+    const t0 = Date.now();
+    while (vmms.some((v) => alive(v.pid)) && Date.now() - t0 < 5000)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(vmms.length).toBeGreaterThanOrEqual(1);
+    expect(vmms.filter((v) => alive(v.pid))).toEqual([]);
+  });
+
   it("a workload that prints and exits: its output is streamed (no boot log) and its exit code is the CLI's", () => {
     const layout = layoutWithCmd("printer", [
       "sh",
