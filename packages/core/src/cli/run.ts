@@ -252,7 +252,8 @@ export async function cmdRun(args: string[]): Promise<number> {
   // log. The workload starts at the resume in acquire, so its output begins at the current end.
   const handoff = img.handoff;
   const bootLogBytes = consoleSize(handoff?.live.consoleLogPath);
-  const pool = await img.pool({ min: 0, max: 1 });
+  // One VM, used once: dirty reuse keeps the pool from restoring a spare VM next to it.
+  const pool = await img.pool({ min: 0, max: 1, restoreOnRelease: false });
   let forced!: (code: number) => void;
   const forcedP = new Promise<number>((r) => {
     forced = r;
