@@ -14,18 +14,19 @@ const hvRuntimeTs = fileURLToPath(new URL("../../hypervisor/src/runtime.ts", imp
 
 /** Run a child that registers a killer (writing a marker file) and then ends in `how`. */
 async function child(
-  how: "exit" | "SIGTERM" | "throw" | "SIGINT" | "SIGINT-app",
-): Promise<{ marker: boolean; code: number | null; signal: string | null; rtDirLeft: boolean }> {
+  how: "exit" | "SIGTERM" | "throw" | "SIGINT" | "SIGINT-app" | "SIGINT-keep",
+): Promise<{ marker: boolean; code: number | null; signal: string | null; rtDirLeft: boolean; out: string }> {
   const esbuild = await import("esbuild");
   const marker = join(dir, `marker-${how}`);
   const rtRoot = join(dir, `rt-${how}`);
   const src = `
-    import { registerForCleanup } from ${JSON.stringify(cleanupTs)};
+    import { keepVmsOnSignal, registerForCleanup } from ${JSON.stringify(cleanupTs)};
     import { createRuntimeDir } from ${JSON.stringify(hvRuntimeTs)};
-    import { writeFileSync } from "node:fs";
+    import { existsSync, writeFileSync } from "node:fs";
     registerForCleanup(() => writeFileSync(${JSON.stringify(marker)}, "killed"));
     createRuntimeDir(${JSON.stringify(rtRoot)}, "vm1");
     if (${JSON.stringify(how)} === "SIGINT-app") process.on("SIGINT", () => { process.stdout.write("app got SIGINT\\n"); setTimeout(() => process.exit(3), 50); });
+    if (${JSON.stringify(how)} === "SIGINT-keep") process.on("SIGINT", keepVmsOnSignal(() => { process.stdout.write(existsSync(${JSON.stringify(marker)}) ? "killed at the signal\\n" : "kept at the signal\\n"); setTimeout(() => process.exit(3), 50); }));
     process.stdout.write("ready\\n");
     if (${JSON.stringify(how)} === "exit") process.exit(0);
     if (${JSON.stringify(how)} === "throw") setTimeout(() => { throw new Error("boom"); }, 10);
@@ -42,6 +43,10 @@ async function child(
   });
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [out], { stdio: ["ignore", "pipe", "ignore"] });
+    let stdout = "";
+    p.stdout.on("data", (d) => {
+      stdout += d;
+    });
     p.stdout.once("data", () => {
       if (how === "SIGTERM") p.kill("SIGTERM");
       if (how.startsWith("SIGINT")) p.kill("SIGINT");
@@ -50,7 +55,13 @@ async function child(
     const t = setTimeout(() => p.kill("SIGKILL"), 10_000);
     p.on("exit", (code, signal) => {
       clearTimeout(t);
-      resolve({ marker: existsSync(marker), code, signal, rtDirLeft: existsSync(join(rtRoot, "vm1")) });
+      resolve({
+        marker: existsSync(marker),
+        code,
+        signal,
+        rtDirLeft: existsSync(join(rtRoot, "vm1")),
+        out: stdout,
+      });
     });
   });
 }
@@ -73,6 +84,11 @@ describe("process-exit cleanup", () => {
   it("SIGINT with the application's own listener: VMs are killed, the application decides how to exit", async () => {
     const r = await child("SIGINT-app");
     expect(r).toMatchObject({ marker: true, code: 3, signal: null, rtDirLeft: false });
+  });
+  it("SIGINT with a listener marked keepVmsOnSignal (the CLI): VMs survive the signal, process exit kills them", async () => {
+    const r = await child("SIGINT-keep");
+    expect(r).toMatchObject({ marker: true, code: 3, signal: null, rtDirLeft: false });
+    expect(r.out).toContain("kept at the signal");
   });
   it("kills registered VMs on an uncaught exception", async () => {
     const r = await child("throw");

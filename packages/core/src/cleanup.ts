@@ -24,7 +24,20 @@ function killAll(): void {
   }
 }
 
+const KEEPS_VMS = Symbol.for("supermachine.signal-listener-keeps-vms");
+
+/**
+ * Mark an application signal listener that stops the VMs itself (the CLI forwards Ctrl-C to the
+ * guest's workload and then shuts its pool down): while such a listener is installed, that signal
+ * does not kill the VMs here; process exit still does. Returns the listener.
+ */
+export function keepVmsOnSignal<F extends (...args: never[]) => unknown>(listener: F): F {
+  (listener as unknown as Record<symbol, unknown>)[KEEPS_VMS] = true;
+  return listener;
+}
+
 function onSignal(signal: NodeJS.Signals): void {
+  if (process.listeners(signal).some((l) => (l as unknown as Record<symbol, unknown>)[KEEPS_VMS])) return;
   killAll();
   // Keep the default behaviour (terminate with the signal) unless the application handles it too.
   if (onlyExitCleanupListeners(signal)) {

@@ -78,6 +78,8 @@ export interface AgentPort {
   waitListening(timeoutMs: number): Promise<void>;
   /** Called once when the session dies (transport closed, protocol error). */
   onLost(cb: (err: Error) => void): void;
+  /** Called once when the image's workload exits (agent `workload-exit`), at once if it already did. */
+  onWorkloadExit?(cb: (e: { exitCode: number; signal: number | null }) => void): void;
   close(): void;
 }
 
@@ -118,6 +120,8 @@ export interface LiveVmPort {
   /** Host-side path of the agent transport socket (virtio-serial chardev, or hybrid vsock UDS). */
   readonly agentSocketPath: string;
   readonly accel: string;
+  /** The guest serial console log (the workload's stdout/stderr go there). */
+  readonly consoleLogPath?: string;
   /** Resolves when the VMM process is gone (crash or stop) with a description. */
   readonly exited: Promise<{ expected: boolean; error?: Error }>;
   agentStream(): Promise<Duplex>;

@@ -179,6 +179,7 @@ function adaptLive(vm: HvVm): LiveVmPort {
     },
     runtimeDir: vm.runtimeDir,
     agentSocketPath: vm.agentSocketPath,
+    consoleLogPath: vm.consoleLogPath,
     accel: vm.accel,
     exited: vm.exited.then((e) => ({ expected: e.cause === "stop", ...(e.error ? { error: e.error } : {}) })),
     agentStream: () => vm.agentStream(),
@@ -369,6 +370,10 @@ function processSpec(a: Omit<AgentExecArgs, "timeoutMs">) {
 
 function adaptAgent(c: AgentClient): AgentPort {
   const hello = c.hello;
+  let workloadExit: { exitCode: number; signal: number | null } | undefined;
+  c.once("workload-exit", (e) => {
+    workloadExit = e;
+  });
   return {
     hello: {
       agentVersion: hello?.agentVersion ?? "unknown",
@@ -419,6 +424,10 @@ function adaptAgent(c: AgentClient): AgentPort {
     waitListening: (t) => waitFor(c, () => c.listeningPort !== null, "listening", t),
     onLost: (cb) => {
       c.on("failed", cb);
+    },
+    onWorkloadExit: (cb) => {
+      if (workloadExit) queueMicrotask(() => cb(workloadExit as NonNullable<typeof workloadExit>));
+      else c.once("workload-exit", cb);
     },
     close: () => c.close(),
   };

@@ -111,7 +111,13 @@ export interface SpawnedVmm {
 export function spawnVmm(binary: string, args: string[], cwd: string): SpawnedVmm {
   const wrapper = deathSignalWrapper();
   const argv = [...wrapper, binary, ...args];
-  const child = spawn(argv[0] as string, argv.slice(1), { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  // Own process group: a terminal's Ctrl-C goes to the application (which decides what the VM gets),
+  // not straight to QEMU, which would quit on it. PDEATHSIG and the exit hooks still end it with us.
+  const child = spawn(argv[0] as string, argv.slice(1), {
+    cwd,
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
   const stderr = new RingBuffer();
   child.stdout?.on("data", (b: Buffer) => stderr.push(b));
   child.stderr?.on("data", (b: Buffer) => stderr.push(b));
