@@ -22,6 +22,7 @@ import {
   RM_HELP,
 } from "./cli/images";
 import { BUILD_HELP, cmdBuild, cmdRun, RUN_HELP } from "./cli/run";
+import { runSetup, SETUP_HELP } from "./cli/setup";
 import { corePackageJson } from "./cli/where";
 
 export interface CliCommand {
@@ -43,12 +44,17 @@ export const COMMANDS: Record<string, CliCommand> = {
   pull: { help: PULL_HELP, run: cmdPull },
   image: { help: IMAGE_HELP, run: cmdImage, subHelp: { "image rootfs": IMAGE_ROOTFS_HELP } },
   doctor: { help: DOCTOR_HELP, run: cmdDoctor },
+  setup: {
+    help: SETUP_HELP,
+    run: (args) => {
+      if (args.includes("-h") || args.includes("--help")) throw new HelpRequest("setup");
+      return runSetup(args);
+    },
+  },
 };
 
 /** Listed in the top-level help while not (yet) an entry of COMMANDS in this build. */
-const PLANNED: Record<string, string> = {
-  setup: "check this host (QEMU, guest bundle, /dev/kvm, /dev/shm) and fix or explain what is missing",
-};
+const PLANNED: Record<string, string> = {};
 
 export function topLevelHelp(): string {
   const rows: [string, string][] = Object.entries(COMMANDS)

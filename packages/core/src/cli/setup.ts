@@ -26,6 +26,7 @@ import {
   type PackageManager,
   qemuInstallCommand,
 } from "../preflight";
+import { type CommandHelp, HELP_OPTION } from "./args";
 
 export interface SetupIo {
   stdout: { write(s: string): unknown };
@@ -54,6 +55,20 @@ const MIB = 1024 * 1024;
 export const SHM_MIN_BYTES = 512 * MIB;
 /** Below this a pool of a few VMs runs out of /dev/shm. */
 export const SHM_WARN_BYTES = 2048 * MIB;
+
+/** `supermachine setup --help` (the CLI prints it from this; SETUP_USAGE is the same text for runSetup). */
+export const SETUP_HELP: CommandHelp = {
+  usage: "setup [--no-fix] [--json]",
+  summary: "check this host (QEMU, guest bundle, /dev/kvm, /dev/shm) and fix or explain what is missing",
+  description:
+    "Checks this host for what supermachine needs and fixes what it can without root. Missing system\npackages are never installed: setup prints the command (apt, dnf, pacman, apk, zypper, brew) and\nexits non-zero. Exit 0 when the host is ready.",
+  options: [
+    { names: ["--no-fix"], help: "only report; change nothing" },
+    { names: ["--json"], help: "print the checks as JSON" },
+    HELP_OPTION,
+  ],
+  examples: ["supermachine setup", "supermachine setup --no-fix --json"],
+};
 
 export const SETUP_USAGE = `Usage: supermachine setup [--no-fix] [--json]
 
