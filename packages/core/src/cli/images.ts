@@ -2,8 +2,9 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { imageLayers, pull } from "@supermachine/oci";
+import { imageLayers, type pull } from "@supermachine/oci";
 import { RootfsError, runRootfsCommand } from "@supermachine/rootfs";
+import { loadFromEnvSource } from "../image-source";
 import { defaultSnapshotsDir } from "../paths";
 import { NAME_RE } from "../validate";
 import {
@@ -182,7 +183,7 @@ export async function cmdPull(args: string[]): Promise<number> {
   if (extra.length) throw new UsageError(`pull takes one IMAGE, got also: ${extra.join(" ")}`, "pull");
   const { opts, done } = pullOptions(has(p, "--quiet"), flag(p, "--platform"), "always");
   try {
-    const img = await pull(ref, opts);
+    const img = await loadFromEnvSource(ref, opts);
     done();
     process.stdout.write(`${img.reference} ${img.digest}\n`);
   } finally {
@@ -252,7 +253,7 @@ async function cmdImageRootfs(args: string[]): Promise<number> {
   const { opts, done } = pullOptions(quiet, flag(p, "--platform"), policy ?? "missing");
   let img: Awaited<ReturnType<typeof pull>>;
   try {
-    img = await pull(ref, opts);
+    img = await loadFromEnvSource(ref, opts);
   } finally {
     done();
   }
