@@ -10,13 +10,14 @@ import {
   imageSourceFromEnv,
   loadFromDaemon,
   type Image as OciImage,
+  type Platform,
   type ProgressListener,
   type PullPolicy,
   pull,
 } from "@supermachine/oci";
 
 export interface EnvSourceOptions {
-  platform?: string;
+  platform?: string | Platform;
   pullPolicy?: PullPolicy;
   onProgress?: ProgressListener;
 }
