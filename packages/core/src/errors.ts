@@ -23,6 +23,12 @@ export type SupermachineErrorCode =
   | "SM_GUEST_UNRESPONSIVE"
   /** A snapshot directory is missing a file, has a wrong size, or an unknown format version. */
   | "SM_SNAPSHOT_INVALID"
+  /**
+   * A snapshot would be written to a directory that supermachine did not write (no metadata.json of
+   * format "supermachine-snapshot", e.g. another tool's layout): it is never deleted or replaced.
+   * Choose another `name` / `snapshotsDir` (or vm.snapshot destination). `details.dir` names it.
+   */
+  | "SM_SNAPSHOT_FOREIGN"
   /** The bake (boot → ready → warmup → capture) failed; nothing was written under the final name. */
   | "SM_BAKE_FAILED"
   /**

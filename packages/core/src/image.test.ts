@@ -77,6 +77,40 @@ describe("Image.build (fake runtime: no VM)", () => {
     expect(rt.state.boots).toBe(2);
   });
 
+  it("a directory under the name that supermachine did not write is refused before any boot and left untouched", async () => {
+    const { mkdir, readdir } = await import("node:fs/promises");
+    // e.g. the original implementation's layout under the shared default directory
+    const foreign = join(snapshotsDir, "app");
+    await mkdir(join(foreign, "vm"), { recursive: true });
+    await writeFile(join(foreign, "metadata.json"), JSON.stringify({ image: "busybox", version: 3 }));
+    await writeFile(join(foreign, "vm", "snapshot.bin"), "theirs");
+    const err = await Image.build({ ref: "busybox", snapshotsDir, name: "app" }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "SM_SNAPSHOT_FOREIGN", details: { dir: foreign } });
+    expect((err as Error).message).toContain(foreign);
+    expect((err as Error).message).toMatch(/`name`.*`snapshotsDir`/);
+    expect(rt.state.boots).toBe(0);
+    expect(await readFile(join(foreign, "vm", "snapshot.bin"), "utf8")).toBe("theirs");
+    expect((await readdir(snapshotsDir)).filter((d) => !d.startsWith(".locks"))).toEqual(["app"]);
+    // A plain file, too; another name builds fine next to them.
+    await writeFile(join(snapshotsDir, "file"), "x");
+    expect(await codeOf(Image.build({ ref: "busybox", snapshotsDir, name: "file" }))).toBe("SM_SNAPSHOT_FOREIGN");
+    const ok = await Image.build({ ref: "busybox", snapshotsDir, name: "app2" });
+    expect(ok.snapshotPath).toBe(join(snapshotsDir, "app2"));
+  });
+
+  it("vm.snapshot() into a directory supermachine did not write is refused and leaves it untouched", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool();
+    const vm = await pool.acquire();
+    const dest = join(root, `theirs-${n}`);
+    await (await import("node:fs/promises")).mkdir(dest);
+    await writeFile(join(dest, "data"), "keep");
+    expect(await codeOf(vm.snapshot(dest))).toBe("SM_SNAPSHOT_FOREIGN");
+    expect(await readFile(join(dest, "data"), "utf8")).toBe("keep");
+    await vm.release();
+    await pool.shutdown();
+  });
+
   it("a corrupt snapshot under the name is re-baked", async () => {
     const a = await Image.build({ ref: "busybox", snapshotsDir, name: "bb" });
     await writeFile(join(a.snapshotPath, "rootfs.sqfs"), "truncated?");

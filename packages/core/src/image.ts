@@ -25,6 +25,7 @@ import {
   INITRAMFS_FILE,
   loadSnapshot,
   makeTempSnapshotDir,
+  assertReplaceable,
   publishSnapshot,
   ROOTFS_FILE,
   readMetadataSync,
@@ -277,6 +278,8 @@ export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promi
     emit(opts, { phase: "done", cacheHit: true, snapshotPath: hit.dir });
     return hit;
   }
+  // Before any pull or boot: a directory of that name that is not ours is never replaced.
+  await assertReplaceable(p.finalDir, foreignBuildHint(p));
   const running = inflight.get(p.finalDir);
   if (running) {
     const img = await running;
@@ -301,6 +304,10 @@ export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promi
   } finally {
     if (inflight.get(p.finalDir) === job) inflight.delete(p.finalDir);
   }
+}
+
+function foreignBuildHint(p: Prepared): string {
+  return `Pass another \`name\` (this build uses ${JSON.stringify(p.name)}) or another \`snapshotsDir\` (this build uses ${p.snapshotsDir}) to Image.build, or move that directory away.`;
 }
 
 /**
@@ -464,7 +471,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       backendState,
     };
     step = "publishing the snapshot";
-    const full = await publishSnapshot(tmp, p.finalDir, meta);
+    const full = await publishSnapshot(tmp, p.finalDir, meta, foreignBuildHint(p));
     tmp = undefined;
     const img = new Image(p.finalDir, full);
     img.parkHandoff(handle);
@@ -540,7 +547,12 @@ export async function snapshotVm(image: Image, handle: VmHandle, destDir: string
       createdAt: new Date().toISOString(),
       backendState,
     };
-    const full = await publishSnapshot(tmp, finalDir, meta);
+    const full = await publishSnapshot(
+      tmp,
+      finalDir,
+      meta,
+      "Pass another destination directory to vm.snapshot(), or move that directory away.",
+    );
     return new Image(finalDir, full);
   } catch (err) {
     await removeTempSnapshotDir(tmp);

@@ -12,7 +12,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, rmSync, statSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { registerForCleanup } from "./cleanup";
@@ -269,14 +269,49 @@ async function fsyncPath(path: string): Promise<void> {
 }
 
 /**
+ * Refuse (SM_SNAPSHOT_FOREIGN) when `dir` exists and is not a snapshot supermachine wrote: anything but
+ * a directory, or a non-empty directory without a metadata.json of our format (any version). Such a
+ * directory is never deleted or replaced. `hint` says which option picks another place.
+ */
+export async function assertReplaceable(dir: string, hint: string): Promise<void> {
+  let st: Awaited<ReturnType<typeof lstat>>;
+  try {
+    st = await lstat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw err;
+  }
+  let why: string | undefined;
+  if (!st.isDirectory()) why = "it is not a directory";
+  else if ((await readdir(dir)).length > 0) {
+    let format: unknown;
+    try {
+      format = (JSON.parse(await readFile(join(dir, METADATA_FILE), "utf8")) as { format?: unknown })?.format;
+    } catch {
+      format = undefined;
+    }
+    if (format !== FORMAT_NAME) why = `it has no ${METADATA_FILE} of format "${FORMAT_NAME}"`;
+  }
+  if (!why) return;
+  throw new SupermachineError(
+    "SM_SNAPSHOT_FOREIGN",
+    `${dir} exists and was not written by supermachine (${why}); it is left untouched. ${hint}`,
+    { details: { dir } },
+  );
+}
+
+/**
  * Write metadata.json (with the file list) into tmpDir, fsync, then rename tmpDir → finalDir. An existing
- * finalDir (an older fingerprint under the same name) is moved aside and removed after the swap.
+ * finalDir (an older fingerprint under the same name) is moved aside and removed after the swap; a
+ * finalDir supermachine did not write is refused (SM_SNAPSHOT_FOREIGN, see assertReplaceable).
  */
 export async function publishSnapshot(
   tmpDir: string,
   finalDir: string,
   meta: Omit<SnapshotMetadata, "files">,
+  foreignHint = "Choose another destination.",
 ): Promise<SnapshotMetadata> {
+  await assertReplaceable(finalDir, foreignHint);
   const files = await listFiles(tmpDir);
   const full: SnapshotMetadata = { ...meta, files };
   const metaPath = join(tmpDir, METADATA_FILE);
