@@ -93,7 +93,9 @@ describe("Image.build (fake runtime: no VM)", () => {
     expect((await readdir(snapshotsDir)).filter((d) => !d.startsWith(".locks"))).toEqual(["app"]);
     // A plain file, too; another name builds fine next to them.
     await writeFile(join(snapshotsDir, "file"), "x");
-    expect(await codeOf(Image.build({ ref: "busybox", snapshotsDir, name: "file" }))).toBe("SM_SNAPSHOT_FOREIGN");
+    expect(await codeOf(Image.build({ ref: "busybox", snapshotsDir, name: "file" }))).toBe(
+      "SM_SNAPSHOT_FOREIGN",
+    );
     const ok = await Image.build({ ref: "busybox", snapshotsDir, name: "app2" });
     expect(ok.snapshotPath).toBe(join(snapshotsDir, "app2"));
   });

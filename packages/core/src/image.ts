@@ -21,11 +21,11 @@ import { PoolImpl } from "./pool";
 import type { LiveVmPort } from "./ports";
 import { getRuntime, type Runtime } from "./runtime-port";
 import {
+  assertReplaceable,
   FORMAT_NAME,
   INITRAMFS_FILE,
   loadSnapshot,
   makeTempSnapshotDir,
-  assertReplaceable,
   publishSnapshot,
   ROOTFS_FILE,
   readMetadataSync,
