@@ -305,6 +305,45 @@ describe("pool and Vm (fake runtime)", () => {
     await pool.shutdown();
   });
 
+  it("vsockPath is a Unix socket in the runtime dir that reaches guestPort; gone on release; agentSocketPath is the transport", async () => {
+    const { existsSync } = await import("node:fs");
+    const { connect } = await import("node:net");
+    const { dirname } = await import("node:path");
+    const img = await Image.build({ ref: "busybox", snapshotsDir, guestPort: 8080 });
+    const pool = await img.pool();
+    const vm = await pool.acquire();
+    const server = await new Promise<import("node:net").Server>((resolve) => {
+      const s = createServer((sock) => sock.on("data", (d) => sock.end(`echo:${d}`)));
+      s.listen(0, "127.0.0.1", () => resolve(s));
+    });
+    const live = rt.state.lives[0]!;
+    live.agent.ports.set(8080, (server.address() as { port: number }).port);
+    const path = vm.vsockPath;
+    expect(dirname(path)).toBe(live.runtimeDir);
+    expect(vm.vsockPath).toBe(path);
+    expect(vm.agentSocketPath).toBe(live.agentSocketPath);
+    expect(path).not.toBe(vm.agentSocketPath);
+    const talk = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = connect(path);
+        let data = "";
+        s.on("connect", () => s.write("hi"));
+        s.on("data", (d) => {
+          data += d;
+        });
+        s.on("end", () => resolve(data));
+        s.on("error", reject);
+      });
+    expect(await talk()).toBe("echo:hi");
+    expect(await talk()).toBe("echo:hi");
+    await vm.release();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(existsSync(path)).toBe(false);
+    expect(() => vm.vsockPath).toThrow(expect.objectContaining({ code: "SM_VM_RELEASED" }));
+    server.close();
+    await pool.shutdown();
+  });
+
   it("exposeTcp forwards to the given guest port", async () => {
     const img = await Image.build({ ref: "busybox", snapshotsDir });
     const pool = await img.pool();

@@ -420,7 +420,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       guestPath: v.guestPath,
       device: `/dev/vd${String.fromCharCode(98 + i)}`,
     }));
-    handle = new VmHandle(live, agent, hv, p.inputs.mounts);
+    handle = new VmHandle(live, agent, hv, p.inputs.mounts, opts.guestPort);
     await agent.waitReady(BAKE_READY_TIMEOUT_MS);
     if (opts.listenerRequired) {
       step = `waiting for the workload to listen on port ${opts.guestPort}`;

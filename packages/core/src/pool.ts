@@ -288,7 +288,13 @@ export class PoolImpl implements Pool {
       }
       if (timedOut) throw new Error("late");
       const agent = spareAgent ?? (await this.#rt.connectAgent(live, deadline));
-      const handle = new VmHandle(live, agent, this.#volumes(), this.#image.meta.mounts);
+      const handle = new VmHandle(
+        live,
+        agent,
+        this.#volumes(),
+        this.#image.meta.mounts,
+        this.#image.meta.guestPort,
+      );
       try {
         if (this.#coldBoot) await agent.waitReady(deadline);
         await handle.resume();

@@ -12,7 +12,7 @@ import type { Duplex, Readable, Writable } from "node:stream";
 import { registerForCleanup } from "./cleanup";
 import { codeOf, SupermachineError } from "./errors";
 import type { RecordedMount } from "./fingerprint";
-import { startForwarder } from "./forwarder";
+import { startForwarder, startUnixForwarder } from "./forwarder";
 import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
 import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
@@ -58,6 +58,8 @@ export class VmHandle {
     readonly volumes: HandleVolume[] = [],
     /** Live host shares, attached after every resume (README "Mounts"). */
     readonly mounts: readonly RecordedMount[] = [],
+    /** The workload's port in the guest (BuildOptions.guestPort): what vsockPath connects to. */
+    readonly guestPort = 80,
   ) {
     this.#unregister = registerForCleanup(() => live.killSync());
     live.exited.then(
@@ -249,6 +251,26 @@ export class VmHandle {
     }
   }
 
+  #vsock: (TcpForwarder & { closeAll(): void }) | undefined;
+
+  /**
+   * A Unix socket in the VM's runtime dir whose connections are forwarded to the workload's listener
+   * on guestPort, each over its own agent tcp channel (like exposeTcp). Started on first access.
+   */
+  get vsockPath(): string {
+    this.#vsock ??= startUnixForwarder(join(this.live.runtimeDir, "vsock.sock"), this.guestPort, (port) =>
+      this.agent.tcpConnect(port),
+    );
+    return this.#vsock.localAddr;
+  }
+
+  /** Close the vsockPath listener and its connections; its socket file goes away (release, stop). */
+  closeVsock(): void {
+    const f = this.#vsock;
+    this.#vsock = undefined;
+    f?.closeAll();
+  }
+
   get execPath(): string {
     if (this.#execPath) return this.#execPath;
     const path = join(this.live.runtimeDir, "exec.sock");
@@ -266,6 +288,7 @@ export class VmHandle {
     this.#stopping ??= (async () => {
       for (const f of this.forwarders) f.closeAll();
       this.forwarders.clear();
+      this.closeVsock();
       this.#closeShares();
       this.#execServer?.close();
       if (this.volumes.length > 0 && !this.dead) {
@@ -643,6 +666,7 @@ export class Vm implements AsyncDisposable {
     if (!this.#released) {
       const h = this.#handle;
       this.#handle = undefined;
+      h?.closeVsock();
       this.#released = h ? this.owner.release(h) : Promise.resolve();
     }
     return this.#released;
@@ -663,13 +687,22 @@ export class Vm implements AsyncDisposable {
   }
 
   /**
-   * Host path of the VM's agent transport socket (QEMU virtio-serial chardev, Unix stream). It speaks
-   * the agent protocol (packages/agent-protocol/SPEC.md). Core holds the single session while the Vm is
-   * in use: a client connecting here starts a new session (hello) and ends core's — use it for
-   * debugging or a fully custom client only.
+   * Host path of a Unix stream socket (in the VM's runtime dir) that reaches the workload's listener on
+   * guestPort in the guest: each connection is forwarded over its own agent channel, like exposeTcp.
+   * Started on first access; removed on release.
    */
   get vsockPath(): string {
-    return this.#live("read vsockPath").live.agentSocketPath;
+    return this.#live("read vsockPath").vsockPath;
+  }
+
+  /**
+   * Beyond: host path of the VM's agent transport socket (QEMU virtio-serial chardev, Unix stream). It
+   * speaks the agent protocol (packages/agent-protocol/SPEC.md). Core holds the single session while the
+   * Vm is in use: a client connecting here starts a new session (hello) and ends core's — use it for
+   * debugging or a fully custom client only. (What `vsockPath` meant before 0.x; see README.)
+   */
+  get agentSocketPath(): string {
+    return this.#live("read agentSocketPath").live.agentSocketPath;
   }
 
   /**
@@ -706,6 +739,10 @@ export class WarmupVmImpl implements WarmupVm {
 
   get execPath(): string {
     throw new SupermachineError("SM_UNSUPPORTED", "execPath is not available on the WarmupVm.");
+  }
+
+  get agentSocketPath(): string {
+    throw new SupermachineError("SM_UNSUPPORTED", "agentSocketPath is not available on the WarmupVm.");
   }
 
   /** @internal */
