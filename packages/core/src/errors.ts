@@ -48,8 +48,13 @@ export type SupermachineErrorCode =
   | "SM_RESTORE_TIMEOUT"
   /** A required host component (backend package, agent binary, mke2fs) is missing. */
   | "SM_DEPENDENCY_MISSING"
-  /** A volume's host file could not be created or formatted. */
+  /** A volume's host file could not be created or formatted, or a guest mount of it failed. */
   | "SM_VOLUME_INVALID"
+  /**
+   * A writable volume would be used by two VMs at once (a pool with max > 1, a second pool, another
+   * process): refused, since two guests on one filesystem corrupt it. Use max: 1, or `readOnly: true`.
+   */
+  | "SM_VOLUME_SHARED"
   /** A `mounts` entry is unusable (hostPath missing / not a directory, bad or duplicate tag) or attaching it failed. */
   | "SM_MOUNT_INVALID"
   /** The guest agent returned an error for a file or process operation (errno-like code in `agentCode`). */

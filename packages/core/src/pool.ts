@@ -19,12 +19,14 @@ import {
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import type { Image } from "./image";
-import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec } from "./ports";
+import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec, VolumeAttachment } from "./ports";
 import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
 import type { AcquireOptions, PoolStats } from "./types";
 import { checkKeys, checkObject, type ResolvedPoolOptions } from "./validate";
-import { type HandleVolume, internalExec, Vm, VmHandle } from "./vm";
+import { internalExec, Vm, VmHandle } from "./vm";
+import { volumeDevice } from "./volume-guest";
+import { volumeLockError } from "./volumes";
 
 /** The public pool interface (spec/api.md "Pool"). */
 export interface Pool {
@@ -119,18 +121,28 @@ export class PoolImpl implements Pool {
       rootfsPath: join(this.#image.dir, ROOTFS_FILE),
       initramfsPath: join(this.#image.dir, INITRAMFS_FILE),
       kernelDir: m.kernel.dir,
-      volumes: m.volumes.map((v) => ({ hostPath: v.hostPath })),
+      volumes: this.#volumeAttachments(),
       memoryMib: this.#opts.memoryMib ?? m.memoryMib,
       vcpus: this.#opts.vcpus ?? m.vcpus,
       accel: "auto",
     };
   }
 
-  #volumes(): HandleVolume[] {
-    return this.#image.meta.volumes.map((v, i) => ({
-      guestPath: v.guestPath,
-      device: `/dev/vd${String.fromCharCode(98 + i)}`,
+  #volumeAttachments(): VolumeAttachment[] {
+    return this.#image.meta.volumes.map((v) => ({
+      hostPath: v.hostPath,
+      ...(v.readOnly ? { readOnly: true } : {}),
     }));
+  }
+
+  /** Writable volumes: one VM at a time (QEMU holds a write lock on each file). */
+  get #writableVolumes(): boolean {
+    return this.#image.meta.volumes.some((v) => !v.readOnly);
+  }
+
+  /** @internal true once shutdown() was called (releases its claim on writable volume files). */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   /**
@@ -139,10 +151,10 @@ export class PoolImpl implements Pool {
    * workload; the clock and RNG are set by that resume), only one no-op process of the agent binary
    * (warmProcessStart). It idles at about 1% of a core under TCG and is stopped after idleTimeoutMs
    * unused.
-   * Only for pools that restore (no cold boot) and have no volumes (QEMU locks volume files).
+   * Only for pools that restore (no cold boot) and have no writable volumes (QEMU locks their files).
    */
   #prepareSpare(): void {
-    if (this.#spare || this.#closed || this.#coldBoot || this.#image.meta.volumes.length > 0) return;
+    if (this.#spare || this.#closed || this.#coldBoot || this.#writableVolumes) return;
     let prep: PreparedRestorePort | undefined;
     let live: LiveVmPort | undefined;
     let agent: AgentPort | undefined;
@@ -252,7 +264,7 @@ export class PoolImpl implements Pool {
         await handoff.stop().catch(() => undefined);
       }
     }
-    if (this.#image.meta.volumes.length > 0) {
+    if (this.#writableVolumes) {
       // Wait until the previous VM of these volumes has released its files.
       await this.#volumeTurn;
     }
@@ -271,7 +283,7 @@ export class PoolImpl implements Pool {
           rootfsPath: join(this.#image.dir, ROOTFS_FILE),
           memoryMib: this.#opts.memoryMib ?? m.memoryMib,
           vcpus: this.#opts.vcpus ?? m.vcpus,
-          volumes: m.volumes.map((v) => ({ hostPath: v.hostPath })),
+          volumes: this.#volumeAttachments(),
           network: m.network,
           extraKernelArgs: m.extraKernelArgs,
           accel: "auto",
@@ -291,10 +303,11 @@ export class PoolImpl implements Pool {
       const handle = new VmHandle(
         live,
         agent,
-        this.#volumes(),
+        this.#image.meta.volumes.map((_, i) => volumeDevice(i)),
         this.#image.meta.mounts,
         this.#image.meta.guestPort,
       );
+      handle.volumeMounts = this.#image.meta.volumeMounts ?? [];
       try {
         if (this.#coldBoot) await agent.waitReady(deadline);
         await handle.resume();
@@ -318,7 +331,7 @@ export class PoolImpl implements Pool {
     });
     try {
       const handle = await Promise.race([work, timeout]);
-      if (this.#image.meta.volumes.length > 0) {
+      if (this.#writableVolumes) {
         this.#volumeTurn = handle.live.exited.then(() => undefined);
       }
       return handle;
@@ -330,7 +343,12 @@ export class PoolImpl implements Pool {
           return live ? live.stop().catch(() => undefined) : undefined;
         },
       );
-      throw err;
+      throw (
+        volumeLockError(
+          err,
+          this.#image.meta.volumes.map((v) => v.hostPath),
+        ) ?? err
+      );
     } finally {
       clearTimeout(timer);
     }

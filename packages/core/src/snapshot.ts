@@ -17,8 +17,17 @@ import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
-import { type RecordedMount, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
+import { type RecordedMount, type RecordedVolume, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
 import { pidAlive } from "./lock";
+
+/** A guest mount of a volume device (see SnapshotMetadata.volumeMounts). */
+export interface VolumeMount {
+  /** Device as mounted, e.g. /dev/vdb (or a partition of it). */
+  source: string;
+  target: string;
+  fstype: string;
+  readOnly: boolean;
+}
 
 export const METADATA_FILE = "metadata.json";
 export const ROOTFS_FILE = "rootfs.sqfs";
@@ -47,7 +56,12 @@ export interface SnapshotMetadata {
   listenerRequired: boolean;
   network: "none" | "nat";
   extraKernelArgs: string[];
-  volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
+  volumes: RecordedVolume[];
+  /**
+   * Guest mounts of volume devices in place at the end of the warmup, in mount order: unmounted before
+   * the capture (so the snapshot holds no filesystem state of a volume) and mounted again on every VM.
+   */
+  volumeMounts?: VolumeMount[];
   mounts: RecordedMount[];
   /** The workload argv (ENTRYPOINT+CMD or the cmd override); null when the image has none. */
   workload?: string[] | null;

@@ -41,16 +41,35 @@ export interface MountSpec {
 }
 
 /**
- * A writable block volume backed by a sparse host file (created if missing). A blank file is formatted
- * ext4 on the host with `mke2fs -t ext4 -F -E root_owner=0:0` before the VM first uses it; the agent
- * mounts it at `guestPath`. Contents persist across restores and across pools; the snapshot holds only
- * the mapping.
+ * A raw block volume backed by a host file, created sparse if missing; it persists. The guest sees a
+ * block device: the next `/dev/vdN` in declaration order after the root disk (`/dev/vdb`, `/dev/vdc`, …),
+ * attached in the bake VM (warmup) and in every VM restored from the snapshot. The guest formats and
+ * mounts it itself (`mkfs.ext4 /dev/vdb`, `mount /dev/vdb /data`, in the warmup or per exec); what the
+ * warmup writes is in the host file and visible after every restore. Only the mapping (and the guest
+ * mounts in place at the end of the warmup, remounted on every VM) is in the snapshot. See README
+ * "Volumes".
  */
 export interface VolumeSpec {
   hostPath: string;
+  /** Where the volume belongs in the guest; mounted there automatically only with `mount: true`. */
   guestPath: string;
   /** Size of the backing file when it is created. Default 1024. */
   sizeMib?: number;
+  /**
+   * Beyond: "ext4" formats a blank file (first 64 KiB all zero) on the host with
+   * `mke2fs -t ext4 -F -E root_owner=0:0` (e2fsprogs) before the bake. Default "none": left to the guest.
+   */
+  format?: "none" | "ext4";
+  /**
+   * Beyond: true mounts the volume at guestPath (created if missing) in the bake VM before the warmup,
+   * so on every VM. It needs a filesystem: `format: "ext4"` or a file formatted earlier. Default false.
+   */
+  mount?: boolean;
+  /**
+   * Beyond: attach the device read-only (bake and every VM). Only read-only volumes may be used by
+   * several VMs at once (a pool with max > 1, several pools). Default false.
+   */
+  readOnly?: boolean;
 }
 
 /** Networking of the guest (beyond). */

@@ -279,7 +279,7 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
   const volumes =
     optArray(o.volumes, "volumes", (item, f) => {
       const v = checkObject(item, f);
-      checkKeys(v, ["hostPath", "guestPath", "sizeMib"], f);
+      checkKeys(v, ["hostPath", "guestPath", "sizeMib", "format", "mount", "readOnly"], f);
       const guestPath = absPath(v.guestPath, `${f}.guestPath`, true);
       if (guestPath === "/") throw invalidOption(`${f}.guestPath`, "must not be /");
       if (guestPaths.has(guestPath))
@@ -289,6 +289,9 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
         hostPath: reqString(v.hostPath, `${f}.hostPath`),
         guestPath,
         sizeMib: optInt(v.sizeMib, `${f}.sizeMib`, { min: 8, max: 16 * 1024 * 1024 }) ?? 1024,
+        format: optEnum(v.format, `${f}.format`, ["none", "ext4"] as const) ?? "none",
+        mount: optBool(v.mount, `${f}.mount`) ?? false,
+        readOnly: optBool(v.readOnly, `${f}.readOnly`) ?? false,
       };
     }) ?? [];
   if (volumes.length > 16) throw invalidOption("volumes", "at most 16 volumes");

@@ -15,16 +15,12 @@ import type { RecordedMount } from "./fingerprint";
 import { startForwarder, startUnixForwarder } from "./forwarder";
 import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
+import type { VolumeMount } from "./snapshot";
 import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
 import { MAX_FILE_BYTES, MAX_TIMER_MS, optInt, toBuffer, validateExecOptions } from "./validate";
+import { mountVolumes } from "./volume-guest";
 
 let nextHandleId = 1;
-
-/** Where a mounted volume goes after resume (see volumes.ts for the why). */
-export interface HandleVolume {
-  guestPath: string;
-  device: string;
-}
 
 /** The pooled resource: one live VM and its agent session. */
 /**
@@ -55,7 +51,8 @@ export class VmHandle {
   constructor(
     readonly live: LiveVmPort,
     readonly agent: AgentPort,
-    readonly volumes: HandleVolume[] = [],
+    /** Guest devices of the attached volumes (/dev/vdb, …). */
+    readonly volumeDevices: readonly string[] = [],
     /** Live host shares, attached after every resume (README "Mounts"). */
     readonly mounts: readonly RecordedMount[] = [],
     /** The workload's port in the guest (BuildOptions.guestPort): what vsockPath connects to. */
@@ -153,11 +150,14 @@ export class VmHandle {
     return err instanceof Error ? err : new Error(String(err));
   }
 
+  /** Guest mounts of volumes captured with the snapshot, mounted again by every resume (README "Volumes"). */
+  volumeMounts: readonly VolumeMount[] = [];
+
   /** After a restore (or the bake VM's handoff): set clock + reseed RNG, then mount volumes. */
   async resume(): Promise<void> {
     const timeNs = BigInt(Date.now()) * 1_000_000n + BigInt(process.hrtime()[1] % 1_000_000);
     await this.agent.resume(timeNs, randomBytes(64));
-    if (this.volumes.length > 0) await this.mountVolumes();
+    await mountVolumes(this.agent, this.volumeMounts);
     await this.attachMounts();
   }
 
@@ -225,32 +225,6 @@ export class VmHandle {
     this.#shares.clear();
   }
 
-  async mountVolumes(): Promise<void> {
-    // The guest may hold stale cached blocks of the device from bake time: drop clean caches first.
-    await this.agent.writeFile("/proc/sys/vm/drop_caches", Buffer.from("3\n"), 0o644).catch(() => undefined);
-    for (const v of this.volumes) {
-      const r = await this.agent.exec(
-        internalExec(
-          [
-            "/bin/sh",
-            "-c",
-            'mkdir -p "$2" && mount -t ext4 -o noatime "$1" "$2"',
-            "sh",
-            v.device,
-            v.guestPath,
-          ],
-          30_000,
-        ),
-      );
-      if (r.exitCode !== 0) {
-        throw new SupermachineError(
-          "SM_VOLUME_INVALID",
-          `Mounting volume ${v.device} at ${v.guestPath} failed (exit ${r.exitCode}): ${r.stderr.toString().trim()}. The image needs /bin/sh and mount.`,
-        );
-      }
-    }
-  }
-
   #vsock: (TcpForwarder & { closeAll(): void }) | undefined;
 
   /**
@@ -291,7 +265,7 @@ export class VmHandle {
       this.closeVsock();
       this.#closeShares();
       this.#execServer?.close();
-      if (this.volumes.length > 0 && !this.dead) {
+      if (this.volumeDevices.length > 0 && !this.dead) {
         // Clean guest shutdown (sync + unmount) so the volume file is consistent for the next VM: the
         // agent answers first, then powers off; wait for the VMM to exit on its own.
         const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
