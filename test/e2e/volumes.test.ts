@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Image, type Pool, type Vm } from "../../packages/core/src/index";
+// @ts-expect-error -- plain ESM helper with a .d.mts next to it
+import { fixtures } from "../../scripts/lib/fixtures.mjs";
 import { type FixtureRefs, fixtureRefs, sharedSnapshotsDir } from "./_shared";
 
 let refs: FixtureRefs;
@@ -122,6 +124,32 @@ describe("volumes on real VMs", () => {
     }
     await Promise.all([v1!.release(), v2!.release()]);
     await roPool.shutdown();
+  });
+
+  it("the original's example 07 pattern: mkfs.ext4 /dev/vdb + mount in the warmup (debian-python, e2fsprogs); every VM has it mounted", async () => {
+    const f = (await fixtures()) as { images: Record<string, { ref: string }> };
+    const ref = f.images["debian-python"]!.ref;
+    const vol = join(dir, "ex07.img");
+    const image = await Image.build({
+      ref,
+      snapshotsDir: shared,
+      name: "e2e-volumes-ex07",
+      volumes: [{ hostPath: vol, guestPath: "/workspace", sizeMib: 64 }],
+      warmup: async (vm) => {
+        await sh(vm, "mkfs.ext4 -q /dev/vdb && mkdir -p /workspace && mount /dev/vdb /workspace");
+        await sh(vm, 'cd /workspace && python3 -c \'open("deps.txt", "w").write("installed\\n")\'');
+      },
+    });
+    const pool = await image.pool({ min: 0, max: 1 });
+    pools.push(pool);
+    for (let i = 0; i < 2; i++) {
+      const vm = await pool.acquire();
+      expect(
+        await sh(vm, "cat /workspace/deps.txt && grep ' /workspace ' /proc/mounts | cut -d' ' -f1,3"),
+      ).toBe("installed\n/dev/vdb ext4\n");
+      await vm.release();
+    }
+    await pool.shutdown();
   });
 
   it('mount: true with format: "ext4" mounts a host-formatted volume at guestPath in the warmup and on every VM', async () => {
