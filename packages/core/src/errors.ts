@@ -44,6 +44,11 @@ export type SupermachineErrorCode =
   | "SM_UNSUPPORTED"
   /** The pool was shut down. */
   | "SM_POOL_CLOSED"
+  /**
+   * A pool's memoryMib/vcpus override is above what the snapshot allows (its RAM ceiling / baked vCPU
+   * count); the message names the allowed range. Lower it, or re-bake with maxMemoryMib / maxVcpus.
+   */
+  | "SM_POOL_OVERRIDE"
   /** A VM did not restore within restoreTimeoutMs. */
   | "SM_RESTORE_TIMEOUT"
   /** A required host component (backend package, agent binary, mke2fs) is missing. */

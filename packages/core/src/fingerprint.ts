@@ -38,6 +38,9 @@ export interface FingerprintInputs {
   env: Record<string, string>;
   memoryMib: number;
   vcpus: number;
+  /** Present only when above memoryMib / vcpus (so other fingerprints stay as they were). */
+  maxMemoryMib?: number;
+  maxVcpus?: number;
   guestPort: number;
   listenerRequired: boolean;
   /** guestPath + sha256 of the host file's contents (not its path or mtime). */

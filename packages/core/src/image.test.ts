@@ -344,6 +344,36 @@ describe("pool and Vm (fake runtime)", () => {
     await pool.shutdown();
   });
 
+  it("pool memoryMib/vcpus overrides restore (no boot) and become guest limits; above the baked ceiling → SM_POOL_OVERRIDE", async () => {
+    const plain = await Image.build({ ref: "busybox", snapshotsDir });
+    const over = await plain.pool({ memoryMib: 512 }).catch((e: unknown) => e);
+    expect(over).toMatchObject({
+      code: "SM_POOL_OVERRIDE",
+      details: { field: "memoryMib", maxMemoryMib: 256 },
+    });
+    expect((over as Error).message).toMatch(/ceiling of 256 MiB.*maxMemoryMib/);
+    expect(await codeOf(plain.pool({ vcpus: 2 }))).toBe("SM_POOL_OVERRIDE");
+
+    const img = await Image.build({ ref: "busybox", snapshotsDir, maxMemoryMib: 512, maxVcpus: 2 });
+    expect(img.memoryMib).toBe(256);
+    expect(rt.state.boots).toBe(2);
+    const bake = rt.state.lives.at(-1)!;
+    // the bake VM runs under the baked limits inside its 512 MiB / 2 vCPU machine
+    expect(bake.agent.files.get("/sys/fs/cgroup/sm-work/memory.max")?.toString()).toBe(String(256 * 2 ** 20));
+    expect(bake.agent.files.get("/sys/devices/system/cpu/cpu1/online")?.toString()).toBe("0");
+    const pool = await img.pool({ memoryMib: 384, vcpus: 2 });
+    const vm = await pool.acquire(); // the bake's VM (handoff) gets the pool's limits at resume
+    await vm.release();
+    const vm2 = await pool.acquire(); // a restored one, too
+    const live = rt.state.lives.at(-1)!;
+    expect(live).not.toBe(bake);
+    expect(live.agent.files.get("/sys/fs/cgroup/sm-work/memory.max")?.toString()).toBe(String(384 * 2 ** 20));
+    expect(live.agent.files.get("/sys/devices/system/cpu/cpu1/online")?.toString()).toBe("1");
+    expect(rt.state.boots).toBe(2);
+    await vm2.release();
+    await pool.shutdown();
+  });
+
   it("exposeTcp forwards to the given guest port", async () => {
     const img = await Image.build({ ref: "busybox", snapshotsDir });
     const pool = await img.pool();

@@ -16,6 +16,7 @@ import {
   SNAPSHOT_FORMAT_VERSION,
   VOLUME_SEMANTICS,
 } from "./fingerprint";
+import { applyLimits, checkOverrides, WORK_MEMORY_MAX } from "./limits";
 import { acquireLock } from "./lock";
 import { cacheRoot, defaultSnapshotsDir, hostArch } from "./paths";
 import { PoolImpl } from "./pool";
@@ -121,6 +122,7 @@ export class Image {
   /** Start a pool of VMs restored from this snapshot. */
   async pool(options?: PoolOptions): Promise<import("./pool").Pool> {
     const opts = validatePoolOptions(options);
+    checkOverrides(this.meta, { memoryMib: opts.memoryMib, vcpus: opts.vcpus });
     const writable = this.meta.volumes.filter((v) => !v.readOnly).map((v) => v.hostPath);
     if (writable.length > 0 && opts.max > 1) {
       throw new SupermachineError(
@@ -228,6 +230,8 @@ async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepare
     env: opts.env,
     memoryMib: opts.memoryMib,
     vcpus: opts.vcpus,
+    ...(opts.maxMemoryMib > opts.memoryMib ? { maxMemoryMib: opts.maxMemoryMib } : {}),
+    ...(opts.maxVcpus > opts.vcpus ? { maxVcpus: opts.maxVcpus } : {}),
     guestPort: opts.guestPort,
     listenerRequired: opts.listenerRequired,
     extraFiles,
@@ -436,8 +440,9 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       kernelDir: p.kernel.dir,
       initramfsPath: join(tmp, INITRAMFS_FILE),
       rootfsPath: join(tmp, ROOTFS_FILE),
-      memoryMib: opts.memoryMib,
-      vcpus: opts.vcpus,
+      // the machine has the ceilings; memoryMib/vcpus are limits inside it (limits.ts)
+      memoryMib: opts.maxMemoryMib,
+      vcpus: opts.maxVcpus,
       volumes: p.inputs.volumes.map((v) => ({
         hostPath: v.hostPath,
         ...(v.readOnly ? { readOnly: true } : {}),
@@ -451,6 +456,15 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
     const devices = volumes.map((_, i) => volumeDevice(i));
     handle = new VmHandle(live, agent, devices, p.inputs.mounts, opts.guestPort);
     await agent.waitReady(BAKE_READY_TIMEOUT_MS);
+    // The work cgroup's memory limit as the agent chose it (the cap of any later memory limit).
+    const bootWorkMemoryMax = await agent.readFile(WORK_MEMORY_MAX).then(
+      (f) => f.data.toString().trim(),
+      () => undefined,
+    );
+    if (opts.maxMemoryMib > opts.memoryMib || opts.maxVcpus > opts.vcpus) {
+      step = "applying memoryMib/vcpus inside the VM";
+      await applyLimits(agent, opts, opts.maxVcpus, bootWorkMemoryMax);
+    }
     if (opts.listenerRequired) {
       step = `waiting for the workload to listen on port ${opts.guestPort}`;
       await agent.waitListening(BAKE_READY_TIMEOUT_MS);
@@ -497,6 +511,9 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       createdAt: new Date().toISOString(),
       memoryMib: opts.memoryMib,
       vcpus: opts.vcpus,
+      ...(opts.maxMemoryMib > opts.memoryMib ? { maxMemoryMib: opts.maxMemoryMib } : {}),
+      ...(opts.maxVcpus > opts.vcpus ? { maxVcpus: opts.maxVcpus } : {}),
+      ...(bootWorkMemoryMax ? { workMemoryMax: bootWorkMemoryMax } : {}),
       arch: hostArch(),
       accel: live.accel,
       backend: { name: backend.name, version: backend.version },
@@ -539,7 +556,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
         err,
         `Bake failed while ${step}`,
         p.snapshotsDir,
-        snapshotSpaceHint(opts.memoryMib),
+        snapshotSpaceHint(opts.maxMemoryMib),
         step,
       )) ??
       volumeLockError(
@@ -592,6 +609,15 @@ export async function snapshotVm(image: Image, handle: VmHandle, destDir: string
       name,
       fingerprint: fp,
       inputs: { ...image.meta.inputs, derivedFrom: image.meta.fingerprint },
+      // A VM of a pool with a memoryMib/vcpus override carries those limits into its snapshot.
+      ...(handle.limits
+        ? {
+            memoryMib: handle.limits.limits.memoryMib,
+            vcpus: handle.limits.limits.vcpus,
+            maxMemoryMib: image.meta.maxMemoryMib ?? image.meta.memoryMib,
+            maxVcpus: image.meta.maxVcpus ?? image.meta.vcpus,
+          }
+        : {}),
       createdAt: new Date().toISOString(),
       backendState,
     };

@@ -19,6 +19,7 @@ import {
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import type { Image } from "./image";
+import { ceilings, type RuntimeLimits } from "./limits";
 import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec, VolumeAttachment } from "./ports";
 import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
@@ -82,7 +83,8 @@ export class PoolImpl implements Pool {
   #spare: { promise: Promise<Spare | undefined>; abandon: () => void } | undefined;
   #closed = false;
   #shutdown: Promise<void> | undefined;
-  #coldBoot: boolean;
+  /** Limits applied in the guest at every resume when an override differs from the baked ones. */
+  #limits: RuntimeLimits | undefined;
   /** Serialises VMs that share volume files (QEMU holds a write lock on each). */
   #volumeTurn: Promise<void> = Promise.resolve();
 
@@ -92,8 +94,15 @@ export class PoolImpl implements Pool {
     this.#rt = rt;
     const memoryMib = opts.memoryMib ?? image.memoryMib;
     const vcpus = opts.vcpus ?? image.vcpus;
-    // A snapshot's RAM size and vCPU count are fixed: other values need a cold boot per VM.
-    this.#coldBoot = memoryMib !== image.memoryMib || vcpus !== image.vcpus;
+    // A snapshot's RAM size and vCPU count are fixed: every VM restores with them and an override is a
+    // limit inside the guest, within what the snapshot allows (checked by image.pool; see limits.ts).
+    if (memoryMib !== image.memoryMib || vcpus !== image.vcpus) {
+      this.#limits = {
+        limits: { memoryMib, vcpus },
+        maxVcpus: ceilings(image.meta).vcpus,
+        bootWorkMemoryMax: image.meta.workMemoryMax,
+      };
+    }
   }
 
   /** @internal */
@@ -122,8 +131,9 @@ export class PoolImpl implements Pool {
       initramfsPath: join(this.#image.dir, INITRAMFS_FILE),
       kernelDir: m.kernel.dir,
       volumes: this.#volumeAttachments(),
-      memoryMib: this.#opts.memoryMib ?? m.memoryMib,
-      vcpus: this.#opts.vcpus ?? m.vcpus,
+      // the snapshot's machine: overrides are limits inside the guest (limits.ts)
+      memoryMib: ceilings(m).memoryMib,
+      vcpus: ceilings(m).vcpus,
       accel: "auto",
     };
   }
@@ -154,7 +164,7 @@ export class PoolImpl implements Pool {
    * Only for pools that restore (no cold boot) and have no writable volumes (QEMU locks their files).
    */
   #prepareSpare(): void {
-    if (this.#spare || this.#closed || this.#coldBoot || this.#writableVolumes) return;
+    if (this.#spare || this.#closed || this.#writableVolumes) return;
     let prep: PreparedRestorePort | undefined;
     let live: LiveVmPort | undefined;
     let agent: AgentPort | undefined;
@@ -255,8 +265,9 @@ export class PoolImpl implements Pool {
 
   async #create(): Promise<VmHandle> {
     if (this.#closed) throw new SupermachineError("SM_POOL_CLOSED", "The pool was shut down.");
-    const handoff = this.#coldBoot ? undefined : this.#image.takeHandoff();
+    const handoff = this.#image.takeHandoff();
     if (handoff) {
+      handoff.limits = this.#limits;
       try {
         await handoff.resume();
         return handoff;
@@ -275,28 +286,13 @@ export class PoolImpl implements Pool {
     let timedOut = false;
     const work = (async () => {
       const backend = await this.#rt.backend();
-      if (this.#coldBoot) {
-        const m = this.#image.meta;
-        live = await backend.boot({
-          kernelDir: m.kernel.dir,
-          initramfsPath: join(this.#image.dir, INITRAMFS_FILE),
-          rootfsPath: join(this.#image.dir, ROOTFS_FILE),
-          memoryMib: this.#opts.memoryMib ?? m.memoryMib,
-          vcpus: this.#opts.vcpus ?? m.vcpus,
-          volumes: this.#volumeAttachments(),
-          network: m.network,
-          extraKernelArgs: m.extraKernelArgs,
-          accel: "auto",
-        });
+      const spare = await this.#takeSpare();
+      if (spare) {
+        live = spare.live;
+        spareAgent = spare.agent;
+        spare.unregister(); // the VmHandle registers it again
       } else {
-        const spare = await this.#takeSpare();
-        if (spare) {
-          live = spare.live;
-          spareAgent = spare.agent;
-          spare.unregister(); // the VmHandle registers it again
-        } else {
-          live = await backend.restore(this.#restoreSpec());
-        }
+        live = await backend.restore(this.#restoreSpec());
       }
       if (timedOut) throw new Error("late");
       const agent = spareAgent ?? (await this.#rt.connectAgent(live, deadline));
@@ -308,8 +304,8 @@ export class PoolImpl implements Pool {
         this.#image.meta.guestPort,
       );
       handle.volumeMounts = this.#image.meta.volumeMounts ?? [];
+      handle.limits = this.#limits;
       try {
-        if (this.#coldBoot) await agent.waitReady(deadline);
         await handle.resume();
       } catch (err) {
         await handle.stop().catch(() => undefined);

@@ -45,8 +45,15 @@ export interface SnapshotMetadata {
   ref: string;
   imageDigest: string;
   createdAt: string;
+  /** The baked limits (the defaults of a pool); the VM's RAM and vCPUs are the max values below. */
   memoryMib: number;
   vcpus: number;
+  /** RAM of the VM (the ceiling a pool override may use); absent = memoryMib. */
+  maxMemoryMib?: number;
+  /** vCPUs of the VM; absent = vcpus. */
+  maxVcpus?: number;
+  /** memory.max of the guest's work cgroup as the agent set it at boot (bytes, or "max"). */
+  workMemoryMax?: string;
   arch: string;
   accel: string;
   backend: { name: string; version: string };

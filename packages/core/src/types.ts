@@ -105,6 +105,17 @@ export interface BuildOptions {
   memoryMib?: number;
   /** vCPUs per VM. Default 1. */
   vcpus?: number;
+  /**
+   * Beyond: the guest RAM ceiling in MiB (≥ memoryMib; default memoryMib). The VM is baked with this much
+   * RAM (committed lazily: unused RAM costs nothing) and memoryMib becomes a limit inside it, so a pool's
+   * `memoryMib` override may go up to this without a re-bake. See README "Pool overrides".
+   */
+  maxMemoryMib?: number;
+  /**
+   * Beyond: vCPUs the VM is baked with (≥ vcpus; default vcpus); those above `vcpus` are offline in the
+   * guest, so a pool's `vcpus` override may go up to this without a re-bake.
+   */
+  maxVcpus?: number;
   /** Docker semantics. Default "missing". */
   pullPolicy?: "always" | "missing" | "never";
   /** Workload listener port (used with listenerRequired). Default 80. */
@@ -163,12 +174,17 @@ export interface PoolOptions {
   /** true (default): every release discards the VM and a clean one is restored. false: dirty reuse. */
   restoreOnRelease?: boolean;
   /**
-   * Runtime override of the image's memoryMib without a re-bake. Passed to the backend's restore; a
-   * value that differs from the baked one makes each VM cold-boot instead of restore when the backend
-   * cannot resize a restored guest (see README).
+   * Runtime override of the image's memoryMib without a re-bake: every VM is still restored from the
+   * snapshot (warmup state kept) and the value becomes the memory limit of the guest's commands and
+   * workload (cgroup `sm-work` memory.max). At most the image's RAM ceiling (BuildOptions.maxMemoryMib,
+   * default its memoryMib): above it `image.pool()` fails with SM_POOL_OVERRIDE. See README.
    */
   memoryMib?: number;
-  /** Runtime override of the image's vcpus. */
+  /**
+   * Runtime override of the image's vcpus without a re-bake: vCPUs above it are taken offline in the
+   * restored guest. At most the vCPUs the image was baked with (BuildOptions.maxVcpus, default its vcpus),
+   * else SM_POOL_OVERRIDE.
+   */
   vcpus?: number;
   /** Per-VM restore deadline; a VM that misses it is discarded and replaced. Default 30000. */
   restoreTimeoutMs?: number;

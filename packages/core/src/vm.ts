@@ -13,6 +13,7 @@ import { registerForCleanup } from "./cleanup";
 import { codeOf, SupermachineError } from "./errors";
 import type { RecordedMount } from "./fingerprint";
 import { startForwarder, startUnixForwarder } from "./forwarder";
+import { applyLimits, type RuntimeLimits } from "./limits";
 import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
 import type { VolumeMount } from "./snapshot";
@@ -150,6 +151,9 @@ export class VmHandle {
     return err instanceof Error ? err : new Error(String(err));
   }
 
+  /** Pool memoryMib/vcpus override, applied in the guest by every resume (limits.ts). */
+  limits: RuntimeLimits | undefined;
+
   /** Guest mounts of volumes captured with the snapshot, mounted again by every resume (README "Volumes"). */
   volumeMounts: readonly VolumeMount[] = [];
 
@@ -157,6 +161,8 @@ export class VmHandle {
   async resume(): Promise<void> {
     const timeNs = BigInt(Date.now()) * 1_000_000n + BigInt(process.hrtime()[1] % 1_000_000);
     await this.agent.resume(timeNs, randomBytes(64));
+    const l = this.limits;
+    if (l) await applyLimits(this.agent, l.limits, l.maxVcpus, l.bootWorkMemoryMax);
     await mountVolumes(this.agent, this.volumeMounts);
     await this.attachMounts();
   }
