@@ -106,6 +106,18 @@ describe("volumes on real VMs", () => {
     }
     // A second pool on the same writable volume file in this process is refused while the first lives.
     await expect(image.pool({ min: 0, max: 1 })).rejects.toMatchObject({ code: "SM_VOLUME_SHARED" });
+    // Another VM that would open the file while a VM holds it (here: a bake of another image, like
+    // another process would) is refused by QEMU's lock, reported as SM_VOLUME_SHARED.
+    vm = await pool.acquire();
+    await expect(
+      Image.build({
+        ref: refs.busybox,
+        snapshotsDir: shared,
+        name: "e2e-volumes-locked",
+        volumes: [{ hostPath: a, guestPath: "/data", sizeMib: 32 }],
+      }),
+    ).rejects.toMatchObject({ code: "SM_VOLUME_SHARED" });
+    await vm.release();
     await pool.shutdown();
 
     // Read-only sharing: same file, attached read-only, mounted by core (mount: true), several VMs.
