@@ -2,7 +2,8 @@
  * Pool: VMs restored from an Image's snapshot, on the generic @supermachine/pool.
  *
  * - create  = restore → agent hello → `resume {timeNs, entropy}` (clock + RNG reseed; starts the
- *             workload) → volumes mounted. When the backend has prepareRestore, the next VM is restored
+ *             workload) → pool memoryMib/vcpus limits applied → volume mounts of the snapshot mounted
+ *             again. When the backend has prepareRestore, the next VM is restored
  *             and greeted in the background (the "spare"), so a create pays only the resume.
  *             The first create may adopt the bake's own VM instead (warm handoff).
  * - release = restoreOnRelease true: destroy + replace (a clean VM every acquire); false: dirty reuse.
@@ -161,7 +162,7 @@ export class PoolImpl implements Pool {
    * workload; the clock and RNG are set by that resume), only one no-op process of the agent binary
    * (warmProcessStart). It idles at about 1% of a core under TCG and is stopped after idleTimeoutMs
    * unused.
-   * Only for pools that restore (no cold boot) and have no writable volumes (QEMU locks their files).
+   * Only for pools without writable volumes (QEMU locks their files).
    */
   #prepareSpare(): void {
     if (this.#spare || this.#closed || this.#writableVolumes) return;
