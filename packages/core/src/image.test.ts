@@ -496,6 +496,22 @@ describe("pool spare (fake backend with prepareRestore)", () => {
     expect(rt.state.lives.every((l) => l.stopped)).toBe(true);
   });
 
+  it("a pool with a memoryMib override applies it in the spare already (one staging exec), not again at hand-out", async () => {
+    const pool = await afterFirstRestore({ prepared: "ok" }, { memoryMib: 128 });
+    const [spare] = untouched();
+    expect(spare).toBeDefined();
+    expect(spare!.agent.execs).toHaveLength(1);
+    expect(spare!.agent.execs[0]!.argv).toEqual(["/proc/1/exe", "--version"]);
+    expect(spare!.agent.files.get("/sys/fs/cgroup/sm-work/memory.max")?.toString()).toBe(
+      String(128 * 2 ** 20),
+    );
+    const vm = await pool.acquire();
+    expect(spare!.agent.resumes.length).toBe(1);
+    expect(spare!.agent.execs).toHaveLength(1);
+    await vm.release();
+    await pool.shutdown();
+  });
+
   it("a dirty-reuse pool keeps a spare only while it can still grow", async () => {
     rt = fakeRuntime(root, { prepared: "ok" });
     setRuntime(rt);

@@ -20,7 +20,7 @@ import {
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import type { Image } from "./image";
-import { ceilings, type RuntimeLimits } from "./limits";
+import { applyLimits, ceilings, type RuntimeLimits } from "./limits";
 import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec, VolumeAttachment } from "./ports";
 import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
@@ -52,6 +52,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 interface Spare {
   readonly live: LiveVmPort;
   readonly agent: AgentPort;
+  /** The pool's memoryMib/vcpus limits are in place already (the resume need not apply them). */
+  readonly limitsApplied: boolean;
   /** Drops its process-exit cleanup registration (the new owner registers its own). */
   readonly unregister: () => void;
   dead: boolean;
@@ -190,9 +192,13 @@ export class PoolImpl implements Pool {
       const a = await this.#rt.connectAgent(l, this.#opts.restoreTimeoutMs);
       agent = a;
       check();
-      await warmProcessStart(a, this.#opts.restoreTimeoutMs);
+      // A memoryMib/vcpus override is applied here already (it needs no clock or RNG); its staging
+      // exec of the agent binary also warms the process start like warmProcessStart.
+      const limits = this.#limits;
+      if (limits) await applyLimits(a, limits.limits, limits.maxVcpus, limits.bootWorkMemoryMax);
+      else await warmProcessStart(a, this.#opts.restoreTimeoutMs);
       check();
-      const spare: Spare = { live: l, agent: a, unregister, dead: false };
+      const spare: Spare = { live: l, agent: a, unregister, dead: false, limitsApplied: !!limits };
       void l.exited.then(() => {
         spare.dead = true;
       });
@@ -283,6 +289,7 @@ export class PoolImpl implements Pool {
     const deadline = this.#opts.restoreTimeoutMs;
     let live: LiveVmPort | undefined;
     let spareAgent: AgentPort | undefined;
+    let spareLimited = false;
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
     const work = (async () => {
@@ -291,6 +298,7 @@ export class PoolImpl implements Pool {
       if (spare) {
         live = spare.live;
         spareAgent = spare.agent;
+        spareLimited = spare.limitsApplied;
         spare.unregister(); // the VmHandle registers it again
       } else {
         live = await backend.restore(this.#restoreSpec());
@@ -305,7 +313,7 @@ export class PoolImpl implements Pool {
         this.#image.meta.guestPort,
       );
       handle.volumeMounts = this.#image.meta.volumeMounts ?? [];
-      handle.limits = this.#limits;
+      handle.limits = spareLimited ? undefined : this.#limits;
       try {
         await handle.resume();
       } catch (err) {
