@@ -1,4 +1,6 @@
-// volume: a writable ext4 volume backed by a sparse host file; its contents outlive every VM.
+// volume: a raw block volume backed by a sparse host file (/dev/vdb in the guest); the warmup formats it
+// (first use only) and mounts it, every VM restored from the snapshot has it mounted, and its contents
+// outlive every VM.
 //   node examples/volume.mjs [path-to-volume-file]
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +14,16 @@ export async function main({
   const image = await Image.build({
     ref: `${registry()}/busybox:latest`,
     volumes: [{ hostPath: volumePath, guestPath: "/data", sizeMib: 64 }],
+    warmup: async (vm) => {
+      const r = await vm.exec({
+        argv: [
+          "sh",
+          "-c",
+          "mkdir -p /data && { mount /dev/vdb /data 2>/dev/null || { mke2fs /dev/vdb >/dev/null && mount /dev/vdb /data; }; }",
+        ],
+      });
+      if (r.exitCode !== 0) throw new Error(`warmup: ${r.stderr}`);
+    },
   });
   const pool = await image.pool(); // restoreOnRelease: every acquire is a fresh VM
   try {

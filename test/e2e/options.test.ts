@@ -1,6 +1,6 @@
 /**
- * Build/pool options on real VMs: the image-source override (OCI layout dir), a runtime memoryMib override
- * (cold boot, no re-bake), network "nat" vs the default "none", extraKernelArgs.
+ * Build/pool options on real VMs: the image-source override (OCI layout dir), runtime memoryMib/vcpus
+ * overrides (restored, no re-bake), network "nat" vs the default "none", extraKernelArgs.
  */
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -70,23 +70,58 @@ describe("options on real VMs", () => {
     }
   });
 
-  it("pool memoryMib override: the guest sees the new size without a re-bake", async () => {
-    const image = await Image.build({ ref: refs.busybox, snapshotsDir: shared });
-    const memTotalMib = async (p: Pool) => {
+  it("pool memoryMib/vcpus overrides restore from the snapshot (warmup state kept) as limits in the guest; above the ceiling → SM_POOL_OVERRIDE", async () => {
+    const image = await Image.build({
+      ref: refs.busybox,
+      snapshotsDir: shared,
+      name: "e2e-overrides",
+      memoryMib: 192,
+      maxMemoryMib: 384,
+      vcpus: 1,
+      maxVcpus: 2,
+      warmup: async (vm) => {
+        await vm.exec({ argv: ["sh", "-c", "echo warm > /etc/warmup-marker"] });
+      },
+    });
+    const probe = async (p: Pool) => {
       const vm = await p.acquire();
-      const r = await vm.exec({ argv: ["cat", "/proc/meminfo"] });
+      const r = await vm.exec({
+        argv: [
+          "sh",
+          "-c",
+          "cat /etc/warmup-marker /sys/fs/cgroup/sm-work/memory.max; nproc; grep MemTotal /proc/meminfo",
+        ],
+      });
       await vm.release();
-      return Number(/MemTotal:\s+(\d+) kB/.exec(r.stdout.toString())![1]) / 1024;
+      const [marker, memMax, nproc, memTotal] = r.stdout.toString().trim().split("\n");
+      return {
+        marker,
+        memMaxMib: Number(memMax) / 2 ** 20,
+        nproc: Number(nproc),
+        memTotalMib: Number(/(\d+) kB/.exec(memTotal ?? "")?.[1]) / 1024,
+      };
     };
     const base = await image.pool({ min: 0, max: 1 });
     pools.push(base);
-    const big = await image.pool({ min: 0, max: 1, memoryMib: 512 });
-    pools.push(big);
-    const a = await memTotalMib(base);
-    const b = await memTotalMib(big);
-    expect(a).toBeLessThan(256);
-    expect(b).toBeGreaterThan(400);
-    expect(b).toBeLessThan(512);
+    const b = await probe(base);
+    expect(b).toMatchObject({ marker: "warm", memMaxMib: 192, nproc: 1 });
+    expect(b.memTotalMib).toBeGreaterThan(300); // the machine has the 384 MiB ceiling
+    await base.shutdown();
+    const low = await image.pool({ min: 0, max: 1, memoryMib: 128 });
+    pools.push(low);
+    expect(await probe(low)).toMatchObject({ marker: "warm", memMaxMib: 128, nproc: 1 });
+    await low.shutdown();
+    const high = await image.pool({ min: 0, max: 1, memoryMib: 320, vcpus: 2 });
+    pools.push(high);
+    const h = await probe(high);
+    expect(h).toMatchObject({ marker: "warm", nproc: 2 });
+    expect(h.memMaxMib).toBeGreaterThan(192); // raised (capped by what the guest really has)
+    expect(h.memMaxMib).toBeLessThanOrEqual(320);
+    await high.shutdown();
+    const err = await image.pool({ memoryMib: 512 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "SM_POOL_OVERRIDE", details: { maxMemoryMib: 384, maxVcpus: 2 } });
+    expect((err as Error).message).toContain("384 MiB");
+    await expect(image.pool({ vcpus: 3 })).rejects.toMatchObject({ code: "SM_POOL_OVERRIDE" });
   });
 
   it("workloadSignal signals the image's workload (httpd), not an exec'd process", async () => {

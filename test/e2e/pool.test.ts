@@ -94,7 +94,7 @@ describe("pool on real VMs", () => {
   it("a VM whose QEMU dies in use rejects with SM_GUEST_CRASHED and is replaced", async () => {
     const pool = await makePool({ min: 1, max: 1, restoreOnRelease: false });
     const vm = await pool.acquire();
-    const runtimeDir = join(vm.vsockPath, "..");
+    const runtimeDir = join(vm.agentSocketPath, "..");
     const [pid] = qemuPids(runtimeDir);
     expect(pid).toBeGreaterThan(0);
     const pending = vm.exec({ argv: ["sleep", "30"] });
@@ -117,13 +117,13 @@ describe("pool on real VMs", () => {
     const pool = await makePool({ min: 0, max: 1 });
     await (await pool.acquire()).release();
     const vm = await pool.acquire(); // a restore: from here on a spare is restored and greeted beside it
-    const [own] = qemuPids(join(vm.vsockPath, ".."));
+    const [own] = qemuPids(join(vm.agentSocketPath, ".."));
     expect(await waitFor(() => mine().filter((p) => p !== own).length === 1)).toBe(true);
     const [spare] = mine().filter((p) => p !== own);
     process.kill(spare!, "SIGKILL");
     await vm.release();
     const next = await pool.acquire();
-    expect(qemuPids(join(next.vsockPath, ".."))).not.toContain(spare);
+    expect(qemuPids(join(next.agentSocketPath, ".."))).not.toContain(spare);
     const r = await next.exec({ argv: ["sh", "-c", "echo alive; date +%s"] });
     const [word, secs] = r.stdout.toString().trim().split("\n");
     expect(word).toBe("alive");

@@ -23,6 +23,12 @@ export type SupermachineErrorCode =
   | "SM_GUEST_UNRESPONSIVE"
   /** A snapshot directory is missing a file, has a wrong size, or an unknown format version. */
   | "SM_SNAPSHOT_INVALID"
+  /**
+   * A snapshot would be written to a directory that supermachine did not write (no metadata.json of
+   * format "supermachine-snapshot", e.g. another tool's layout): it is never deleted or replaced.
+   * Choose another `name` / `snapshotsDir` (or vm.snapshot destination). `details.dir` names it.
+   */
+  | "SM_SNAPSHOT_FOREIGN"
   /** The bake (boot → ready → warmup → capture) failed; nothing was written under the final name. */
   | "SM_BAKE_FAILED"
   /**
@@ -38,12 +44,22 @@ export type SupermachineErrorCode =
   | "SM_UNSUPPORTED"
   /** The pool was shut down. */
   | "SM_POOL_CLOSED"
+  /**
+   * A pool's memoryMib/vcpus override is above what the snapshot allows (its RAM ceiling / baked vCPU
+   * count); the message names the allowed range. Lower it, or re-bake with maxMemoryMib / maxVcpus.
+   */
+  | "SM_POOL_OVERRIDE"
   /** A VM did not restore within restoreTimeoutMs. */
   | "SM_RESTORE_TIMEOUT"
   /** A required host component (backend package, agent binary, mke2fs) is missing. */
   | "SM_DEPENDENCY_MISSING"
-  /** A volume's host file could not be created or formatted. */
+  /** A volume's host file could not be created or formatted, or a guest mount of it failed. */
   | "SM_VOLUME_INVALID"
+  /**
+   * A writable volume would be used by two VMs at once (a pool with max > 1, a second pool, another
+   * process): refused, since two guests on one filesystem corrupt it. Use max: 1, or `readOnly: true`.
+   */
+  | "SM_VOLUME_SHARED"
   /** A `mounts` entry is unusable (hostPath missing / not a directory, bad or duplicate tag) or attaching it failed. */
   | "SM_MOUNT_INVALID"
   /** The guest agent returned an error for a file or process operation (errno-like code in `agentCode`). */

@@ -17,6 +17,19 @@ export interface RecordedMount {
   cacheTtlMs?: number;
 }
 
+/** A `volumes` entry as recorded in the fingerprint inputs and the snapshot metadata (absolute hostPath). */
+export interface RecordedVolume {
+  hostPath: string;
+  guestPath: string;
+  sizeMib: number;
+  format?: "ext4";
+  mount?: true;
+  readOnly?: true;
+}
+
+/** Volume semantics version recorded in the fingerprint inputs of builds with volumes. */
+export const VOLUME_SEMANTICS = 2;
+
 export interface FingerprintInputs {
   /** Resolved manifest digest of the image (platform-specific manifest). */
   imageDigest: string;
@@ -25,12 +38,21 @@ export interface FingerprintInputs {
   env: Record<string, string>;
   memoryMib: number;
   vcpus: number;
+  /** Present only when above memoryMib / vcpus (so other fingerprints stay as they were). */
+  maxMemoryMib?: number;
+  maxVcpus?: number;
   guestPort: number;
   listenerRequired: boolean;
   /** guestPath + sha256 of the host file's contents (not its path or mtime). */
   extraFiles: { guestPath: string; sha256: string; mode: number }[];
   mounts: RecordedMount[];
-  volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
+  /** format/mount/readOnly only when set (not "none"/false). */
+  volumes: RecordedVolume[];
+  /**
+   * 2 (present only with volumes): raw devices attached in the bake, guest mounts captured and
+   * remounted (issue 17). Snapshots of the earlier semantics (host format + mount after resume) re-bake.
+   */
+  volumeSemantics?: number;
   extraKernelArgs: string[];
   /** Present only when a warmup callback is given. */
   warmupTag: string | null;

@@ -77,6 +77,42 @@ describe("Image.build (fake runtime: no VM)", () => {
     expect(rt.state.boots).toBe(2);
   });
 
+  it("a directory under the name that supermachine did not write is refused before any boot and left untouched", async () => {
+    const { mkdir, readdir } = await import("node:fs/promises");
+    // e.g. the original implementation's layout under the shared default directory
+    const foreign = join(snapshotsDir, "app");
+    await mkdir(join(foreign, "vm"), { recursive: true });
+    await writeFile(join(foreign, "metadata.json"), JSON.stringify({ image: "busybox", version: 3 }));
+    await writeFile(join(foreign, "vm", "snapshot.bin"), "theirs");
+    const err = await Image.build({ ref: "busybox", snapshotsDir, name: "app" }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "SM_SNAPSHOT_FOREIGN", details: { dir: foreign } });
+    expect((err as Error).message).toContain(foreign);
+    expect((err as Error).message).toMatch(/`name`.*`snapshotsDir`/);
+    expect(rt.state.boots).toBe(0);
+    expect(await readFile(join(foreign, "vm", "snapshot.bin"), "utf8")).toBe("theirs");
+    expect((await readdir(snapshotsDir)).filter((d) => !d.startsWith(".locks"))).toEqual(["app"]);
+    // A plain file, too; another name builds fine next to them.
+    await writeFile(join(snapshotsDir, "file"), "x");
+    expect(await codeOf(Image.build({ ref: "busybox", snapshotsDir, name: "file" }))).toBe(
+      "SM_SNAPSHOT_FOREIGN",
+    );
+    const ok = await Image.build({ ref: "busybox", snapshotsDir, name: "app2" });
+    expect(ok.snapshotPath).toBe(join(snapshotsDir, "app2"));
+  });
+
+  it("vm.snapshot() into a directory supermachine did not write is refused and leaves it untouched", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool();
+    const vm = await pool.acquire();
+    const dest = join(root, `theirs-${n}`);
+    await (await import("node:fs/promises")).mkdir(dest);
+    await writeFile(join(dest, "data"), "keep");
+    expect(await codeOf(vm.snapshot(dest))).toBe("SM_SNAPSHOT_FOREIGN");
+    expect(await readFile(join(dest, "data"), "utf8")).toBe("keep");
+    await vm.release();
+    await pool.shutdown();
+  });
+
   it("a corrupt snapshot under the name is re-baked", async () => {
     const a = await Image.build({ ref: "busybox", snapshotsDir, name: "bb" });
     await writeFile(join(a.snapshotPath, "rootfs.sqfs"), "truncated?");
@@ -269,6 +305,75 @@ describe("pool and Vm (fake runtime)", () => {
     await pool.shutdown();
   });
 
+  it("vsockPath is a Unix socket in the runtime dir that reaches guestPort; gone on release; agentSocketPath is the transport", async () => {
+    const { existsSync } = await import("node:fs");
+    const { connect } = await import("node:net");
+    const { dirname } = await import("node:path");
+    const img = await Image.build({ ref: "busybox", snapshotsDir, guestPort: 8080 });
+    const pool = await img.pool();
+    const vm = await pool.acquire();
+    const server = await new Promise<import("node:net").Server>((resolve) => {
+      const s = createServer((sock) => sock.on("data", (d) => sock.end(`echo:${d}`)));
+      s.listen(0, "127.0.0.1", () => resolve(s));
+    });
+    const live = rt.state.lives[0]!;
+    live.agent.ports.set(8080, (server.address() as { port: number }).port);
+    const path = vm.vsockPath;
+    expect(dirname(path)).toBe(live.runtimeDir);
+    expect(vm.vsockPath).toBe(path);
+    expect(vm.agentSocketPath).toBe(live.agentSocketPath);
+    expect(path).not.toBe(vm.agentSocketPath);
+    const talk = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = connect(path);
+        let data = "";
+        s.on("connect", () => s.write("hi"));
+        s.on("data", (d) => {
+          data += d;
+        });
+        s.on("end", () => resolve(data));
+        s.on("error", reject);
+      });
+    expect(await talk()).toBe("echo:hi");
+    expect(await talk()).toBe("echo:hi");
+    await vm.release();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(existsSync(path)).toBe(false);
+    expect(() => vm.vsockPath).toThrow(expect.objectContaining({ code: "SM_VM_RELEASED" }));
+    server.close();
+    await pool.shutdown();
+  });
+
+  it("pool memoryMib/vcpus overrides restore (no boot) and become guest limits; above the baked ceiling → SM_POOL_OVERRIDE", async () => {
+    const plain = await Image.build({ ref: "busybox", snapshotsDir });
+    const over = await plain.pool({ memoryMib: 512 }).catch((e: unknown) => e);
+    expect(over).toMatchObject({
+      code: "SM_POOL_OVERRIDE",
+      details: { field: "memoryMib", maxMemoryMib: 256 },
+    });
+    expect((over as Error).message).toMatch(/ceiling of 256 MiB.*maxMemoryMib/);
+    expect(await codeOf(plain.pool({ vcpus: 2 }))).toBe("SM_POOL_OVERRIDE");
+
+    const img = await Image.build({ ref: "busybox", snapshotsDir, maxMemoryMib: 512, maxVcpus: 2 });
+    expect(img.memoryMib).toBe(256);
+    expect(rt.state.boots).toBe(2);
+    const bake = rt.state.lives.at(-1)!;
+    // the bake VM runs under the baked limits inside its 512 MiB / 2 vCPU machine
+    expect(bake.agent.files.get("/sys/fs/cgroup/sm-work/memory.max")?.toString()).toBe(String(256 * 2 ** 20));
+    expect(bake.agent.files.get("/sys/devices/system/cpu/cpu1/online")?.toString()).toBe("0");
+    const pool = await img.pool({ memoryMib: 384, vcpus: 2 });
+    const vm = await pool.acquire(); // the bake's VM (handoff) gets the pool's limits at resume
+    await vm.release();
+    const vm2 = await pool.acquire(); // a restored one, too
+    const live = rt.state.lives.at(-1)!;
+    expect(live).not.toBe(bake);
+    expect(live.agent.files.get("/sys/fs/cgroup/sm-work/memory.max")?.toString()).toBe(String(384 * 2 ** 20));
+    expect(live.agent.files.get("/sys/devices/system/cpu/cpu1/online")?.toString()).toBe("1");
+    expect(rt.state.boots).toBe(2);
+    await vm2.release();
+    await pool.shutdown();
+  });
+
   it("exposeTcp forwards to the given guest port", async () => {
     const img = await Image.build({ ref: "busybox", snapshotsDir });
     const pool = await img.pool();
@@ -389,6 +494,22 @@ describe("pool spare (fake backend with prepareRestore)", () => {
     await pool.shutdown();
     await new Promise((r) => setTimeout(r, 20));
     expect(rt.state.lives.every((l) => l.stopped)).toBe(true);
+  });
+
+  it("a pool with a memoryMib override applies it in the spare already (one staging exec), not again at hand-out", async () => {
+    const pool = await afterFirstRestore({ prepared: "ok" }, { memoryMib: 128 });
+    const [spare] = untouched();
+    expect(spare).toBeDefined();
+    expect(spare!.agent.execs).toHaveLength(1);
+    expect(spare!.agent.execs[0]!.argv).toEqual(["/proc/1/exe", "--version"]);
+    expect(spare!.agent.files.get("/sys/fs/cgroup/sm-work/memory.max")?.toString()).toBe(
+      String(128 * 2 ** 20),
+    );
+    const vm = await pool.acquire();
+    expect(spare!.agent.resumes.length).toBe(1);
+    expect(spare!.agent.execs).toHaveLength(1);
+    await vm.release();
+    await pool.shutdown();
   });
 
   it("a dirty-reuse pool keeps a spare only while it can still grow", async () => {

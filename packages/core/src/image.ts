@@ -14,13 +14,16 @@ import {
   type FingerprintInputs,
   fingerprint,
   SNAPSHOT_FORMAT_VERSION,
+  VOLUME_SEMANTICS,
 } from "./fingerprint";
+import { applyLimits, checkOverrides, WORK_MEMORY_MAX } from "./limits";
 import { acquireLock } from "./lock";
 import { cacheRoot, defaultSnapshotsDir, hostArch } from "./paths";
 import { PoolImpl } from "./pool";
 import type { LiveVmPort } from "./ports";
 import { getRuntime, type Runtime } from "./runtime-port";
 import {
+  assertReplaceable,
   FORMAT_NAME,
   INITRAMFS_FILE,
   loadSnapshot,
@@ -35,8 +38,9 @@ import {
 } from "./snapshot";
 import type { BuildOptions, BuildProgress, PoolOptions } from "./types";
 import { type ResolvedBuildOptions, validateBuildOptions, validatePoolOptions } from "./validate";
-import { type HandleVolume, VmHandle, WarmupVmImpl } from "./vm";
-import { prepareVolume } from "./volumes";
+import { VmHandle, WarmupVmImpl } from "./vm";
+import { mountVolumes, quiesceVolumes, volumeDevice } from "./volume-guest";
+import { prepareVolume, volumeLockError } from "./volumes";
 
 /** Boot → ready deadline for a bake (TCG cold boots take ~5 s; leave room for slow CI). */
 const BAKE_READY_TIMEOUT_MS = Number(process.env.SUPERMACHINE_BAKE_TIMEOUT_MS) || 120_000;
@@ -118,14 +122,17 @@ export class Image {
   /** Start a pool of VMs restored from this snapshot. */
   async pool(options?: PoolOptions): Promise<import("./pool").Pool> {
     const opts = validatePoolOptions(options);
-    if (this.meta.volumes.length > 0 && opts.max > 1) {
+    checkOverrides(this.meta, { memoryMib: opts.memoryMib, vcpus: opts.vcpus });
+    const writable = this.meta.volumes.filter((v) => !v.readOnly).map((v) => v.hostPath);
+    if (writable.length > 0 && opts.max > 1) {
       throw new SupermachineError(
-        "SM_INVALID_OPTIONS",
-        "Invalid option `max`: an image with volumes can run one VM at a time (each volume is an ext4 file that only one guest may mount); use max: 1.",
-        { details: { field: "max" } },
+        "SM_VOLUME_SHARED",
+        `A pool with max ${opts.max} would attach the writable volume ${writable.join(", ")} to several VMs at once, and two guests on one filesystem corrupt it. Use max: 1, or declare the volume \`readOnly: true\` (attached read-only) to share it between VMs.`,
+        { details: { field: "max", volumes: writable } },
       );
     }
     const pool = new PoolImpl(this, opts, getRuntime());
+    claimVolumes(writable, pool);
     pool.start();
     return pool;
   }
@@ -147,6 +154,27 @@ export class Image {
     }, HANDOFF_IDLE_MS);
     this.#handoffTimer.unref();
   }
+}
+
+/** Writable volume files held by live pools of this process (hostPath → pool). */
+const volumeOwners = new Map<string, PoolImpl>();
+
+/**
+ * One live pool per writable volume file in this process (SM_VOLUME_SHARED otherwise); released when
+ * the pool shuts down. Other processes are kept off by QEMU's lock on the file.
+ */
+function claimVolumes(paths: string[], pool: PoolImpl): void {
+  for (const path of paths) {
+    const owner = volumeOwners.get(path);
+    if (owner && !owner.closed) {
+      throw new SupermachineError(
+        "SM_VOLUME_SHARED",
+        `The writable volume ${path} is in use by another pool of this process, and two guests on one filesystem corrupt it. Shut that pool down first, or declare the volume \`readOnly: true\` in both images.`,
+        { details: { volumes: [path] } },
+      );
+    }
+  }
+  for (const path of paths) volumeOwners.set(path, pool);
 }
 
 export function emit(opts: ResolvedBuildOptions, ev: BuildProgress): void {
@@ -202,6 +230,8 @@ async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepare
     env: opts.env,
     memoryMib: opts.memoryMib,
     vcpus: opts.vcpus,
+    ...(opts.maxMemoryMib > opts.memoryMib ? { maxMemoryMib: opts.maxMemoryMib } : {}),
+    ...(opts.maxVcpus > opts.vcpus ? { maxVcpus: opts.maxVcpus } : {}),
     guestPort: opts.guestPort,
     listenerRequired: opts.listenerRequired,
     extraFiles,
@@ -217,7 +247,12 @@ async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepare
       hostPath: resolve(v.hostPath),
       guestPath: v.guestPath,
       sizeMib: v.sizeMib,
+      // Only present when set, so the inputs of plain raw volumes stay minimal.
+      ...(v.format === "ext4" ? { format: "ext4" as const } : {}),
+      ...(v.mount ? { mount: true as const } : {}),
+      ...(v.readOnly ? { readOnly: true as const } : {}),
     })),
+    ...(opts.volumes.length > 0 ? { volumeSemantics: VOLUME_SEMANTICS } : {}),
     extraKernelArgs: opts.extraKernelArgs,
     warmupTag: opts.warmup ? opts.warmupTag : null,
     network: opts.network,
@@ -277,6 +312,8 @@ export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promi
     emit(opts, { phase: "done", cacheHit: true, snapshotPath: hit.dir });
     return hit;
   }
+  // Before any pull or boot: a directory of that name that is not ours is never replaced.
+  await assertReplaceable(p.finalDir, foreignBuildHint(p));
   const running = inflight.get(p.finalDir);
   if (running) {
     const img = await running;
@@ -301,6 +338,10 @@ export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promi
   } finally {
     if (inflight.get(p.finalDir) === job) inflight.delete(p.finalDir);
   }
+}
+
+function foreignBuildHint(p: Prepared): string {
+  return `Pass another \`name\` (this build uses ${JSON.stringify(p.name)}) or another \`snapshotsDir\` (this build uses ${p.snapshotsDir}) to Image.build, or move that directory away.`;
 }
 
 /**
@@ -380,8 +421,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       tmpfsMib: p.tmpfsMib,
       guestPort: opts.guestPort,
       listenerRequired: opts.listenerRequired,
-      // Volumes are mounted by core after every resume (never at bake: the snapshot must not hold
-      // cached state of a filesystem that later VMs change). See README "Volumes".
+      // Volumes are raw devices the guest mounts itself (or core with `mount: true`); see README "Volumes".
       volumes: [],
       network: opts.network,
     });
@@ -400,30 +440,48 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       kernelDir: p.kernel.dir,
       initramfsPath: join(tmp, INITRAMFS_FILE),
       rootfsPath: join(tmp, ROOTFS_FILE),
-      memoryMib: opts.memoryMib,
-      vcpus: opts.vcpus,
-      volumes: volumes.map((v) => ({ hostPath: v.hostPath })),
+      // the machine has the ceilings; memoryMib/vcpus are limits inside it (limits.ts)
+      memoryMib: opts.maxMemoryMib,
+      vcpus: opts.maxVcpus,
+      volumes: p.inputs.volumes.map((v) => ({
+        hostPath: v.hostPath,
+        ...(v.readOnly ? { readOnly: true } : {}),
+      })),
       network: opts.network,
       extraKernelArgs: opts.extraKernelArgs,
       accel: opts.accel,
     });
     step = "waiting for the guest agent";
     const agent = await rt.connectAgent(live, BAKE_READY_TIMEOUT_MS);
-    const hv: HandleVolume[] = volumes.map((v, i) => ({
-      guestPath: v.guestPath,
-      device: `/dev/vd${String.fromCharCode(98 + i)}`,
-    }));
-    handle = new VmHandle(live, agent, hv, p.inputs.mounts);
+    const devices = volumes.map((_, i) => volumeDevice(i));
+    handle = new VmHandle(live, agent, devices, p.inputs.mounts, opts.guestPort);
     await agent.waitReady(BAKE_READY_TIMEOUT_MS);
+    // The work cgroup's memory limit as the agent chose it (the cap of any later memory limit).
+    const bootWorkMemoryMax = await agent.readFile(WORK_MEMORY_MAX).then(
+      (f) => f.data.toString().trim(),
+      () => undefined,
+    );
+    if (opts.maxMemoryMib > opts.memoryMib || opts.maxVcpus > opts.vcpus) {
+      step = "applying memoryMib/vcpus inside the VM";
+      await applyLimits(agent, opts, opts.maxVcpus, bootWorkMemoryMax);
+    }
     if (opts.listenerRequired) {
       step = `waiting for the workload to listen on port ${opts.guestPort}`;
       await agent.waitListening(BAKE_READY_TIMEOUT_MS);
     }
+    const autoMounts = p.inputs.volumes.flatMap((v, i) =>
+      v.mount
+        ? [{ source: volumeDevice(i), target: v.guestPath, fstype: "ext4", readOnly: !!v.readOnly }]
+        : [],
+    );
+    if (autoMounts.length > 0) {
+      step = "mounting volumes (mount: true)";
+      await mountVolumes(agent, autoMounts);
+    }
     if (opts.warmup) {
       step = "running the warmup";
       emit(opts, { phase: "warmup" });
-      // The warmup runs on the booted guest before capture (volumes are not mounted yet: they are
-      // mounted after every resume).
+      // The warmup runs on the booted guest before capture, with the volumes attached as raw devices.
       const wvm = new WarmupVmImpl(handle);
       try {
         // Shares are live during the warmup and detached before capture (see README "Mounts").
@@ -434,6 +492,11 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       }
       await handle.detachMounts();
     }
+    // The snapshot must hold no mounted filesystem and no cached blocks of a volume (later VMs change
+    // the file): unmount what is mounted (recorded; every VM mounts it again), sync, drop caches.
+    step = "unmounting volumes before the capture";
+    const volumeMounts = await quiesceVolumes(agent, devices);
+    handle.volumeMounts = volumeMounts;
     step = "capturing the snapshot";
     emit(opts, { phase: "snapshot" });
     const backendState = await live.snapshot(join(tmp, VM_DIR));
@@ -448,6 +511,9 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       createdAt: new Date().toISOString(),
       memoryMib: opts.memoryMib,
       vcpus: opts.vcpus,
+      ...(opts.maxMemoryMib > opts.memoryMib ? { maxMemoryMib: opts.maxMemoryMib } : {}),
+      ...(opts.maxVcpus > opts.vcpus ? { maxVcpus: opts.maxVcpus } : {}),
+      ...(bootWorkMemoryMax ? { workMemoryMax: bootWorkMemoryMax } : {}),
       arch: hostArch(),
       accel: live.accel,
       backend: { name: backend.name, version: backend.version },
@@ -457,14 +523,15 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       listenerRequired: opts.listenerRequired,
       network: opts.network,
       extraKernelArgs: opts.extraKernelArgs,
-      volumes: volumes.map((v) => ({ hostPath: v.hostPath, guestPath: v.guestPath, sizeMib: v.sizeMib })),
+      volumes: p.inputs.volumes,
+      ...(devices.length > 0 ? { volumeMounts } : {}),
       mounts: p.inputs.mounts,
       workload: bootConfig.workload?.argv ?? null,
       startWorkload: bootConfig.startWorkload,
       backendState,
     };
     step = "publishing the snapshot";
-    const full = await publishSnapshot(tmp, p.finalDir, meta);
+    const full = await publishSnapshot(tmp, p.finalDir, meta, foreignBuildHint(p));
     tmp = undefined;
     const img = new Image(p.finalDir, full);
     img.parkHandoff(handle);
@@ -489,9 +556,14 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
         err,
         `Bake failed while ${step}`,
         p.snapshotsDir,
-        snapshotSpaceHint(opts.memoryMib),
+        snapshotSpaceHint(opts.maxMemoryMib),
         step,
-      )) ?? wrapBakeError(err, step, tail)
+      )) ??
+      volumeLockError(
+        err,
+        p.inputs.volumes.map((v) => v.hostPath),
+      ) ??
+      wrapBakeError(err, step, tail)
     );
   }
 }
@@ -537,10 +609,24 @@ export async function snapshotVm(image: Image, handle: VmHandle, destDir: string
       name,
       fingerprint: fp,
       inputs: { ...image.meta.inputs, derivedFrom: image.meta.fingerprint },
+      // A VM of a pool with a memoryMib/vcpus override carries those limits into its snapshot.
+      ...(handle.limits
+        ? {
+            memoryMib: handle.limits.limits.memoryMib,
+            vcpus: handle.limits.limits.vcpus,
+            maxMemoryMib: image.meta.maxMemoryMib ?? image.meta.memoryMib,
+            maxVcpus: image.meta.maxVcpus ?? image.meta.vcpus,
+          }
+        : {}),
       createdAt: new Date().toISOString(),
       backendState,
     };
-    const full = await publishSnapshot(tmp, finalDir, meta);
+    const full = await publishSnapshot(
+      tmp,
+      finalDir,
+      meta,
+      "Pass another destination directory to vm.snapshot(), or move that directory away.",
+    );
     return new Image(finalDir, full);
   } catch (err) {
     await removeTempSnapshotDir(tmp);

@@ -2,7 +2,8 @@
  * Pool: VMs restored from an Image's snapshot, on the generic @supermachine/pool.
  *
  * - create  = restore → agent hello → `resume {timeNs, entropy}` (clock + RNG reseed; starts the
- *             workload) → volumes mounted. When the backend has prepareRestore, the next VM is restored
+ *             workload) → pool memoryMib/vcpus limits applied → volume mounts of the snapshot mounted
+ *             again. When the backend has prepareRestore, the next VM is restored
  *             and greeted in the background (the "spare"), so a create pays only the resume.
  *             The first create may adopt the bake's own VM instead (warm handoff).
  * - release = restoreOnRelease true: destroy + replace (a clean VM every acquire); false: dirty reuse.
@@ -19,12 +20,15 @@ import {
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import type { Image } from "./image";
-import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec } from "./ports";
+import { applyLimits, ceilings, type RuntimeLimits } from "./limits";
+import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec, VolumeAttachment } from "./ports";
 import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
 import type { AcquireOptions, PoolStats } from "./types";
 import { checkKeys, checkObject, type ResolvedPoolOptions } from "./validate";
-import { type HandleVolume, internalExec, Vm, VmHandle } from "./vm";
+import { internalExec, Vm, VmHandle } from "./vm";
+import { volumeDevice } from "./volume-guest";
+import { volumeLockError } from "./volumes";
 
 /** The public pool interface (spec/api.md "Pool"). */
 export interface Pool {
@@ -48,6 +52,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 interface Spare {
   readonly live: LiveVmPort;
   readonly agent: AgentPort;
+  /** The pool's memoryMib/vcpus limits are in place already (the resume need not apply them). */
+  readonly limitsApplied: boolean;
   /** Drops its process-exit cleanup registration (the new owner registers its own). */
   readonly unregister: () => void;
   dead: boolean;
@@ -80,7 +86,8 @@ export class PoolImpl implements Pool {
   #spare: { promise: Promise<Spare | undefined>; abandon: () => void } | undefined;
   #closed = false;
   #shutdown: Promise<void> | undefined;
-  #coldBoot: boolean;
+  /** Limits applied in the guest at every resume when an override differs from the baked ones. */
+  #limits: RuntimeLimits | undefined;
   /** Serialises VMs that share volume files (QEMU holds a write lock on each). */
   #volumeTurn: Promise<void> = Promise.resolve();
 
@@ -90,8 +97,15 @@ export class PoolImpl implements Pool {
     this.#rt = rt;
     const memoryMib = opts.memoryMib ?? image.memoryMib;
     const vcpus = opts.vcpus ?? image.vcpus;
-    // A snapshot's RAM size and vCPU count are fixed: other values need a cold boot per VM.
-    this.#coldBoot = memoryMib !== image.memoryMib || vcpus !== image.vcpus;
+    // A snapshot's RAM size and vCPU count are fixed: every VM restores with them and an override is a
+    // limit inside the guest, within what the snapshot allows (checked by image.pool; see limits.ts).
+    if (memoryMib !== image.memoryMib || vcpus !== image.vcpus) {
+      this.#limits = {
+        limits: { memoryMib, vcpus },
+        maxVcpus: ceilings(image.meta).vcpus,
+        bootWorkMemoryMax: image.meta.workMemoryMax,
+      };
+    }
   }
 
   /** @internal */
@@ -119,18 +133,29 @@ export class PoolImpl implements Pool {
       rootfsPath: join(this.#image.dir, ROOTFS_FILE),
       initramfsPath: join(this.#image.dir, INITRAMFS_FILE),
       kernelDir: m.kernel.dir,
-      volumes: m.volumes.map((v) => ({ hostPath: v.hostPath })),
-      memoryMib: this.#opts.memoryMib ?? m.memoryMib,
-      vcpus: this.#opts.vcpus ?? m.vcpus,
+      volumes: this.#volumeAttachments(),
+      // the snapshot's machine: overrides are limits inside the guest (limits.ts)
+      memoryMib: ceilings(m).memoryMib,
+      vcpus: ceilings(m).vcpus,
       accel: "auto",
     };
   }
 
-  #volumes(): HandleVolume[] {
-    return this.#image.meta.volumes.map((v, i) => ({
-      guestPath: v.guestPath,
-      device: `/dev/vd${String.fromCharCode(98 + i)}`,
+  #volumeAttachments(): VolumeAttachment[] {
+    return this.#image.meta.volumes.map((v) => ({
+      hostPath: v.hostPath,
+      ...(v.readOnly ? { readOnly: true } : {}),
     }));
+  }
+
+  /** Writable volumes: one VM at a time (QEMU holds a write lock on each file). */
+  get #writableVolumes(): boolean {
+    return this.#image.meta.volumes.some((v) => !v.readOnly);
+  }
+
+  /** @internal true once shutdown() was called (releases its claim on writable volume files). */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   /**
@@ -139,10 +164,10 @@ export class PoolImpl implements Pool {
    * workload; the clock and RNG are set by that resume), only one no-op process of the agent binary
    * (warmProcessStart). It idles at about 1% of a core under TCG and is stopped after idleTimeoutMs
    * unused.
-   * Only for pools that restore (no cold boot) and have no volumes (QEMU locks volume files).
+   * Only for pools without writable volumes (QEMU locks their files).
    */
   #prepareSpare(): void {
-    if (this.#spare || this.#closed || this.#coldBoot || this.#image.meta.volumes.length > 0) return;
+    if (this.#spare || this.#closed || this.#writableVolumes) return;
     let prep: PreparedRestorePort | undefined;
     let live: LiveVmPort | undefined;
     let agent: AgentPort | undefined;
@@ -167,9 +192,13 @@ export class PoolImpl implements Pool {
       const a = await this.#rt.connectAgent(l, this.#opts.restoreTimeoutMs);
       agent = a;
       check();
-      await warmProcessStart(a, this.#opts.restoreTimeoutMs);
+      // A memoryMib/vcpus override is applied here already (it needs no clock or RNG); its staging
+      // exec of the agent binary also warms the process start like warmProcessStart.
+      const limits = this.#limits;
+      if (limits) await applyLimits(a, limits.limits, limits.maxVcpus, limits.bootWorkMemoryMax);
+      else await warmProcessStart(a, this.#opts.restoreTimeoutMs);
       check();
-      const spare: Spare = { live: l, agent: a, unregister, dead: false };
+      const spare: Spare = { live: l, agent: a, unregister, dead: false, limitsApplied: !!limits };
       void l.exited.then(() => {
         spare.dead = true;
       });
@@ -243,8 +272,9 @@ export class PoolImpl implements Pool {
 
   async #create(): Promise<VmHandle> {
     if (this.#closed) throw new SupermachineError("SM_POOL_CLOSED", "The pool was shut down.");
-    const handoff = this.#coldBoot ? undefined : this.#image.takeHandoff();
+    const handoff = this.#image.takeHandoff();
     if (handoff) {
+      handoff.limits = this.#limits;
       try {
         await handoff.resume();
         return handoff;
@@ -252,45 +282,39 @@ export class PoolImpl implements Pool {
         await handoff.stop().catch(() => undefined);
       }
     }
-    if (this.#image.meta.volumes.length > 0) {
+    if (this.#writableVolumes) {
       // Wait until the previous VM of these volumes has released its files.
       await this.#volumeTurn;
     }
     const deadline = this.#opts.restoreTimeoutMs;
     let live: LiveVmPort | undefined;
     let spareAgent: AgentPort | undefined;
+    let spareLimited = false;
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
     const work = (async () => {
       const backend = await this.#rt.backend();
-      if (this.#coldBoot) {
-        const m = this.#image.meta;
-        live = await backend.boot({
-          kernelDir: m.kernel.dir,
-          initramfsPath: join(this.#image.dir, INITRAMFS_FILE),
-          rootfsPath: join(this.#image.dir, ROOTFS_FILE),
-          memoryMib: this.#opts.memoryMib ?? m.memoryMib,
-          vcpus: this.#opts.vcpus ?? m.vcpus,
-          volumes: m.volumes.map((v) => ({ hostPath: v.hostPath })),
-          network: m.network,
-          extraKernelArgs: m.extraKernelArgs,
-          accel: "auto",
-        });
+      const spare = await this.#takeSpare();
+      if (spare) {
+        live = spare.live;
+        spareAgent = spare.agent;
+        spareLimited = spare.limitsApplied;
+        spare.unregister(); // the VmHandle registers it again
       } else {
-        const spare = await this.#takeSpare();
-        if (spare) {
-          live = spare.live;
-          spareAgent = spare.agent;
-          spare.unregister(); // the VmHandle registers it again
-        } else {
-          live = await backend.restore(this.#restoreSpec());
-        }
+        live = await backend.restore(this.#restoreSpec());
       }
       if (timedOut) throw new Error("late");
       const agent = spareAgent ?? (await this.#rt.connectAgent(live, deadline));
-      const handle = new VmHandle(live, agent, this.#volumes(), this.#image.meta.mounts);
+      const handle = new VmHandle(
+        live,
+        agent,
+        this.#image.meta.volumes.map((_, i) => volumeDevice(i)),
+        this.#image.meta.mounts,
+        this.#image.meta.guestPort,
+      );
+      handle.volumeMounts = this.#image.meta.volumeMounts ?? [];
+      handle.limits = spareLimited ? undefined : this.#limits;
       try {
-        if (this.#coldBoot) await agent.waitReady(deadline);
         await handle.resume();
       } catch (err) {
         await handle.stop().catch(() => undefined);
@@ -312,7 +336,7 @@ export class PoolImpl implements Pool {
     });
     try {
       const handle = await Promise.race([work, timeout]);
-      if (this.#image.meta.volumes.length > 0) {
+      if (this.#writableVolumes) {
         this.#volumeTurn = handle.live.exited.then(() => undefined);
       }
       return handle;
@@ -324,7 +348,12 @@ export class PoolImpl implements Pool {
           return live ? live.stop().catch(() => undefined) : undefined;
         },
       );
-      throw err;
+      throw (
+        volumeLockError(
+          err,
+          this.#image.meta.volumes.map((v) => v.hostPath),
+        ) ?? err
+      );
     } finally {
       clearTimeout(timer);
     }

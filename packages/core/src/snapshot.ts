@@ -12,13 +12,22 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, rmSync, statSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
-import { type RecordedMount, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
+import { type RecordedMount, type RecordedVolume, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
 import { pidAlive } from "./lock";
+
+/** A guest mount of a volume device (see SnapshotMetadata.volumeMounts). */
+export interface VolumeMount {
+  /** Device as mounted, e.g. /dev/vdb (or a partition of it). */
+  source: string;
+  target: string;
+  fstype: string;
+  readOnly: boolean;
+}
 
 export const METADATA_FILE = "metadata.json";
 export const ROOTFS_FILE = "rootfs.sqfs";
@@ -36,8 +45,15 @@ export interface SnapshotMetadata {
   ref: string;
   imageDigest: string;
   createdAt: string;
+  /** The baked limits (the defaults of a pool); the VM's RAM and vCPUs are the max values below. */
   memoryMib: number;
   vcpus: number;
+  /** RAM of the VM (the ceiling a pool override may use); absent = memoryMib. */
+  maxMemoryMib?: number;
+  /** vCPUs of the VM; absent = vcpus. */
+  maxVcpus?: number;
+  /** memory.max of the guest's work cgroup as the agent set it at boot (bytes, or "max"). */
+  workMemoryMax?: string;
   arch: string;
   accel: string;
   backend: { name: string; version: string };
@@ -47,7 +63,12 @@ export interface SnapshotMetadata {
   listenerRequired: boolean;
   network: "none" | "nat";
   extraKernelArgs: string[];
-  volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
+  volumes: RecordedVolume[];
+  /**
+   * Guest mounts of volume devices in place at the end of the warmup, in mount order: unmounted before
+   * the capture (so the snapshot holds no filesystem state of a volume) and mounted again on every VM.
+   */
+  volumeMounts?: VolumeMount[];
   mounts: RecordedMount[];
   /** The workload argv (ENTRYPOINT+CMD or the cmd override); null when the image has none. */
   workload?: string[] | null;
@@ -269,14 +290,49 @@ async function fsyncPath(path: string): Promise<void> {
 }
 
 /**
+ * Refuse (SM_SNAPSHOT_FOREIGN) when `dir` exists and is not a snapshot supermachine wrote: anything but
+ * a directory, or a non-empty directory without a metadata.json of our format (any version). Such a
+ * directory is never deleted or replaced. `hint` says which option picks another place.
+ */
+export async function assertReplaceable(dir: string, hint: string): Promise<void> {
+  let st: Awaited<ReturnType<typeof lstat>>;
+  try {
+    st = await lstat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw err;
+  }
+  let why: string | undefined;
+  if (!st.isDirectory()) why = "it is not a directory";
+  else if ((await readdir(dir)).length > 0) {
+    let format: unknown;
+    try {
+      format = (JSON.parse(await readFile(join(dir, METADATA_FILE), "utf8")) as { format?: unknown })?.format;
+    } catch {
+      format = undefined;
+    }
+    if (format !== FORMAT_NAME) why = `it has no ${METADATA_FILE} of format "${FORMAT_NAME}"`;
+  }
+  if (!why) return;
+  throw new SupermachineError(
+    "SM_SNAPSHOT_FOREIGN",
+    `${dir} exists and was not written by supermachine (${why}); it is left untouched. ${hint}`,
+    { details: { dir } },
+  );
+}
+
+/**
  * Write metadata.json (with the file list) into tmpDir, fsync, then rename tmpDir → finalDir. An existing
- * finalDir (an older fingerprint under the same name) is moved aside and removed after the swap.
+ * finalDir (an older fingerprint under the same name) is moved aside and removed after the swap; a
+ * finalDir supermachine did not write is refused (SM_SNAPSHOT_FOREIGN, see assertReplaceable).
  */
 export async function publishSnapshot(
   tmpDir: string,
   finalDir: string,
   meta: Omit<SnapshotMetadata, "files">,
+  foreignHint = "Choose another destination.",
 ): Promise<SnapshotMetadata> {
+  await assertReplaceable(finalDir, foreignHint);
   const files = await listFiles(tmpDir);
   const full: SnapshotMetadata = { ...meta, files };
   const metaPath = join(tmpDir, METADATA_FILE);

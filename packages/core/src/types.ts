@@ -41,16 +41,35 @@ export interface MountSpec {
 }
 
 /**
- * A writable block volume backed by a sparse host file (created if missing). A blank file is formatted
- * ext4 on the host with `mke2fs -t ext4 -F -E root_owner=0:0` before the VM first uses it; the agent
- * mounts it at `guestPath`. Contents persist across restores and across pools; the snapshot holds only
- * the mapping.
+ * A raw block volume backed by a host file, created sparse if missing; it persists. The guest sees a
+ * block device: the next `/dev/vdN` in declaration order after the root disk (`/dev/vdb`, `/dev/vdc`, …),
+ * attached in the bake VM (warmup) and in every VM restored from the snapshot. The guest formats and
+ * mounts it itself (`mkfs.ext4 /dev/vdb`, `mount /dev/vdb /data`, in the warmup or per exec); what the
+ * warmup writes is in the host file and visible after every restore. Only the mapping (and the guest
+ * mounts in place at the end of the warmup, remounted on every VM) is in the snapshot. See README
+ * "Volumes".
  */
 export interface VolumeSpec {
   hostPath: string;
+  /** Where the volume belongs in the guest; mounted there automatically only with `mount: true`. */
   guestPath: string;
   /** Size of the backing file when it is created. Default 1024. */
   sizeMib?: number;
+  /**
+   * Beyond: "ext4" formats a blank file (first 64 KiB all zero) on the host with
+   * `mke2fs -t ext4 -F -E root_owner=0:0` (e2fsprogs) before the bake. Default "none": left to the guest.
+   */
+  format?: "none" | "ext4";
+  /**
+   * Beyond: true mounts the volume at guestPath (created if missing) in the bake VM before the warmup,
+   * so on every VM. It needs a filesystem: `format: "ext4"` or a file formatted earlier. Default false.
+   */
+  mount?: boolean;
+  /**
+   * Beyond: attach the device read-only (bake and every VM). Only read-only volumes may be used by
+   * several VMs at once (a pool with max > 1, several pools). Default false.
+   */
+  readOnly?: boolean;
 }
 
 /** Networking of the guest (beyond). */
@@ -86,6 +105,17 @@ export interface BuildOptions {
   memoryMib?: number;
   /** vCPUs per VM. Default 1. */
   vcpus?: number;
+  /**
+   * Beyond: the guest RAM ceiling in MiB (≥ memoryMib; default memoryMib). The VM is baked with this much
+   * RAM (committed lazily: unused RAM costs nothing) and memoryMib becomes a limit inside it, so a pool's
+   * `memoryMib` override may go up to this without a re-bake. See README "Pool overrides".
+   */
+  maxMemoryMib?: number;
+  /**
+   * Beyond: vCPUs the VM is baked with (≥ vcpus; default vcpus); those above `vcpus` are offline in the
+   * guest, so a pool's `vcpus` override may go up to this without a re-bake.
+   */
+  maxVcpus?: number;
   /** Docker semantics. Default "missing". */
   pullPolicy?: "always" | "missing" | "never";
   /** Workload listener port (used with listenerRequired). Default 80. */
@@ -144,12 +174,17 @@ export interface PoolOptions {
   /** true (default): every release discards the VM and a clean one is restored. false: dirty reuse. */
   restoreOnRelease?: boolean;
   /**
-   * Runtime override of the image's memoryMib without a re-bake. Passed to the backend's restore; a
-   * value that differs from the baked one makes each VM cold-boot instead of restore when the backend
-   * cannot resize a restored guest (see README).
+   * Runtime override of the image's memoryMib without a re-bake: every VM is still restored from the
+   * snapshot (warmup state kept) and the value becomes the memory limit of the guest's commands and
+   * workload (cgroup `sm-work` memory.max). At most the image's RAM ceiling (BuildOptions.maxMemoryMib,
+   * default its memoryMib): above it `image.pool()` fails with SM_POOL_OVERRIDE. See README.
    */
   memoryMib?: number;
-  /** Runtime override of the image's vcpus. */
+  /**
+   * Runtime override of the image's vcpus without a re-bake: vCPUs above it are taken offline in the
+   * restored guest. At most the vCPUs the image was baked with (BuildOptions.maxVcpus, default its vcpus),
+   * else SM_POOL_OVERRIDE.
+   */
   vcpus?: number;
   /** Per-VM restore deadline; a VM that misses it is discarded and replaced. Default 30000. */
   restoreTimeoutMs?: number;

@@ -51,6 +51,25 @@ describe("validateBuildOptions", () => {
     ).toBe("volumes[0].guestPath");
     expect(
       fieldOf(() =>
+        validateBuildOptions({ ref: "a", volumes: [{ hostPath: "/x", guestPath: "/d", format: "xfs" }] }),
+      ),
+    ).toBe("volumes[0].format");
+    expect(
+      fieldOf(() =>
+        validateBuildOptions({ ref: "a", volumes: [{ hostPath: "/x", guestPath: "/d", readOnly: "yes" }] }),
+      ),
+    ).toBe("volumes[0].readOnly");
+    expect(
+      fieldOf(() =>
+        validateBuildOptions({ ref: "a", volumes: [{ hostPath: "/x", guestPath: "/d", mount: 1 }] }),
+      ),
+    ).toBe("volumes[0].mount");
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", memoryMib: 512, maxMemoryMib: 256 }))).toBe(
+      "maxMemoryMib",
+    );
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", vcpus: 2, maxVcpus: 1 }))).toBe("maxVcpus");
+    expect(
+      fieldOf(() =>
         validateBuildOptions({ ref: "a", extraFiles: [{ hostPath: "/x", guestPath: "/y", mode: 1 }] }),
       ),
     ).toBe("extraFiles[0].mode");
@@ -89,8 +108,16 @@ describe("validateBuildOptions", () => {
       volumes: [{ hostPath: "/v.img", guestPath: "/data" }],
       mounts: [{ hostPath: tmpdir(), guestTag: "src" }],
     });
-    expect(o.volumes[0]?.sizeMib).toBe(1024);
+    expect(o.volumes[0]).toEqual({
+      hostPath: "/v.img",
+      guestPath: "/data",
+      sizeMib: 1024,
+      format: "none",
+      mount: false,
+      readOnly: false,
+    });
     expect(o.mounts[0]?.symlinks).toBe("opaque");
+    expect([o.maxMemoryMib, o.maxVcpus]).toEqual([256, 1]);
   });
 
   it("rejects unusable shares with SM_MOUNT_INVALID naming the field", () => {

@@ -161,6 +161,8 @@ const BUILD_KEYS = [
   "name",
   "memoryMib",
   "vcpus",
+  "maxMemoryMib",
+  "maxVcpus",
   "pullPolicy",
   "guestPort",
   "cmd",
@@ -188,6 +190,10 @@ export interface ResolvedBuildOptions {
   name: string | undefined;
   memoryMib: number;
   vcpus: number;
+  /** RAM ceiling of the VM (≥ memoryMib; default memoryMib). */
+  maxMemoryMib: number;
+  /** vCPUs of the VM (≥ vcpus; default vcpus); those above vcpus are kept offline. */
+  maxVcpus: number;
   pullPolicy: "always" | "missing" | "never";
   guestPort: number;
   cmd: string[] | undefined;
@@ -229,6 +235,9 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
   }
   const memoryMib = optInt(o.memoryMib, "memoryMib", { min: 64, max: 1024 * 1024 }) ?? 256;
   const vcpus = optInt(o.vcpus, "vcpus", { min: 1, max: 256 }) ?? 1;
+  const maxMemoryMib =
+    optInt(o.maxMemoryMib, "maxMemoryMib", { min: memoryMib, max: 1024 * 1024 }) ?? memoryMib;
+  const maxVcpus = optInt(o.maxVcpus, "maxVcpus", { min: vcpus, max: 255 }) ?? vcpus;
   const pullPolicy =
     optEnum(o.pullPolicy, "pullPolicy", ["always", "missing", "never"] as const) ?? "missing";
   const guestPort = optInt(o.guestPort, "guestPort", { min: 1, max: 65535 }) ?? 80;
@@ -279,7 +288,7 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
   const volumes =
     optArray(o.volumes, "volumes", (item, f) => {
       const v = checkObject(item, f);
-      checkKeys(v, ["hostPath", "guestPath", "sizeMib"], f);
+      checkKeys(v, ["hostPath", "guestPath", "sizeMib", "format", "mount", "readOnly"], f);
       const guestPath = absPath(v.guestPath, `${f}.guestPath`, true);
       if (guestPath === "/") throw invalidOption(`${f}.guestPath`, "must not be /");
       if (guestPaths.has(guestPath))
@@ -289,6 +298,9 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
         hostPath: reqString(v.hostPath, `${f}.hostPath`),
         guestPath,
         sizeMib: optInt(v.sizeMib, `${f}.sizeMib`, { min: 8, max: 16 * 1024 * 1024 }) ?? 1024,
+        format: optEnum(v.format, `${f}.format`, ["none", "ext4"] as const) ?? "none",
+        mount: optBool(v.mount, `${f}.mount`) ?? false,
+        readOnly: optBool(v.readOnly, `${f}.readOnly`) ?? false,
       };
     }) ?? [];
   if (volumes.length > 16) throw invalidOption("volumes", "at most 16 volumes");
@@ -322,6 +334,8 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
     name,
     memoryMib,
     vcpus,
+    maxMemoryMib,
+    maxVcpus,
     pullPolicy,
     guestPort,
     cmd,

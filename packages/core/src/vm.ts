@@ -12,19 +12,16 @@ import type { Duplex, Readable, Writable } from "node:stream";
 import { registerForCleanup } from "./cleanup";
 import { codeOf, SupermachineError } from "./errors";
 import type { RecordedMount } from "./fingerprint";
-import { startForwarder } from "./forwarder";
+import { startForwarder, startUnixForwarder } from "./forwarder";
+import { applyLimits, type RuntimeLimits } from "./limits";
 import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
+import type { VolumeMount } from "./snapshot";
 import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
 import { MAX_FILE_BYTES, MAX_TIMER_MS, optInt, toBuffer, validateExecOptions } from "./validate";
+import { mountVolumes } from "./volume-guest";
 
 let nextHandleId = 1;
-
-/** Where a mounted volume goes after resume (see volumes.ts for the why). */
-export interface HandleVolume {
-  guestPath: string;
-  device: string;
-}
 
 /** The pooled resource: one live VM and its agent session. */
 /**
@@ -55,9 +52,12 @@ export class VmHandle {
   constructor(
     readonly live: LiveVmPort,
     readonly agent: AgentPort,
-    readonly volumes: HandleVolume[] = [],
+    /** Guest devices of the attached volumes (/dev/vdb, …). */
+    readonly volumeDevices: readonly string[] = [],
     /** Live host shares, attached after every resume (README "Mounts"). */
     readonly mounts: readonly RecordedMount[] = [],
+    /** The workload's port in the guest (BuildOptions.guestPort): what vsockPath connects to. */
+    readonly guestPort = 80,
   ) {
     this.#unregister = registerForCleanup(() => live.killSync());
     live.exited.then(
@@ -151,11 +151,19 @@ export class VmHandle {
     return err instanceof Error ? err : new Error(String(err));
   }
 
+  /** Pool memoryMib/vcpus override, applied in the guest by every resume (limits.ts). */
+  limits: RuntimeLimits | undefined;
+
+  /** Guest mounts of volumes captured with the snapshot, mounted again by every resume (README "Volumes"). */
+  volumeMounts: readonly VolumeMount[] = [];
+
   /** After a restore (or the bake VM's handoff): set clock + reseed RNG, then mount volumes. */
   async resume(): Promise<void> {
     const timeNs = BigInt(Date.now()) * 1_000_000n + BigInt(process.hrtime()[1] % 1_000_000);
     await this.agent.resume(timeNs, randomBytes(64));
-    if (this.volumes.length > 0) await this.mountVolumes();
+    const l = this.limits;
+    if (l) await applyLimits(this.agent, l.limits, l.maxVcpus, l.bootWorkMemoryMax);
+    await mountVolumes(this.agent, this.volumeMounts);
     await this.attachMounts();
   }
 
@@ -223,30 +231,24 @@ export class VmHandle {
     this.#shares.clear();
   }
 
-  async mountVolumes(): Promise<void> {
-    // The guest may hold stale cached blocks of the device from bake time: drop clean caches first.
-    await this.agent.writeFile("/proc/sys/vm/drop_caches", Buffer.from("3\n"), 0o644).catch(() => undefined);
-    for (const v of this.volumes) {
-      const r = await this.agent.exec(
-        internalExec(
-          [
-            "/bin/sh",
-            "-c",
-            'mkdir -p "$2" && mount -t ext4 -o noatime "$1" "$2"',
-            "sh",
-            v.device,
-            v.guestPath,
-          ],
-          30_000,
-        ),
-      );
-      if (r.exitCode !== 0) {
-        throw new SupermachineError(
-          "SM_VOLUME_INVALID",
-          `Mounting volume ${v.device} at ${v.guestPath} failed (exit ${r.exitCode}): ${r.stderr.toString().trim()}. The image needs /bin/sh and mount.`,
-        );
-      }
-    }
+  #vsock: (TcpForwarder & { closeAll(): void }) | undefined;
+
+  /**
+   * A Unix socket in the VM's runtime dir whose connections are forwarded to the workload's listener
+   * on guestPort, each over its own agent tcp channel (like exposeTcp). Started on first access.
+   */
+  get vsockPath(): string {
+    this.#vsock ??= startUnixForwarder(join(this.live.runtimeDir, "vsock.sock"), this.guestPort, (port) =>
+      this.agent.tcpConnect(port),
+    );
+    return this.#vsock.localAddr;
+  }
+
+  /** Close the vsockPath listener and its connections; its socket file goes away (release, stop). */
+  closeVsock(): void {
+    const f = this.#vsock;
+    this.#vsock = undefined;
+    f?.closeAll();
   }
 
   get execPath(): string {
@@ -266,9 +268,10 @@ export class VmHandle {
     this.#stopping ??= (async () => {
       for (const f of this.forwarders) f.closeAll();
       this.forwarders.clear();
+      this.closeVsock();
       this.#closeShares();
       this.#execServer?.close();
-      if (this.volumes.length > 0 && !this.dead) {
+      if (this.volumeDevices.length > 0 && !this.dead) {
         // Clean guest shutdown (sync + unmount) so the volume file is consistent for the next VM: the
         // agent answers first, then powers off; wait for the VMM to exit on its own.
         const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -643,6 +646,7 @@ export class Vm implements AsyncDisposable {
     if (!this.#released) {
       const h = this.#handle;
       this.#handle = undefined;
+      h?.closeVsock();
       this.#released = h ? this.owner.release(h) : Promise.resolve();
     }
     return this.#released;
@@ -663,13 +667,22 @@ export class Vm implements AsyncDisposable {
   }
 
   /**
-   * Host path of the VM's agent transport socket (QEMU virtio-serial chardev, Unix stream). It speaks
-   * the agent protocol (packages/agent-protocol/SPEC.md). Core holds the single session while the Vm is
-   * in use: a client connecting here starts a new session (hello) and ends core's — use it for
-   * debugging or a fully custom client only.
+   * Host path of a Unix stream socket (in the VM's runtime dir) that reaches the workload's listener on
+   * guestPort in the guest: each connection is forwarded over its own agent channel, like exposeTcp.
+   * Started on first access; removed on release.
    */
   get vsockPath(): string {
-    return this.#live("read vsockPath").live.agentSocketPath;
+    return this.#live("read vsockPath").vsockPath;
+  }
+
+  /**
+   * Beyond: host path of the VM's agent transport socket (QEMU virtio-serial chardev, Unix stream). It
+   * speaks the agent protocol (packages/agent-protocol/SPEC.md). Core holds the single session while the
+   * Vm is in use: a client connecting here starts a new session (hello) and ends core's — use it for
+   * debugging or a fully custom client only. (What `vsockPath` meant before 0.x; see README.)
+   */
+  get agentSocketPath(): string {
+    return this.#live("read agentSocketPath").live.agentSocketPath;
   }
 
   /**
@@ -706,6 +719,10 @@ export class WarmupVmImpl implements WarmupVm {
 
   get execPath(): string {
     throw new SupermachineError("SM_UNSUPPORTED", "execPath is not available on the WarmupVm.");
+  }
+
+  get agentSocketPath(): string {
+    throw new SupermachineError("SM_UNSUPPORTED", "agentSocketPath is not available on the WarmupVm.");
   }
 
   /** @internal */

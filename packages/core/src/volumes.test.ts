@@ -17,10 +17,25 @@ const hasMke2fs = MKE2FS_CANDIDATES.some((c) => {
   }
 });
 
+describe("volumes (raw)", () => {
+  it("without format: a missing file is created sparse at sizeMib and left blank for the guest to format", async () => {
+    const p = join(dir, "raw", "r.img");
+    const v = await prepareVolume({ hostPath: p, guestPath: "/data", sizeMib: 16 });
+    expect(v.formatted).toBe(false);
+    const st = await stat(p);
+    expect(st.size).toBe(16 * 1024 * 1024);
+    expect(st.blocks).toBe(0);
+    // An existing file keeps its contents (and size).
+    await writeFile(p, "guest data");
+    expect((await prepareVolume({ hostPath: p, guestPath: "/data", sizeMib: 16 })).formatted).toBe(false);
+    expect((await stat(p)).size).toBe(10);
+  });
+});
+
 describe.skipIf(!hasMke2fs)("volumes (host mke2fs)", () => {
   it("creates a sparse file and formats it ext4 with a root-owned root dir", async () => {
     const p = join(dir, "sub", "v.img");
-    const v = await prepareVolume({ hostPath: p, guestPath: "/data", sizeMib: 32 });
+    const v = await prepareVolume({ hostPath: p, guestPath: "/data", sizeMib: 32, format: "ext4" });
     expect(v.formatted).toBe(true);
     const st = await stat(p);
     expect(st.size).toBe(32 * 1024 * 1024);
@@ -31,7 +46,9 @@ describe.skipIf(!hasMke2fs)("volumes (host mke2fs)", () => {
     });
     expect(info).toMatch(/Filesystem features:.*extent/);
     // Second use: contents kept, not reformatted.
-    expect((await prepareVolume({ hostPath: p, guestPath: "/data", sizeMib: 32 })).formatted).toBe(false);
+    expect(
+      (await prepareVolume({ hostPath: p, guestPath: "/data", sizeMib: 32, format: "ext4" })).formatted,
+    ).toBe(false);
   });
 
   it("rejects a directory as volume file", async () => {

@@ -1,10 +1,8 @@
 /**
- * Volumes: sparse host files, formatted ext4 on the host on first use.
- *
- * Decision: format on the HOST with `mke2fs -t ext4 -F -E root_owner=0:0` when the file is blank (all
- * zero in its first 64 KiB), not in the guest: it keeps the guest agent free of mkfs code, works for
- * images without e2fsprogs, and happens once before the VM starts. The root directory of a fresh
- * volume is owned by root (uid 0) in the guest.
+ * Volumes: sparse host files attached as raw block devices (the guest formats and mounts them, as in
+ * the original). Opt-in (`format: "ext4"`): format a blank file (all zero in its first 64 KiB) on the
+ * HOST with `mke2fs -t ext4 -F -E root_owner=0:0` before the bake, for images without mkfs; the root
+ * directory of such a volume is owned by root (uid 0) in the guest.
  */
 import { execFile } from "node:child_process";
 import { mkdir, open, stat } from "node:fs/promises";
@@ -64,11 +62,15 @@ async function runMke2fs(path: string): Promise<void> {
   );
 }
 
-/** Create (sparse) and format a volume file if needed. Existing non-blank files are used as they are. */
+/**
+ * Create the volume file (sparse) if missing; with `format: "ext4"` also format it when blank. Existing
+ * non-blank files are used as they are.
+ */
 export async function prepareVolume(spec: {
   hostPath: string;
   guestPath: string;
   sizeMib: number;
+  format?: "none" | "ext4";
 }): Promise<PreparedVolume> {
   const hostPath = resolve(spec.hostPath);
   let formatted = false;
@@ -115,9 +117,23 @@ export async function prepareVolume(spec: {
       await fh.close();
     }
   }
-  if (await isBlank(hostPath)) {
+  if (spec.format === "ext4" && (await isBlank(hostPath))) {
     await runMke2fs(hostPath);
     formatted = true;
   }
   return { hostPath, guestPath: spec.guestPath, sizeMib: spec.sizeMib, formatted };
+}
+
+/**
+ * QEMU refusing a volume file because another VMM holds its lock (another process's pool or bake) →
+ * SM_VOLUME_SHARED naming the files; undefined for any other error.
+ */
+export function volumeLockError(err: unknown, hostPaths: string[]): SupermachineError | undefined {
+  const text = `${(err as Error)?.message ?? ""} ${JSON.stringify((err as { details?: unknown })?.details ?? "")}`;
+  if (hostPaths.length === 0 || !/Failed to get \\?"[a-z ]+\\?" lock/.test(text)) return undefined;
+  return new SupermachineError(
+    "SM_VOLUME_SHARED",
+    `A volume file (${hostPaths.join(", ")}) is in use by another VM (another pool or process holds its lock), and two guests on one filesystem corrupt it. Stop that VM first, or declare the volume \`readOnly: true\` everywhere it is used.`,
+    { cause: err, details: { volumes: hostPaths } },
+  );
 }

@@ -133,6 +133,7 @@ export class FakeAgent implements AgentPort {
         });
         break;
       case "/bin/sh":
+      case "/proc/1/exe":
         r = ok();
         break;
       default:
