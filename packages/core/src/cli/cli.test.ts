@@ -262,3 +262,23 @@ describe("console follower (run IMAGE's workload output)", () => {
     expect(got).toBe("hello\nafter trim\nlast words\n");
   });
 });
+
+describe("rm", () => {
+  it("deletes a supermachine snapshot but never a directory another tool wrote", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sm-rm-"));
+    try {
+      mkdirSync(join(dir, "ours"));
+      writeFileSync(join(dir, "ours", "metadata.json"), JSON.stringify({ format: "supermachine-snapshot" }));
+      mkdirSync(join(dir, "theirs"));
+      writeFileSync(join(dir, "theirs", "metadata.json"), JSON.stringify({ version: 3, vm: "original" }));
+      const r = await cli("rm", "--snapshots-dir", dir, "ours", "theirs");
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe("ours\n");
+      expect(r.stderr).toContain("SM_SNAPSHOT_FOREIGN");
+      expect(readFileSync(join(dir, "theirs", "metadata.json"), "utf8")).toContain("original");
+      expect(() => readFileSync(join(dir, "ours", "metadata.json"))).toThrow();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

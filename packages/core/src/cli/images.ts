@@ -6,6 +6,7 @@ import { imageLayers, type pull } from "@supermachine/oci";
 import { RootfsError, runRootfsCommand } from "@supermachine/rootfs";
 import { loadFromEnvSource } from "../image-source";
 import { defaultSnapshotsDir } from "../paths";
+import { FORMAT_NAME } from "../snapshot";
 import { NAME_RE } from "../validate";
 import {
   type CommandHelp,
@@ -150,6 +151,18 @@ export async function cmdRm(args: string[]): Promise<number> {
     if (!NAME_RE.test(name) || !existsSync(join(target, "metadata.json"))) {
       process.stderr.write(
         `supermachine: no snapshot named ${name} in ${dir} (see \`supermachine images\`)\n`,
+      );
+      rc = 1;
+      continue;
+    }
+    // Only a snapshot supermachine wrote is deleted (another tool's dir with a metadata.json is not ours).
+    let format: unknown;
+    try {
+      format = JSON.parse(readFileSync(join(target, "metadata.json"), "utf8"))?.format;
+    } catch {}
+    if (format !== FORMAT_NAME) {
+      process.stderr.write(
+        `supermachine: SM_SNAPSHOT_FOREIGN: ${target} was not written by supermachine (its metadata.json is not a supermachine snapshot's); not deleting it\n`,
       );
       rc = 1;
       continue;
