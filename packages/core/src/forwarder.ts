@@ -4,15 +4,62 @@
  */
 import { createServer, type Server, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import type { TcpForwarder } from "./types";
+import { SupermachineError } from "./errors";
 
 export type GuestConnector = (guestPort: number) => Promise<Duplex>;
+
+const INTERNAL_TOKEN = Symbol("TcpForwarder");
+let newForwarder: (localAddr: string, stop: () => Promise<void>, closeAll: () => void) => TcpForwarder;
+const closers = new WeakMap<TcpForwarder, () => void>();
+
+/**
+ * A host listener forwarding to a guest port, from `vm.exposeTcp()`. Objects come from exposeTcp only
+ * (no public constructor). Like a `net.Server`, a running forwarder keeps the process alive until
+ * `stop()` (or the VM's release).
+ */
+export class TcpForwarder {
+  readonly #localAddr: string;
+  readonly #stop: () => Promise<void>;
+
+  private constructor(token: symbol, localAddr: string, stop: () => Promise<void>) {
+    if (token !== INTERNAL_TOKEN)
+      throw new SupermachineError(
+        "SM_UNSUPPORTED",
+        "TcpForwarder has no public constructor: use vm.exposeTcp().",
+      );
+    this.#localAddr = localAddr;
+    this.#stop = stop;
+  }
+
+  static {
+    newForwarder = (localAddr, stop, closeAll) => {
+      const f = new TcpForwarder(INTERNAL_TOKEN, localAddr, stop);
+      closers.set(f, closeAll);
+      return f;
+    };
+  }
+
+  /** "127.0.0.1:54321" */
+  get localAddr(): string {
+    return this.#localAddr;
+  }
+
+  /** Stop listening; idempotent; in-flight connections finish naturally. */
+  stop(): Promise<void> {
+    return this.#stop();
+  }
+}
+
+/** Stop a forwarder and drop its connections at once (the VM is going away). */
+export function closeForwarder(f: TcpForwarder): void {
+  closers.get(f)?.();
+}
 
 export async function startForwarder(
   hostPort: number,
   guestPort: number,
   connect: GuestConnector,
-): Promise<TcpForwarder & { closeAll(): void }> {
+): Promise<TcpForwarder> {
   const sockets = new Set<Socket>();
   const server: Server = createServer({ allowHalfOpen: true }, (sock) => {
     sockets.add(sock);
@@ -61,12 +108,8 @@ export async function startForwarder(
     stopped ??= new Promise<void>((resolve) => server.close(() => resolve()));
     return stopped;
   };
-  return {
-    localAddr: `127.0.0.1:${port}`,
-    stop,
-    closeAll() {
-      void stop();
-      for (const s of sockets) s.destroy();
-    },
-  };
+  return newForwarder(`127.0.0.1:${port}`, stop, () => {
+    void stop();
+    for (const s of sockets) s.destroy();
+  });
 }

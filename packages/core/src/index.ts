@@ -9,28 +9,32 @@ setRuntimeFactory(createDefaultRuntime);
 
 export type { SupermachineErrorCode } from "./errors";
 export { SupermachineError } from "./errors";
+export { TcpForwarder } from "./forwarder";
 export { Image } from "./image";
-export type { Pool } from "./pool";
+export { Pool } from "./pool-facade";
 export type {
   Accelerator,
   AcquireOptions,
   BuildOptions,
   BuildProgress,
-  ExecChild,
+  ExecChain,
   ExecExit,
   ExecOptions,
   ExecOutput,
+  ExecWaitResult,
   ExtraFile,
+  ExtraFileSpec,
   ImageSource,
   MountSpec,
   NetworkMode,
   PoolOptions,
   PoolStats,
   StagedFile,
+  StagedFileMode,
   SymlinkPolicy,
-  TcpForwarder,
   VolumeSpec,
   WarmupVm,
+  Winsize,
 } from "./types";
-export { Vm } from "./vm";
+export { ExecChild, Vm } from "./vm";
 export const PACKAGE_NAME = "@supermachine/core";

@@ -24,10 +24,10 @@ import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
 import type { AcquireOptions, PoolStats } from "./types";
 import { checkKeys, checkObject, type ResolvedPoolOptions } from "./validate";
-import { type HandleVolume, internalExec, Vm, VmHandle } from "./vm";
+import { createVm, type HandleVolume, internalExec, type Vm, VmHandle } from "./vm";
 
-/** The public pool interface (spec/api.md "Pool"). */
-export interface Pool {
+/** What the public Pool (pool-facade.ts) forwards to (spec/api.md "Pool"). */
+export interface PoolApi {
   /** An idle VM at once; else start one if below max; else wait (FIFO) up to acquireTimeoutMs. */
   acquire(options?: AcquireOptions): Promise<Vm>;
   /** Synchronous, cheap counters. */
@@ -72,7 +72,7 @@ async function discardSpare(s: Spare): Promise<void> {
   await s.live.stop().catch(() => undefined);
 }
 
-export class PoolImpl implements Pool {
+export class PoolImpl implements PoolApi {
   readonly #image: Image;
   readonly #opts: ResolvedPoolOptions;
   readonly #rt: Runtime;
@@ -81,6 +81,8 @@ export class PoolImpl implements Pool {
   #closed = false;
   #shutdown: Promise<void> | undefined;
   #coldBoot: boolean;
+  /** VMs checked out by callers (stats().inUse): acquired and not yet released. */
+  #checkedOut = 0;
   /** Serialises VMs that share volume files (QEMU holds a write lock on each). */
   #volumeTurn: Promise<void> = Promise.resolve();
 
@@ -351,8 +353,10 @@ export class PoolImpl implements Pool {
       );
     const handle = await this.#pool.acquire(options?.signal ? { signal: options.signal } : undefined);
     const pool = this.#pool;
-    return new Vm(handle, {
+    this.#checkedOut++;
+    return createVm(handle, {
       release: async (h) => {
+        this.#checkedOut--;
         if (this.#closed) return;
         // Discarding happens in the background: release() returns at once and the pool restores a
         // replacement (for volumes, the next VM waits until this one has released the files).
@@ -377,10 +381,13 @@ export class PoolImpl implements Pool {
   }
 
   stats(): PoolStats {
-    if (!this.#pool)
-      return { alive: 0, inUse: 0, idle: 0, waiting: 0, min: this.#opts.min, max: this.#opts.max };
+    const { min, max } = this.#opts;
+    if (!this.#pool) return { alive: 0, inUse: 0, idle: 0, waiting: 0, min, max, restoring: 0 };
     const s = this.#pool.stats();
-    return { alive: s.alive, inUse: s.inUse, idle: s.idle, waiting: s.waiting, min: s.min, max: s.max };
+    // The generic pool's inUse also counts VMs being reset or validated: only callers' VMs count here.
+    const inUse = this.#checkedOut;
+    const restoring = s.creating + Math.max(0, s.inUse - inUse);
+    return { alive: inUse + s.idle, inUse, idle: s.idle, waiting: s.waiting, min, max, restoring };
   }
 
   shutdown(): Promise<void> {

@@ -66,6 +66,8 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
         });
         const client = new QmpClient(sock);
         await client.handshake(Math.max(100, deadline - Date.now()));
+        // An idle session does not keep Node's event loop alive; a command in flight does (its timer).
+        sock.unref();
         return client;
       } catch (err) {
         lastErr = err;

@@ -418,6 +418,7 @@ export class QemuVm extends EventEmitter implements Vm {
           s.once("error", rej);
         });
         this.agentSock = sock;
+        sock.unref(); // like the VMM process (process.ts spawnVmm): an idle VM keeps nothing alive
         sock.once("close", () => {
           if (this.agentSock === sock) this.agentSock = undefined;
         });
