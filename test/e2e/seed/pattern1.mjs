@@ -22,7 +22,5 @@ async function runPython(code) {
   }
 }
 
-const results = await Promise.all(
-  Array.from({ length: size }, (_, i) => runPython(`print(${i} * ${i})`)),
-);
+const results = await Promise.all(Array.from({ length: size }, (_, i) => runPython(`print(${i} * ${i})`)));
 for (const r of results) console.log(r.exitCode, r.stdout.toString().trim());
