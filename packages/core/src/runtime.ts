@@ -280,14 +280,16 @@ async function loadBackend(): Promise<BackendPort> {
         { cause: err },
       );
     }
-    const factory = mod[entry.factory] as (() => VmmBackend) | undefined;
+    const factory = mod[entry.factory] as ((o: { keepEventLoopAlive: boolean }) => VmmBackend) | undefined;
     if (typeof factory !== "function") {
       throw new SupermachineError(
         "SM_DEPENDENCY_MISSING",
         `${entry.pkg} does not export ${entry.factory}().`,
       );
     }
-    return adaptBackend(factory());
+    // Idle VMs never keep a program running; core holds the event loop while an operation runs
+    // (keepalive.ts).
+    return adaptBackend(factory({ keepEventLoopAlive: false }));
   })();
   backendPromise.catch(() => {
     backendPromise = undefined;

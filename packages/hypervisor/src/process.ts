@@ -108,20 +108,21 @@ export interface SpawnedVmm {
  * Spawn QEMU (through `setpriv --pdeathsig KILL` on Linux so it dies with this process even on SIGKILL).
  * Must be called from the main thread (PDEATHSIG follows the spawning thread).
  *
- * The process and its pipes are unref'd: a running VM does not keep Node's event loop alive by itself
- * (an operation in flight does, through its own timers; callers that wait on nothing else hold their
- * own handle). It never outlives this process: the exit hooks of runtime.ts kill it on a normal exit,
- * the parent-death signal on a SIGKILL.
+ * `unref`: the process and its pipes do not keep Node's event loop alive (QemuBackendOptions
+ * `keepEventLoopAlive: false`). It still never outlives this process: the exit hooks of runtime.ts kill
+ * it on a normal exit, the parent-death signal on a SIGKILL.
  */
-export function spawnVmm(binary: string, args: string[], cwd: string): SpawnedVmm {
+export function spawnVmm(binary: string, args: string[], cwd: string, unref = false): SpawnedVmm {
   const wrapper = deathSignalWrapper();
   const argv = [...wrapper, binary, ...args];
   const child = spawn(argv[0] as string, argv.slice(1), { cwd, stdio: ["ignore", "pipe", "pipe"] });
   const stderr = new RingBuffer();
   child.stdout?.on("data", (b: Buffer) => stderr.push(b));
   child.stderr?.on("data", (b: Buffer) => stderr.push(b));
-  child.unref();
-  for (const pipe of [child.stdout, child.stderr]) (pipe as unknown as { unref?: () => void })?.unref?.();
+  if (unref) {
+    child.unref();
+    for (const pipe of [child.stdout, child.stderr]) (pipe as unknown as { unref?: () => void })?.unref?.();
+  }
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once("exit", (code, signal) => resolve({ code, signal }));
     child.once("error", () => resolve({ code: null, signal: null }));

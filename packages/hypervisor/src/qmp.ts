@@ -35,6 +35,11 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   /** The `QMP` member of the greeting (version, capabilities). */
   greeting: Record<string, unknown> = {};
 
+  /** The idle session stops keeping Node's event loop alive (a command in flight still does: its timer). */
+  unref(): void {
+    this.sock.unref();
+  }
+
   private constructor(private readonly sock: Socket) {
     super();
     sock.setEncoding("utf8");
@@ -66,8 +71,6 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
         });
         const client = new QmpClient(sock);
         await client.handshake(Math.max(100, deadline - Date.now()));
-        // An idle session does not keep Node's event loop alive; a command in flight does (its timer).
-        sock.unref();
         return client;
       } catch (err) {
         lastErr = err;
