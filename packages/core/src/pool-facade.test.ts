@@ -97,6 +97,14 @@ describe("programs exit when their work is done", () => {
     await vm.release();
     await until(() => holdCount() === 0, "the hold of the child of a released VM");
     await pool.shutdown();
+    // a dirty-reuse pool keeps the VM (and whatever still runs in it): the release ends the hold
+    const dirty = await img.pool({ min: 1, max: 1, restoreOnRelease: false });
+    const reused = await dirty.acquire();
+    await reused.spawn({ argv: ["cat"] });
+    expect(holdCount()).toBe(1);
+    await reused.release();
+    expect(holdCount()).toBe(0);
+    await dirty.shutdown();
   });
 
   it("a Vm dropped without release goes back to its pool", async () => {

@@ -403,6 +403,8 @@ function serveExecSocket(path: string, exec: (o: ExecOptions) => Promise<ExecOut
 }
 
 const EXEC_CHILD_TOKEN = Symbol("ExecChild");
+/** Ends the hold of a spawned process (its exit, its VM's stop, or the release of its Vm). */
+const childHolds = new WeakMap<ExecChild, () => void>();
 let newExecChild: (child: AgentChild, handle: VmHandle) => ExecChild;
 
 /**
@@ -427,6 +429,7 @@ export class ExecChild {
       cancel();
       release();
     };
+    childHolds.set(this, this.#released);
   }
 
   readonly #released: () => void;
@@ -561,6 +564,8 @@ export function anchorVm(vm: Vm, keep: object): void {
 export class Vm implements AsyncDisposable {
   #handle: VmHandle | undefined;
   #released: Promise<void> | undefined;
+  /** Processes spawned through this Vm: a release ends their hold on the event loop. */
+  readonly #children = new Set<ExecChild>();
   readonly #owner: VmOwner;
 
   private constructor(token: symbol, handle: VmHandle, owner: VmOwner) {
@@ -629,7 +634,9 @@ export class Vm implements AsyncDisposable {
         rows: o.rows,
         answerTimeoutMs: RPC_ANSWER_TIMEOUT_MS,
       });
-      return newExecChild(child, h);
+      const c = newExecChild(child, h);
+      this.#children.add(c);
+      return c;
     });
   }
 
@@ -735,6 +742,8 @@ export class Vm implements AsyncDisposable {
       const h = this.#handle;
       this.#handle = undefined;
       droppedVms.unregister(this);
+      for (const c of this.#children) childHolds.get(c)?.();
+      this.#children.clear();
       anchors.delete(this);
       this.#released = h ? this.#held(() => this.#owner.release(h)) : Promise.resolve();
     }
