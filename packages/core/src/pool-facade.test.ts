@@ -121,6 +121,22 @@ describe("programs exit when their work is done", () => {
     await pool.shutdown();
   });
 
+  it("a process held by the caller keeps its Vm checked out", async () => {
+    const img = await Image.build({ ref: "busybox", snapshotsDir });
+    const pool = await img.pool({ min: 1, max: 1 });
+    const child = await (await pool.acquire()).spawn({ argv: ["cat"] });
+    for (let i = 0; i < 5; i++) {
+      gc();
+      await sleep(20);
+    }
+    expect(pool.stats().inUse).toBe(1);
+    await child.writeStdin(Buffer.from("alive\n"));
+    expect((await child.readStdout()).toString()).toBe("alive\n");
+    await child.closeStdin();
+    await child.wait();
+    await pool.shutdown();
+  });
+
   it("an unreachable pool is shut down; a Vm in use keeps its pool alive", async () => {
     const img = await Image.build({ ref: "busybox", snapshotsDir });
     const vm = await (await img.pool({ min: 1, max: 1 })).acquire();

@@ -533,8 +533,11 @@ export const INTERNAL: unique symbol = Symbol.for("supermachine.core.internal") 
 
 const VM_TOKEN = Symbol("Vm");
 let newVm: (handle: VmHandle, owner: VmOwner) => Vm;
-/** The public Pool each Vm came from: a pool is not collected while one of its Vms is in use. */
-const anchors = new WeakMap<Vm, object>();
+/**
+ * What keeps what reachable: a Vm its public Pool (a pool is not collected while one of its Vms is in
+ * use), an ExecChild or TcpForwarder its Vm (a Vm is not returned while one is still held).
+ */
+const anchors = new WeakMap<object, object>();
 
 /**
  * A Vm dropped without release() (it became unreachable) goes back to its pool. The held value is the
@@ -636,6 +639,7 @@ export class Vm implements AsyncDisposable {
       });
       const c = newExecChild(child, h);
       this.#children.add(c);
+      anchors.set(c, this);
       return c;
     });
   }
@@ -732,6 +736,7 @@ export class Vm implements AsyncDisposable {
       }
       const fwd = await startForwarder(hostPort, guestPort, (port) => h.agent.tcpConnect(port));
       h.forwarders.add(fwd);
+      anchors.set(fwd, this);
       return fwd;
     });
   }
