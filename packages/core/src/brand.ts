@@ -6,8 +6,8 @@
  * `x instanceof Image` holds for an Image made by either copy. Subclasses keep the ordinary check.
  */
 
-// biome-ignore lint/suspicious/noExplicitAny: any class, whatever its constructor takes
-type AnyClass = abstract new (...args: any[]) => unknown;
+/** Any class, whatever its constructor takes (or hides: public classes have private constructors). */
+type AnyClass = { prototype: object };
 
 export function shareInstanceofAcrossCopies(classes: Record<string, AnyClass>): void {
   for (const [name, cls] of Object.entries(classes)) {

@@ -5,11 +5,56 @@
 import { rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import type { TcpForwarder } from "./types";
+import { SupermachineError } from "./errors";
 
 export type GuestConnector = (guestPort: number) => Promise<Duplex>;
 
-type Forwarder = TcpForwarder & { closeAll(): void };
+const INTERNAL_TOKEN = Symbol("TcpForwarder");
+let newForwarder: (localAddr: string, stop: () => Promise<void>, closeAll: () => void) => TcpForwarder;
+const closers = new WeakMap<TcpForwarder, () => void>();
+
+/**
+ * A host listener forwarding to a guest port, from `vm.exposeTcp()`. Objects come from exposeTcp only
+ * (no public constructor). Like a `net.Server`, a running forwarder keeps the process alive until
+ * `stop()` (or the VM's release).
+ */
+export class TcpForwarder {
+  readonly #localAddr: string;
+  readonly #stop: () => Promise<void>;
+
+  private constructor(token: symbol, localAddr: string, stop: () => Promise<void>) {
+    if (token !== INTERNAL_TOKEN)
+      throw new SupermachineError(
+        "SM_UNSUPPORTED",
+        "TcpForwarder has no public constructor: use vm.exposeTcp().",
+      );
+    this.#localAddr = localAddr;
+    this.#stop = stop;
+  }
+
+  static {
+    newForwarder = (localAddr, stop, closeAll) => {
+      const f = new TcpForwarder(INTERNAL_TOKEN, localAddr, stop);
+      closers.set(f, closeAll);
+      return f;
+    };
+  }
+
+  /** "127.0.0.1:54321" */
+  get localAddr(): string {
+    return this.#localAddr;
+  }
+
+  /** Stop listening; idempotent; in-flight connections finish naturally. */
+  stop(): Promise<void> {
+    return this.#stop();
+  }
+}
+
+/** Stop a forwarder and drop its connections at once (the VM is going away). */
+export function closeForwarder(f: TcpForwarder): void {
+  closers.get(f)?.();
+}
 
 /** The forwarding server (not listening yet) and the host sockets it holds. */
 function forwardingServer(
@@ -55,27 +100,23 @@ function forwardingServer(
   return { server, sockets };
 }
 
-function forwarder(server: Server, sockets: Set<Socket>, localAddr: string): Forwarder {
+function forwarder(server: Server, sockets: Set<Socket>, localAddr: string): TcpForwarder {
   let stopped: Promise<void> | undefined;
   const stop = () => {
     stopped ??= new Promise<void>((resolve) => server.close(() => resolve()));
     return stopped;
   };
-  return {
-    localAddr,
-    stop,
-    closeAll() {
-      void stop();
-      for (const s of sockets) s.destroy();
-    },
-  };
+  return newForwarder(localAddr, stop, () => {
+    void stop();
+    for (const s of sockets) s.destroy();
+  });
 }
 
 export async function startForwarder(
   hostPort: number,
   guestPort: number,
   connect: GuestConnector,
-): Promise<Forwarder> {
+): Promise<TcpForwarder> {
   const { server, sockets } = forwardingServer(guestPort, connect, false);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -95,7 +136,7 @@ export async function startForwarder(
  * happens inside listen(), so a client may connect as soon as this returns. The server does not keep
  * Node's event loop alive.
  */
-export function startUnixForwarder(path: string, guestPort: number, connect: GuestConnector): Forwarder {
+export function startUnixForwarder(path: string, guestPort: number, connect: GuestConnector): TcpForwarder {
   const { server, sockets } = forwardingServer(guestPort, connect, true);
   rmSync(path, { force: true });
   server.on("error", () => undefined);

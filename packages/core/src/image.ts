@@ -16,10 +16,12 @@ import {
   SNAPSHOT_FORMAT_VERSION,
   VOLUME_SEMANTICS,
 } from "./fingerprint";
+import { whileHeld } from "./keepalive";
 import { applyLimits, checkOverrides, WORK_MEMORY_MAX } from "./limits";
 import { acquireLock } from "./lock";
 import { cacheRoot, defaultSnapshotsDir, hostArch } from "./paths";
 import { PoolImpl } from "./pool";
+import { createPool, type Pool } from "./pool-facade";
 import type { LiveVmPort } from "./ports";
 import { getRuntime, type Runtime } from "./runtime-port";
 import {
@@ -64,6 +66,10 @@ async function sha256OfFile(path: string): Promise<{ sha256: string; mode: numbe
 /** In-process dedupe of concurrent builds of the same snapshot directory. */
 const inflight = new Map<string, Promise<Image>>();
 
+const IMAGE_TOKEN = Symbol("Image");
+let newImage: (dir: string, meta: SnapshotMetadata) => Image;
+
+/** A baked snapshot (from `Image.build` / `Image.fromSnapshot`; no public constructor). */
 export class Image {
   /** @internal */ readonly dir: string;
   /** @internal */ readonly meta: SnapshotMetadata;
@@ -71,10 +77,18 @@ export class Image {
   handoff: VmHandle | undefined;
   #handoffTimer: NodeJS.Timeout | undefined;
 
-  /** @internal use Image.build / Image.fromSnapshot */
-  constructor(dir: string, meta: SnapshotMetadata) {
+  private constructor(token: symbol, dir: string, meta: SnapshotMetadata) {
+    if (token !== IMAGE_TOKEN)
+      throw new SupermachineError(
+        "SM_UNSUPPORTED",
+        "Image has no public constructor: use Image.build() or Image.fromSnapshot().",
+      );
     this.dir = dir;
     this.meta = meta;
+  }
+
+  static {
+    newImage = (dir, meta) => new Image(IMAGE_TOKEN, dir, meta);
   }
 
   /** Absolute path of the snapshot directory. */
@@ -99,9 +113,11 @@ export class Image {
    * same fingerprint exists (no pull, no boot). Concurrent builds of the same snapshot (in this process
    * or another) bake once.
    */
-  static async build(options: BuildOptions): Promise<Image> {
-    const opts = validateBuildOptions(options);
-    return buildImage(opts, getRuntime());
+  static build(options: BuildOptions): Promise<Image> {
+    return whileHeld(async () => {
+      const opts = validateBuildOptions(options);
+      return buildImage(opts, getRuntime());
+    });
   }
 
   /** Load and validate a snapshot directory (or a file inside it, e.g. its metadata.json). */
@@ -115,12 +131,12 @@ export class Image {
         },
       );
     }
-    const { dir, meta } = await loadSnapshot(resolve(path));
-    return new Image(dir, meta);
+    const { dir, meta } = await whileHeld(() => loadSnapshot(resolve(path)));
+    return newImage(dir, meta);
   }
 
   /** Start a pool of VMs restored from this snapshot. */
-  async pool(options?: PoolOptions): Promise<import("./pool").Pool> {
+  async pool(options?: PoolOptions | null): Promise<Pool> {
     const opts = validatePoolOptions(options);
     checkOverrides(this.meta, { memoryMib: opts.memoryMib, vcpus: opts.vcpus });
     const writable = this.meta.volumes.filter((v) => !v.readOnly).map((v) => v.hostPath);
@@ -134,7 +150,7 @@ export class Image {
     const pool = new PoolImpl(this, opts, getRuntime());
     claimVolumes(writable, pool);
     pool.start();
-    return pool;
+    return createPool(pool);
   }
 
   /** @internal take the bake VM for a warm handoff (once). */
@@ -294,7 +310,7 @@ async function cacheHit(finalDir: string, fp: string): Promise<Image | undefined
   } catch {
     return undefined; // corrupt: re-bake over it
   }
-  return new Image(finalDir, meta);
+  return newImage(finalDir, meta);
 }
 
 export async function buildImage(opts: ResolvedBuildOptions, rt: Runtime): Promise<Image> {
@@ -533,7 +549,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
     step = "publishing the snapshot";
     const full = await publishSnapshot(tmp, p.finalDir, meta, foreignBuildHint(p));
     tmp = undefined;
-    const img = new Image(p.finalDir, full);
+    const img = newImage(p.finalDir, full);
     img.parkHandoff(handle);
     handle = undefined;
     live = undefined;
@@ -627,7 +643,7 @@ export async function snapshotVm(image: Image, handle: VmHandle, destDir: string
       meta,
       "Pass another destination directory to vm.snapshot(), or move that directory away.",
     );
-    return new Image(finalDir, full);
+    return newImage(finalDir, full);
   } catch (err) {
     await removeTempSnapshotDir(tmp);
     throw (

@@ -4,39 +4,45 @@
  */
 import { shareInstanceofAcrossCopies } from "./brand";
 import { SupermachineError } from "./errors";
+import { TcpForwarder } from "./forwarder";
 import { Image } from "./image";
+import { Pool } from "./pool-facade";
 import { createDefaultRuntime } from "./runtime";
 import { setRuntimeFactory } from "./runtime-port";
-import { Vm } from "./vm";
+import { ExecChild, Vm } from "./vm";
 
 setRuntimeFactory(createDefaultRuntime);
 // ESM and CJS copies of core in one process: instanceof accepts either copy's objects (brand.ts).
-shareInstanceofAcrossCopies({ Image, Vm, SupermachineError });
+shareInstanceofAcrossCopies({ Image, Pool, Vm, ExecChild, TcpForwarder, SupermachineError });
 
 export type { SupermachineErrorCode } from "./errors";
 export { SupermachineError } from "./errors";
+export { TcpForwarder } from "./forwarder";
 export { Image } from "./image";
-export type { Pool } from "./pool";
+export { Pool } from "./pool-facade";
 export type {
   Accelerator,
   AcquireOptions,
   BuildOptions,
   BuildProgress,
-  ExecChild,
+  ExecChain,
   ExecExit,
   ExecOptions,
   ExecOutput,
+  ExecWaitResult,
   ExtraFile,
+  ExtraFileSpec,
   ImageSource,
   MountSpec,
   NetworkMode,
   PoolOptions,
   PoolStats,
   StagedFile,
+  StagedFileMode,
   SymlinkPolicy,
-  TcpForwarder,
   VolumeSpec,
   WarmupVm,
+  Winsize,
 } from "./types";
-export { Vm } from "./vm";
+export { ExecChild, Vm } from "./vm";
 export const PACKAGE_NAME = "@supermachine/core";

@@ -26,12 +26,12 @@ import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
 import type { AcquireOptions, PoolStats } from "./types";
 import { checkKeys, checkObject, type ResolvedPoolOptions } from "./validate";
-import { internalExec, Vm, VmHandle } from "./vm";
+import { createVm, internalExec, type Vm, VmHandle } from "./vm";
 import { volumeDevice } from "./volume-guest";
 import { volumeLockError } from "./volumes";
 
-/** The public pool interface (spec/api.md "Pool"). */
-export interface Pool {
+/** What the public Pool (pool-facade.ts) forwards to (spec/api.md "Pool"). */
+export interface PoolApi {
   /** An idle VM at once; else start one if below max; else wait (FIFO) up to acquireTimeoutMs. */
   acquire(options?: AcquireOptions): Promise<Vm>;
   /** Synchronous, cheap counters. */
@@ -78,7 +78,7 @@ async function discardSpare(s: Spare): Promise<void> {
   await s.live.stop().catch(() => undefined);
 }
 
-export class PoolImpl implements Pool {
+export class PoolImpl implements PoolApi {
   readonly #image: Image;
   readonly #opts: ResolvedPoolOptions;
   readonly #rt: Runtime;
@@ -88,6 +88,8 @@ export class PoolImpl implements Pool {
   #shutdown: Promise<void> | undefined;
   /** Limits applied in the guest at every resume when an override differs from the baked ones. */
   #limits: RuntimeLimits | undefined;
+  /** VMs checked out by callers (stats().inUse): acquired and not yet released. */
+  #checkedOut = 0;
   /** Serialises VMs that share volume files (QEMU holds a write lock on each). */
   #volumeTurn: Promise<void> = Promise.resolve();
 
@@ -380,8 +382,10 @@ export class PoolImpl implements Pool {
       );
     const handle = await this.#pool.acquire(options?.signal ? { signal: options.signal } : undefined);
     const pool = this.#pool;
-    return new Vm(handle, {
+    this.#checkedOut++;
+    return createVm(handle, {
       release: async (h) => {
+        this.#checkedOut--;
         if (this.#closed) return;
         // Discarding happens in the background: release() returns at once and the pool restores a
         // replacement (for volumes, the next VM waits until this one has released the files).
@@ -406,10 +410,13 @@ export class PoolImpl implements Pool {
   }
 
   stats(): PoolStats {
-    if (!this.#pool)
-      return { alive: 0, inUse: 0, idle: 0, waiting: 0, min: this.#opts.min, max: this.#opts.max };
+    const { min, max } = this.#opts;
+    if (!this.#pool) return { alive: 0, inUse: 0, idle: 0, waiting: 0, min, max, restoring: 0 };
     const s = this.#pool.stats();
-    return { alive: s.alive, inUse: s.inUse, idle: s.idle, waiting: s.waiting, min: s.min, max: s.max };
+    // The generic pool's inUse also counts VMs being reset or validated: only callers' VMs count here.
+    const inUse = this.#checkedOut;
+    const restoring = s.creating + Math.max(0, s.inUse - inUse);
+    return { alive: inUse + s.idle, inUse, idle: s.idle, waiting: s.waiting, min, max, restoring };
   }
 
   shutdown(): Promise<void> {

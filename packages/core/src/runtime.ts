@@ -21,6 +21,7 @@ import {
   importArchive,
   importLayout,
   type Image as OciImage,
+  pull,
 } from "@supermachine/oci";
 import { buildInitramfs, buildRootfs } from "@supermachine/rootfs";
 import { codeOf, SupermachineError } from "./errors";
@@ -111,7 +112,9 @@ async function resolveImage(opts: ResolvedBuildOptions): Promise<ResolvedImage> 
   if (src.type === "registry") {
     // SUPERMACHINE_IMAGE_SOURCE=docker: a Docker-API daemon; else the registry (Docker Hub names at Docker
     // Hub's API or a SUPERMACHINE_REGISTRY_MIRRORS mirror). The snapshot name comes from opts.ref as given.
-    return toResolved(await loadFromEnvSource(opts.ref, { ...common, pullPolicy: opts.pullPolicy }));
+    // An explicit `source: { type: "registry" }` always means the registry.
+    const load = opts.sourceGiven ? pull : loadFromEnvSource;
+    return toResolved(await load(opts.ref, { ...common, pullPolicy: opts.pullPolicy }));
   }
   const load = src.type === "oci-layout" ? importLayout : importArchive;
   const path = resolve(src.path);
@@ -288,14 +291,16 @@ async function loadBackend(): Promise<BackendPort> {
         { cause: err },
       );
     }
-    const factory = mod[entry.factory] as (() => VmmBackend) | undefined;
+    const factory = mod[entry.factory] as ((o: { keepEventLoopAlive: boolean }) => VmmBackend) | undefined;
     if (typeof factory !== "function") {
       throw new SupermachineError(
         "SM_DEPENDENCY_MISSING",
         `${entry.pkg} does not export ${entry.factory}().`,
       );
     }
-    return adaptBackend(factory());
+    // Idle VMs never keep a program running; core holds the event loop while an operation runs
+    // (keepalive.ts).
+    return adaptBackend(factory({ keepEventLoopAlive: false }));
   })();
   backendPromise.catch(() => {
     backendPromise = undefined;

@@ -21,6 +21,8 @@ export interface ExtraFile {
   hostPath: string;
   guestPath: string;
 }
+/** The original's name for {@link ExtraFile}. */
+export type ExtraFileSpec = ExtraFile;
 
 /** Symlink policy of a live host directory share. */
 export type SymlinkPolicy = "deny" | "opaque" | "follow";
@@ -34,8 +36,11 @@ export interface MountSpec {
   hostPath: string;
   /** Tag the guest mounts by (1..35 bytes of `A-Z a-z 0-9 . _ -`). */
   guestTag: string;
-  /** Default "opaque": guest symlinks are stored verbatim, the host never follows one out of the share. */
-  symlinks?: SymlinkPolicy;
+  /**
+   * Default "opaque": guest symlinks are stored verbatim, the host never follows one out of the share.
+   * Typed `string` like the original's; any other value is refused at run time (SM_INVALID_OPTIONS).
+   */
+  symlinks?: SymlinkPolicy | (string & {}) | null;
   /** Beyond the seed: also mount the share at this guest path automatically (created if missing). */
   guestPath?: string;
 }
@@ -59,17 +64,17 @@ export interface VolumeSpec {
    * Beyond: "ext4" formats a blank file (first 64 KiB all zero) on the host with
    * `mke2fs -t ext4 -F -E root_owner=0:0` (e2fsprogs) before the bake. Default "none": left to the guest.
    */
-  format?: "none" | "ext4";
+  format?: "none" | "ext4" | null;
   /**
    * Beyond: true mounts the volume at guestPath (created if missing) in the bake VM before the warmup,
    * so on every VM. It needs a filesystem: `format: "ext4"` or a file formatted earlier. Default false.
    */
-  mount?: boolean;
+  mount?: boolean | null;
   /**
    * Beyond: attach the device read-only (bake and every VM). Only read-only volumes may be used by
    * several VMs at once (a pool with max > 1, several pools). Default false.
    */
-  readOnly?: boolean;
+  readOnly?: boolean | null;
 }
 
 /** Networking of the guest (beyond). */
@@ -110,14 +115,17 @@ export interface BuildOptions {
    * RAM (committed lazily: unused RAM costs nothing) and memoryMib becomes a limit inside it, so a pool's
    * `memoryMib` override may go up to this without a re-bake. See README "Pool overrides".
    */
-  maxMemoryMib?: number;
+  maxMemoryMib?: number | null;
   /**
    * Beyond: vCPUs the VM is baked with (≥ vcpus; default vcpus); those above `vcpus` are offline in the
    * guest, so a pool's `vcpus` override may go up to this without a re-bake.
    */
-  maxVcpus?: number;
-  /** Docker semantics. Default "missing". */
-  pullPolicy?: "always" | "missing" | "never";
+  maxVcpus?: number | null;
+  /**
+   * Docker semantics. Default "missing". Typed `string` like the original's; a value other than
+   * "always" | "missing" | "never" is refused at run time (SM_INVALID_OPTIONS naming `pullPolicy`).
+   */
+  pullPolicy?: "always" | "missing" | "never" | (string & {}) | null;
   /** Workload listener port (used with listenerRequired). Default 80. */
   guestPort?: number;
   /** Override the workload command. Default: the image's ENTRYPOINT + CMD. */
@@ -191,12 +199,18 @@ export interface PoolOptions {
 }
 
 export interface PoolStats {
+  /** inUse + idle. */
   alive: number;
+  /** VMs checked out by callers (acquired, not yet released). */
   inUse: number;
+  /** VMs ready for checkout. */
   idle: number;
+  /** acquire() calls waiting for a VM. */
   waiting: number;
   min: number;
   max: number;
+  /** Beyond: VMs being restored (after a release, or to fill min); neither in use nor idle. */
+  restoring: number;
 }
 
 export interface AcquireOptions {
@@ -207,8 +221,23 @@ export interface AcquireOptions {
 export interface StagedFile {
   guestPath: string;
   bytes: Buffer | Uint8Array | string;
-  /** Unix mode; default 0o644. */
-  mode?: number;
+  /** Unix mode; default (also for null) 0o644. */
+  mode?: number | null;
+}
+/** The original's name for {@link StagedFile}. */
+export type StagedFileMode = StagedFile;
+
+/** A pty size. 0/0 lets the agent pick (80x24). */
+export interface Winsize {
+  cols: number;
+  rows: number;
+}
+
+/** Beyond: the richer form of `ExecOptions.chain` (a follow-up command with its own env and cwd). */
+export interface ExecChain {
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
 }
 
 export interface ExecOptions {
@@ -224,12 +253,15 @@ export interface ExecOptions {
   env?: Record<string, string>;
   /** Working directory. Default "/". */
   cwd?: string;
-  /** A follow-up command run only if argv exits 0, in the same call. */
-  chain?: { argv: string[]; env?: Record<string, string>; cwd?: string };
+  /**
+   * The argv of one follow-up command, run only if argv exits 0, in the same call (the original's
+   * form). Beyond: an {@link ExecChain} object also gives the follow-up its own env and cwd.
+   */
+  chain?: string[] | ExecChain | null;
   /** Allocate a pty; stdout and stderr merge onto stdout. Default false. */
   tty?: boolean;
-  /** Initial pty size. Default 80x24. */
-  winsize?: { cols: number; rows: number };
+  /** Initial pty size. Default 80x24; 0/0 lets the agent pick (80x24). */
+  winsize?: Winsize | null;
   /**
    * Beyond the seed API, collect mode only: the most stdout + stderr bytes exec keeps on the host.
    * Default 64 MiB. Above it the command's process group is killed and
@@ -252,44 +284,17 @@ export interface ExecOutput {
   peakRssKib?: number;
 }
 
-export interface ExecExit {
+/** What `ExecChild.wait()` resolves with. */
+export interface ExecWaitResult {
+  /** Exit status; -1 when killed by a signal, the timeout, or agent loss. */
   exitCode: number;
   timedOut: boolean;
   peakRssKib?: number;
   /** Beyond: the signal that killed the process, if any. */
   signal?: number | null;
 }
-
-/** A streaming process started with `vm.spawn`. */
-export interface ExecChild {
-  /** Guest pid. */
-  readonly pid: number;
-  /** Write to stdin (resolves when accepted under flow control). */
-  writeStdin(buf: Buffer | Uint8Array | string): Promise<void>;
-  /** Close stdin (EOF for the process). */
-  closeStdin(): Promise<void>;
-  /** Up to maxBytes (default 65536) of stdout; an empty Buffer at EOF. */
-  readStdout(maxBytes?: number): Promise<Buffer>;
-  /** Up to maxBytes (default 65536) of stderr; an empty Buffer at EOF. */
-  readStderr(maxBytes?: number): Promise<Buffer>;
-  resize(cols: number, rows: number): Promise<void>;
-  signal(signum: number): Promise<void>;
-  /** Waits for exit; drains (discards) output nobody read. */
-  wait(): Promise<ExecExit>;
-  /** Beyond: stdout as a Node Readable (also async-iterable), with backpressure. */
-  readonly stdout: import("node:stream").Readable;
-  /** Beyond: stderr as a Node Readable (empty with tty). */
-  readonly stderr: import("node:stream").Readable;
-  /** Beyond: stdin as a Node Writable, with backpressure; end() closes stdin. */
-  readonly stdin: import("node:stream").Writable;
-}
-
-export interface TcpForwarder {
-  /** "127.0.0.1:54321" */
-  readonly localAddr: string;
-  /** Stop listening; idempotent; in-flight connections finish naturally. */
-  stop(): Promise<void>;
-}
+/** Earlier name of {@link ExecWaitResult}. */
+export type ExecExit = ExecWaitResult;
 
 /** The VM handed to a warmup callback: exec only, and only while the callback runs. */
 export interface WarmupVm {

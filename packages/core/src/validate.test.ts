@@ -233,7 +233,7 @@ describe("validateExecOptions", () => {
     expect(fieldOf(() => validateExecOptions({}))).toBe("argv");
     expect(fieldOf(() => validateExecOptions({ argv: [] }))).toBe("argv");
     expect(fieldOf(() => validateExecOptions({ argv: ["x"], timeoutMs: -1 }))).toBe("timeoutMs");
-    expect(fieldOf(() => validateExecOptions({ argv: ["x"], winsize: { cols: 0, rows: 2 } }))).toBe(
+    expect(fieldOf(() => validateExecOptions({ argv: ["x"], winsize: { cols: -1, rows: 2 } }))).toBe(
       "winsize.cols",
     );
     expect(fieldOf(() => validateExecOptions({ argv: ["x"], stageFiles: { rel: "x" } }))).toBe(
@@ -241,5 +241,66 @@ describe("validateExecOptions", () => {
     );
     expect(fieldOf(() => validateExecOptions({ argv: ["x"], chain: {} }))).toBe("chain.argv");
     expect(fieldOf(() => validateExecOptions({ argv: ["x"], stdin: "x" }))).toBe("stdin");
+  });
+});
+
+describe("the original's looser inputs (seed-surface.md)", () => {
+  it("null in an optional field means the field is left out", () => {
+    expect(validatePoolOptions(null)).toEqual(validatePoolOptions(undefined));
+    expect(validatePoolOptions({ min: null, idleTimeoutMs: null })).toEqual(validatePoolOptions({}));
+    const b = validateBuildOptions({ ref: "a", name: null, memoryMib: null, pullPolicy: null, warmup: null });
+    expect(b).toMatchObject({ name: undefined, memoryMib: 256, pullPolicy: "missing", warmup: undefined });
+    const e = validateExecOptions({
+      argv: ["x"],
+      env: null,
+      cwd: null,
+      chain: null,
+      winsize: null,
+      stageFiles: null,
+      stageFilesMode: [{ guestPath: "/f", bytes: Buffer.from("x"), mode: null }],
+    });
+    expect(e).toMatchObject({ cwd: "/", chain: null, cols: 80, rows: 24, env: {} });
+    expect(e.stage).toEqual([{ path: "/f", data: Buffer.from("x"), mode: 0o644 }]);
+    // required fields stay required
+    expect(fieldOf(() => validateExecOptions({ argv: null }))).toBe("argv");
+    expect(fieldOf(() => validateBuildOptions({ ref: null }))).toBe("ref");
+    expect(fieldOf(() => validateExecOptions({ argv: ["x", null] }))).toBe("argv[1]");
+  });
+
+  it("string-typed enums are still checked at run time", () => {
+    const policy: string = "sometimes";
+    expect(fieldOf(() => validateBuildOptions({ ref: "a", pullPolicy: policy }))).toBe("pullPolicy");
+    const dir = mkdtempSync(join(tmpdir(), "sm-val-"));
+    const symlinks: string = "maybe";
+    expect(
+      fieldOf(() => validateBuildOptions({ ref: "a", mounts: [{ hostPath: dir, guestTag: "t", symlinks }] })),
+    ).toBe("mounts[0].symlinks");
+    expect(
+      validateBuildOptions({ ref: "a", mounts: [{ hostPath: dir, guestTag: "t", symlinks: "deny" }] })
+        .mounts[0]?.symlinks,
+    ).toBe("deny");
+  });
+
+  it("chain takes the original's argv array, and the richer object", () => {
+    expect(validateExecOptions({ argv: ["x"], chain: ["echo", "ok"] }).chain).toEqual({
+      argv: ["echo", "ok"],
+    });
+    expect(validateExecOptions({ argv: ["x"], chain: { argv: ["y"], cwd: "/tmp" } }).chain).toEqual({
+      argv: ["y"],
+      cwd: "/tmp",
+    });
+    expect(fieldOf(() => validateExecOptions({ argv: ["x"], chain: [] }))).toBe("chain");
+    expect(fieldOf(() => validateExecOptions({ argv: ["x"], chain: ["echo", 1] }))).toBe("chain[1]");
+  });
+
+  it("winsize 0/0 lets the agent pick 80x24", () => {
+    expect(validateExecOptions({ argv: ["x"], tty: true, winsize: { cols: 0, rows: 0 } })).toMatchObject({
+      cols: 80,
+      rows: 24,
+    });
+    expect(validateExecOptions({ argv: ["x"], winsize: { cols: 120, rows: 40 } })).toMatchObject({
+      cols: 120,
+      rows: 40,
+    });
   });
 });

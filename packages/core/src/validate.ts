@@ -1,10 +1,19 @@
 /**
  * Strict validation of every public options object: wrong types, unknown keys and out-of-range values
- * are rejected with SM_INVALID_OPTIONS naming the field (e.g. `volumes[1].sizeMib`).
+ * are rejected with SM_INVALID_OPTIONS naming the field (e.g. `volumes[1].sizeMib`). Like the
+ * original (a napi binding), an optional field given as `null` means the same as leaving it out.
  */
 import { statSync } from "node:fs";
 import { codeOf, invalidOption, SupermachineError } from "./errors";
-import type { BuildOptions, ExtraFile, ImageSource, MountSpec, StagedFile, VolumeSpec } from "./types";
+import type {
+  BuildOptions,
+  ExtraFile,
+  ImageSource,
+  MountSpec,
+  StagedFile,
+  SymlinkPolicy,
+  VolumeSpec,
+} from "./types";
 
 type Obj = Record<string, unknown>;
 
@@ -35,7 +44,7 @@ function describe(v: unknown): string {
 }
 
 export function optString(v: unknown, field: string, opts: { nonEmpty?: boolean } = {}): string | undefined {
-  if (v === undefined) return undefined;
+  if (v === undefined || v === null) return undefined;
   if (typeof v !== "string") throw invalidOption(field, `expected a string, got ${describe(v)}`);
   if (opts.nonEmpty && v.length === 0) throw invalidOption(field, "must not be empty");
   if (v.includes("\0")) throw invalidOption(field, "must not contain NUL bytes");
@@ -43,7 +52,7 @@ export function optString(v: unknown, field: string, opts: { nonEmpty?: boolean 
 }
 
 export function reqString(v: unknown, field: string): string {
-  if (v === undefined) throw invalidOption(field, "is required");
+  if (v === undefined || v === null) throw invalidOption(field, "is required");
   return optString(v, field, { nonEmpty: true }) as string;
 }
 
@@ -52,7 +61,7 @@ export function optInt(
   field: string,
   range: { min?: number; max?: number } = {},
 ): number | undefined {
-  if (v === undefined) return undefined;
+  if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isFinite(v)) {
     throw invalidOption(field, `expected a finite number, got ${describe(v)}`);
   }
@@ -69,13 +78,13 @@ export function optInt(
 }
 
 export function optBool(v: unknown, field: string): boolean | undefined {
-  if (v === undefined) return undefined;
+  if (v === undefined || v === null) return undefined;
   if (typeof v !== "boolean") throw invalidOption(field, `expected a boolean, got ${describe(v)}`);
   return v;
 }
 
 export function optEnum<T extends string>(v: unknown, field: string, values: readonly T[]): T | undefined {
-  if (v === undefined) return undefined;
+  if (v === undefined || v === null) return undefined;
   if (typeof v !== "string" || !(values as readonly string[]).includes(v)) {
     throw invalidOption(
       field,
@@ -90,18 +99,18 @@ export function optStringArray(
   field: string,
   opts: { nonEmpty?: boolean } = {},
 ): string[] | undefined {
-  if (v === undefined) return undefined;
+  if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) throw invalidOption(field, `expected an array of strings, got ${describe(v)}`);
   if (opts.nonEmpty && v.length === 0) throw invalidOption(field, "must not be empty");
   v.forEach((item, i) => {
     optString(item, `${field}[${i}]`);
-    if (item === undefined) throw invalidOption(`${field}[${i}]`, "expected a string");
+    if (item === undefined || item === null) throw invalidOption(`${field}[${i}]`, "expected a string");
   });
   return [...(v as string[])];
 }
 
 export function optStringRecord(v: unknown, field: string): Record<string, string> | undefined {
-  if (v === undefined) return undefined;
+  if (v === undefined || v === null) return undefined;
   const obj = checkObject(v, field);
   const out: Record<string, string> = {};
   for (const [k, val] of Object.entries(obj)) {
@@ -144,7 +153,7 @@ function absPath(v: unknown, field: string, guest: boolean): string {
 }
 
 function optArray<T>(v: unknown, field: string, each: (item: unknown, f: string) => T): T[] | undefined {
-  if (v === undefined) return undefined;
+  if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) throw invalidOption(field, `expected an array, got ${describe(v)}`);
   return v.map((item, i) => each(item, `${field}[${i}]`));
 }
@@ -201,15 +210,20 @@ export interface ResolvedBuildOptions {
   listenerRequired: boolean;
   snapshotsDir: string | undefined;
   extraFiles: ExtraFile[];
-  mounts: (Required<Omit<MountSpec, "guestPath" | "cacheTtlMs">> & {
+  mounts: (Required<Omit<MountSpec, "guestPath" | "cacheTtlMs" | "symlinks">> & {
+    symlinks: SymlinkPolicy;
     guestPath?: string;
     cacheTtlMs?: number;
   })[];
-  volumes: Required<VolumeSpec>[];
+  volumes: {
+    [K in keyof VolumeSpec]-?: Exclude<VolumeSpec[K], null | undefined>;
+  }[];
   extraKernelArgs: string[];
   warmupTag: string;
   warmup: BuildOptions["warmup"];
   source: ImageSource;
+  /** `source` was given by the caller (an explicit registry source ignores SUPERMACHINE_IMAGE_SOURCE). */
+  sourceGiven: boolean;
   network: "none" | "nat";
   accel: "auto" | "kvm" | "hvf" | "tcg";
   platform: string | undefined;
@@ -274,7 +288,7 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
       tags.add(guestTag);
       const hostPath = reqString(m.hostPath, `${f}.hostPath`);
       checkShareDir(hostPath, `${f}.hostPath`);
-      const guestPath = m.guestPath === undefined ? undefined : absPath(m.guestPath, `${f}.guestPath`, true);
+      const guestPath = m.guestPath == null ? undefined : absPath(m.guestPath, `${f}.guestPath`, true);
       const cacheTtlMs = optInt(m.cacheTtlMs, `${f}.cacheTtlMs`, { min: 0, max: 3_600_000 });
       return {
         hostPath,
@@ -314,10 +328,10 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
     }
   });
   const warmupTag = optString(o.warmupTag, "warmupTag", { nonEmpty: true }) ?? "default";
-  if (o.warmup !== undefined && typeof o.warmup !== "function") {
+  if (o.warmup != null && typeof o.warmup !== "function") {
     throw invalidOption("warmup", `expected a function (vm) => Promise<void>, got ${describe(o.warmup)}`);
   }
-  if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
+  if (o.onProgress != null && typeof o.onProgress !== "function") {
     throw invalidOption("onProgress", `expected a function, got ${describe(o.onProgress)}`);
   }
   const source = validateSource(o.source);
@@ -347,19 +361,20 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
     volumes,
     extraKernelArgs,
     warmupTag,
-    warmup: o.warmup as BuildOptions["warmup"],
+    warmup: (o.warmup ?? undefined) as BuildOptions["warmup"],
     source,
+    sourceGiven: o.source !== undefined && o.source !== null,
     network,
     accel,
     platform,
     kernelDir,
     tmpfsMib,
-    onProgress: o.onProgress as BuildOptions["onProgress"],
+    onProgress: (o.onProgress ?? undefined) as BuildOptions["onProgress"],
   };
 }
 
 function validateSource(v: unknown): ImageSource {
-  if (v === undefined) return { type: "registry" };
+  if (v === undefined || v === null) return { type: "registry" };
   const s = checkObject(v, "source");
   const type = optEnum(s.type, "source.type", ["registry", "oci-layout", "archive"] as const);
   if (type === undefined) throw invalidOption("source.type", "is required");
@@ -394,7 +409,7 @@ export interface ResolvedPoolOptions {
 }
 
 export function validatePoolOptions(input: unknown): ResolvedPoolOptions {
-  const o = input === undefined ? {} : checkObject(input, "options");
+  const o = input === undefined || input === null ? {} : checkObject(input, "options");
   checkKeys(o, POOL_KEYS, "");
   const min = optInt(o.min, "min", { min: 0, max: 4096 }) ?? 1;
   const max = optInt(o.max, "max", { min: 1, max: 4096 }) ?? Math.max(1, min);
@@ -453,11 +468,11 @@ export const MAX_TIMER_MS = 2_147_483_647;
 export function validateExecOptions(input: unknown): ResolvedExecOptions {
   const o = checkObject(input, "options");
   checkKeys(o, EXEC_KEYS, "");
-  if (o.argv === undefined) throw invalidOption("argv", "is required");
+  if (o.argv === undefined || o.argv === null) throw invalidOption("argv", "is required");
   const argv = optStringArray(o.argv, "argv", { nonEmpty: true }) as string[];
   if (argv[0] === "") throw invalidOption("argv[0]", "must not be empty");
   const stage: ResolvedExecOptions["stage"] = [];
-  if (o.stageFiles !== undefined) {
+  if (o.stageFiles !== undefined && o.stageFiles !== null) {
     const sf = checkObject(o.stageFiles, "stageFiles");
     for (const [path, bytes] of Object.entries(sf)) {
       const f = `stageFiles[${JSON.stringify(path)}]`;
@@ -465,7 +480,7 @@ export function validateExecOptions(input: unknown): ResolvedExecOptions {
       stage.push({ path, data: checkBytes(bytes, f), mode: 0o644 });
     }
   }
-  if (o.stageFilesMode !== undefined) {
+  if (o.stageFilesMode !== undefined && o.stageFilesMode !== null) {
     optArray(o.stageFilesMode, "stageFilesMode", (item, f) => {
       const s = checkObject(item, f) as Partial<StagedFile> & Obj;
       checkKeys(s, ["guestPath", "bytes", "mode"], f);
@@ -486,10 +501,13 @@ export function validateExecOptions(input: unknown): ResolvedExecOptions {
     );
   }
   let chain: ResolvedExecOptions["chain"] = null;
-  if (o.chain !== undefined) {
+  if (Array.isArray(o.chain)) {
+    // the original's form: the argv of the follow-up command
+    chain = { argv: optStringArray(o.chain, "chain", { nonEmpty: true }) as string[] };
+  } else if (o.chain !== undefined && o.chain !== null) {
     const c = checkObject(o.chain, "chain");
     checkKeys(c, ["argv", "env", "cwd"], "chain");
-    if (c.argv === undefined) throw invalidOption("chain.argv", "is required");
+    if (c.argv === undefined || c.argv === null) throw invalidOption("chain.argv", "is required");
     chain = { argv: optStringArray(c.argv, "chain.argv", { nonEmpty: true }) as string[] };
     const env = optStringRecord(c.env, "chain.env");
     if (env) chain.env = env;
@@ -498,11 +516,12 @@ export function validateExecOptions(input: unknown): ResolvedExecOptions {
   }
   let cols = 80;
   let rows = 24;
-  if (o.winsize !== undefined) {
+  if (o.winsize !== undefined && o.winsize !== null) {
     const w = checkObject(o.winsize, "winsize");
     checkKeys(w, ["cols", "rows"], "winsize");
-    cols = optInt(w.cols, "winsize.cols", { min: 1, max: 65535 }) ?? 80;
-    rows = optInt(w.rows, "winsize.rows", { min: 1, max: 65535 }) ?? 24;
+    // 0 (the original's "let the agent pick") gives the default size, 80x24
+    cols = optInt(w.cols, "winsize.cols", { min: 0, max: 65535 }) || 80;
+    rows = optInt(w.rows, "winsize.rows", { min: 0, max: 65535 }) || 24;
   }
   return {
     argv,

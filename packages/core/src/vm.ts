@@ -12,12 +12,13 @@ import type { Duplex, Readable, Writable } from "node:stream";
 import { registerForCleanup } from "./cleanup";
 import { codeOf, SupermachineError } from "./errors";
 import type { RecordedMount } from "./fingerprint";
-import { startForwarder, startUnixForwarder } from "./forwarder";
+import { closeForwarder, startForwarder, startUnixForwarder, type TcpForwarder } from "./forwarder";
+import { hold, whileHeld } from "./keepalive";
 import { applyLimits, type RuntimeLimits } from "./limits";
 import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
 import type { VolumeMount } from "./snapshot";
-import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
+import type { ExecOptions, ExecOutput, ExecWaitResult, WarmupVm } from "./types";
 import { MAX_FILE_BYTES, MAX_TIMER_MS, optInt, toBuffer, validateExecOptions } from "./validate";
 import { mountVolumes } from "./volume-guest";
 
@@ -43,7 +44,9 @@ export class VmHandle {
   readonly id = nextHandleId++;
   dead = false;
   deathError: Error | undefined;
-  readonly forwarders = new Set<TcpForwarder & { closeAll(): void }>();
+  readonly forwarders = new Set<TcpForwarder>();
+  /** Released when the VM stops (e.g. holds of spawned processes still running). */
+  readonly #onStop = new Set<() => void>();
   #unregister: () => void;
   #stopping: Promise<void> | undefined;
   #execServer: Server | undefined;
@@ -75,6 +78,8 @@ export class VmHandle {
     if (this.dead) return;
     this.dead = true;
     this.deathError = err;
+    for (const release of this.#onStop) release();
+    this.#onStop.clear();
   }
 
   /** True once stop() was called (release with restoreOnRelease, pool shutdown, idle eviction). */
@@ -231,7 +236,7 @@ export class VmHandle {
     this.#shares.clear();
   }
 
-  #vsock: (TcpForwarder & { closeAll(): void }) | undefined;
+  #vsock: TcpForwarder | undefined;
 
   /**
    * A Unix socket in the VM's runtime dir whose connections are forwarded to the workload's listener
@@ -248,7 +253,17 @@ export class VmHandle {
   closeVsock(): void {
     const f = this.#vsock;
     this.#vsock = undefined;
-    f?.closeAll();
+    if (f) closeForwarder(f);
+  }
+
+  /** Run `fn` when the VM stops or dies (once); returns the function that cancels it. */
+  onStop(fn: () => void): () => void {
+    if (this.#stopping || this.dead) {
+      fn();
+      return () => {};
+    }
+    this.#onStop.add(fn);
+    return () => this.#onStop.delete(fn);
   }
 
   get execPath(): string {
@@ -266,9 +281,11 @@ export class VmHandle {
   /** Stop the VM (idempotent). Volumes are unmounted cleanly by the agent's shutdown first. */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
-      for (const f of this.forwarders) f.closeAll();
+      for (const f of this.forwarders) closeForwarder(f);
       this.forwarders.clear();
       this.closeVsock();
+      for (const release of this.#onStop) release();
+      this.#onStop.clear();
       this.#closeShares();
       this.#execServer?.close();
       if (this.volumeDevices.length > 0 && !this.dead) {
@@ -388,14 +405,41 @@ function serveExecSocket(path: string, exec: (o: ExecOptions) => Promise<ExecOut
   return server;
 }
 
-class ExecChildImpl implements ExecChild {
-  #exit: Promise<ExecExit> | undefined;
+const EXEC_CHILD_TOKEN = Symbol("ExecChild");
+/** Ends the hold of a spawned process (its exit, its VM's stop, or the release of its Vm). */
+const childHolds = new WeakMap<ExecChild, () => void>();
+let newExecChild: (child: AgentChild, handle: VmHandle) => ExecChild;
+
+/**
+ * A streaming process started with `vm.spawn()` (no public constructor). While it runs it keeps the
+ * program alive, like a Node child process; it stops doing so at exit (or when its VM goes away).
+ */
+export class ExecChild {
+  readonly #child: AgentChild;
+  readonly #handle: VmHandle;
+  #exit: Promise<ExecWaitResult> | undefined;
   #streams = new WeakSet<object>();
 
-  constructor(
-    private readonly child: AgentChild,
-    private readonly handle: VmHandle,
-  ) {}
+  private constructor(token: symbol, child: AgentChild, handle: VmHandle) {
+    if (token !== EXEC_CHILD_TOKEN)
+      throw new SupermachineError("SM_UNSUPPORTED", "ExecChild has no public constructor: use vm.spawn().");
+    this.#child = child;
+    this.#handle = handle;
+    // Keep the program alive while the process runs: until wait() has seen its exit or the VM stops.
+    const release = hold();
+    const cancel = handle.onStop(release);
+    this.#released = () => {
+      cancel();
+      release();
+    };
+    childHolds.set(this, this.#released);
+  }
+
+  readonly #released: () => void;
+
+  static {
+    newExecChild = (child, handle) => new ExecChild(EXEC_CHILD_TOKEN, child, handle);
+  }
 
   /** Streams are created on first access; a no-op error listener keeps a VM loss from becoming an
    * uncaught 'error' event (async iteration and pipes still see the error). */
@@ -407,63 +451,72 @@ class ExecChildImpl implements ExecChild {
     return s;
   }
 
+  /** Guest pid. */
   get pid(): number {
-    return this.child.pid;
+    return this.#child.pid;
   }
+  /** Beyond: stdout as a Node Readable (also async-iterable), with backpressure. */
   get stdout(): Readable {
-    return this.#guardStream(this.child.stdout);
+    return this.#guardStream(this.#child.stdout);
   }
+  /** Beyond: stderr as a Node Readable (empty with tty). */
   get stderr(): Readable {
-    return this.#guardStream(this.child.stderr);
+    return this.#guardStream(this.#child.stderr);
   }
+  /** Beyond: stdin as a Node Writable, with backpressure; end() closes stdin. */
   get stdin(): Writable {
-    return this.#guardStream(this.child.stdin);
+    return this.#guardStream(this.#child.stdin);
   }
 
   async #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn();
+      return await whileHeld(fn);
     } catch (err) {
-      throw await this.handle.translate(err, what);
+      throw await this.#handle.translate(err, what);
     }
   }
 
-  writeStdin(buf: Buffer | Uint8Array | string): Promise<void> {
-    const data = toBuffer(buf, "buf");
-    return this.#call("writeStdin", () => this.child.writeStdin(data));
+  /** Write to stdin (resolves when accepted under flow control). */
+  writeStdin(bytes: Buffer | Uint8Array | string): Promise<void> {
+    const data = toBuffer(bytes, "bytes");
+    return this.#call("writeStdin", () => this.#child.writeStdin(data));
   }
 
+  /** Close stdin (EOF for the process). */
   closeStdin(): Promise<void> {
-    return this.#call("closeStdin", () => this.child.closeStdin());
+    return this.#call("closeStdin", () => this.#child.closeStdin());
   }
 
-  readStdout(maxBytes = 65536): Promise<Buffer> {
-    optInt(maxBytes, "maxBytes", { min: 1 });
-    return this.#call("readStdout", () => this.child.readStdout(maxBytes));
+  /** Up to maxBytes (default 65536, also for null) of stdout; an empty Buffer at EOF. */
+  readStdout(maxBytes?: number | null): Promise<Buffer> {
+    const n = optInt(maxBytes, "maxBytes", { min: 1 }) ?? 65536;
+    return this.#call("readStdout", () => this.#child.readStdout(n));
   }
 
-  readStderr(maxBytes = 65536): Promise<Buffer> {
-    optInt(maxBytes, "maxBytes", { min: 1 });
-    return this.#call("readStderr", () => this.child.readStderr(maxBytes));
+  /** Up to maxBytes (default 65536, also for null) of stderr; an empty Buffer at EOF. */
+  readStderr(maxBytes?: number | null): Promise<Buffer> {
+    const n = optInt(maxBytes, "maxBytes", { min: 1 }) ?? 65536;
+    return this.#call("readStderr", () => this.#child.readStderr(n));
   }
 
   resize(cols: number, rows: number): Promise<void> {
     optInt(cols, "cols", { min: 1, max: 65535 });
     optInt(rows, "rows", { min: 1, max: 65535 });
-    return this.#call("resize", () => this.child.resize(cols, rows));
+    return this.#call("resize", () => this.#child.resize(cols, rows));
   }
 
   signal(signum: number): Promise<void> {
     optInt(signum, "signum", { min: 1, max: 64 });
-    return this.#call("signal", () => this.child.signal(signum));
+    return this.#call("signal", () => this.#child.signal(signum));
   }
 
   /** Waits for exit; output nobody reads is discarded so the process never blocks on a full pipe. */
-  wait(): Promise<ExecExit> {
+  wait(): Promise<ExecWaitResult> {
     this.#exit ??= this.#call("wait", async () => {
-      const r = await this.child.wait();
+      const r = await this.#child.wait();
       return { exitCode: r.exitCode, timedOut: r.timedOut, peakRssKib: r.peakRssKib, signal: r.signal };
     });
+    void this.#exit.then(this.#released, this.#released);
     return this.#exit;
   }
 }
@@ -481,17 +534,61 @@ export interface VmOwner {
  */
 export const INTERNAL: unique symbol = Symbol.for("supermachine.core.internal") as never;
 
-/** The public Vm facade. */
+const VM_TOKEN = Symbol("Vm");
+let newVm: (handle: VmHandle, owner: VmOwner) => Vm;
+/**
+ * What keeps what reachable: a Vm its public Pool (a pool is not collected while one of its Vms is in
+ * use), an ExecChild or TcpForwarder its Vm (a Vm is not returned while one is still held).
+ */
+const anchors = new WeakMap<object, object>();
+
+/**
+ * A Vm dropped without release() (it became unreachable) goes back to its pool. The held value is the
+ * pooled handle and its owner, never the Vm itself (or it would stay reachable).
+ */
+const droppedVms = new FinalizationRegistry<{ handle: VmHandle; owner: VmOwner }>(({ handle, owner }) => {
+  owner.release(handle).catch(() => undefined);
+});
+
+/** Keeps `o` reachable until a promise settles: `.finally(() => reachable(this))`. */
+function reachable(_o: object): void {}
+
+/** A Vm facade over a pooled handle (the pool's acquire). */
+export function createVm(handle: VmHandle, owner: VmOwner): Vm {
+  return newVm(handle, owner);
+}
+
+/** Keep `keep` (the public Pool) reachable for as long as the Vm is. */
+export function anchorVm(vm: Vm, keep: object): void {
+  anchors.set(vm, keep);
+}
+
+/**
+ * A VM checked out of a pool (from `pool.acquire()`; no public constructor). `release()` returns it;
+ * a Vm that becomes unreachable without a release is returned to its pool too.
+ */
 export class Vm implements AsyncDisposable {
   #handle: VmHandle | undefined;
   #released: Promise<void> | undefined;
+  /** Processes spawned through this Vm: a release ends their hold on the event loop. */
+  readonly #children = new Set<ExecChild>();
+  readonly #owner: VmOwner;
 
-  /** @internal */
-  constructor(
-    handle: VmHandle,
-    private readonly owner: VmOwner,
-  ) {
+  private constructor(token: symbol, handle: VmHandle, owner: VmOwner) {
+    if (token !== VM_TOKEN)
+      throw new SupermachineError("SM_UNSUPPORTED", "Vm has no public constructor: use pool.acquire().");
     this.#handle = handle;
+    this.#owner = owner;
+    droppedVms.register(this, { handle, owner }, this);
+  }
+
+  static {
+    newVm = (handle, owner) => new Vm(VM_TOKEN, handle, owner);
+  }
+
+  /** Run a user operation: the event loop and this Vm stay alive until it settles. */
+  #held<T>(fn: () => Promise<T>): Promise<T> {
+    return whileHeld(fn).finally(() => reachable(this));
   }
 
   #live(what: string): VmHandle {
@@ -505,22 +602,24 @@ export class Vm implements AsyncDisposable {
     return h;
   }
 
-  async #guard<T>(what: string, fn: (h: VmHandle) => Promise<T>): Promise<T> {
-    const h = this.#live(what);
-    if (h.dead) throw await h.translate(null, what);
-    try {
-      return await fn(h);
-    } catch (err) {
-      if (err instanceof SupermachineError) throw err;
-      throw await h.translate(err, what);
-    }
+  #guard<T>(what: string, fn: (h: VmHandle) => Promise<T>): Promise<T> {
+    return this.#held(async () => {
+      const h = this.#live(what);
+      if (h.dead) throw await h.translate(null, what);
+      try {
+        return await fn(h);
+      } catch (err) {
+        if (err instanceof SupermachineError) throw err;
+        throw await h.translate(err, what);
+      }
+    });
   }
 
   /** Run to completion and collect the output. */
   exec(options: ExecOptions): Promise<ExecOutput> {
     try {
       const h = this.#live("exec");
-      return execOn(h, options);
+      return this.#held(() => execOn(h, options));
     } catch (err) {
       return Promise.reject(err);
     }
@@ -541,7 +640,10 @@ export class Vm implements AsyncDisposable {
         rows: o.rows,
         answerTimeoutMs: RPC_ANSWER_TIMEOUT_MS,
       });
-      return new ExecChildImpl(child, h);
+      const c = newExecChild(child, h);
+      this.#children.add(c);
+      anchors.set(c, this);
+      return c;
     });
   }
 
@@ -610,7 +712,7 @@ export class Vm implements AsyncDisposable {
           },
         );
       }
-      return (await this.owner.snapshot(h, destDir)) as import("./image").Image;
+      return (await this.#owner.snapshot(h, destDir)) as import("./image").Image;
     });
   }
 
@@ -637,6 +739,7 @@ export class Vm implements AsyncDisposable {
       }
       const fwd = await startForwarder(hostPort, guestPort, (port) => h.agent.tcpConnect(port));
       h.forwarders.add(fwd);
+      anchors.set(fwd, this);
       return fwd;
     });
   }
@@ -647,7 +750,11 @@ export class Vm implements AsyncDisposable {
       const h = this.#handle;
       this.#handle = undefined;
       h?.closeVsock();
-      this.#released = h ? this.owner.release(h) : Promise.resolve();
+      droppedVms.unregister(this);
+      for (const c of this.#children) childHolds.get(c)?.();
+      this.#children.clear();
+      anchors.delete(this);
+      this.#released = h ? this.#held(() => this.#owner.release(h)) : Promise.resolve();
     }
     return this.#released;
   }

@@ -55,7 +55,8 @@ export async function resolveHvfAccel(requested: Accel): Promise<AccelResolution
 
 export interface HvfBackendOptions {
   warn?: (message: string) => void;
-  env?: NodeJS.ProcessEnv;
+  env?: NodeJS.ProcessEnv /** Default true; false: an idle VM does not keep Node's event loop alive (see QemuBackendOptions). */;
+  keepEventLoopAlive?: boolean;
 }
 
 /** The macOS VMM backend (contract version 1). */
@@ -68,5 +69,6 @@ export function createHvfBackend(options: HvfBackendOptions = {}): VmmBackend {
     accels: ["hvf", "tcg"],
     ...(options.warn ? { warn: options.warn } : {}),
     ...(options.env ? { env: options.env } : {}),
+    ...(options.keepEventLoopAlive !== undefined ? { keepEventLoopAlive: options.keepEventLoopAlive } : {}),
   });
 }

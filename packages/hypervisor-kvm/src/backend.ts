@@ -136,7 +136,8 @@ export interface KvmBackendOptions {
   arch?: GuestArch;
   /** One-line warnings (TCG fallback). Default: process.emitWarning. */
   warn?: (message: string) => void;
-  env?: NodeJS.ProcessEnv;
+  env?: NodeJS.ProcessEnv /** Default true; false: an idle VM does not keep Node's event loop alive (see QemuBackendOptions). */;
+  keepEventLoopAlive?: boolean;
 }
 
 /** The Linux VMM backend (contract version 1). */
@@ -151,5 +152,6 @@ export function createKvmBackend(options: KvmBackendOptions = {}): VmmBackend {
     accels: ["kvm", "tcg"],
     ...(options.warn ? { warn: options.warn } : {}),
     ...(options.env ? { env: options.env } : {}),
+    ...(options.keepEventLoopAlive !== undefined ? { keepEventLoopAlive: options.keepEventLoopAlive } : {}),
   });
 }

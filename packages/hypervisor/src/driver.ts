@@ -56,6 +56,13 @@ export interface QemuBackendOptions {
   warn?: (message: string) => void;
   /** Environment for kernel resolution (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Default true: a running VM keeps Node's event loop alive, like a child process. false: its QEMU
+   * process, pipes, QMP and agent sockets are unref'd — an idle VM never holds the program open
+   * (operations in flight still do through their timers; await nothing else than a VM and the program
+   * may end). VMs are killed at process exit either way.
+   */
+  keepEventLoopAlive?: boolean;
 }
 
 const RESTORE_KEYS = new Set<keyof RestoreOverrides>([
@@ -179,7 +186,8 @@ export function createQemuBackend(opts: QemuBackendOptions): VmmBackend {
         helperDrives: !!params.helper,
         extraArgs: params.incoming ? ["-S", ...config.extraQemuArgs] : config.extraQemuArgs,
       });
-      const spawned = spawnVmm(params.qemuBinary, argv, runtimeDir);
+      const unref = opts.keepEventLoopAlive === false;
+      const spawned = spawnVmm(params.qemuBinary, argv, runtimeDir, unref);
       registerVmmPid(runtimeDir, spawned.pid);
       const qv = qemuVersion(params.qemuBinary);
       const vm = new QemuVm({
@@ -205,6 +213,7 @@ export function createQemuBackend(opts: QemuBackendOptions): VmmBackend {
         },
         ...(params.restoredFrom ? { restoredFrom: params.restoredFrom } : {}),
         ...(params.incoming ? { incoming: params.incoming } : {}),
+        unref,
       });
       try {
         await vm.connect();

@@ -107,8 +107,12 @@ export interface SpawnedVmm {
 /**
  * Spawn QEMU (through `setpriv --pdeathsig KILL` on Linux so it dies with this process even on SIGKILL).
  * Must be called from the main thread (PDEATHSIG follows the spawning thread).
+ *
+ * `unref`: the process and its pipes do not keep Node's event loop alive (QemuBackendOptions
+ * `keepEventLoopAlive: false`). It still never outlives this process: the exit hooks of runtime.ts kill
+ * it on a normal exit, the parent-death signal on a SIGKILL.
  */
-export function spawnVmm(binary: string, args: string[], cwd: string): SpawnedVmm {
+export function spawnVmm(binary: string, args: string[], cwd: string, unref = false): SpawnedVmm {
   const wrapper = deathSignalWrapper();
   const argv = [...wrapper, binary, ...args];
   // Own process group: a terminal's Ctrl-C goes to the application (which decides what the VM gets),
@@ -121,6 +125,10 @@ export function spawnVmm(binary: string, args: string[], cwd: string): SpawnedVm
   const stderr = new RingBuffer();
   child.stdout?.on("data", (b: Buffer) => stderr.push(b));
   child.stderr?.on("data", (b: Buffer) => stderr.push(b));
+  if (unref) {
+    child.unref();
+    for (const pipe of [child.stdout, child.stderr]) (pipe as unknown as { unref?: () => void })?.unref?.();
+  }
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once("exit", (code, signal) => resolve({ code, signal }));
     child.once("error", () => resolve({ code: null, signal: null }));

@@ -35,6 +35,11 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   /** The `QMP` member of the greeting (version, capabilities). */
   greeting: Record<string, unknown> = {};
 
+  /** The idle session stops keeping Node's event loop alive (a command in flight still does: its timer). */
+  unref(): void {
+    this.sock.unref();
+  }
+
   private constructor(private readonly sock: Socket) {
     super();
     sock.setEncoding("utf8");

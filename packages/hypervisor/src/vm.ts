@@ -146,6 +146,8 @@ export interface QemuVmInit {
   compact?: (fullState: string, memPath: string, outState: string) => Promise<void>;
   /** Pending `-incoming defer` load (prepared restore). */
   incoming?: { statePath: string; ramInState: boolean };
+  /** The VMM's process, pipes and sockets do not keep Node's event loop alive (backend option). */
+  unref?: boolean;
 }
 
 export class QemuVm extends EventEmitter implements Vm {
@@ -230,6 +232,7 @@ export class QemuVm extends EventEmitter implements Vm {
       throw this.startError(`QMP did not come up: ${(err as Error).message}`, err);
     });
     this.qmp = qmp;
+    if (this.init.unref) qmp.unref();
     qmp.on("event", (e) => this.onQmpEvent(e));
   }
 
@@ -418,6 +421,7 @@ export class QemuVm extends EventEmitter implements Vm {
           s.once("error", rej);
         });
         this.agentSock = sock;
+        if (this.init.unref) sock.unref();
         sock.once("close", () => {
           if (this.agentSock === sock) this.agentSock = undefined;
         });
