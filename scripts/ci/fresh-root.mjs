@@ -10,9 +10,9 @@
 // 2. Per run a copy (`cp -a`) in CACHE/fresh-root/runs/<pid>; into it: this process's `node` and its npm,
 //    /etc/resolv.conf, the machine's CA trust (the files SSL_CERT_FILE / NODE_EXTRA_CA_CERTS name and
 //    /usr/local/share/ca-certificates; both variables are passed in), and a clone of the repository this
-//    script runs from, checked out at its HEAD commit (uncommitted changes are NOT tested). proc, sysfs, a
-//    bind of /dev and a tmpfs on /dev/shm are mounted.
-// 3. `npm start` runs inside (chroot, fresh HOME=/root, a clean environment). The check fails when npm
+//    script runs from, checked out at its HEAD commit (uncommitted changes are NOT tested). sysfs, a bind
+//    of /dev and a tmpfs on /dev/shm are mounted; proc is mounted inside the run's own pid namespace.
+// 3. `npm start` runs inside (chroot in a new pid + mount namespace, fresh HOME=/root, a clean environment). The check fails when npm
 //    start exits non-zero or its step summary shows a failed step. Then, unless --start-only, the checks
 //    that need what a fresh machine lacks run inside too (DEFAULT_CHECKS below), plus each --then command.
 // 4. Always (also on failure, Ctrl-C, SIGTERM): every process whose root is the copy is killed, everything
@@ -245,7 +245,6 @@ function cloneRepo(root) {
 
 function mountAll(root, useCaches) {
   const mount = (args) => sh("mount", args);
-  mount(["-t", "proc", "proc", join(root, "proc")]);
   mount(["-t", "sysfs", "sysfs", join(root, "sys")]);
   mount(["--bind", "/dev", join(root, "dev")]);
   mount(["-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", join(root, "dev/shm")]);
@@ -273,8 +272,30 @@ function chrootEnv(extra) {
   };
 }
 
+/**
+ * Run a shell command in the clone inside the root, in a new pid (and mount) namespace: processes inside
+ * cannot see or signal the machine's processes (setup inside would otherwise take the machine's test
+ * registry, whose command line is the same, for an orphan of its own), and when the command ends the kernel
+ * kills whatever it left running. /proc inside is that namespace's own.
+ */
 const inRoot = (root, env, command) =>
-  stream("chroot", [root, "/bin/sh", "-c", `cd ${REPO_IN_ROOT} && ${command}`], { env });
+  stream(
+    "unshare",
+    [
+      "--pid",
+      "--fork",
+      "--kill-child",
+      "--mount",
+      "--propagation",
+      "private",
+      "chroot",
+      root,
+      "/bin/sh",
+      "-c",
+      `mount -t proc proc /proc && cd ${REPO_IN_ROOT} && ${command}`,
+    ],
+    { env },
+  );
 
 // ------------------------------------------------------------------------------------------- main
 export async function main(argv) {
@@ -298,7 +319,7 @@ export async function main(argv) {
     );
     return 2;
   }
-  for (const tool of ["debootstrap", "chroot", "mount", "umount", "git"])
+  for (const tool of ["debootstrap", "chroot", "unshare", "mount", "umount", "git"])
     if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) {
       console.error(`fresh-root: ${tool} is missing (node scripts/setup.mjs installs it)`);
       return 1;

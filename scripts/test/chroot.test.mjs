@@ -22,7 +22,7 @@ import {
   teardownRoot,
 } from "../lib/chroot.mjs";
 import { isStaticElf } from "../lib/system.mjs";
-import { which } from "../lib/util.mjs";
+import { sharesOurRoot, which } from "../lib/util.mjs";
 
 const temps = [];
 const temp = () => {
@@ -141,6 +141,9 @@ describe("teardownRoot", () => {
     for (let i = 0; i < 50 && processesInRoot(root).length === 0; i++)
       await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(processesInRoot(root), [child.pid]);
+    // The same command line in a chroot is not ours (the registry's orphan check relies on this).
+    assert.equal(sharesOurRoot(child.pid), false);
+    assert.equal(sharesOurRoot(process.pid), true);
 
     const r = teardownRoot(root);
     assert.deepEqual(r.problems, []);

@@ -155,8 +155,13 @@ describe("system packages", () => {
       .stdout.trim()
       .split(" ");
     for (const tool of [...tools, "apt-get"]) {
-      if (tool === "skopeo") continue;
-      const p = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
+      // Entries that are absolute paths (C headers) are found without PATH.
+      if (tool === "skopeo" || tool.startsWith("/")) continue;
+      // The system's directories only: a PATH entry under /root (e.g. a pyenv shim) is not usable by nobody.
+      const p = spawnSync("sh", ["-c", `command -v ${tool}`], {
+        encoding: "utf8",
+        env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
+      }).stdout.trim();
       if (p) symlinkSync(p, join(bin, tool));
     }
     spawnSync("chmod", ["-R", "a+rX", cache]);
