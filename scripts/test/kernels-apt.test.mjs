@@ -3,7 +3,7 @@
 // Each test uses its own XDG_CACHE_HOME with ready-made bundles, so nothing is downloaded or installed.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, test } from "node:test";
@@ -74,13 +74,15 @@ esac`,
       }),
     );
   }
+  // nobody runs a copy of scripts/: the clone may be where nobody cannot read (e.g. under /root).
+  cpSync(join(dirname(KERNELS), ".."), join(d, "scripts"), { recursive: true });
   spawnSync("chmod", ["-R", "a+rwX", d]);
   const calls = () =>
     readFileSync(join(d, "log"), "utf8")
       .trim()
       .split("\n")
       .filter((l) => !l.startsWith("apt-cache"));
-  return { d, bin, cache, state, calls };
+  return { d, bin, cache, state, calls, kernels: join(d, "scripts/lib/kernels.mjs") };
 }
 
 const ensureKernels = (w, prefix = []) =>
@@ -91,7 +93,7 @@ const ensureKernels = (w, prefix = []) =>
       ...(prefix.length ? [process.execPath] : []),
       "--input-type=module",
       "-e",
-      `const m = await import(${JSON.stringify(KERNELS)});
+      `const m = await import(${JSON.stringify(w.kernels)});
        try { const r = await m.ensureKernels(); console.log(JSON.stringify(Object.keys(r.bundles))); }
        catch (e) { console.error(e.message); process.exit(e.exitCode ?? 1); }`,
     ],

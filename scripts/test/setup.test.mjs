@@ -2,7 +2,7 @@
 // Each test uses its own XDG_CACHE_HOME, so the shared registry of the machine is never touched.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -166,9 +166,19 @@ describe("system packages", () => {
     }
     spawnSync("chmod", ["-R", "a+rX", cache]);
     const xdg = join(cache, "xdg");
+    // nobody runs a copy of scripts/: the clone may be where nobody cannot read (e.g. under /root).
+    cpSync(dirname(SETUP), join(cache, "scripts"), { recursive: true });
+    spawnSync("chmod", ["-R", "a+rX", cache]);
     const r = spawnSync(
       "setpriv",
-      ["--reuid=65534", "--regid=65534", "--clear-groups", "--", process.execPath, SETUP],
+      [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        process.execPath,
+        join(cache, "scripts/setup.mjs"),
+      ],
       { env: { PATH: bin, HOME: "/nonexistent", XDG_CACHE_HOME: xdg }, encoding: "utf8" },
     );
     assert.equal(r.status, 2, r.stdout + r.stderr);
