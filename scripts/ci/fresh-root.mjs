@@ -347,6 +347,7 @@ export async function main(argv) {
   };
   const onSignal = (sig) => {
     process.stderr.write(`\nfresh-root: ${sig}: cleaning up ${run}\n`);
+    phases.record("interrupted", 0, `FAILED: ${sig}`);
     teardown();
     phases.summary();
     process.exit(130);
