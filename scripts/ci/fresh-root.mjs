@@ -50,6 +50,13 @@ export const SUITE = "bookworm";
 export const REPO_IN_ROOT = "/root/supermachine";
 /** Checks that use what a minimal Debian lacks (C headers, pgrep, ...), run after `npm start`. */
 export const DEFAULT_CHECKS = [
+  [
+    "setup again does no work",
+    // Idempotence: a second run installs, downloads, builds nothing (the registry, which ended with npm
+    // start's namespace, may be started again).
+    'out=$(node scripts/setup.mjs 2>&1); rc=$?; printf "%s\n" "$out"; [ $rc -eq 0 ] || exit $rc; ' +
+      '! printf "%s\n" "$out" | grep -E "^setup: (apt-get|installing|dpkg)|downloading|: building|make ARCH|debootstrap"',
+  ],
   ["guest agent host C tests", "make -C guest-agent test"],
   ["setup script tests", "node --test scripts/test/"],
 ];
