@@ -24,7 +24,10 @@ export async function ensureAgent() {
   if (!existsSync(join(dir, "Makefile"))) return "guest agent: guest-agent/Makefile not there yet, skipped";
   for (const arch of ["x86_64", "aarch64"]) {
     const out = join(dir, "out", arch, "sm-agent");
-    const q = await run("make", ["-q", "-C", dir, `ARCH=${arch}`], { allowFail: true });
+    // Ask about the file itself: `make -q` of the default (phony) target always answers "out of date".
+    const q = await run("make", ["-q", "-C", dir, `ARCH=${arch}`, `out/${arch}/sm-agent`], {
+      allowFail: true,
+    });
     if (q.code === 0 && existsSync(out)) continue; // up to date
     say(`guest agent: make ARCH=${arch}`);
     await run("make", ["-s", "-C", dir, `ARCH=${arch}`]);

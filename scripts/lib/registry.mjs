@@ -13,6 +13,7 @@ import {
   readJson,
   SetupError,
   say,
+  sharesOurRoot,
   sleep,
   which,
   withLock,
@@ -30,7 +31,8 @@ const logPath = () => join(registryDir(), "registry.log");
 export function isOurRegistry(pid) {
   const argv = procCmdline(pid);
   if (!argv || argv.length === 0) return false;
-  return basename(argv[0]) === "docker-registry" && argv.includes(configPath());
+  // Same command line in another root (a chroot with its own HOME=/root) is someone else's registry.
+  return basename(argv[0]) === "docker-registry" && argv.includes(configPath()) && sharesOurRoot(pid);
 }
 
 /** All running docker-registry processes using our config (there should be at most one). */

@@ -29,6 +29,7 @@ export const REQUIRED = [
   ["tar", "tar"],
   ["dpkg-deb", "dpkg"],
   // The build and the tests use these too; a minimal Debian root has none of them.
+  ["cc", "gcc"], // host C tests of the guest agent (HOSTCC ?= cc); musl-gcc runs gcc; the share tests' relay
   ["/usr/include/stdint.h", "libc6-dev"], // host C tests of the guest agent
   ["/usr/aarch64-linux-gnu/include/stdint.h", "libc6-dev-arm64-cross"], // aarch64 agent build
   ["pgrep", "procps"],
@@ -36,6 +37,7 @@ export const REQUIRED = [
   ["python3", "python3"],
   ["ip", "iproute2"], // test hosts in network namespaces
   ["git", "git"],
+  ["xz", "xz-utils"], // xz-compressed kernel modules (rootfs) and their tests
   ["update-ca-certificates", "ca-certificates"],
 ];
 /** Nice to have, never installed automatically. */

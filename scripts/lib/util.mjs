@@ -139,6 +139,21 @@ export function procStartTime(pid) {
   }
 }
 
+/**
+ * The process has the same root directory as this one. A process in a chroot (e.g. the fresh-root check's
+ * copy of Debian, which runs its own setup) is not ours even when its command line is the same.
+ * When that cannot be read (another user's process) it counts as the same.
+ */
+export function sharesOurRoot(pid) {
+  try {
+    const a = statSync(`/proc/${pid}/root`);
+    const b = statSync("/proc/self/root");
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return true;
+  }
+}
+
 export function procCmdline(pid) {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);

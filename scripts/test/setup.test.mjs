@@ -2,7 +2,7 @@
 // Each test uses its own XDG_CACHE_HOME, so the shared registry of the machine is never touched.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -155,15 +155,30 @@ describe("system packages", () => {
       .stdout.trim()
       .split(" ");
     for (const tool of [...tools, "apt-get"]) {
-      if (tool === "skopeo") continue;
-      const p = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
+      // Entries that are absolute paths (C headers) are found without PATH.
+      if (tool === "skopeo" || tool.startsWith("/")) continue;
+      // The system's directories only: a PATH entry under /root (e.g. a pyenv shim) is not usable by nobody.
+      const p = spawnSync("sh", ["-c", `command -v ${tool}`], {
+        encoding: "utf8",
+        env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
+      }).stdout.trim();
       if (p) symlinkSync(p, join(bin, tool));
     }
     spawnSync("chmod", ["-R", "a+rX", cache]);
     const xdg = join(cache, "xdg");
+    // nobody runs a copy of scripts/: the clone may be where nobody cannot read (e.g. under /root).
+    cpSync(dirname(SETUP), join(cache, "scripts"), { recursive: true });
+    spawnSync("chmod", ["-R", "a+rX", cache]);
     const r = spawnSync(
       "setpriv",
-      ["--reuid=65534", "--regid=65534", "--clear-groups", "--", process.execPath, SETUP],
+      [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        process.execPath,
+        join(cache, "scripts/setup.mjs"),
+      ],
       { env: { PATH: bin, HOME: "/nonexistent", XDG_CACHE_HOME: xdg }, encoding: "utf8" },
     );
     assert.equal(r.status, 2, r.stdout + r.stderr);
