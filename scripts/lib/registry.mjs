@@ -22,6 +22,8 @@ import {
 } from "./util.mjs";
 
 export const registryDir = () => join(cacheDir(), "registry");
+/** Port tried first when none is recorded (docker-registry's conventional port; the README's quick start). */
+export const DEFAULT_PORT = 5000;
 const statePath = () => join(registryDir(), "state.json");
 const portPath = () => join(registryDir(), "port");
 const configPath = () => join(registryDir(), "config.yml");
@@ -180,6 +182,8 @@ export async function ensureRegistry() {
     for (const pid of findOurRegistries()) await killPid(pid); // orphans with our config
     let recorded = Number.parseInt(readFileSafe(portPath()), 10) || s?.port || 0;
     if (!(recorded >= 1024 && recorded < 65536)) recorded = 0; // never a privileged or invalid port
+    // First start: the registry's conventional port, which the README's quick start names, when it is free.
+    if (!recorded && (await tryListen(DEFAULT_PORT))) recorded = DEFAULT_PORT;
     for (let attempt = 0; attempt < 5; attempt++) {
       let port = recorded && (await tryListen(recorded)) ? recorded : 0;
       if (!port) {
