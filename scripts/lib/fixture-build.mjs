@@ -598,11 +598,15 @@ const FIXTURES = {
     async inputs(deps) {
       // The host's own Node (the one running setup) and npm: no download, no second debootstrap.
       const node = realpathSync(process.execPath);
-      const npmCli = which("npm");
-      if (!npmCli) return null;
-      const npmDir = dirname(dirname(realpathSync(npmCli))); // …/node_modules/npm/bin/npm-cli.js
+      // npm of that node's prefix (/usr/bin/node → /usr/lib/node_modules/npm), else the one on PATH
+      let npmDir = join(dirname(dirname(node)), "lib", "node_modules", "npm");
+      if (!existsSync(join(npmDir, "package.json"))) {
+        const npmCli = which("npm"); // …/node_modules/npm/bin/npm-cli.js through a symlink
+        if (!npmCli) throw new SetupError(`fixture node: no npm next to ${node} and none on PATH`);
+        npmDir = dirname(dirname(realpathSync(npmCli)));
+      }
       const npmVersion = readJson(join(npmDir, "package.json"))?.version;
-      if (!npmVersion) return null;
+      if (!npmVersion) throw new SetupError(`fixture node: ${npmDir}/package.json has no version`);
       return {
         base: deps["debian-python"].key,
         node,
