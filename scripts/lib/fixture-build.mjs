@@ -1,6 +1,8 @@
 // Fixture images built locally from Debian packages, written as OCI image layouts under
 // CACHE/fixtures/<name>/ (temp → verify → rename), keyed by the content of their inputs, and pushed to the
 // test registry with skopeo (skipped when the registry already serves the same manifest digest).
+
+import { createHash } from "node:crypto";
 import {
   chmodSync,
   copyFileSync,
@@ -9,12 +11,14 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
+import { createServer } from "node:http";
 import { dirname, join } from "node:path";
 import { downloadDeb } from "./kernels.mjs";
 import { ensureRegistry } from "./registry.mjs";
@@ -32,6 +36,7 @@ import {
   sha256,
   sha256File,
   tempName,
+  which,
   withLock,
   writeJsonAtomic,
 } from "./util.mjs";
@@ -211,6 +216,79 @@ async function busyboxRoot(root, busyboxBin, applets) {
 }
 
 // ---------------------------------------------------------------------------------------------- fixtures
+/** Registry URL the node fixture's npm cache is keyed under (`.invalid`: never resolvable, only cached). */
+const NPM_FIXTURE_REGISTRY = "http://npm.fixture.invalid/";
+/** The tiny package in the node fixture's npm cache. */
+const GREET = {
+  name: "sm-greet",
+  version: "1.0.0",
+  files: {
+    "package.json": `${JSON.stringify(
+      {
+        name: "sm-greet",
+        version: "1.0.0",
+        description: "supermachine fixture package: installed from the node image's own npm cache",
+        main: "index.js",
+        license: "MIT",
+      },
+      null,
+      2,
+    )}\n`,
+    "index.js":
+      'exports.greet = (who) => "hello, " + who;\nexports.version = require("./package.json").version;\n',
+  },
+};
+
+/** Absolute paths of the shared libraries (and the ELF interpreter) `bin` loads, from ldd. */
+async function sharedLibs(bin) {
+  const out = (await run("ldd", [bin])).stdout;
+  const libs = [];
+  for (const line of out.split("\n")) {
+    const m = /=>\s*(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+    if (m) libs.push(m[1]);
+  }
+  return libs;
+}
+
+/**
+ * An npm registry of one package, reached as an HTTP proxy (npm sends `GET http://host/path` to it), so the
+ * registry URL npm caches under can be any host name. Resolves once listening.
+ */
+function fakeRegistry(name, version, tgz) {
+  const integrity = `sha512-${createHash("sha512").update(tgz).digest("base64")}`;
+  const shasum = createHash("sha1").update(tgz).digest("hex");
+  const tarPath = `/${name}/-/${name}-${version}.tgz`;
+  const packument = {
+    name,
+    "dist-tags": { latest: version },
+    versions: {
+      [version]: {
+        ...JSON.parse(GREET.files["package.json"]),
+        dist: { tarball: new URL(tarPath.slice(1), NPM_FIXTURE_REGISTRY).href, integrity, shasum },
+      },
+    },
+  };
+  const server = createServer((req, res) => {
+    server.requests.push(`${req.method} ${req.url}`);
+    const path = new URL(req.url ?? "/", NPM_FIXTURE_REGISTRY).pathname;
+    if (path === `/${name}`) {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(packument));
+    } else if (path === tarPath) {
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      res.end(tgz);
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  server.requests = [];
+  return new Promise((resolvePromise, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolvePromise({ server, port: server.address().port }));
+  });
+}
+
 /**
  * Each fixture: version (bump when its build changes), inputs() → key material (resolved package versions),
  * build(layout, work, inputs, deps).
@@ -295,6 +373,7 @@ const FIXTURES = {
     version: 1, // bump when build() changes
     platforms: ["linux/amd64"],
     deps: ["busybox"],
+    record: { expected: LAYERS_EXPECTED },
     async inputs(deps) {
       return { base: deps.busybox.key };
     },
@@ -509,6 +588,135 @@ const FIXTURES = {
       layout.writeIndex(m);
     },
   },
+
+  node: {
+    version: 1, // bump when build() changes
+    platforms: ["linux/amd64"],
+    deps: ["debian-python"],
+    // fixtures.json gets these fields too: what the image's own npm cache can install offline.
+    record: { npmCache: { registry: NPM_FIXTURE_REGISTRY, packages: [`${GREET.name}@${GREET.version}`] } },
+    async inputs(deps) {
+      // The host's own Node (the one running setup) and npm: no download, no second debootstrap.
+      const node = realpathSync(process.execPath);
+      // npm of that node's prefix (/usr/bin/node → /usr/lib/node_modules/npm), else the one on PATH
+      let npmDir = join(dirname(dirname(node)), "lib", "node_modules", "npm");
+      if (!existsSync(join(npmDir, "package.json"))) {
+        const npmCli = which("npm"); // …/node_modules/npm/bin/npm-cli.js through a symlink
+        if (!npmCli) throw new SetupError(`fixture node: no npm next to ${node} and none on PATH`);
+        npmDir = dirname(dirname(realpathSync(npmCli)));
+      }
+      const npmVersion = readJson(join(npmDir, "package.json"))?.version;
+      if (!npmVersion) throw new SetupError(`fixture node: ${npmDir}/package.json has no version`);
+      return {
+        base: deps["debian-python"].key,
+        node,
+        nodeSha: await sha256File(node),
+        nodeVersion: process.version,
+        npmDir,
+        npmVersion,
+        greet: GREET,
+      };
+    },
+    async build(layout, work, inp, deps) {
+      const base = deps["debian-python"];
+      const baseManifest = base.manifest();
+      const baseLayer = {
+        desc: layout.copyFrom(base.layout, baseManifest.layers[0]),
+        diffId: base.config().rootfs.diff_ids[0],
+      };
+      const r = join(work, "root");
+      dir(r, "usr/bin");
+      dir(r, "usr/lib/node_modules");
+      dir(r, "root", 0o700);
+      copyFileSync(inp.node, join(r, "usr/bin/node"));
+      chmodSync(join(r, "usr/bin/node"), 0o755);
+      // Shared libraries node needs that the base lacks (Debian 12 host and bookworm base: none, usually).
+      const baseFiles = new Set(
+        (await run("tar", ["-tzf", join(base.layout.blobs, baseManifest.layers[0].digest.slice(7))])).stdout
+          .split("\n")
+          .map((l) => l.replace(/\/$/, "")),
+      );
+      const added = [];
+      for (const lib of await sharedLibs(inp.node)) {
+        const rel = lib.replace(/^\/+/, "");
+        const usrRel = /^(lib|lib64|lib32)\//.test(rel) ? `usr/${rel}` : rel; // merged /usr in the base
+        if (baseFiles.has(rel) || baseFiles.has(usrRel)) continue;
+        mkdirSync(dirname(join(r, usrRel)), { recursive: true });
+        copyFileSync(realpathSync(lib), join(r, usrRel));
+        chmodSync(join(r, usrRel), 0o755);
+        added.push(usrRel);
+      }
+      if (added.length) say(`fixture node: added host libraries ${added.join(", ")}`);
+      await run("cp", ["-a", inp.npmDir, join(r, "usr/lib/node_modules/npm")]);
+      symlink(r, "usr/bin/npm", "../lib/node_modules/npm/bin/npm-cli.js");
+      symlink(r, "usr/bin/npx", "../lib/node_modules/npm/bin/npx-cli.js");
+      // A tiny package of our own, packed with npm and put into root's npm cache (/root/.npm) through a
+      // registry that exists only here: an in-process HTTP proxy answers for NPM_FIXTURE_REGISTRY, so the
+      // cache holds the packument and the tarball under that URL. /root/.npmrc names that registry and
+      // `offline=true`: in the guest (no network by default) `npm install sm-greet` is served from the cache.
+      const pkgDir = join(work, "pkg");
+      for (const [rel, text] of Object.entries(GREET.files)) put(pkgDir, rel, text);
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+      env.HOME = work; // no user npmrc of the host
+      const npmArgs = ["--userconfig", join(work, "npmrc"), "--loglevel", "error", "--no-update-notifier"];
+      writeFileSync(join(work, "npmrc"), "");
+      await run("npm", ["pack", "--pack-destination", work, ...npmArgs], { cwd: pkgDir, env });
+      const tgz = readFileSync(join(work, `${GREET.name}-${GREET.version}.tgz`));
+      const { server, port } = await fakeRegistry(GREET.name, GREET.version, tgz);
+      try {
+        await run(
+          "npm",
+          [
+            "cache",
+            "add",
+            `${GREET.name}@${GREET.version}`,
+            "--cache",
+            join(r, "root/.npm"),
+            "--registry",
+            NPM_FIXTURE_REGISTRY,
+            "--proxy",
+            `http://127.0.0.1:${port}`,
+            "--noproxy",
+            "",
+            ...npmArgs,
+          ],
+          { env },
+        );
+      } finally {
+        server.close();
+      }
+      if (server.requests.length === 0) throw new SetupError("fixture node: npm cache add made no request");
+      rmSync(join(r, "root/.npm/_logs"), { recursive: true, force: true });
+      rmSync(join(r, "root/.npm/_update-notifier-last-checked"), { force: true });
+      put(
+        r,
+        "root/.npmrc",
+        [
+          "# supermachine fixture: no network in the guest by default; packages come from /root/.npm",
+          `registry=${NPM_FIXTURE_REGISTRY}`,
+          "offline=true",
+          "audit=false",
+          "fund=false",
+          "update-notifier=false",
+          "",
+        ].join("\n"),
+      );
+      const l = await layout.layer(r);
+      const m = layout.image({
+        layers: [baseLayer, l],
+        arch: "amd64",
+        config: { Env: [PATH_ENV, "LANG=C.UTF-8"], Cmd: ["node"], WorkingDir: "/" },
+        history: [
+          { created: EPOCH, created_by: "supermachine fixture debian-python" },
+          {
+            created: EPOCH,
+            created_by: `supermachine fixture node: host node ${inp.nodeVersion}, npm ${inp.npmVersion}, npm cache ${GREET.name}@${GREET.version}`,
+          },
+        ],
+      });
+      layout.writeIndex(m);
+    },
+  },
 };
 
 export const FIXTURE_NAMES = Object.keys(FIXTURES);
@@ -675,7 +883,7 @@ export async function ensureFixtures() {
         digest,
         platforms: FIXTURES[name].platforms,
         layout: built[name].dir,
-        ...(name === "layers" ? { expected: LAYERS_EXPECTED } : {}),
+        ...(FIXTURES[name].record ?? {}),
       };
     }
     const doc = { registry: reg.host, images };

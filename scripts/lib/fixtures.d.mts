@@ -1,6 +1,6 @@
 /** Types for scripts/lib/fixtures.mjs (used by TypeScript tests of every package). */
 
-export type FixtureName = "busybox" | "layers" | "httpd" | "multiarch" | "debian-python";
+export type FixtureName = "busybox" | "layers" | "httpd" | "multiarch" | "debian-python" | "node";
 
 export interface FixtureImage {
   /** `127.0.0.1:PORT/<name>:latest` */
@@ -13,6 +13,11 @@ export interface FixtureImage {
   layout: string;
   /** only for `layers`: the tree once all layers are applied (checked against umoci's unpack) */
   expected?: LayersExpected;
+  /**
+   * only for `node`: what the image's own npm cache (/root/.npm) installs without network; /root/.npmrc
+   * sets this `registry` and `offline=true`
+   */
+  npmCache?: { registry: string; packages: string[] };
 }
 
 export interface LayersExpected {

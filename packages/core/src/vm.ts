@@ -290,16 +290,22 @@ export class VmHandle {
       this.#execServer?.close();
       if (this.volumeDevices.length > 0 && !this.dead) {
         // Clean guest shutdown (sync + unmount) so the volume file is consistent for the next VM: the
-        // agent answers first, then powers off; wait for the VMM to exit on its own.
-        const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-        const asked = await Promise.race([
+        // agent answers first, then powers off; wait for the VMM to exit on its own. The deadlines are
+        // cleared as soon as the wait ends: a pending timer would hold a finished program open (issue 17).
+        const asked = await withDeadline(
           this.agent.shutdown().then(
             () => true,
             () => false,
           ),
-          sleep(3000).then(() => false),
-        ]);
-        if (asked) await Promise.race([this.live.exited.catch(() => undefined), sleep(10_000)]);
+          3000,
+          false,
+        );
+        if (asked)
+          await withDeadline(
+            this.live.exited.catch(() => undefined),
+            10_000,
+            undefined,
+          );
       }
       this.agent.close();
       try {
@@ -310,6 +316,19 @@ export class VmHandle {
       }
     })();
     return this.#stopping;
+  }
+}
+
+/** `p`, or `fallback` after `ms`; the timer is cleared when `p` settles first. */
+async function withDeadline<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const late = new Promise<T>((r) => {
+      timer = setTimeout(() => r(fallback), ms);
+    });
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
