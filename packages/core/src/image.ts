@@ -16,6 +16,7 @@ import {
   SNAPSHOT_FORMAT_VERSION,
 } from "./fingerprint";
 import { acquireLock } from "./lock";
+import { networkKey, nicMode } from "./network/policy";
 import { cacheRoot, defaultSnapshotsDir, hostArch } from "./paths";
 import { PoolImpl } from "./pool";
 import type { LiveVmPort } from "./ports";
@@ -220,7 +221,7 @@ async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepare
     })),
     extraKernelArgs: opts.extraKernelArgs,
     warmupTag: opts.warmup ? opts.warmupTag : null,
-    network: opts.network,
+    network: networkKey(opts.network),
     tmpfsMib,
     kernelRelease: kernel.release,
     arch,
@@ -383,12 +384,12 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       // Volumes are mounted by core after every resume (never at bake: the snapshot must not hold
       // cached state of a filesystem that later VMs change). See README "Volumes".
       volumes: [],
-      network: opts.network,
+      network: nicMode(opts.network),
     });
     await rt.buildInitramfs({
       agentPath: p.agent.path,
       kernel: p.kernel,
-      network: opts.network !== "none",
+      network: nicMode(opts.network) !== "none",
       mounts: opts.mounts.length > 0,
       config: encodeBootConfig(bootConfig),
       out: join(tmp, INITRAMFS_FILE),
@@ -403,7 +404,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       memoryMib: opts.memoryMib,
       vcpus: opts.vcpus,
       volumes: volumes.map((v) => ({ hostPath: v.hostPath })),
-      network: opts.network,
+      network: nicMode(opts.network),
       extraKernelArgs: opts.extraKernelArgs,
       accel: opts.accel,
     });
@@ -414,6 +415,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       device: `/dev/vd${String.fromCharCode(98 + i)}`,
     }));
     handle = new VmHandle(live, agent, hv, p.inputs.mounts);
+    handle.startNetwork(opts.network);
     await agent.waitReady(BAKE_READY_TIMEOUT_MS);
     if (opts.listenerRequired) {
       step = `waiting for the workload to listen on port ${opts.guestPort}`;
@@ -455,7 +457,8 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       agent: { version: agent.hello.agentVersion, sha256: p.agent.sha256 },
       guestPort: opts.guestPort,
       listenerRequired: opts.listenerRequired,
-      network: opts.network,
+      network: nicMode(opts.network),
+      networkPolicy: opts.network,
       extraKernelArgs: opts.extraKernelArgs,
       volumes: volumes.map((v) => ({ hostPath: v.hostPath, guestPath: v.guestPath, sizeMib: v.sizeMib })),
       mounts: p.inputs.mounts,

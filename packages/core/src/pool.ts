@@ -19,6 +19,7 @@ import {
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import type { Image } from "./image";
+import { poolNetwork } from "./network/vm-network";
 import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec } from "./ports";
 import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
@@ -289,6 +290,7 @@ export class PoolImpl implements Pool {
       if (timedOut) throw new Error("late");
       const agent = spareAgent ?? (await this.#rt.connectAgent(live, deadline));
       const handle = new VmHandle(live, agent, this.#volumes(), this.#image.meta.mounts);
+      handle.startNetwork(poolNetwork(this.#opts.network, this.#image.meta));
       try {
         if (this.#coldBoot) await agent.waitReady(deadline);
         await handle.resume();

@@ -19,6 +19,7 @@ import {
 import { imageLayers, importArchive, importLayout, type Image as OciImage, pull } from "@supermachine/oci";
 import { buildInitramfs, buildRootfs } from "@supermachine/rootfs";
 import { codeOf, SupermachineError } from "./errors";
+import { egressPortOf } from "./network/agent-egress";
 import { cacheRoot } from "./paths";
 import type {
   AgentChild,
@@ -363,6 +364,7 @@ function processSpec(a: Omit<AgentExecArgs, "timeoutMs">) {
 function adaptAgent(c: AgentClient): AgentPort {
   const hello = c.hello;
   return {
+    egress: egressPortOf(c),
     hello: {
       agentVersion: hello?.agentVersion ?? "unknown",
       caps: hello?.caps ?? [],

@@ -19,6 +19,7 @@ import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import { type RecordedMount, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
 import { pidAlive } from "./lock";
+import type { NetworkOption } from "./network/policy";
 
 export const METADATA_FILE = "metadata.json";
 export const ROOTFS_FILE = "rootfs.sqfs";
@@ -46,6 +47,8 @@ export interface SnapshotMetadata {
   guestPort: number;
   listenerRequired: boolean;
   network: "none" | "nat";
+  /** The image's network policy (README "Network"); absent in older metadata = "none". */
+  networkPolicy?: NetworkOption;
   extraKernelArgs: string[];
   volumes: { hostPath: string; guestPath: string; sizeMib: number }[];
   mounts: RecordedMount[];

@@ -4,6 +4,7 @@
  */
 import { statSync } from "node:fs";
 import { codeOf, invalidOption, SupermachineError } from "./errors";
+import { type NetworkOption, parseNetwork } from "./network/policy";
 import type { BuildOptions, ExtraFile, ImageSource, MountSpec, StagedFile, VolumeSpec } from "./types";
 
 type Obj = Record<string, unknown>;
@@ -204,7 +205,7 @@ export interface ResolvedBuildOptions {
   warmupTag: string;
   warmup: BuildOptions["warmup"];
   source: ImageSource;
-  network: "none" | "nat";
+  network: NetworkOption;
   accel: "auto" | "kvm" | "hvf" | "tcg";
   platform: string | undefined;
   kernelDir: string | undefined;
@@ -309,7 +310,7 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
     throw invalidOption("onProgress", `expected a function, got ${describe(o.onProgress)}`);
   }
   const source = validateSource(o.source);
-  const network = optEnum(o.network, "network", ["none", "nat"] as const) ?? "none";
+  const network = parseNetwork(o.network);
   const accel = optEnum(o.accel, "accel", ["auto", "kvm", "hvf", "tcg"] as const) ?? "auto";
   const platform = optString(o.platform, "platform", { nonEmpty: true });
   if (platform !== undefined && !/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(platform)) {
@@ -366,6 +367,7 @@ const POOL_KEYS = [
   "memoryMib",
   "vcpus",
   "restoreTimeoutMs",
+  "network",
 ] as const;
 
 export interface ResolvedPoolOptions {
@@ -377,6 +379,8 @@ export interface ResolvedPoolOptions {
   memoryMib: number | undefined;
   vcpus: number | undefined;
   restoreTimeoutMs: number;
+  /** Overrides the image's network policy (undefined = the image's). */
+  network: NetworkOption | undefined;
 }
 
 export function validatePoolOptions(input: unknown): ResolvedPoolOptions {
@@ -396,6 +400,7 @@ export function validatePoolOptions(input: unknown): ResolvedPoolOptions {
     // the pool adds its own margin to this deadline
     restoreTimeoutMs:
       optInt(o.restoreTimeoutMs, "restoreTimeoutMs", { min: 1, max: MAX_TIMER_MS - 60_000 }) ?? 30_000,
+    network: o.network === undefined ? undefined : parseNetwork(o.network),
   };
 }
 

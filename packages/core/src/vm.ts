@@ -13,9 +13,20 @@ import { registerForCleanup } from "./cleanup";
 import { codeOf, SupermachineError } from "./errors";
 import type { RecordedMount } from "./fingerprint";
 import { startForwarder } from "./forwarder";
+import type { Egress } from "./network/egress";
+import type { NetworkOption } from "./network/policy";
+import { setVmNetwork, startEgress } from "./network/vm-network";
 import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
-import type { ExecChild, ExecExit, ExecOptions, ExecOutput, TcpForwarder, WarmupVm } from "./types";
+import type {
+  ExecChild,
+  ExecExit,
+  ExecOptions,
+  ExecOutput,
+  NetworkMode,
+  TcpForwarder,
+  WarmupVm,
+} from "./types";
 import { MAX_FILE_BYTES, MAX_TIMER_MS, optInt, toBuffer, validateExecOptions } from "./validate";
 
 let nextHandleId = 1;
@@ -51,6 +62,8 @@ export class VmHandle {
   #stopping: Promise<void> | undefined;
   #execServer: Server | undefined;
   #execPath: string | undefined;
+  /** Guest egress (README "Network"); undefined for "nat" VMs and agents without the cap. */
+  egress: Egress | undefined;
 
   constructor(
     readonly live: LiveVmPort,
@@ -69,6 +82,11 @@ export class VmHandle {
       // The session died: if the VMM is gone too, exited will say so; treat the VM as failed either way.
       this.#markDead(err);
     });
+  }
+
+  /** Starts enforcing the network policy of this VM (once, right after the handle exists). */
+  startNetwork(n: NetworkOption): void {
+    this.egress ??= startEgress(this.agent, n, this.id);
   }
 
   #markDead(err: Error): void {
@@ -266,6 +284,7 @@ export class VmHandle {
     this.#stopping ??= (async () => {
       for (const f of this.forwarders) f.closeAll();
       this.forwarders.clear();
+      this.egress?.close();
       this.#closeShares();
       this.#execServer?.close();
       if (this.volumes.length > 0 && !this.dead) {
@@ -636,6 +655,15 @@ export class Vm implements AsyncDisposable {
       h.forwarders.add(fwd);
       return fwd;
     });
+  }
+
+  /**
+   * Beyond: changes this VM's network policy (README "Network") for new connections and DNS
+   * queries; open connections stay. SM_INVALID_OPTIONS for a malformed policy; "nat" cannot be
+   * switched on or off at run time.
+   */
+  setNetwork(policy: NetworkMode): void {
+    setVmNetwork(this.#live("set the network policy"), policy);
   }
 
   /** Return the VM to its pool; idempotent. */
