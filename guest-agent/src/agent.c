@@ -2615,14 +2615,13 @@ static void eg_take_listeners(void)
 
 static void eg_notified(struct eg_lis *l, uint32_t ev)
 {
+	/* one notification per readiness event: SECCOMP_IOCTL_NOTIF_RECV blocks when none is pending */
 	if (ev & EPOLLIN) {
-		for (int n = 0; n < 16; n++) {
+		for (int n = 0; n < 1; n++) {
 			struct eg_target t;
 			int r = eg_notif_take(l->w.fd, &t);
-			if (r < 0)
+			if (r <= 0)
 				break;
-			if (r == 0)
-				continue;
 			struct eg_dial *g = NULL;
 			for (int i = 0; i < SM_EG_MAX_DIALS && !g; i++)
 				if (!A.eg_dials[i].used)

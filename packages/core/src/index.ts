@@ -34,4 +34,4 @@ export type {
 } from "./types";
 export { Vm } from "./vm";
 export const PACKAGE_NAME = "@supermachine/core";
-export { EGRESS_LIMITS, type NetworkBlockedEvent, onNetworkBlocked } from "./network/egress";
+export { type NetworkBlockedEvent, onNetworkBlocked } from "./network/egress";
