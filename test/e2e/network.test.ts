@@ -177,8 +177,9 @@ async function sh(vm: Vm, script: string, timeoutMs = 60_000) {
 const get = (url: string) => `timeout 15 wget -q -O - ${url}`;
 
 describe.skipIf(!root)("guest network enforced on the host (real servers)", () => {
-  let image: Image;
+  let image: Image | undefined;
   const poolOf = async (network?: unknown) => {
+    image ??= await Image.build({ ref: refs.busybox, snapshotsDir: shared });
     const p = await image.pool({
       min: 0,
       max: 1,
@@ -189,7 +190,6 @@ describe.skipIf(!root)("guest network enforced on the host (real servers)", () =
   };
 
   it('"public" (the default) reaches the test host over HTTP and HTTPS, by address and by name', async () => {
-    image = await Image.build({ ref: refs.busybox, snapshotsDir: shared });
     const vm = await (await poolOf()).acquire();
     try {
       expect(await sh(vm, get(`http://${TEST_HOST}:8080/index.html`))).toMatchObject({
@@ -200,7 +200,10 @@ describe.skipIf(!root)("guest network enforced on the host (real servers)", () =
         code: 0,
         out: "TEST-HOST-OK\n",
       });
-      const tls = await sh(vm, `timeout 15 wget -q --no-check-certificate -O - https://${NAME}:8443/index.html`);
+      const tls = await sh(
+        vm,
+        `timeout 15 wget -q --no-check-certificate -O - https://${NAME}:8443/index.html`,
+      );
       expect(tls).toMatchObject({ code: 0, out: "TEST-HOST-OK\n" });
       // nc too (a different connect path: busybox nc, blocking socket)
       const nc = await sh(vm, `printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 ${TEST_HOST} 8080`);
@@ -283,6 +286,34 @@ describe.skipIf(!root)("guest network enforced on the host (real servers)", () =
       vm.setNetwork("public");
       expect((await sh(vm, get(`http://${TEST_HOST}:8080/index.html`))).code).toBe(0);
       expect(() => vm.setNetwork({ allow: ["10.0.0.0/33"] })).toThrow(/network\.allow\[0\]/);
+    } finally {
+      await vm.release();
+    }
+  });
+
+  it("an allow list by name admits a connection by its TLS SNI or HTTP Host when the host's DNS was not asked", async () => {
+    const vm = await (await poolOf({ allow: [NAME] })).acquire();
+    try {
+      // the guest resolves the name itself (its own /etc/hosts): only SNI/Host can tell the host
+      await sh(vm, `echo '${TEST_HOST} ${NAME} ${OTHER}' >> /etc/hosts`);
+      const host = (h: string) =>
+        sh(
+          vm,
+          `printf 'GET /index.html HTTP/1.0\\r\\nHost: ${h}:8080\\r\\n\\r\\n' | timeout 15 nc ${TEST_HOST} 8080`,
+        );
+      expect((await host(NAME)).out).toContain("TEST-HOST-OK");
+      expect((await host(OTHER)).out).not.toContain("TEST-HOST-OK");
+      const tls = await sh(
+        vm,
+        `timeout 15 wget -q --no-check-certificate -O - https://${NAME}:8443/index.html`,
+      );
+      expect(tls).toMatchObject({ code: 0, out: "TEST-HOST-OK\n" });
+      const tlsOther = await sh(
+        vm,
+        `timeout 15 wget -q --no-check-certificate -O - https://${OTHER}:8443/index.html`,
+      );
+      expect(tlsOther.out).not.toContain("TEST-HOST-OK");
+      expect(blocked.some((e) => e.names.includes(OTHER))).toBe(true);
     } finally {
       await vm.release();
     }

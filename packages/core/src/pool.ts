@@ -248,6 +248,7 @@ export class PoolImpl implements Pool {
     if (handoff) {
       try {
         await handoff.resume();
+        handoff.startNetwork(poolNetwork(this.#opts.network, this.#image.meta));
         return handoff;
       } catch {
         await handoff.stop().catch(() => undefined);

@@ -84,9 +84,10 @@ export class VmHandle {
     });
   }
 
-  /** Starts enforcing the network policy of this VM (once, right after the handle exists). */
+  /** Starts enforcing the network policy of this VM, or sets it (a bake VM handed to a pool). */
   startNetwork(n: NetworkOption): void {
-    this.egress ??= startEgress(this.agent, n, this.id);
+    if (this.egress && n !== "nat") setVmNetwork(this, n);
+    else this.egress ??= startEgress(this.agent, n, this.id);
   }
 
   #markDead(err: Error): void {

@@ -18,6 +18,7 @@ import {
   RCODE_REFUSED,
   RCODE_SERVFAIL,
 } from "./dns";
+import { announcedName, PEEK_MAX } from "./peek";
 import { decide, type NetworkPolicy, policyAnswersDns } from "./policy";
 
 /** What core needs from an agent session that announced the `egress` cap (SPEC 6.5). */
@@ -164,6 +165,22 @@ export class Egress {
     if (this.#closed) return this.#refuse(id, "ENETUNREACH");
     const names = this.namesOf(addr);
     const d = decide(this.#policy, addr, port, names);
+    const p = this.#policy;
+    const nameRules = (list: readonly { kind: string }[] | null) => !!list?.some((e) => e.kind !== "cidr");
+    if (
+      (!d.allowed && d.rule === "not in allow list" && nameRules(p.allow)) ||
+      (d.allowed && nameRules(p.deny))
+    ) {
+      // the address alone does not decide: look at the name the connection announces (SNI / Host)
+      if (
+        this.#sockets.size >= EGRESS_LIMITS.maxConnections ||
+        this.#pending >= EGRESS_LIMITS.maxPendingDials
+      ) {
+        this.#report(fmt(addr, port), names, "limit");
+        return this.#refuse(id, "ECONNREFUSED");
+      }
+      return this.#peekDial(id, addr, port, names);
+    }
     if (!d.allowed) {
       this.#report(fmt(addr, port), names, d.rule);
       return this.#refuse(id, d.rule === "none" ? "ENETUNREACH" : "ECONNREFUSED");
@@ -216,6 +233,67 @@ export class Egress {
         () => sock.destroy(),
       );
     });
+  }
+
+  /**
+   * Accept the guest's connect, read what it sends first (up to PEEK_MAX bytes / 5 s), decide with
+   * the name it announces, then dial: to the guest's address when the host's own DNS gave it for that
+   * name, else to the address the host resolves for the name (never a guest-chosen address).
+   */
+  #peekDial(id: number, addr: string, port: number, names: string[]): void {
+    this.#pending++;
+    this.port.accept(id).then(
+      (ch) => {
+        let buf = Buffer.alloc(0);
+        let done = false;
+        const onData = (c: Buffer) => {
+          buf = Buffer.concat([buf, c]);
+          const n = announcedName(buf);
+          if (n !== undefined || buf.length >= PEEK_MAX) void finish(n ?? null);
+        };
+        const timer = setTimeout(() => void finish(null), 5000);
+        const finish = async (name: string | null) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          ch.off("data", onData);
+          ch.pause();
+          this.#pending--;
+          const all = name ? [...names, name] : names;
+          const d = decide(this.#policy, addr, port, all);
+          let target: string | undefined = addr;
+          if (d.allowed && name && !names.includes(name)) {
+            const got = await lookup(name, { all: true, verbatim: true }).catch(() => []);
+            const addrs = got.map((r) => r.address);
+            target = addrs.includes(addr) ? addr : addrs[0];
+          }
+          const d2 = target ? decide(this.#policy, target, port, name ? [name] : []) : d;
+          if (!d.allowed || !d2.allowed || !target || this.#closed) {
+            this.#report(fmt(addr, port), all, d.allowed ? d2.rule : d.rule);
+            ch.destroy();
+            return;
+          }
+          const sock = connect({ host: target, port, noDelay: true });
+          this.#sockets.add(sock);
+          sock.once("close", () => this.#sockets.delete(sock));
+          const t = setTimeout(() => sock.destroy(), EGRESS_LIMITS.dialTimeoutMs);
+          sock.once("error", () => {
+            clearTimeout(t);
+            ch.destroy();
+          });
+          sock.once("connect", () => {
+            clearTimeout(t);
+            this.counts.accepted++;
+            sock.write(buf);
+            bridge(sock, ch);
+          });
+        };
+        ch.on("data", onData);
+        ch.once("end", () => void finish(null));
+        ch.once("error", () => void finish(null));
+      },
+      () => this.#pending--,
+    );
   }
 
   #remember(name: string, addrs: readonly string[]): void {
