@@ -2654,30 +2654,21 @@ static void eg_notified(struct eg_lis *l, uint32_t ev)
 
 static void op_dial_answer(uint32_t id, const struct cb_doc *d, uint32_t args)
 {
-	uint64_t dial, ch = 0;
+	uint32_t dial, ch;
+	int ei;
 	char msg[256];
-	if (args_uint(d, args, "id", true, 1, UINT32_MAX, &dial, msg, sizeof(msg)) < 0 ||
-	    args_uint(d, args, "ch", false, 1, UINT32_MAX, &ch, msg, sizeof(msg)) < 0) {
+	if (args_dial_answer(d, args, &dial, &ch, &ei, msg, sizeof(msg)) < 0) {
 		res_error(id, "EINVAL", msg);
 		return;
 	}
-	int ei = cb_map_get(d, args, "error");
-	if (ei >= 0 && (d->items[ei].type != CB_TEXT || d->items[ei].len > 64)) {
-		res_error(id, "EINVAL", "error: must be text (<= 64 bytes)");
-		return;
-	}
-	if ((ei >= 0) == (ch != 0)) {
-		res_error(id, "EINVAL", "exactly one of ch and error is required");
-		return;
-	}
-	uint32_t ids[1] = {(uint32_t)ch};
+	uint32_t ids[1] = {ch};
 	if (ch && !ids_fresh(ids, 1)) {
 		res_error(id, "EINVAL", "ch: channel ids must be greater than every id used before");
 		return;
 	}
 	if (ch)
 		ids_commit(ids, 1);
-	struct eg_dial *g = eg_dial_find((uint32_t)dial);
+	struct eg_dial *g = eg_dial_find(dial);
 	if (!g || !g->lis || !eg_notif_valid(g->lis->w.fd, g->notif)) {
 		if (g)
 			eg_dial_free(g);
@@ -2689,7 +2680,7 @@ static void op_dial_answer(uint32_t id, const struct cb_doc *d, uint32_t args)
 		res_empty(id);
 		return;
 	}
-	struct chan *c = chan_alloc((uint32_t)ch);
+	struct chan *c = chan_alloc(ch);
 	if (!c) {
 		eg_dial_fail(g, EAGAIN);
 		res_error(id, "EBUSY", "too many open channels");
@@ -2755,21 +2746,16 @@ static void eg_dns_read(void)
 
 static void op_dns_answer(uint32_t id, const struct cb_doc *d, uint32_t args)
 {
-	uint64_t qid;
+	uint32_t qid;
 	int a;
 	char msg[256];
-	if (args_uint(d, args, "id", true, 1, UINT32_MAX, &qid, msg, sizeof(msg)) < 0 ||
-	    args_bytes(d, args, "a", &a, msg, sizeof(msg)) < 0) {
+	if (args_dns_answer(d, args, &qid, &a, msg, sizeof(msg)) < 0) {
 		res_error(id, "EINVAL", msg);
-		return;
-	}
-	if (d->items[a].len > SM_EG_DNS_ANSWER_MAX || d->items[a].len < 12) {
-		res_error(id, "EINVAL", "a: 12..4096 bytes");
 		return;
 	}
 	for (int i = 0; i < SM_EG_MAX_DNS; i++) {
 		struct eg_q *s = &A.eg_q[i];
-		if (!s->used || s->id != (uint32_t)qid)
+		if (!s->used || s->id != qid)
 			continue;
 		s->used = false;
 		if (A.eg_dns_w.fd >= 0)
