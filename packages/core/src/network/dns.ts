@@ -65,7 +65,7 @@ function ipv6(a: string): Buffer {
   const rest = r ? r.split(":") : [];
   const groups =
     r === undefined ? head : [...head, ...Array(8 - head.length - rest.length).fill("0"), ...rest];
-  groups.forEach((g, i) => out.writeUInt16BE(Number.parseInt(g, 16), i * 2));
+  for (const [i, g] of groups.entries()) out.writeUInt16BE(Number.parseInt(g, 16), i * 2);
   return out;
 }
 

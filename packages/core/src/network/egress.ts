@@ -162,7 +162,10 @@ export class Egress {
 
   #dial(id: number, addr: string, port: number): void {
     this.counts.dials++;
-    if (this.#closed) return this.#refuse(id, "ENETUNREACH");
+    if (this.#closed) {
+      this.#refuse(id, "ENETUNREACH");
+      return;
+    }
     const names = this.namesOf(addr);
     const d = decide(this.#policy, addr, port, names);
     const p = this.#policy;
@@ -177,20 +180,24 @@ export class Egress {
         this.#pending >= EGRESS_LIMITS.maxPendingDials
       ) {
         this.#report(fmt(addr, port), names, "limit");
-        return this.#refuse(id, "ECONNREFUSED");
+        this.#refuse(id, "ECONNREFUSED");
+        return;
       }
-      return this.#peekDial(id, addr, port, names);
+      this.#peekDial(id, addr, port, names);
+      return;
     }
     if (!d.allowed) {
       this.#report(fmt(addr, port), names, d.rule);
-      return this.#refuse(id, d.rule === "none" ? "ENETUNREACH" : "ECONNREFUSED");
+      this.#refuse(id, d.rule === "none" ? "ENETUNREACH" : "ECONNREFUSED");
+      return;
     }
     if (
       this.#sockets.size >= EGRESS_LIMITS.maxConnections ||
       this.#pending >= EGRESS_LIMITS.maxPendingDials
     ) {
       this.#report(fmt(addr, port), names, "limit");
-      return this.#refuse(id, "ECONNREFUSED");
+      this.#refuse(id, "ECONNREFUSED");
+      return;
     }
     this.#pending++;
     // The host dials the address itself (re-checked above against the always-denied set), never a
@@ -326,12 +333,19 @@ export class Egress {
     const answer = (b: Buffer | null) => {
       if (b && !this.#closed) this.port.dnsAnswer(id, b).catch(() => undefined);
     };
-    if (!q) return answer(formErr(raw));
+    if (!q) {
+      answer(formErr(raw));
+      return;
+    }
     if (!policyAnswersDns(this.#policy)) {
       this.#report(`dns ${q.name}`, [], "none");
-      return answer(buildAnswer(q, RCODE_REFUSED));
+      answer(buildAnswer(q, RCODE_REFUSED));
+      return;
     }
-    if (q.qclass !== 1 || (q.qtype !== DNS_A && q.qtype !== DNS_AAAA)) return answer(buildAnswer(q, 0));
+    if (q.qclass !== 1 || (q.qtype !== DNS_A && q.qtype !== DNS_AAAA)) {
+      answer(buildAnswer(q, 0));
+      return;
+    }
     this.#dnsInFlight++;
     // The host's own resolver (getaddrinfo: /etc/hosts, then its DNS servers).
     lookup(q.name, { all: true, verbatim: true }).then(

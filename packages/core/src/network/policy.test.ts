@@ -156,3 +156,19 @@ function u16(n: number): Buffer {
   b.writeUInt16BE(n);
   return b;
 }
+
+describe("CLI flags", async () => {
+  const { networkFromFlags } = await import("./cli-flags");
+  it("maps --network/--allow/--deny to the option, errors name the flag entry", () => {
+    expect(networkFromFlags({})).toBeUndefined();
+    expect(networkFromFlags({ network: "none" })).toBe("none");
+    expect(networkFromFlags({ allow: ["pypi.org:443"], deny: ["10.0.0.0/8"] })).toEqual({
+      allow: ["pypi.org:443"],
+      deny: ["10.0.0.0/8"],
+    });
+    expect(networkFromFlags({ network: "public", deny: ["x.com"] })).toEqual({ deny: ["x.com"] });
+    expect(() => networkFromFlags({ allow: ["ok.com", "1.2.3.4/40"] })).toThrow(/--allow\[1\]/);
+    expect(() => networkFromFlags({ network: "none", allow: ["ok.com"] })).toThrow(/--network/);
+    expect(() => networkFromFlags({ network: "open" })).toThrow(/--network/);
+  });
+});

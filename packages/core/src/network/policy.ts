@@ -189,7 +189,7 @@ export function parseNetwork(v: unknown, field = "network"): NetworkOption {
     if (!Array.isArray(list)) throw invalidOption(`${field}.${k}`, "must be an array of strings");
     if (list.length > MAX_POLICY_ENTRIES)
       throw invalidOption(`${field}.${k}`, `at most ${MAX_POLICY_ENTRIES} entries`);
-    list.forEach((e, i) => parseEntry(e, `${field}.${k}[${i}]`));
+    for (const [i, e] of list.entries()) parseEntry(e, `${field}.${k}[${i}]`);
     out[k] = [...(list as string[])];
   }
   return out;
