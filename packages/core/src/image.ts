@@ -17,6 +17,7 @@ import {
 } from "./fingerprint";
 import { acquireLock } from "./lock";
 import { networkKey, nicMode } from "./network/policy";
+import { poolNetwork } from "./network/vm-network";
 import { cacheRoot, defaultSnapshotsDir, hostArch } from "./paths";
 import { PoolImpl } from "./pool";
 import type { LiveVmPort } from "./ports";
@@ -119,6 +120,7 @@ export class Image {
   /** Start a pool of VMs restored from this snapshot. */
   async pool(options?: PoolOptions): Promise<import("./pool").Pool> {
     const opts = validatePoolOptions(options);
+    poolNetwork(opts.network, this.meta); // a "nat" override of a non-"nat" image: refused here
     if (this.meta.volumes.length > 0 && opts.max > 1) {
       throw new SupermachineError(
         "SM_INVALID_OPTIONS",

@@ -183,7 +183,9 @@ export class Egress {
         this.#refuse(id, "ECONNREFUSED");
         return;
       }
-      this.#peekDial(id, addr, port, names);
+      // 5 s when the address alone is refused (nothing to lose); 1 s when it is admitted and only a
+      // deny-by-name could still refuse it (a server-speaks-first protocol waits that long)
+      this.#peekDial(id, addr, port, names, d.allowed ? 1000 : 5000);
       return;
     }
     if (!d.allowed) {
@@ -247,7 +249,7 @@ export class Egress {
    * the name it announces, then dial: to the guest's address when the host's own DNS gave it for that
    * name, else to the address the host resolves for the name (never a guest-chosen address).
    */
-  #peekDial(id: number, addr: string, port: number, names: string[]): void {
+  #peekDial(id: number, addr: string, port: number, names: string[], waitMs: number): void {
     this.#pending++;
     this.port.accept(id).then(
       (ch) => {
@@ -258,7 +260,7 @@ export class Egress {
           const n = announcedName(buf);
           if (n !== undefined || buf.length >= PEEK_MAX) void finish(n ?? null);
         };
-        const timer = setTimeout(() => void finish(null), 5000);
+        const timer = setTimeout(() => void finish(null), waitMs);
         const finish = async (name: string | null) => {
           if (done) return;
           done = true;
