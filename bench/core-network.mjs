@@ -126,21 +126,30 @@ const image = await Image.build({
 });
 const pool = await image.pool({ min: 1, max: 1 });
 const vm = await pool.acquire();
-// Time measured inside the guest (date +%s%N around the command), so exec overhead is not counted.
+// Time measured inside the guest (/proc/uptime around the command, 10 ms resolution: busybox date has
+// no %N), so the exec round trip is not counted.
 const guestMs = async (cmd) => {
   const r = await vm.exec({
     argv: [
       "sh",
       "-c",
-      `s=$(date +%s%N); ${cmd}; rc=$?; e=$(date +%s%N); echo $(( (e - s) / 1000 )); exit $rc`,
+      `s=$(cut -d' ' -f1 /proc/uptime); ${cmd}; rc=$?; echo "$s $(cut -d' ' -f1 /proc/uptime)"; exit $rc`,
     ],
     timeoutMs: 600_000,
   });
   if (r.exitCode !== 0) throw new Error(`${cmd}: exit ${r.exitCode}: ${r.stderr}`);
-  return Number(r.stdout.toString().trim().split("\n").pop()) / 1000;
+  const [s, e] = r.stdout.toString().trim().split("\n").pop().split(" ").map(Number);
+  return (e - s) * 1000;
 };
 try {
-  await vm.exec({ argv: ["sh", "-c", "(while true; do nc -l -p 9100 >/dev/null; done) >/dev/null 2>&1 &"] });
+  // busybox nc -l ends the connection at EOF of its own stdin: give it one that never ends
+  await vm.exec({
+    argv: [
+      "sh",
+      "-c",
+      "(while true; do tail -f /dev/null | nc -l -p 9100 >/dev/null; done) >/dev/null 2>&1 &",
+    ],
+  });
   await vm.exec({
     argv: ["sh", "-c", "(while true; do nc -l -p 9102 </dev/null >/dev/null; done) >/dev/null 2>&1 &"],
   });
