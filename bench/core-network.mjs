@@ -142,14 +142,6 @@ const guestMs = async (cmd) => {
   return (e - s) * 1000;
 };
 try {
-  // busybox nc -l ends the connection at EOF of its own stdin: give it one that never ends
-  await vm.exec({
-    argv: [
-      "sh",
-      "-c",
-      "(while true; do tail -f /dev/null | nc -l -p 9100 >/dev/null; done) >/dev/null 2>&1 &",
-    ],
-  });
   await vm.exec({
     argv: ["sh", "-c", "(while true; do nc -l -p 9102 </dev/null >/dev/null; done) >/dev/null 2>&1 &"],
   });
@@ -161,7 +153,15 @@ try {
   for (let r = 0; r < ROUNDS; r++) {
     keep("guestDown", await guestMs(`nc ${TEST_HOST} 9000 </dev/null >/dev/null`));
     keep("guestUp", await guestMs(`dd if=/dev/zero bs=1M count=${MIB} 2>/dev/null | nc ${TEST_HOST} 9001`));
-    keep("guestLoopUp", await guestMs(`dd if=/dev/zero bs=1M count=${MIB} 2>/dev/null | nc 127.0.0.1 9100`));
+    // busybox nc -l ends the connection at EOF of its own stdin: a fresh listener per round, with an
+    // stdin that never ends (started before the clock)
+    await vm.exec({
+      argv: ["sh", "-c", `(tail -f /dev/null | nc -l -p ${9110 + r} >/dev/null &) ; sleep 0.5`],
+    });
+    keep(
+      "guestLoopUp",
+      await guestMs(`dd if=/dev/zero bs=1M count=${MIB} 2>/dev/null | nc 127.0.0.1 ${9110 + r}`),
+    );
     keep(
       "guestConnect",
       (await guestMs(
