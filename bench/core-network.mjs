@@ -156,7 +156,7 @@ try {
     // busybox nc -l ends the connection at EOF of its own stdin: a fresh listener per round, with an
     // stdin that never ends (started before the clock)
     await vm.exec({
-      argv: ["sh", "-c", `(tail -f /dev/null | nc -l -p ${9110 + r} >/dev/null &) ; sleep 0.5`],
+      argv: ["sh", "-c", `(tail -f /dev/null | nc -l -p ${9110 + r} >/dev/null) >/dev/null 2>&1 & sleep 0.5`],
     });
     keep(
       "guestLoopUp",
