@@ -17,6 +17,8 @@ import {
   type Pool,
   type Vm,
 } from "../../packages/core/src/index";
+// @ts-expect-error -- plain ESM helper with a .d.mts next to it
+import { fixtures } from "../../scripts/lib/fixtures.mjs";
 import { type FixtureRefs, fixtureRefs, sharedSnapshotsDir } from "./_shared";
 
 const root = process.getuid?.() === 0;
@@ -329,14 +331,53 @@ describe.skipIf(!root)("guest network enforced on the host (real servers)", () =
     }
   });
 
+  it("glibc and nonblocking sockets: Python's getaddrinfo through the stub, connect + poll, AF_UNSPEC lookup by name", async () => {
+    const f = (await fixtures()) as { images: Record<string, { ref: string }> };
+    const py = await Image.build({ ref: f.images["debian-python"]!.ref, snapshotsDir: shared });
+    const pool = await py.pool({ min: 0, max: 1 });
+    pools.push(pool);
+    const vm = await pool.acquire();
+    try {
+      const script = `
+import socket, select
+infos = socket.getaddrinfo(${JSON.stringify(NAME)}, 8080, socket.AF_INET, socket.SOCK_STREAM)
+addr = infos[0][4]
+s = socket.socket(); s.setblocking(False)
+rc = s.connect_ex(addr)
+select.select([], [s], [], 10)
+err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+def fetch(s):
+    s.setblocking(True); s.sendall(b"GET /index.html HTTP/1.0\\r\\n\\r\\n")
+    body = b""
+    while True:
+        b = s.recv(65536)
+        if not b: return body
+        body += b
+print(addr[0], rc in (0, 115), err, fetch(s).endswith(b"TEST-HOST-OK\\n"))
+# AF_UNSPEC: glibc asks A and AAAA at once on one socket
+print(fetch(socket.create_connection((${JSON.stringify(NAME)}, 8080), timeout=10)).split(b"\\r\\n\\r\\n")[1].decode().strip())
+try:
+    socket.create_connection(("${hostAddr}", ${hostAddrPort}), timeout=5)
+    print("host reachable")
+except OSError as e:
+    print("host blocked", e.errno)
+`;
+      const r = await vm.exec({ argv: ["python3", "-c", script], timeoutMs: 60_000 });
+      expect(r.stderr.toString()).toBe("");
+      expect(r.stdout.toString()).toBe(`${TEST_HOST} True 0 True\nTEST-HOST-OK\nhost blocked 111\n`);
+    } finally {
+      await vm.release();
+    }
+  });
+
   it("a guest flooding connects and DNS is bounded and the VM stays responsive", async () => {
     const vm = await (await poolOf()).acquire();
     try {
       const t0 = Date.now();
       await sh(
         vm,
-        `i=0; while [ $i -lt 300 ]; do (nc -w 2 ${hostAddr} ${hostAddrPort} </dev/null >/dev/null 2>&1 &); i=$((i+1)); done; ` +
-          `i=0; while [ $i -lt 300 ]; do (nslookup flood$i.${NAME} 127.0.0.53 >/dev/null 2>&1 &); i=$((i+1)); done; sleep 3`,
+        `i=0; while [ $i -lt 300 ]; do (nc -w 2 $hostAddr$hostAddrPort</dev/null >/dev/null 2>&1 &); i=$((i+1)); done; ` +
+          `i=0; while [ $i -lt 300 ]; do (nslookup flood$i.$NAME127.0.0.53 >/dev/null 2>&1 &); i=$((i+1)); done; sleep 3`,
         120_000,
       );
       const ok = await sh(vm, get(`http://${TEST_HOST}:8080/index.html`));
