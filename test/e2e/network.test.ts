@@ -146,10 +146,22 @@ s.serve_forever()`;
   await waitTcp(TEST_HOST, 8080);
   await waitTcp(TEST_HOST, 8443);
   loopPort = await listenHost("127.0.0.1");
+  // the host's own address: the source address of its default route (else any non-internal one)
+  const viaDefault = /\bsrc (\S+)/.exec(
+    (() => {
+      try {
+        return execFileSync("ip", ["-4", "route", "get", "1.1.1.1"], { encoding: "utf8" });
+      } catch {
+        return "";
+      }
+    })(),
+  )?.[1];
   hostAddr =
+    viaDefault ??
     Object.values(networkInterfaces())
       .flat()
-      .find((i) => i && i.family === "IPv4" && !i.internal && i.address !== HOST_SIDE)?.address ?? HOST_SIDE;
+      .find((i) => i && i.family === "IPv4" && !i.internal && i.address !== HOST_SIDE)?.address ??
+    HOST_SIDE;
   hostAddrPort = await listenHost(hostAddr);
   hostsAdd([`${TEST_HOST} ${NAME} ${OTHER}`, `127.0.0.1 ${EVIL}`]);
   offBlocked = onNetworkBlocked((e) => blocked.push(e));

@@ -25,6 +25,8 @@ describe("network policy", () => {
       "fd00::1",
       "::ffff:127.0.0.1",
       "::ffff:10.0.0.1",
+      "::127.0.0.1",
+      "0:0:0:0:0:ffff:7f00:1",
     ]) {
       expect(decide(pub, a, 80, []).allowed, a).toBe(false);
     }

@@ -90,8 +90,7 @@ const ALWAYS_DENIED: { cidr: Cidr; rule: string }[] = [
   "192.168.0.0/16",
   "224.0.0.0/4",
   "240.0.0.0/4",
-  "::/128",
-  "::1/128",
+  "::/96", // ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d
   "fe80::/10",
   "fc00::/7",
   "ff00::/8",
