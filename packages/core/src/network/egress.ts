@@ -19,7 +19,7 @@ import {
   RCODE_SERVFAIL,
 } from "./dns";
 import { announcedName, PEEK_MAX } from "./peek";
-import { decide, type NetworkPolicy, policyAnswersDns } from "./policy";
+import { decide, dnsRefusal, type NetworkPolicy } from "./policy";
 
 /** What core needs from an agent session that announced the `egress` cap (SPEC 6.5). */
 export interface EgressPort {
@@ -339,8 +339,9 @@ export class Egress {
       answer(formErr(raw));
       return;
     }
-    if (!policyAnswersDns(this.#policy)) {
-      this.#report(`dns ${q.name}`, [], "none");
+    const refusal = dnsRefusal(this.#policy, q.name);
+    if (refusal) {
+      this.#report(`dns ${q.name}`, [q.name], refusal);
       answer(buildAnswer(q, RCODE_REFUSED));
       return;
     }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { buildAnswer, DNS_A, parseQuery, RCODE_NXDOMAIN } from "./dns";
 import { announcedName } from "./peek";
-import { alwaysDenied, compilePolicy, decide, ipBytes, parseNetwork } from "./policy";
+import { alwaysDenied, compilePolicy, decide, dnsRefusal, ipBytes, parseNetwork } from "./policy";
 
 const pub = compilePolicy("public");
 
@@ -72,6 +72,20 @@ describe("network policy", () => {
     expect(decide(compilePolicy({ allow: ["other.smtest"] }), "198.18.0.2", 8080, ["x.smtest"]).allowed).toBe(
       false,
     );
+  });
+
+  it("DNS: with an allow list only names it names are resolved (no DNS exfiltration); deny refuses", () => {
+    const p = compilePolicy({
+      allow: ["pypi.org:443", "*.pythonhosted.org", "198.18.0.0/15"],
+      deny: ["evil.org"],
+    });
+    expect(dnsRefusal(p, "pypi.org")).toBeNull();
+    expect(dnsRefusal(p, "files.pythonhosted.org.")).toBeNull();
+    expect(dnsRefusal(p, "secret.attacker.example")).toBe("not in allow list");
+    expect(dnsRefusal(compilePolicy({ deny: ["evil.org"] }), "evil.org")).toBe("deny evil.org");
+    expect(dnsRefusal(compilePolicy({ deny: ["evil.org"] }), "good.org")).toBeNull();
+    expect(dnsRefusal(pub, "anything.example")).toBeNull();
+    expect(dnsRefusal(compilePolicy("none"), "pypi.org")).toBe("none");
   });
 
   it("malformed entries are SM_INVALID_OPTIONS naming the entry", () => {

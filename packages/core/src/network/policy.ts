@@ -258,7 +258,17 @@ export function decide(p: NetworkPolicy, ip: string, port: number, names: readon
   return hit ? { allowed: true, rule: `allow ${hit.text}` } : { allowed: false, rule: "not in allow list" };
 }
 
-/** Whether a DNS name may be answered at all (names nobody may reach are still answered: the dial decides). */
-export function policyAnswersDns(p: NetworkPolicy): boolean {
-  return p.mode !== "none";
+/**
+ * Whether the host resolves a name for the guest (null) or refuses it (the rule). Resolving is itself
+ * a way out (a query for `<secret>.attacker.example` reaches the attacker's name server), so with an
+ * allow list only names an allow entry names (any port) are resolved; a deny entry naming the name
+ * (any port) refuses it; "none" resolves nothing.
+ */
+export function dnsRefusal(p: NetworkPolicy, name: string): string | null {
+  if (p.mode === "none") return "none";
+  const n = name.toLowerCase().replace(/\.$/, "");
+  const hit = p.deny.find((e) => e.port === null && nameMatches(e, n));
+  if (hit) return `deny ${hit.text}`;
+  if (p.allow === null) return null;
+  return p.allow.some((e) => nameMatches(e, n)) ? null : "not in allow list";
 }
