@@ -291,6 +291,9 @@ describe.skipIf(!root)("guest network enforced on the host (real servers)", () =
         (await sh(vm, `timeout 15 wget -q --no-check-certificate -O - https://${NAME}:8443/index.html`)).code,
       ).not.toBe(0);
       expect((await sh(vm, get(`http://${hostAddr}:${hostAddrPort}/`))).code).not.toBe(0);
+      // names the list does not name are not even resolved (a DNS query is a way out too)
+      expect((await sh(vm, `nslookup ${OTHER} 127.0.0.53`)).out).not.toContain(TEST_HOST);
+      expect((await sh(vm, `nslookup ${NAME} 127.0.0.53`)).out).toContain(TEST_HOST);
       // the name to 127.0.0.1 stays blocked even when allowed by name
       vm.setNetwork({ allow: [EVIL, NAME] });
       expect((await sh(vm, get(`http://${EVIL}:${loopPort}/`))).out).not.toContain("HOST-SECRET");
