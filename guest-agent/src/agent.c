@@ -1,6 +1,7 @@
 /* The protocol server: single-threaded epoll loop over the transport, signals,
  * process pipes/ptys and TCP sockets (SPEC sections 4-9). Every input is hostile:
  * allocations are bounded, violations end the session, never the process. */
+#include "egress.h"
 #include "fuse.h"
 #include "sharebinds.h"
 #include "proto.h"
@@ -44,6 +45,9 @@ enum wkind { W_PORT = 1, W_SIG, W_CH_R, W_CH_W, W_TCP_CONN, W_VSOCK, W_FJOB };
 
 #define W_FUSE 16 /* watch kind of a share's /dev/fuse (kept apart from the enum above) */
 #define W_RDDONE 17 /* eventfd: a stuck pipe read returned (guarded_read) */
+#define W_EG_SOCK 18 /* egress: listener fds passed by children */
+#define W_EG_LIS 19  /* egress: one seccomp notification fd */
+#define W_EG_DNS 20  /* egress: the DNS stub socket */
 
 struct watch {
 	uint8_t kind;
@@ -169,7 +173,35 @@ static struct {
 	bool shutting_down;
 	bool exit_on_hup; /* test mode */
 	uint32_t tmp_counter;
+	/* egress (SPEC 6.5), only as PID 1 without a configured network device */
+	bool eg_on;
+	int eg_pair[2]; /* [0] agent end (watched), [1] children send their listener on it */
+	struct watch eg_w, eg_dns_w;
+	struct eg_lis {
+		bool used;
+		struct watch w;
+	} eg_lis[SM_EG_MAX_LISTENERS];
+	struct eg_dial {
+		bool used;
+		uint32_t id;
+		struct eg_lis *lis;
+		uint64_t notif;
+		int sock, family;
+		int64_t deadline;
+	} eg_dials[SM_EG_MAX_DIALS];
+	uint32_t eg_next_dial, eg_next_q;
+	struct eg_q {
+		bool used;
+		uint32_t id;
+		int64_t t;
+		struct sockaddr_in from;
+	} eg_q[SM_EG_MAX_DNS];
+	int64_t eg_dns_window;
+	uint32_t eg_dns_count;
 } A;
+
+/* send end of A.eg_pair for child_exec (-1: no trap) */
+static int eg_child_fd = -1;
 
 static uint8_t rdbuf[SM_DATA_CHUNK_BYTES];
 
@@ -962,6 +994,9 @@ static void child_exec(struct child_spec *s, int in, int out, int err, bool tty,
 	if (sm_work_cgroup_fd >= 0 && write(sm_work_cgroup_fd, "0", 1) < 0) {
 		/* nothing useful to report from the child */
 	}
+	/* egress trap (SPEC 6.5): while still root, before anything of the command runs */
+	if (eg_child_fd >= 0)
+		eg_child_install(eg_child_fd);
 	/* Handlers back to default before any signal is unblocked: with spawn_child's shared
 	 * address space a handler must never run in the child. */
 	for (int sig = 1; sig < 32; sig++)
@@ -2522,6 +2557,269 @@ static void op_tcp_connect(uint32_t id, const struct cb_doc *d, uint32_t args)
 	c->deadline = mono_ms() + SM_TCP_CONNECT_TIMEOUT_MS;
 }
 
+/* ------------------------------------------------------------------ egress (SPEC 6.5) */
+
+static void eg_dial_free(struct eg_dial *g)
+{
+	if (g->sock >= 0)
+		close(g->sock);
+	g->sock = -1;
+	g->used = false;
+}
+
+/* Fail a waiting connect with err and forget the dial. */
+static void eg_dial_fail(struct eg_dial *g, int err)
+{
+	if (g->lis)
+		eg_notif_answer(g->lis->w.fd, g->notif, err);
+	eg_dial_free(g);
+}
+
+static struct eg_dial *eg_dial_find(uint32_t id)
+{
+	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
+		if (A.eg_dials[i].used && A.eg_dials[i].id == id)
+			return &A.eg_dials[i];
+	return NULL;
+}
+
+static void eg_lis_close(struct eg_lis *l)
+{
+	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
+		if (A.eg_dials[i].used && A.eg_dials[i].lis == l) {
+			A.eg_dials[i].lis = NULL; /* its caller is gone with the filter */
+			eg_dial_free(&A.eg_dials[i]);
+		}
+	watch_close(&l->w);
+	l->used = false;
+}
+
+static void eg_take_listeners(void)
+{
+	for (int n = 0; n < 64; n++) {
+		int fd = eg_recv_listener(A.eg_pair[0]);
+		if (fd == -1)
+			return;
+		if (fd < 0)
+			continue;
+		struct eg_lis *l = NULL;
+		for (int i = 0; i < SM_EG_MAX_LISTENERS && !l; i++)
+			if (!A.eg_lis[i].used)
+				l = &A.eg_lis[i];
+		if (!l) {
+			/* closing it makes that tree's connects fail (ENOSYS): closed, never open */
+			sm_log("egress: more than %d trapped process trees", SM_EG_MAX_LISTENERS);
+			close(fd);
+			continue;
+		}
+		l->used = true;
+		l->w.kind = W_EG_LIS;
+		l->w.fd = fd;
+		l->w.obj = l;
+		l->w.reg = false;
+		l->w.cur = 0;
+		watch_set(&l->w, EPOLLIN);
+	}
+}
+
+static void eg_notified(struct eg_lis *l, uint32_t ev)
+{
+	/* one notification per readiness event: SECCOMP_IOCTL_NOTIF_RECV blocks when none is pending */
+	if (ev & EPOLLIN) {
+		for (int n = 0; n < 1; n++) {
+			struct eg_target t;
+			int r = eg_notif_take(l->w.fd, &t);
+			if (r <= 0)
+				break;
+			struct eg_dial *g = NULL;
+			for (int i = 0; i < SM_EG_MAX_DIALS && !g; i++)
+				if (!A.eg_dials[i].used)
+					g = &A.eg_dials[i];
+			if (!A.session || !g) {
+				/* no host to ask, or too many connects in flight: refused at once */
+				eg_notif_answer(l->w.fd, t.notif, A.session ? EAGAIN : ENETUNREACH);
+				close(t.sock);
+				continue;
+			}
+			g->used = true;
+			g->id = ++A.eg_next_dial;
+			if (g->id == 0)
+				g->id = ++A.eg_next_dial;
+			g->lis = l;
+			g->notif = t.notif;
+			g->sock = t.sock;
+			g->family = t.family;
+			g->deadline = mono_ms() + SM_EG_DIAL_TIMEOUT_MS;
+			evt_begin("dial", 3);
+			kv_uint("id", g->id);
+			kv_text("addr", t.addr);
+			kv_uint("port", t.port);
+			fend();
+		}
+	}
+	if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLIN))
+		eg_lis_close(l); /* every process of that tree has exited */
+}
+
+static void op_dial_answer(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	uint32_t dial, ch;
+	int ei;
+	char msg[256];
+	if (args_dial_answer(d, args, &dial, &ch, &ei, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	uint32_t ids[1] = {ch};
+	if (ch && !ids_fresh(ids, 1)) {
+		res_error(id, "EINVAL", "ch: channel ids must be greater than every id used before");
+		return;
+	}
+	if (ch)
+		ids_commit(ids, 1);
+	struct eg_dial *g = eg_dial_find(dial);
+	if (!g || !g->lis || !eg_notif_valid(g->lis->w.fd, g->notif)) {
+		if (g)
+			eg_dial_free(g);
+		res_error(id, "ENOENT", "no such dial (the connecting process is gone)");
+		return;
+	}
+	if (ei >= 0) {
+		eg_dial_fail(g, eg_errno_of((const char *)cb_ptr(d, (uint32_t)ei), d->items[ei].len));
+		res_empty(id);
+		return;
+	}
+	struct chan *c = chan_alloc(ch);
+	if (!c) {
+		eg_dial_fail(g, EAGAIN);
+		res_error(id, "EBUSY", "too many open channels");
+		return;
+	}
+	int fd = eg_relay_connect(g->sock, g->family);
+	if (fd < 0) {
+		chan_release(c);
+		eg_dial_fail(g, -fd);
+		res_errno(id, -fd, "relay");
+		return;
+	}
+	c->tcp = true;
+	c->rw.fd = fd;
+	c->out_open = c->in_open = true;
+	c->rw.kind = W_CH_R;
+	c->ww.fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	res_empty(id);
+	if (c->ww.fd < 0)
+		chan_send_close(c);
+	eg_notif_answer(g->lis->w.fd, g->notif, 0);
+	eg_dial_free(g);
+}
+
+static void eg_dns_read(void)
+{
+	static uint8_t q[SM_EG_DNS_MAX_BYTES + 1];
+	for (int n = 0; n < 32; n++) {
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t r = recvfrom(A.eg_dns_w.fd, q, sizeof(q), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+		if (r < 0)
+			return;
+		if (r < 12 || r > SM_EG_DNS_MAX_BYTES || !A.session || fl != sizeof(from))
+			continue; /* not a query we carry; the resolver retries or gives up */
+		int64_t now = mono_ms();
+		if (now - A.eg_dns_window >= 1000) {
+			A.eg_dns_window = now;
+			A.eg_dns_count = 0;
+		}
+		if (++A.eg_dns_count > SM_EG_DNS_PER_SEC)
+			continue;
+		struct eg_q *s = &A.eg_q[0];
+		for (int i = 0; i < SM_EG_MAX_DNS; i++) {
+			if (!A.eg_q[i].used) {
+				s = &A.eg_q[i];
+				break;
+			}
+			if (A.eg_q[i].t < s->t)
+				s = &A.eg_q[i]; /* full: the oldest query is forgotten */
+		}
+		s->used = true;
+		s->id = ++A.eg_next_q;
+		s->t = now;
+		s->from = from;
+		evt_begin("dns", 2);
+		kv_uint("id", s->id);
+		cbe_text(&A.outq, "q");
+		cbe_bytes(&A.outq, q, (size_t)r);
+		fend();
+	}
+}
+
+static void op_dns_answer(uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	uint32_t qid;
+	int a;
+	char msg[256];
+	if (args_dns_answer(d, args, &qid, &a, msg, sizeof(msg)) < 0) {
+		res_error(id, "EINVAL", msg);
+		return;
+	}
+	for (int i = 0; i < SM_EG_MAX_DNS; i++) {
+		struct eg_q *s = &A.eg_q[i];
+		if (!s->used || s->id != qid)
+			continue;
+		s->used = false;
+		if (A.eg_dns_w.fd >= 0)
+			sendto(A.eg_dns_w.fd, cb_ptr(d, (uint32_t)a), d->items[a].len, MSG_DONTWAIT,
+			       (struct sockaddr *)&s->from, sizeof(s->from));
+		break;
+	}
+	res_empty(id); /* an answer to a forgotten query is dropped silently */
+}
+
+static void eg_session_reset(void)
+{
+	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
+		if (A.eg_dials[i].used)
+			eg_dial_fail(&A.eg_dials[i], ENETUNREACH);
+	for (int i = 0; i < SM_EG_MAX_DNS; i++)
+		A.eg_q[i].used = false;
+}
+
+static void eg_timers(int64_t now)
+{
+	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
+		if (A.eg_dials[i].used && now >= A.eg_dials[i].deadline)
+			eg_dial_fail(&A.eg_dials[i], ETIMEDOUT);
+}
+
+static void eg_init(void)
+{
+	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
+		A.eg_dials[i].sock = -1;
+	A.eg_pair[0] = A.eg_pair[1] = -1;
+	A.eg_dns_w.fd = -1;
+	if (getpid() != 1 || A.cfg->has_net)
+		return;
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, A.eg_pair) < 0) {
+		sm_log("egress: socketpair: %s", strerror(errno));
+		return;
+	}
+	set_nonblock(A.eg_pair[0]);
+	A.eg_on = true;
+	eg_child_fd = A.eg_pair[1];
+	A.eg_w.kind = W_EG_SOCK;
+	A.eg_w.fd = A.eg_pair[0];
+	watch_set(&A.eg_w, EPOLLIN);
+	int dns = eg_dns_open();
+	if (dns >= 0) {
+		A.eg_dns_w.kind = W_EG_DNS;
+		A.eg_dns_w.fd = dns;
+		watch_set(&A.eg_dns_w, EPOLLIN);
+		eg_resolv_write();
+	} else {
+		sm_log("egress: DNS stub: %s", strerror(errno));
+	}
+}
+
 static void port_write(void);
 
 /* Write queued frames now rather than at the end of the event-loop turn. */
@@ -3059,6 +3357,10 @@ static void dispatch_req(const struct cb_doc *d, const struct frame_info *fi)
 		op_fs_detach(id, d, args);
 	else if (cb_text_eq(d, op, "shutdown"))
 		op_shutdown(id);
+	else if (A.eg_on && cb_text_eq(d, op, "dial-answer"))
+		op_dial_answer(id, d, args);
+	else if (A.eg_on && cb_text_eq(d, op, "dns-answer"))
+		op_dns_answer(id, d, args);
 	else {
 		char msg[128];
 		size_t n = d->items[op].len; /* op text is not NUL-terminated */
@@ -3100,6 +3402,7 @@ static void session_reset(void)
 	A.npending = 0;
 	A.last_ch = 0;
 	A.session = false;
+	eg_session_reset();
 	A.listening_reported = false;
 	outq_drop();
 	/* processes whose channels vanished may now be complete */
@@ -3132,11 +3435,16 @@ static void handle_hello(const struct frame_info *fi)
 	size_t ncaps = sizeof(caps) / sizeof(caps[0]);
 	bool work_cg = sm_work_cgroup_fd >= 0;
 	cbe_text(&A.outq, "caps");
-	cbe_array(&A.outq, ncaps + (work_cg ? 1 : 0));
+	cbe_array(&A.outq, ncaps + (work_cg ? 1 : 0) + (A.eg_on ? 3 : 0));
 	for (size_t i = 0; i < ncaps; i++)
 		cbe_text(&A.outq, caps[i]);
 	if (work_cg)
 		cbe_text(&A.outq, "work-cgroup");
+	if (A.eg_on) {
+		cbe_text(&A.outq, "egress");
+		cbe_text(&A.outq, "dial-answer");
+		cbe_text(&A.outq, "dns-answer");
+	}
 	kv_uint("maxFrame", SM_MAX_FRAME_BYTES);
 	kv_uint("window", SM_WINDOW_BYTES);
 	cbe_text(&A.outq, "ready");
@@ -3734,6 +4042,9 @@ static int next_timeout(int64_t now)
 		if (c->state != CH_FREE && c->connecting && c->deadline - now < t)
 			t = c->deadline - now;
 	}
+	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
+		if (A.eg_dials[i].used && A.eg_dials[i].deadline - now < t)
+			t = A.eg_dials[i].deadline - now;
 	t = fjob_next_deadline(t, now);
 	return t < 0 ? 0 : (int)t;
 }
@@ -3743,6 +4054,7 @@ static void timers(int64_t now)
 	if (!A.connected && now >= A.next_port_probe)
 		port_probe();
 	fjob_timers(now);
+	eg_timers(now);
 	listen_poll(now);
 	for (int i = 0; i < SM_MAX_PROCS; i++) {
 		struct proc *p = &A.procs[i];
@@ -3821,6 +4133,15 @@ static void on_event(struct watch *w, uint32_t ev)
 	case W_RDDONE:
 		rd_collect();
 		break;
+	case W_EG_SOCK:
+		eg_take_listeners();
+		break;
+	case W_EG_LIS:
+		eg_notified(w->obj, ev);
+		break;
+	case W_EG_DNS:
+		eg_dns_read();
+		break;
 	}
 }
 
@@ -3869,6 +4190,7 @@ static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd)
 	rd_w.kind = W_RDDONE;
 	rd_w.fd = rd_efd;
 	watch_set(&rd_w, EPOLLIN);
+	eg_init(); /* before the workload: it is trapped too */
 	if (c->start == START_BOOT)
 		workload_start();
 	if (fd >= 0) {

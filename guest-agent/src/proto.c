@@ -392,6 +392,44 @@ int args_fs_attach(const struct cb_doc *d, uint32_t args, char *tag, uint32_t *c
 	return 0;
 }
 
+int args_dial_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, uint32_t *ch, int *error, char *msg,
+		     size_t msglen)
+{
+	uint64_t v, c = 0;
+	if (args_uint(d, args, "id", true, 1, UINT32_MAX, &v, msg, msglen) < 0 ||
+	    args_uint(d, args, "ch", false, 1, UINT32_MAX, &c, msg, msglen) < 0)
+		return -1;
+	int e = cb_map_get(d, args, "error");
+	if (e >= 0 && d->items[e].type == CB_NULL)
+		e = -1;
+	if (e >= 0 && (d->items[e].type != CB_TEXT || d->items[e].len < 1 || d->items[e].len > 64)) {
+		snprintf(msg, msglen, "error: must be text (1..64 bytes)");
+		return -1;
+	}
+	if ((e >= 0) == (c != 0)) {
+		snprintf(msg, msglen, "ch: exactly one of ch and error is required");
+		return -1;
+	}
+	*id = (uint32_t)v;
+	*ch = (uint32_t)c;
+	*error = e;
+	return 0;
+}
+
+int args_dns_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, int *answer, char *msg, size_t msglen)
+{
+	uint64_t v;
+	if (args_uint(d, args, "id", true, 1, UINT32_MAX, &v, msg, msglen) < 0 ||
+	    args_bytes(d, args, "a", answer, msg, msglen) < 0)
+		return -1;
+	if (d->items[*answer].len < 12 || d->items[*answer].len > SM_EG_DNS_ANSWER_MAX) {
+		snprintf(msg, msglen, "a: 12..%u bytes", (unsigned)SM_EG_DNS_ANSWER_MAX);
+		return -1;
+	}
+	*id = (uint32_t)v;
+	return 0;
+}
+
 int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char **code, char *msg,
 		  size_t msglen)
 {
@@ -434,6 +472,14 @@ int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char
 		return args_path(d, args, "path", &idx, msg, msglen);
 	if (cb_text_eq(d, op, "workload-signal"))
 		return args_uint(d, args, "signum", true, 1, 64, &v, msg, msglen) < 0 ? -1 : 0;
+	if (cb_text_eq(d, op, "dial-answer")) {
+		uint32_t a, c;
+		return args_dial_answer(d, args, &a, &c, &idx, msg, msglen);
+	}
+	if (cb_text_eq(d, op, "dns-answer")) {
+		uint32_t a;
+		return args_dns_answer(d, args, &a, &idx, msg, msglen);
+	}
 	if (cb_text_eq(d, op, "tcp-connect"))
 		return args_uint(d, args, "port", true, 1, 65535, &v, msg, msglen) < 0 ||
 				       args_uint(d, args, "ch", true, 1, UINT32_MAX, &v, msg, msglen) < 0

@@ -84,6 +84,12 @@ int args_tag(const struct cb_doc *d, uint32_t map, const char *key, char *out, c
 int args_fs_attach(const struct cb_doc *d, uint32_t args, char *tag, uint32_t *ch, int *path, char *msg,
 		   size_t msglen);
 
+/* dial-answer (SPEC 6.5): id, and exactly one of ch (0 = absent) and error (text index or -1). */
+int args_dial_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, uint32_t *ch, int *error, char *msg,
+		     size_t msglen);
+/* dns-answer (SPEC 6.5): id and the answer bytes (index), 12..SM_EG_DNS_ANSWER_MAX bytes. */
+int args_dns_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, int *answer, char *msg, size_t msglen);
+
 /* Validate the args of a known op without running it (used by the test vectors and by
  * the dispatcher). Returns 0, 1 for unknown op (SM_UNKNOWN_OP), or -1 with code/msg. */
 int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char **code, char *msg,

@@ -45,6 +45,13 @@
 #define SM_RECONNECT_POLL_MS 50
 #define SM_LISTEN_POLL_MS 50      /* first interval of the LISTEN poll, grown 1.5x per poll ... */
 #define SM_LISTEN_POLL_MAX_MS 1000 /* ... up to this */
+#define SM_EG_MAX_LISTENERS 256   /* SPEC 6.5: trapped process trees (one seccomp listener each) */
+#define SM_EG_MAX_DIALS 128       /* SPEC 6.5 EGRESS_MAX_DIALS: connects waiting for the host */
+#define SM_EG_DIAL_TIMEOUT_MS 30000 /* a dial the host never answers fails with ETIMEDOUT */
+#define SM_EG_MAX_DNS 64          /* SPEC 6.5: DNS queries waiting for the host */
+#define SM_EG_DNS_PER_SEC 200     /* queries the stub forwards per second; more are dropped */
+#define SM_EG_DNS_MAX_BYTES 512   /* a query (UDP, no EDNS payload beyond this) */
+#define SM_EG_DNS_ANSWER_MAX 4096 /* an answer from the host */
 
 struct sm_user {
 	uint32_t uid, gid;

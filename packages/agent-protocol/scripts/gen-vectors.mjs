@@ -284,6 +284,37 @@ valid(
   { direction: H2A, canonical: true },
 );
 valid("req-shutdown", { t: "req", id: 13, op: "shutdown", args: {} }, { direction: H2A, canonical: true });
+// egress (SPEC 6.5, since 1.4.0)
+valid(
+  "req-dial-answer-accept",
+  { t: "req", id: 40, op: "dial-answer", args: { id: 7, ch: 30 } },
+  { direction: H2A, canonical: true },
+);
+valid(
+  "req-dial-answer-refuse",
+  { t: "req", id: 41, op: "dial-answer", args: { id: 8, error: "ECONNREFUSED" } },
+  { direction: H2A, canonical: true },
+);
+valid(
+  "req-dial-answer-both",
+  { t: "req", id: 42, op: "dial-answer", args: { id: 8, ch: 31, error: "EACCES" } },
+  { direction: H2A, canonical: true, resError: "EINVAL", note: "exactly one of ch and error" },
+);
+valid(
+  "req-dial-answer-neither",
+  { t: "req", id: 43, op: "dial-answer", args: { id: 8 } },
+  { direction: H2A, canonical: true, resError: "EINVAL" },
+);
+valid(
+  "req-dns-answer",
+  { t: "req", id: 44, op: "dns-answer", args: { id: 3, a: hexb("123481800001000000000000") } },
+  { direction: H2A, canonical: true },
+);
+valid(
+  "req-dns-answer-too-short",
+  { t: "req", id: 45, op: "dns-answer", args: { id: 3, a: hexb("1234") } },
+  { direction: H2A, canonical: true, resError: "EINVAL" },
+);
 valid("req-stats", { t: "req", id: 14, op: "stats", args: {} }, { direction: H2A, canonical: true });
 valid(
   "req-unknown-op",
@@ -750,6 +781,47 @@ invalid(
   },
 );
 invalid("evt-data-not-map", { t: "evt", ev: "ready", data: null }, "SM_BAD_FRAME", { direction: A2H });
+valid(
+  "evt-dial",
+  { t: "evt", ev: "dial", data: { id: 7, addr: "198.18.0.2", port: 443 } },
+  { direction: A2H, canonical: true },
+);
+valid(
+  "evt-dial-v6",
+  { t: "evt", ev: "dial", data: { id: 9, addr: "2001:db8::1", port: 80 } },
+  { direction: A2H, canonical: true },
+);
+invalid(
+  "evt-dial-addr-not-ip",
+  { t: "evt", ev: "dial", data: { id: 7, addr: "example.com", port: 443 } },
+  "SM_BAD_FRAME",
+  { direction: A2H },
+);
+invalid(
+  "evt-dial-port-zero",
+  { t: "evt", ev: "dial", data: { id: 7, addr: "1.2.3.4", port: 0 } },
+  "SM_BAD_FRAME",
+  {
+    direction: A2H,
+  },
+);
+valid(
+  "evt-dns",
+  {
+    t: "evt",
+    ev: "dns",
+    data: { id: 3, q: hexb("12340100000100000000000003777777076578616d706c6503636f6d0000010001") },
+  },
+  { direction: A2H, canonical: true },
+);
+invalid(
+  "evt-dns-query-too-short",
+  { t: "evt", ev: "dns", data: { id: 3, q: hexb("1234") } },
+  "SM_BAD_FRAME",
+  {
+    direction: A2H,
+  },
+);
 invalid(
   "evt-listening-port-too-large",
   { t: "evt", ev: "listening", data: { port: 65536 } },

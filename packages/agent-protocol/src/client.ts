@@ -9,6 +9,7 @@ import { encodeDataHeader } from "./cbor";
 import { Channel, type ChannelIo, InboundQueue, type InboundSink } from "./channel";
 import {
   DEFAULT_WINDOW,
+  EGRESS_DNS_ANSWER_MAX,
   FATAL_LINGER_MS,
   FILE_MAX,
   FS_TAG_MAX,
@@ -152,6 +153,10 @@ export interface AgentClientEvents {
   listening: [{ port: number }];
   exit: [ExitEvent];
   "workload-exit": [{ exitCode: number; signal: number | null }];
+  /** A guest process connects to addr:port (SPEC §6.5); answer with dialAccept or dialRefuse. */
+  dial: [{ id: number; addr: string; port: number }];
+  /** A DNS query reached the guest's stub (SPEC §6.5); answer with dnsAnswer (or not at all). */
+  dns: [{ id: number; q: Buffer }];
   state: [AgentClientState];
   /** The session failed (protocol violation or transport loss); always emitted, never throws. */
   failed: [AgentError];
@@ -536,6 +541,12 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
           exitCode: data.exitCode as number,
           signal: data.signal as number | null,
         });
+        return;
+      case "dial":
+        this.emit("dial", { id: data.id as number, addr: data.addr as string, port: data.port as number });
+        return;
+      case "dns":
+        this.emit("dns", { id: data.id as number, q: Buffer.from(data.q as Buffer) });
         return;
       default:
         return; // unknown events are ignored (SPEC §7)
@@ -993,6 +1004,29 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     checkRange("port", port, 1, 65535);
     await this.ready_();
     return this.openDuplexChannel("tcp-connect", { port }, options);
+  }
+
+  /**
+   * Accepts a guest connect announced by a `dial` event (SPEC §6.5): the guest's socket is
+   * connected and bridged to the returned Duplex. Rejects (ENOENT) when the process is gone.
+   */
+  async dialAccept(id: number, options?: CallOptions): Promise<Duplex> {
+    checkRange("id", id, 1, UINT32_MAX);
+    return this.openDuplexChannel("dial-answer", { id }, options);
+  }
+
+  /** Refuses a guest connect (SPEC §6.5): its connect(2) fails with that errno (e.g. "ECONNREFUSED"). */
+  async dialRefuse(id: number, error: string, options?: CallOptions): Promise<void> {
+    checkRange("id", id, 1, UINT32_MAX);
+    await this.call("dial-answer", { id, error }, options);
+  }
+
+  /** Answers a `dns` event with a complete DNS message (SPEC §6.5). */
+  async dnsAnswer(id: number, answer: Buffer, options?: CallOptions): Promise<void> {
+    checkRange("id", id, 1, UINT32_MAX);
+    if (answer.length < 12 || answer.length > EGRESS_DNS_ANSWER_MAX)
+      throw invalid("dns answer must be 12..4096 bytes");
+    await this.call("dns-answer", { id, a: answer }, options);
   }
 
   /**

@@ -74,3 +74,9 @@ export const FS_REPLY_MAX = 135_168;
 export const FS_MAX_OUTSTANDING = 256;
 /** Largest max_write the host may put in its FUSE_INIT reply, bytes (SPEC §6.4). */
 export const FS_MAX_WRITE = 131_072;
+/** Longest DNS query the agent forwards in a `dns` event, bytes (SPEC §6.5). */
+export const EGRESS_DNS_QUERY_MAX = 512;
+/** Longest DNS answer the host may send with `dns-answer`, bytes (SPEC §6.5). */
+export const EGRESS_DNS_ANSWER_MAX = 4096;
+/** Connects the agent holds waiting for a `dial-answer`; more fail with EAGAIN at once (SPEC §6.5). */
+export const EGRESS_MAX_DIALS = 128;

@@ -3,9 +3,12 @@
  * `decodeFrame` turns a frame body into a validated frame or throws SM_AGENT_PROTOCOL with the
  * SPEC §9.1 reason the receiver must send in its `fatal` frame.
  */
+
+import { isIP } from "node:net";
 import { type CborMap, type CborValue, decodeCbor, type EncodableValue, encodeFrameBytes } from "./cbor";
 import {
   CAPS_MAX,
+  EGRESS_DNS_QUERY_MAX,
   EXEC_RESULT_MAX,
   FILE_MAX,
   MAX_FRAME,
@@ -287,6 +290,17 @@ export function validateEventData(ev: string, data: CborMap): void {
     case "workload-exit":
       f.int("exitCode", -1, 255);
       f.uintOrNull("signal", 1, 255);
+      return;
+    case "dial": {
+      f.uint("id", 1, UINT32_MAX);
+      const addr = f.text("addr", 45, 2);
+      if (isIP(addr) === 0) throw violation("SM_BAD_FRAME", "evt dial.addr: not an IP address");
+      f.uint("port", 1, 65535);
+      return;
+    }
+    case "dns":
+      f.uint("id", 1, UINT32_MAX);
+      f.bytes("q", EGRESS_DNS_QUERY_MAX, 12);
       return;
     default:
       return;

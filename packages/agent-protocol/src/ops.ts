@@ -6,6 +6,7 @@ import type { CborMap, CborValue } from "./cbor";
 import {
   ARG_BYTES_MAX,
   ARGV_MAX,
+  EGRESS_DNS_ANSWER_MAX,
   ENTROPY_MAX,
   ENTROPY_MIN,
   ENV_MAX,
@@ -35,6 +36,8 @@ export const OPS = [
   "stats",
   "fs-attach",
   "fs-detach",
+  "dial-answer",
+  "dns-answer",
 ] as const;
 export type OpName = (typeof OPS)[number];
 
@@ -117,6 +120,15 @@ export interface ResumeArgs {
   timeNs: number | bigint;
   entropy: Buffer;
 }
+export interface DialAnswerArgs {
+  id: number;
+  ch: number | null;
+  error: string | null;
+}
+export interface DnsAnswerArgs {
+  id: number;
+  a: Buffer;
+}
 export type EmptyArgs = Record<string, never>;
 
 export type ParsedRequest =
@@ -132,6 +144,8 @@ export type ParsedRequest =
   | { op: "resume"; args: ResumeArgs }
   | { op: "fs-attach"; args: FsAttachArgs }
   | { op: "fs-detach"; args: FsDetachArgs }
+  | { op: "dial-answer"; args: DialAnswerArgs }
+  | { op: "dns-answer"; args: DnsAnswerArgs }
   | { op: "ping" | "shutdown" | "stats"; args: EmptyArgs };
 
 function path(f: Fields, key: string): string {
@@ -282,6 +296,18 @@ export function parseRequestArgs(op: string, args: CborMap): ParsedRequest {
       };
     case "fs-detach":
       return { op, args: { tag: shareTag(f, "tag") } };
+    case "dial-answer": {
+      const id = f.uint("id", 1, UINT32_MAX);
+      const ch = f.present("ch") ? f.uint("ch", 1, UINT32_MAX) : null;
+      const error = f.present("error") ? f.text("error", 64, 1) : null;
+      if ((ch === null) === (error === null)) throw einval("exactly one of ch and error is required");
+      return { op, args: { id, ch, error } };
+    }
+    case "dns-answer":
+      return {
+        op,
+        args: { id: f.uint("id", 1, UINT32_MAX), a: f.bytes("a", EGRESS_DNS_ANSWER_MAX, 12) },
+      };
     case "ping":
     case "shutdown":
     case "stats":

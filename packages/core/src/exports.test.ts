@@ -11,6 +11,7 @@ describe("public exports", () => {
       "SupermachineError",
       "TcpForwarder",
       "Vm",
+      "onNetworkBlocked",
     ]);
     expect(typeof core.Image.build).toBe("function");
     expect(typeof core.Image.fromSnapshot).toBe("function");

@@ -19,6 +19,8 @@ import {
 import { whileHeld } from "./keepalive";
 import { applyLimits, checkOverrides, WORK_MEMORY_MAX } from "./limits";
 import { acquireLock } from "./lock";
+import { networkKey, nicMode } from "./network/policy";
+import { poolNetwork } from "./network/vm-network";
 import { cacheRoot, defaultSnapshotsDir, hostArch } from "./paths";
 import { PoolImpl } from "./pool";
 import { createPool, type Pool } from "./pool-facade";
@@ -139,6 +141,7 @@ export class Image {
   async pool(options?: PoolOptions | null): Promise<Pool> {
     const opts = validatePoolOptions(options);
     checkOverrides(this.meta, { memoryMib: opts.memoryMib, vcpus: opts.vcpus });
+    poolNetwork(opts.network, this.meta); // a "nat" override of a non-"nat" image: refused here
     const writable = this.meta.volumes.filter((v) => !v.readOnly).map((v) => v.hostPath);
     if (writable.length > 0 && opts.max > 1) {
       throw new SupermachineError(
@@ -271,7 +274,7 @@ async function prepare(opts: ResolvedBuildOptions, rt: Runtime): Promise<Prepare
     ...(opts.volumes.length > 0 ? { volumeSemantics: VOLUME_SEMANTICS } : {}),
     extraKernelArgs: opts.extraKernelArgs,
     warmupTag: opts.warmup ? opts.warmupTag : null,
-    network: opts.network,
+    network: networkKey(opts.network),
     tmpfsMib,
     kernelRelease: kernel.release,
     arch,
@@ -439,12 +442,12 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       listenerRequired: opts.listenerRequired,
       // Volumes are raw devices the guest mounts itself (or core with `mount: true`); see README "Volumes".
       volumes: [],
-      network: opts.network,
+      network: nicMode(opts.network),
     });
     await rt.buildInitramfs({
       agentPath: p.agent.path,
       kernel: p.kernel,
-      network: opts.network !== "none",
+      network: nicMode(opts.network) !== "none",
       mounts: opts.mounts.length > 0,
       config: encodeBootConfig(bootConfig),
       out: join(tmp, INITRAMFS_FILE),
@@ -463,7 +466,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
         hostPath: v.hostPath,
         ...(v.readOnly ? { readOnly: true } : {}),
       })),
-      network: opts.network,
+      network: nicMode(opts.network),
       extraKernelArgs: opts.extraKernelArgs,
       accel: opts.accel,
     });
@@ -471,6 +474,7 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
     const agent = await rt.connectAgent(live, BAKE_READY_TIMEOUT_MS);
     const devices = volumes.map((_, i) => volumeDevice(i));
     handle = new VmHandle(live, agent, devices, p.inputs.mounts, opts.guestPort);
+    handle.startNetwork(opts.network);
     await agent.waitReady(BAKE_READY_TIMEOUT_MS);
     // The work cgroup's memory limit as the agent chose it (the cap of any later memory limit).
     const bootWorkMemoryMax = await agent.readFile(WORK_MEMORY_MAX).then(
@@ -537,7 +541,8 @@ async function bake(p: Prepared, rt: Runtime): Promise<Image> {
       agent: { version: agent.hello.agentVersion, sha256: p.agent.sha256 },
       guestPort: opts.guestPort,
       listenerRequired: opts.listenerRequired,
-      network: opts.network,
+      network: nicMode(opts.network),
+      networkPolicy: opts.network,
       extraKernelArgs: opts.extraKernelArgs,
       volumes: p.inputs.volumes,
       ...(devices.length > 0 ? { volumeMounts } : {}),

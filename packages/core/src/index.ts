@@ -46,3 +46,4 @@ export type {
 } from "./types";
 export { ExecChild, Vm } from "./vm";
 export const PACKAGE_NAME = "@supermachine/core";
+export { type NetworkBlockedEvent, onNetworkBlocked } from "./network/egress";

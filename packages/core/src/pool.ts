@@ -21,6 +21,7 @@ import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import type { Image } from "./image";
 import { applyLimits, ceilings, type RuntimeLimits } from "./limits";
+import { poolNetwork } from "./network/vm-network";
 import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec, VolumeAttachment } from "./ports";
 import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
@@ -279,6 +280,7 @@ export class PoolImpl implements PoolApi {
       handoff.limits = this.#limits;
       try {
         await handoff.resume();
+        handoff.startNetwork(poolNetwork(this.#opts.network, this.#image.meta));
         return handoff;
       } catch {
         await handoff.stop().catch(() => undefined);
@@ -316,6 +318,7 @@ export class PoolImpl implements PoolApi {
       );
       handle.volumeMounts = this.#image.meta.volumeMounts ?? [];
       handle.limits = spareLimited ? undefined : this.#limits;
+      handle.startNetwork(poolNetwork(this.#opts.network, this.#image.meta));
       try {
         await handle.resume();
       } catch (err) {

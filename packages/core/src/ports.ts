@@ -4,6 +4,7 @@
  * package's API touches one adapter, not the Image/Vm/Pool logic.
  */
 import type { Duplex, Readable, Writable } from "node:stream";
+import type { EgressPort } from "./network/egress";
 
 /** Result of the agent's collect-mode `exec` (SPEC 6.1), output already concatenated. */
 export interface AgentExecResult {
@@ -80,6 +81,8 @@ export interface AgentPort {
   onLost(cb: (err: Error) => void): void;
   /** Called once when the image's workload exits (agent `workload-exit`), at once if it already did. */
   onWorkloadExit?(cb: (e: { exitCode: number; signal: number | null }) => void): void;
+  /** Guest egress (SPEC 6.5); undefined when the agent lacks the `egress` cap. */
+  readonly egress?: EgressPort | undefined;
   close(): void;
 }
 

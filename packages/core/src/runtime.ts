@@ -27,6 +27,7 @@ import { buildInitramfs, buildRootfs } from "@supermachine/rootfs";
 import { codeOf, SupermachineError } from "./errors";
 import { agentCandidates, guestPackageName, kernelDirFor } from "./guest";
 import { loadFromEnvSource } from "./image-source";
+import { egressPortOf } from "./network/agent-egress";
 import { hostArch } from "./paths";
 import type {
   AgentChild,
@@ -380,6 +381,7 @@ function adaptAgent(c: AgentClient): AgentPort {
     workloadExit = e;
   });
   return {
+    egress: egressPortOf(c),
     hello: {
       agentVersion: hello?.agentVersion ?? "unknown",
       caps: hello?.caps ?? [],

@@ -19,6 +19,7 @@ import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import { type RecordedMount, type RecordedVolume, SNAPSHOT_FORMAT_VERSION } from "./fingerprint";
 import { pidAlive } from "./lock";
+import type { NetworkOption } from "./network/policy";
 
 /** A guest mount of a volume device (see SnapshotMetadata.volumeMounts). */
 export interface VolumeMount {
@@ -62,6 +63,8 @@ export interface SnapshotMetadata {
   guestPort: number;
   listenerRequired: boolean;
   network: "none" | "nat";
+  /** The image's network policy (README "Network"); absent in older metadata = "none". */
+  networkPolicy?: NetworkOption;
   extraKernelArgs: string[];
   volumes: RecordedVolume[];
   /**

@@ -77,15 +77,27 @@ export interface VolumeSpec {
   readOnly?: boolean | null;
 }
 
-/** Networking of the guest (beyond). */
+/**
+ * Networking of the guest (beyond; README "Network"). The guest never has a network device (except
+ * "nat"): its TCP connects and DNS queries are carried by the agent and dialled by the host after the
+ * policy check.
+ */
 export type NetworkMode =
-  /** No network device; the guest has loopback only. Default. */
+  /** Nothing: every connect fails (ENETUNREACH), DNS is refused. */
   | "none"
+  /** Default: TCP to public addresses and DNS; never the host, loopback, private, link-local, metadata. */
+  | "public"
   /**
-   * User-mode NAT (QEMU slirp): the guest reaches the outside world through the host. Note that it can
-   * then also reach every service bound to the host's 127.0.0.1, which is why this is not the default.
+   * Unsafe, for compatibility: QEMU user-mode NAT, unfiltered. The guest can reach every service on the
+   * host's 127.0.0.1 and private networks.
    */
-  | "nat";
+  | "nat"
+  /**
+   * Entries: CIDR, address, host name or `*.suffix`, each optionally `:port` (`[v6]:port`). With
+   * `allow` only what it names is reachable; `deny` wins; the always-denied ranges stay closed unless
+   * an allow entry names an address or range inside them.
+   */
+  | { allow?: string[]; deny?: string[] };
 
 /** Accelerator choice (beyond): "auto" probes KVM/HVF and falls back to TCG with a warning. */
 export type Accelerator = "auto" | "kvm" | "hvf" | "tcg";
@@ -156,7 +168,7 @@ export interface BuildOptions {
    * Default `{ type: "registry" }`. See {@link ImageSource}.
    */
   source?: ImageSource;
-  /** Beyond: guest networking. Default "none". Part of the fingerprint. */
+  /** Beyond: guest networking policy. Default "public". Part of the fingerprint. */
   network?: NetworkMode;
   /** Beyond: accelerator. Default "auto". Not part of the fingerprint. */
   accel?: Accelerator;
@@ -196,6 +208,8 @@ export interface PoolOptions {
   vcpus?: number;
   /** Per-VM restore deadline; a VM that misses it is discarded and replaced. Default 30000. */
   restoreTimeoutMs?: number;
+  /** Beyond: network policy of this pool's VMs, overriding the image's (not "nat" unless the image is). */
+  network?: NetworkMode;
 }
 
 export interface PoolStats {

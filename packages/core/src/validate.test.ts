@@ -26,7 +26,7 @@ describe("validateBuildOptions", () => {
       listenerRequired: false,
       warmupTag: "default",
       source: { type: "registry" },
-      network: "none",
+      network: "public",
       accel: "auto",
     });
     expect(o.volumes).toEqual([]);

@@ -5,6 +5,7 @@
  */
 import { statSync } from "node:fs";
 import { codeOf, invalidOption, SupermachineError } from "./errors";
+import { type NetworkOption, parseNetwork } from "./network/policy";
 import type {
   BuildOptions,
   ExtraFile,
@@ -224,7 +225,7 @@ export interface ResolvedBuildOptions {
   source: ImageSource;
   /** `source` was given by the caller (an explicit registry source ignores SUPERMACHINE_IMAGE_SOURCE). */
   sourceGiven: boolean;
-  network: "none" | "nat";
+  network: NetworkOption;
   accel: "auto" | "kvm" | "hvf" | "tcg";
   platform: string | undefined;
   kernelDir: string | undefined;
@@ -335,7 +336,7 @@ export function validateBuildOptions(input: unknown): ResolvedBuildOptions {
     throw invalidOption("onProgress", `expected a function, got ${describe(o.onProgress)}`);
   }
   const source = validateSource(o.source);
-  const network = optEnum(o.network, "network", ["none", "nat"] as const) ?? "none";
+  const network = parseNetwork(o.network);
   const accel = optEnum(o.accel, "accel", ["auto", "kvm", "hvf", "tcg"] as const) ?? "auto";
   const platform = optString(o.platform, "platform", { nonEmpty: true });
   if (platform !== undefined && !/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(platform)) {
@@ -395,6 +396,7 @@ const POOL_KEYS = [
   "memoryMib",
   "vcpus",
   "restoreTimeoutMs",
+  "network",
 ] as const;
 
 export interface ResolvedPoolOptions {
@@ -406,6 +408,8 @@ export interface ResolvedPoolOptions {
   memoryMib: number | undefined;
   vcpus: number | undefined;
   restoreTimeoutMs: number;
+  /** Overrides the image's network policy (undefined = the image's). */
+  network: NetworkOption | undefined;
 }
 
 export function validatePoolOptions(input: unknown): ResolvedPoolOptions {
@@ -425,6 +429,7 @@ export function validatePoolOptions(input: unknown): ResolvedPoolOptions {
     // the pool adds its own margin to this deadline
     restoreTimeoutMs:
       optInt(o.restoreTimeoutMs, "restoreTimeoutMs", { min: 1, max: MAX_TIMER_MS - 60_000 }) ?? 30_000,
+    network: o.network === undefined ? undefined : parseNetwork(o.network),
   };
 }
 

@@ -15,10 +15,13 @@ import type { RecordedMount } from "./fingerprint";
 import { closeForwarder, startForwarder, startUnixForwarder, type TcpForwarder } from "./forwarder";
 import { hold, whileHeld } from "./keepalive";
 import { applyLimits, type RuntimeLimits } from "./limits";
+import type { Egress } from "./network/egress";
+import type { NetworkOption } from "./network/policy";
+import { setVmNetwork, startEgress } from "./network/vm-network";
 import type { AgentChild, AgentExecArgs, AgentPort, LiveVmPort } from "./ports";
 import { ShareServer } from "./share/server";
 import type { VolumeMount } from "./snapshot";
-import type { ExecOptions, ExecOutput, ExecWaitResult, WarmupVm } from "./types";
+import type { ExecOptions, ExecOutput, ExecWaitResult, NetworkMode, WarmupVm } from "./types";
 import { MAX_FILE_BYTES, MAX_TIMER_MS, optInt, toBuffer, validateExecOptions } from "./validate";
 import { mountVolumes } from "./volume-guest";
 
@@ -51,6 +54,8 @@ export class VmHandle {
   #stopping: Promise<void> | undefined;
   #execServer: Server | undefined;
   #execPath: string | undefined;
+  /** Guest egress (README "Network"); undefined for "nat" VMs and agents without the cap. */
+  egress: Egress | undefined;
 
   constructor(
     readonly live: LiveVmPort,
@@ -72,6 +77,12 @@ export class VmHandle {
       // The session died: if the VMM is gone too, exited will say so; treat the VM as failed either way.
       this.#markDead(err);
     });
+  }
+
+  /** Starts enforcing the network policy of this VM, or sets it (a bake VM handed to a pool). */
+  startNetwork(n: NetworkOption): void {
+    if (this.egress && n !== "nat") setVmNetwork(this, n);
+    else this.egress ??= startEgress(this.agent, n, this.id);
   }
 
   #markDead(err: Error): void {
@@ -286,6 +297,7 @@ export class VmHandle {
       this.closeVsock();
       for (const release of this.#onStop) release();
       this.#onStop.clear();
+      this.egress?.close();
       this.#closeShares();
       this.#execServer?.close();
       if (this.volumeDevices.length > 0 && !this.dead) {
@@ -761,6 +773,15 @@ export class Vm implements AsyncDisposable {
       anchors.set(fwd, this);
       return fwd;
     });
+  }
+
+  /**
+   * Beyond: changes this VM's network policy (README "Network") for new connections and DNS
+   * queries; open connections stay. SM_INVALID_OPTIONS for a malformed policy; "nat" cannot be
+   * switched on or off at run time.
+   */
+  setNetwork(policy: NetworkMode): void {
+    setVmNetwork(this.#live("set the network policy"), policy);
   }
 
   /** Return the VM to its pool; idempotent. */

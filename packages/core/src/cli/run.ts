@@ -8,13 +8,16 @@
  * replaced by the same command run on this terminal (the started copy, whose stdin is /dev/null, is
  * stopped first so a service does not find its port taken).
  */
+
 import { statSync } from "node:fs";
 import { keepVmsOnSignal } from "../cleanup";
 import type { Image as ImageT } from "../image";
 import { Image } from "../index";
+import { networkFromFlags } from "../network/cli-flags";
 import type { BuildOptions } from "../types";
 import { INTERNAL, type Vm } from "../vm";
 import {
+  all,
   type CommandHelp,
   flag,
   has,
@@ -45,7 +48,18 @@ export const BUILD_OPTIONS: OptionSpec[] = [
     help: "read IMAGE from an OCI layout directory instead of a registry",
   },
   { names: ["--archive"], value: "FILE", help: "read IMAGE from a docker-save / OCI archive tarball" },
-  { names: ["--network"], value: "none|nat", help: "guest networking (default none)" },
+  {
+    names: ["--network"],
+    value: "none|public|nat",
+    help: "guest network (default public: TCP to public addresses + DNS, never the host, loopback or private ranges; nat is unfiltered, unsafe)",
+  },
+  {
+    names: ["--allow"],
+    value: "ENTRY",
+    help: "reach only what allow entries name: CIDR, address, host name or *.suffix, optionally :port",
+    repeatable: true,
+  },
+  { names: ["--deny"], value: "ENTRY", help: "never reach ENTRY (wins over --allow)", repeatable: true },
   {
     names: ["--snapshots-dir"],
     value: "DIR",
@@ -126,8 +140,12 @@ function buildOptionsFrom(command: string, p: Parsed, ref: string): BuildOptions
   if (layout && archive) throw new UsageError("--layout and --archive exclude each other", command);
   if (layout) o.source = { type: "oci-layout", path: layout };
   if (archive) o.source = { type: "archive", path: archive };
-  const network = oneOf(command, p, "--network", ["none", "nat"] as const);
-  if (network) o.network = network;
+  const network = networkFromFlags({
+    network: flag(p, "--network"),
+    allow: all(p, "--allow"),
+    deny: all(p, "--deny"),
+  });
+  if (network !== undefined) o.network = network;
   const dir = flag(p, "--snapshots-dir");
   if (dir) o.snapshotsDir = dir;
   return o;
