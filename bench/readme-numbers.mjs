@@ -181,6 +181,33 @@ if (mnt?.ms) {
   }
 } else missing.push("core mounts");
 
+// Guest network (core.json "network"): policy "public" vs the same guest/image/transfer with network
+// "nat" (no policy), same run, interleaved rounds.
+const net = core?.network;
+if (net?.throughputMiBps?.guestNoPolicyDownload) {
+  const t = net.throughputMiBps;
+  const pm = net.ratioPairedMedian ?? {};
+  const how = `busybox nc, ${net.mib} MiB, best of ${net.rounds}`;
+  row(
+    "core network (in VM)",
+    `TCP download / upload from the guest to a netns test host, policy \`"public"\` (${how})`,
+    `${f(t.guestDownload)} / ${f(t.guestUpload)} MiB/s`,
+    `same guest, no policy (\`"nat"\`) ${f(t.guestNoPolicyDownload)} / ${f(t.guestNoPolicyUpload)} MiB/s`,
+    `${x(t.guestDownload, t.guestNoPolicyDownload)} / ${x(t.guestUpload, t.guestNoPolicyUpload)} (median of rounds ${f(pm.downloadVsNoPolicy, 2)}× / ${f(pm.uploadVsNoPolicy, 2)}×)`,
+    "≥ 0.7×",
+    "bench/core-network.mjs",
+  );
+  row(
+    "core network (in VM)",
+    `TCP connect latency, policy \`"public"\` (${net.connects} connects)`,
+    `${f(net.connectMs.guest, 1)} ms`,
+    `no policy (\`"nat"\`) ${f(net.connectMs.guestNoPolicy, 1)} ms`,
+    x(net.connectMs.guest, net.connectMs.guestNoPolicy),
+    "",
+    "bench/core-network.mjs",
+  );
+} else missing.push("core network");
+
 const cs = load("core-share");
 if (cs?.rawMs) {
   const t = cs.rawMs.tmpfs;
