@@ -1,36 +1,11 @@
-/**
- * The original's examples 06 (live host directory share, `mount -t virtiofs` in the guest) and 07
- * (a raw volume formatted and filled by `npm install` in the warmup) run as whole programs in a child
- * `node` importing the built package (@supermachine/core → packages/core/dist; run `npx lerna run build`
- * first), verbatim apart from the image ref (07: and the package, one the `node` fixture's own npm cache
- * serves), with no pool.shutdown() (issue 17). Checked: their output, what they leave on the host (the
- * share's out.txt; the volume file), that they exit by themselves with 0 within a few seconds of their
- * last line, and that no QEMU process or runtime dir of theirs is left.
- * Measured (TCG, shared 2-core host): 06 ~15 s; 07 ~100–115 s for the first run (rootfs of the node
- * image ~26 s, boot ~8 s, in the warmup `npm init -y` ~20 s and `npm install` ~18 s under node on TCG)
- * and ~6.5 s for the second; the whole file ~2–2.5 min.
- */
-import { spawn } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
 import { mkdir, mkdtemp, open, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../scripts/lib/fixtures.mjs";
-import { fixtureRefs, qemuPids, REPO, sharedSnapshotsDir } from "./_shared";
-
-/** "A few seconds" of the issue: the exit must follow the last line within this. */
-const EXIT_AFTER_LAST_LINE_MS = 5_000;
-
-interface Run {
-  code: number | null;
-  lines: string[];
-  /** ms from the last stdout line to the process exit */
-  lastLineToExitMs: number;
-  totalMs: number;
-  stderr: string;
-}
+import { EXIT_AFTER_LAST_LINE_MS, runSeedProgram, type SeedRun } from "./_seed-run";
+import { fixtureRefs, sharedSnapshotsDir } from "./_shared";
 
 let busyboxRef: string;
 let nodeRef: string;
@@ -52,42 +27,8 @@ afterAll(async () => {
 });
 
 /** Run test/e2e/seed/<file> in a child node with `cwd` as its current directory. */
-async function runProgram(file: string, cwd: string, ref: string, timeoutMs: number): Promise<Run> {
-  const runtimeDir = await mkdtemp(join(tmpdir(), "sm-seed-rt-"));
-  try {
-    const t0 = performance.now();
-    const child = spawn(process.execPath, [join(REPO, "test/e2e/seed", file)], {
-      cwd,
-      env: { ...process.env, SM_SEED_REF: ref, SUPERMACHINE_RUNTIME_DIR: runtimeDir },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    let stderr = "";
-    let lastLineAt = t0;
-    child.stdout.on("data", (b: Buffer) => {
-      out += b.toString();
-      lastLineAt = performance.now();
-    });
-    child.stderr.on("data", (b: Buffer) => {
-      stderr += b.toString();
-    });
-    const killer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
-    const exitAt = performance.now();
-    clearTimeout(killer);
-    // what the program left behind: QEMU processes and runtime dirs of its VMs
-    expect(qemuPids(runtimeDir)).toEqual([]);
-    expect(existsSync(runtimeDir) ? readdirSync(runtimeDir) : []).toEqual([]);
-    return {
-      code,
-      lines: out.split("\n").filter((l) => l.length > 0),
-      lastLineToExitMs: Math.round(exitAt - lastLineAt),
-      totalMs: Math.round(exitAt - t0),
-      stderr,
-    };
-  } finally {
-    await rm(runtimeDir, { recursive: true, force: true });
-  }
+function runProgram(file: string, cwd: string, ref: string, timeoutMs: number): Promise<SeedRun> {
+  return runSeedProgram(file, { cwd, env: { SM_SEED_REF: ref }, timeoutMs });
 }
 
 function report(name: string, r: Run): void {

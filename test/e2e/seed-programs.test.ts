@@ -1,30 +1,8 @@
-/**
- * Programs written for the original run unchanged and exit by themselves (issue 17): the original's
- * README quick start and its pattern 1 run in a child `node` importing the built package
- * (@supermachine/core → packages/core/dist; run `npx lerna run build` first), with no
- * pool.shutdown(). Measured: time from the program's last output line to its exit; afterwards no QEMU
- * process and no runtime dir of the child is left.
- */
-import { spawn } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 // @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../scripts/lib/fixtures.mjs";
-import { fixtureRefs, qemuPids, REPO, sharedSnapshotsDir } from "./_shared";
-
-/** "A few seconds" of the issue: the exit must follow the last line within this. */
-const EXIT_AFTER_LAST_LINE_MS = 5_000;
-
-interface Run {
-  code: number | null;
-  lines: string[];
-  /** ms from the last stdout line to the process exit */
-  lastLineToExitMs: number;
-  stderr: string;
-}
+import { EXIT_AFTER_LAST_LINE_MS, runSeedProgram, type SeedRun } from "./_seed-run";
+import { fixtureRefs, sharedSnapshotsDir } from "./_shared";
 
 let pythonRef: string;
 let busyboxRef: string;
@@ -36,40 +14,8 @@ beforeAll(async () => {
   pythonRef = f.images["debian-python"]!.ref;
 });
 
-async function runProgram(file: string, env: Record<string, string>, timeoutMs: number): Promise<Run> {
-  const runtimeDir = await mkdtemp(join(tmpdir(), "sm-seed-rt-"));
-  try {
-    const child = spawn(process.execPath, [join(REPO, "test/e2e/seed", file)], {
-      cwd: REPO,
-      env: { ...process.env, ...env, SUPERMACHINE_RUNTIME_DIR: runtimeDir },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    let stderr = "";
-    let lastLineAt = 0;
-    child.stdout.on("data", (b: Buffer) => {
-      out += b.toString();
-      lastLineAt = performance.now();
-    });
-    child.stderr.on("data", (b: Buffer) => {
-      stderr += b.toString();
-    });
-    const killer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
-    const exitAt = performance.now();
-    clearTimeout(killer);
-    // what the program left behind: QEMU processes and runtime dirs of its VMs
-    expect(qemuPids(runtimeDir)).toEqual([]);
-    expect(existsSync(runtimeDir) ? readdirSync(runtimeDir) : []).toEqual([]);
-    return {
-      code,
-      lines: out.split("\n").filter((l) => l.length > 0),
-      lastLineToExitMs: Math.round(exitAt - lastLineAt),
-      stderr,
-    };
-  } finally {
-    await rm(runtimeDir, { recursive: true, force: true });
-  }
+function runProgram(file: string, env: Record<string, string>, timeoutMs: number): Promise<SeedRun> {
+  return runSeedProgram(file, { env, timeoutMs });
 }
 
 describe("the original's programs exit by themselves", () => {
