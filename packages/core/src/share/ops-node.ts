@@ -40,6 +40,20 @@ export async function entryFor(s: ShareContext, parent: Node, dfd: number, name:
   return s.enc.entryOut(s.nodes.remember(parent, name, st), st);
 }
 
+/** Creates `name` in directory node `parentId` with `make(host path)`, then remembers it (SYMLINK, MKNOD, MKDIR). */
+async function makeEntry(
+  s: ShareContext,
+  parentId: bigint,
+  name: Buffer,
+  make: (path: Buffer) => Promise<unknown>,
+): Promise<Buffer> {
+  const parent = s.nodes.node(parentId);
+  return s.dirs.withDir(parent, async (dfd) => {
+    await make(at(dfd, name));
+    return entryFor(s, parent, dfd, name);
+  });
+}
+
 export async function lookup(s: ShareContext, parentId: bigint, body: Buffer): Promise<Buffer> {
   const name = nameAfter(body, 0);
   const parent = s.nodes.node(parentId);
@@ -61,6 +75,19 @@ export async function getattr(s: ShareContext, nodeid: bigint, body: Buffer): Pr
     if (st.ino !== n.ino) fail(E.ESTALE);
     return s.enc.attrOut(st);
   });
+}
+
+/** A SETATTR time in seconds: now, the one the guest sent, or the current one (as `valid` says). */
+function newTime(
+  valid: number,
+  nowBit: number,
+  setBit: number,
+  now: number,
+  sec: bigint,
+  nsec: number,
+  curNs: bigint,
+): number {
+  return valid & nowBit ? now : valid & setBit ? Number(sec) + nsec / 1e9 : Number(curNs) / 1e9;
 }
 
 export async function setattr(s: ShareContext, nodeid: bigint, body: Buffer): Promise<Buffer> {
@@ -108,18 +135,8 @@ export async function setattr(s: ShareContext, nodeid: bigint, body: Buffer): Pr
     }
     if (valid & (Fattr.ATIME | Fattr.MTIME | Fattr.ATIME_NOW | Fattr.MTIME_NOW)) {
       const now = Date.now() / 1000;
-      const a =
-        valid & Fattr.ATIME_NOW
-          ? now
-          : valid & Fattr.ATIME
-            ? Number(atime) + atimensec / 1e9
-            : Number(st.atimeNs) / 1e9;
-      const m =
-        valid & Fattr.MTIME_NOW
-          ? now
-          : valid & Fattr.MTIME
-            ? Number(mtime) + mtimensec / 1e9
-            : Number(st.mtimeNs) / 1e9;
+      const a = newTime(valid, Fattr.ATIME_NOW, Fattr.ATIME, now, atime, atimensec, st.atimeNs);
+      const m = newTime(valid, Fattr.MTIME_NOW, Fattr.MTIME, now, mtime, mtimensec, st.mtimeNs);
       if (isLink) {
         if (pfd < 0) fail(E.EINVAL);
         await fs.promises.lutimes(at(pfd, name), a, m);
@@ -144,12 +161,8 @@ export async function symlink(s: ShareContext, parentId: bigint, body: Buffer): 
   if (s.policy === "deny") fail(E.EPERM);
   writable(s);
   if (target.length === 0 || target.length > SYMLINK_MAX) fail(E.EINVAL);
-  const parent = s.nodes.node(parentId);
-  return s.dirs.withDir(parent, async (dfd) => {
-    // The target is stored verbatim; the host never resolves it ("opaque").
-    await fs.promises.symlink(target, at(dfd, name));
-    return entryFor(s, parent, dfd, name);
-  });
+  // The target is stored verbatim; the host never resolves it ("opaque").
+  return makeEntry(s, parentId, name, (p) => fs.promises.symlink(target, p));
 }
 
 export async function mknod(s: ShareContext, parentId: bigint, body: Buffer): Promise<Buffer> {
@@ -158,15 +171,13 @@ export async function mknod(s: ShareContext, parentId: bigint, body: Buffer): Pr
   const name = nameAfter(body, 16);
   if ((mode & S_IFMT) !== S_IFREG) fail(E.EPERM);
   writable(s);
-  const parent = s.nodes.node(parentId);
-  return s.dirs.withDir(parent, async (dfd) => {
+  return makeEntry(s, parentId, name, async (p) => {
     const fd = await openFd(
-      at(dfd, name),
+      p,
       O.O_CREAT | O.O_EXCL | O.O_WRONLY | O.O_NOFOLLOW | O.O_NONBLOCK,
       mode & MODE_MASK,
     );
     await closeFd(fd);
-    return entryFor(s, parent, dfd, name);
   });
 }
 
@@ -175,11 +186,7 @@ export async function mkdir(s: ShareContext, parentId: bigint, body: Buffer): Pr
   const mode = body.readUInt32LE(0);
   const name = nameAfter(body, 8);
   writable(s);
-  const parent = s.nodes.node(parentId);
-  return s.dirs.withDir(parent, async (dfd) => {
-    await fs.promises.mkdir(at(dfd, name), { mode: mode & MODE_MASK });
-    return entryFor(s, parent, dfd, name);
-  });
+  return makeEntry(s, parentId, name, (p) => fs.promises.mkdir(p, { mode: mode & MODE_MASK }));
 }
 
 /** UNLINK (dir false) and RMDIR (dir true). */
