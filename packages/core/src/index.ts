@@ -1,6 +1,7 @@
 /**
  * @supermachine/core — run OCI images as microVMs: bake once, restore from a warm pool.
- * The public API is spec/api.md; everything exported here is listed in exports.test.ts.
+ * The public API is the README's "API" section; everything exported here is listed in exports.test.ts.
+ * Internals (handles, runtime, validation, share server, test fakes) are imported from their files.
  */
 import { shareInstanceofAcrossCopies } from "./brand";
 import { SupermachineError } from "./errors";

@@ -33,7 +33,7 @@ import { VmHandle } from "./vm-handle";
 import { volumeDevice } from "./volume-guest";
 import { volumeLockError } from "./volumes";
 
-/** What the public Pool (pool-facade.ts) forwards to (spec/api.md "Pool"). */
+/** What the public Pool (pool-facade.ts) forwards to (README "`Pool`"). */
 export interface PoolApi {
   /** An idle VM at once; else start one if below max; else wait (FIFO) up to acquireTimeoutMs. */
   acquire(options?: AcquireOptions): Promise<Vm>;
