@@ -29,7 +29,7 @@ describe("fingerprint", () => {
     expect(fingerprint({ ...base, env: { B: "2", A: "1" } })).toBe(fingerprint(base));
   });
 
-  it("changes with every input api.md lists", () => {
+  it('changes with every fingerprinted input (README "Fingerprint")', () => {
     const fp = fingerprint(base);
     const variants: Partial<FingerprintInputs>[] = [
       { imageDigest: "sha256:bb" },

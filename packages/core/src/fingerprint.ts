@@ -1,7 +1,9 @@
 /**
- * The bake fingerprint: sha256 over a canonical JSON of every input that changes the snapshot
- * (spec/api.md "Image.build"). Accelerator-independent (a snapshot baked under TCG restores under KVM
- * only if the backend says so; the accelerator is recorded in metadata, not in the fingerprint).
+ * The bake fingerprint: sha256 over a canonical JSON of every input that changes the snapshot (the
+ * README's "Fingerprint" paragraph under `BuildOptions` lists them); Image.build returns a cached
+ * snapshot with the same fingerprint instead of baking. Accelerator-independent (a snapshot baked
+ * under TCG restores under KVM only if the backend says so; the accelerator is recorded in metadata,
+ * not in the fingerprint).
  */
 import { createHash } from "node:crypto";
 

@@ -1,15 +1,17 @@
 /**
  * @supermachine/core — run OCI images as microVMs: bake once, restore from a warm pool.
- * The public API is spec/api.md; everything exported here is listed in exports.test.ts.
+ * The public API is the README's "API" section; everything exported here is listed in exports.test.ts.
+ * Internals (handles, runtime, validation, share server, test fakes) are imported from their files.
  */
 import { shareInstanceofAcrossCopies } from "./brand";
 import { SupermachineError } from "./errors";
+import { ExecChild } from "./exec-child";
 import { TcpForwarder } from "./forwarder";
 import { Image } from "./image";
 import { Pool } from "./pool-facade";
 import { createDefaultRuntime } from "./runtime";
 import { setRuntimeFactory } from "./runtime-port";
-import { ExecChild, Vm } from "./vm";
+import { Vm } from "./vm";
 
 setRuntimeFactory(createDefaultRuntime);
 // ESM and CJS copies of core in one process: instanceof accepts either copy's objects (brand.ts).
@@ -17,6 +19,7 @@ shareInstanceofAcrossCopies({ Image, Pool, Vm, ExecChild, TcpForwarder, Supermac
 
 export type { SupermachineErrorCode } from "./errors";
 export { SupermachineError } from "./errors";
+export { ExecChild } from "./exec-child";
 export { TcpForwarder } from "./forwarder";
 export { Image } from "./image";
 export { Pool } from "./pool-facade";
@@ -44,6 +47,6 @@ export type {
   WarmupVm,
   Winsize,
 } from "./types";
-export { ExecChild, Vm } from "./vm";
+export { Vm } from "./vm";
 export const PACKAGE_NAME = "@supermachine/core";
 export { type NetworkBlockedEvent, onNetworkBlocked } from "./network/egress";

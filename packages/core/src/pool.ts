@@ -19,6 +19,7 @@ import {
 } from "@supermachine/pool";
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
+import { internalExec } from "./exec";
 import type { Image } from "./image";
 import { applyLimits, ceilings, type RuntimeLimits } from "./limits";
 import { poolNetwork } from "./network/vm-network";
@@ -27,11 +28,12 @@ import type { Runtime } from "./runtime-port";
 import { INITRAMFS_FILE, ROOTFS_FILE, VM_DIR } from "./snapshot";
 import type { AcquireOptions, PoolStats } from "./types";
 import { checkKeys, checkObject, type ResolvedPoolOptions } from "./validate";
-import { createVm, internalExec, type Vm, VmHandle } from "./vm";
+import { createVm, type Vm } from "./vm";
+import { VmHandle } from "./vm-handle";
 import { volumeDevice } from "./volume-guest";
 import { volumeLockError } from "./volumes";
 
-/** What the public Pool (pool-facade.ts) forwards to (spec/api.md "Pool"). */
+/** What the public Pool (pool-facade.ts) forwards to (README "`Pool`"). */
 export interface PoolApi {
   /** An idle VM at once; else start one if below max; else wait (FIFO) up to acquireTimeoutMs. */
   acquire(options?: AcquireOptions): Promise<Vm>;
@@ -395,10 +397,7 @@ export class PoolImpl implements PoolApi {
         if (this.#opts.restoreOnRelease || h.dead) void pool.destroy(h);
         else pool.release(h);
       },
-      snapshot: async (h, destDir) => {
-        const { snapshotVm } = await import("./image");
-        return snapshotVm(this.#image, h, destDir);
-      },
+      snapshot: async (h, destDir) => this.#image.capture(h, destDir),
     });
   }
 

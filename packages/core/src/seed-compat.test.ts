@@ -1,6 +1,6 @@
 /**
  * Programs written against the ORIGINAL @supermachine/core's published declarations
- * (test/seed/original/index.d.ts, written from spec/seed-surface.md) compile unchanged against our
+ * (test/seed/original/index.d.ts, a rendering of those declarations) compile unchanged against our
  * published types (dist/index.d.ts: run the build first, as `npm test` does). tsc runs on
  * test/seed/tsconfig.*.json:
  * - original: program.ts against the original's declarations — it is a valid original program;

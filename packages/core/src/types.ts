@@ -1,6 +1,7 @@
 /**
- * Public option and result types of @supermachine/core. The contract is spec/api.md; every name,
- * default and unit below follows it. Fields marked "beyond" are extensions of this implementation.
+ * Public option and result types of @supermachine/core. Every name, default and unit below is the
+ * one the README's "API" section documents. Fields marked "beyond" are extensions of this
+ * implementation.
  */
 
 /** Where the image bytes come from. Default: `{ type: "registry" }`. */

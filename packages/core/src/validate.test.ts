@@ -15,7 +15,7 @@ function fieldOf(fn: () => unknown): string | undefined {
 }
 
 describe("validateBuildOptions", () => {
-  it("applies the api.md defaults", () => {
+  it("applies the documented defaults (README BuildOptions)", () => {
     const o = validateBuildOptions({ ref: "busybox:latest" });
     expect(o).toMatchObject({
       memoryMib: 256,
@@ -244,7 +244,7 @@ describe("validateExecOptions", () => {
   });
 });
 
-describe("the original's looser inputs (seed-surface.md)", () => {
+describe("the original's looser inputs (null for an optional field, as its declarations allow)", () => {
   it("null in an optional field means the field is left out", () => {
     expect(validatePoolOptions(null)).toEqual(validatePoolOptions(undefined));
     expect(validatePoolOptions({ min: null, idleTimeoutMs: null })).toEqual(validatePoolOptions({}));

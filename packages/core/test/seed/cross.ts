@@ -1,5 +1,5 @@
 // Our objects where the original's types are expected, and the original's values where ours are:
-// everything an original program can hold or pass must fit (seed-surface.md). Compiled against ours.
+// everything an original program can hold or pass must fit (original/index.d.ts). Compiled against ours.
 import * as Ours from "@supermachine/core";
 import type * as Orig from "supermachine-original";
 

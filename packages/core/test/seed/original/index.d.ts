@@ -1,6 +1,7 @@
 /**
  * The published declarations of the ORIGINAL @supermachine/core (0.4.25 plus the 0.7.1 additions),
- * written from spec/seed-surface.md, member by member. Not our API: the compatibility test
+ * written out member by member from a description of that surface. This file is the record of the
+ * original's surface in this repository; nothing else is needed to read it. Not our API: the compatibility test
  * (src/seed-compat.test.ts) compiles programs written against this file and checks that they compile
  * unchanged against ours. Shapes follow napi-rs output: classes without a callable constructor,
  * optional inputs `T | undefined | null` where the surface says so.
