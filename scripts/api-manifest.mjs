@@ -521,12 +521,12 @@ export function diffLines(a, b, labelA = "committed", labelB = "generated") {
       ops.push([" ", x[i], i, j]);
       i++;
       j++;
-    } else if (j < m && (i >= n || lcs[i][j + 1] >= lcs[i + 1][j])) {
-      ops.push(["+", y[j], i, j]);
-      j++;
-    } else {
+    } else if (i < n && (j >= m || lcs[i + 1][j] >= lcs[i][j + 1])) {
       ops.push(["-", x[i], i, j]);
       i++;
+    } else {
+      ops.push(["+", y[j], i, j]);
+      j++;
     }
   }
   // hunks with 3 lines of context
