@@ -8,7 +8,6 @@ import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-// @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import type { LiveVmPort } from "../../packages/core/src/ports";
 import { INTERNAL, type Vm } from "../../packages/core/src/vm";
 import { fixtures } from "../../scripts/lib/fixtures.mjs";

@@ -17,7 +17,6 @@ import {
   type Pool,
   type Vm,
 } from "../../packages/core/src/index";
-// @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../scripts/lib/fixtures.mjs";
 import { type FixtureRefs, fixtureRefs, sharedSnapshotsDir } from "./_shared";
 

@@ -5,7 +5,6 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Image, type Pool } from "../../packages/core/src/index";
-// @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../scripts/lib/fixtures.mjs";
 import { type FixtureRefs, fixtureRefs, sharedSnapshotsDir } from "./_shared";
 

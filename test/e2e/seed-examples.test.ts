@@ -2,7 +2,6 @@ import { mkdir, mkdtemp, open, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-// @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../scripts/lib/fixtures.mjs";
 import { EXIT_AFTER_LAST_LINE_MS, runSeedProgram, type SeedRun } from "./_seed-run";
 import { fixtureRefs, sharedSnapshotsDir } from "./_shared";
@@ -31,7 +30,7 @@ function runProgram(file: string, cwd: string, ref: string, timeoutMs: number): 
   return runSeedProgram(file, { cwd, env: { SM_SEED_REF: ref }, timeoutMs });
 }
 
-function report(name: string, r: Run): void {
+function report(name: string, r: SeedRun): void {
   console.log(`${name}: ${(r.totalMs / 1000).toFixed(1)} s, last line → exit ${r.lastLineToExitMs} ms`);
 }
 

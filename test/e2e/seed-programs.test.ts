@@ -1,5 +1,4 @@
 import { beforeAll, describe, expect, it } from "vitest";
-// @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../scripts/lib/fixtures.mjs";
 import { EXIT_AFTER_LAST_LINE_MS, runSeedProgram, type SeedRun } from "./_seed-run";
 import { fixtureRefs, sharedSnapshotsDir } from "./_shared";

@@ -9,7 +9,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Image, type Pool, type Vm } from "../../packages/core/src/index";
-// @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../scripts/lib/fixtures.mjs";
 import { type FixtureRefs, fixtureRefs, sharedSnapshotsDir } from "./_shared";
 

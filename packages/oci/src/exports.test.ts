@@ -1,55 +1,15 @@
-import { expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { checkPackage, runtimeNames, UPDATE_COMMAND } from "../../../scripts/api-manifest.mjs";
 import * as api from "./index";
 
-it("exports exactly the public API", () => {
-  expect(Object.keys(api).sort()).toEqual(
-    [
-      "DEFAULT_DOMAIN",
-      "DOCKER_HUB_API",
-      "IMAGE_SOURCE_ENV",
-      "MIRRORS_ENV",
-      "daemonEndpoints",
-      "findDaemon",
-      "imageSourceFromEnv",
-      "loadFromDaemon",
-      "normaliseRegistry",
-      "parseMirrorList",
-      "DEFAULT_INSECURE_HOSTS",
-      "MANIFEST_ACCEPT",
-      "MediaType",
-      "OciError",
-      "OciStore",
-      "RegistryClient",
-      "cacheRoot",
-      "copy",
-      "createZstdDecompress",
-      "credentialsFromDockerConfig",
-      "defaultStoreDir",
-      "familiarReference",
-      "formatPlatform",
-      "formatReference",
-      "hostPlatform",
-      "imageLayers",
-      "importArchive",
-      "importLayout",
-      "inspect",
-      "isOciError",
-      "layerCompression",
-      "layerEntries",
-      "loadFrom",
-      "loadImage",
-      "parseImageConfig",
-      "parseLocation",
-      "parsePlatform",
-      "parseReference",
-      "parseWwwAuthenticate",
-      "platformMatches",
-      "pull",
-      "push",
-      "runtimeConfig",
-      "selectManifest",
-      "sniffCompression",
-      "writeLayout",
-    ].sort(),
-  );
+// The public surface (names, kinds, types) is committed in api/index.api.md; see scripts/api-manifest.mjs.
+describe("@supermachine/oci exports", () => {
+  it("match the committed manifest api/index.api.md", () => {
+    const problems = checkPackage("oci");
+    if (problems) expect.fail(problems);
+  }, 120_000);
+
+  it("exist at runtime exactly as the manifest lists them", () => {
+    expect(Object.keys(api).sort(), `stale manifest? ${UPDATE_COMMAND}`).toEqual(runtimeNames("oci"));
+  });
 });

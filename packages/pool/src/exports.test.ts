@@ -1,6 +1,15 @@
-import { expect, it } from "vitest";
-import * as pool from "./index";
+import { describe, expect, it } from "vitest";
+import { checkPackage, runtimeNames, UPDATE_COMMAND } from "../../../scripts/api-manifest.mjs";
+import * as api from "./index";
 
-it("exports exactly the public API", () => {
-  expect(Object.keys(pool).sort()).toEqual(["PoolError", "createPool"]);
+// The public surface (names, kinds, types) is committed in api/index.api.md; see scripts/api-manifest.mjs.
+describe("@supermachine/pool exports", () => {
+  it("match the committed manifest api/index.api.md", () => {
+    const problems = checkPackage("pool");
+    if (problems) expect.fail(problems);
+  }, 120_000);
+
+  it("exist at runtime exactly as the manifest lists them", () => {
+    expect(Object.keys(api).sort(), `stale manifest? ${UPDATE_COMMAND}`).toEqual(runtimeNames("pool"));
+  });
 });

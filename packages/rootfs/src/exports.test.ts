@@ -1,21 +1,15 @@
 import { describe, expect, it } from "vitest";
+import { checkPackage, runtimeNames, UPDATE_COMMAND } from "../../../scripts/api-manifest.mjs";
 import * as api from "./index";
 
-describe("public API", () => {
-  it("exports exactly these names", () => {
-    expect(Object.keys(api).sort()).toEqual(
-      [
-        "ROOTFS_USAGE",
-        "RootfsError",
-        "buildInitramfs",
-        "buildRootfs",
-        "isRootfsError",
-        "parseRootfsArgs",
-        "resolveModules",
-        "runRootfsCommand",
-        "tarFileLayer",
-        "tarLayer",
-      ].sort(),
-    );
+// The public surface (names, kinds, types) is committed in api/index.api.md; see scripts/api-manifest.mjs.
+describe("@supermachine/rootfs exports", () => {
+  it("match the committed manifest api/index.api.md", () => {
+    const problems = checkPackage("rootfs");
+    if (problems) expect.fail(problems);
+  }, 120_000);
+
+  it("exist at runtime exactly as the manifest lists them", () => {
+    expect(Object.keys(api).sort(), `stale manifest? ${UPDATE_COMMAND}`).toEqual(runtimeNames("rootfs"));
   });
 });

@@ -15,7 +15,6 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-// @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../../../scripts/lib/fixtures.mjs";
 import { bundle, REPO, sharedSnapshotsDir } from "../../../../test/e2e/_shared";
 

@@ -11,7 +11,6 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { importLayout, OciStore, push } from "@supermachine/oci";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-// @ts-expect-error -- plain ESM helper with a .d.mts next to it
 import { fixtures } from "../../../../scripts/lib/fixtures.mjs";
 import { FakeDockerDaemon } from "../../../oci/test/integration/fake-docker-daemon";
 import { startRegistry, type TestRegistry } from "../../../oci/test/integration/helpers";

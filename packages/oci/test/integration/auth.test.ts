@@ -64,11 +64,11 @@ describe("registry with htpasswd basic auth", () => {
       code: "SM_REGISTRY_AUTH",
       message: expect.stringContaining("anonymous"),
     });
-    const err = await pull(`${reg.host}/private/app:1`, {
+    const err = (await pull(`${reg.host}/private/app:1`, {
       store,
       dockerConfig: false,
       credentials: { [reg.host]: { username: USER, password: "wrong-password-xyz" } },
-    }).catch((e: unknown) => e as Error & { code: string });
+    }).catch((e: unknown) => e)) as Error & { code: string };
     expect(err.code).toBe("SM_REGISTRY_AUTH");
     expect(err.message).toContain(`"${USER}"`);
     expect(err.message).not.toContain("wrong-password-xyz");
