@@ -20,7 +20,6 @@ it("exports exactly the public API", () => {
       "OciError",
       "OciStore",
       "RegistryClient",
-      "cacheRoot",
       "copy",
       "createZstdDecompress",
       "credentialsFromDockerConfig",

@@ -39,7 +39,7 @@ export {
 export type { RegistryOptions } from "./registry";
 export { DEFAULT_INSECURE_HOSTS, RegistryClient } from "./registry";
 export type { BlobWriter, StoredRef } from "./store";
-export { cacheRoot, defaultStoreDir, OciStore } from "./store";
+export { defaultStoreDir, OciStore } from "./store";
 export type { ImageLocation } from "./transport";
 export { copy, loadFrom, parseLocation } from "./transport";
 export type {

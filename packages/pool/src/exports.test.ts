@@ -2,5 +2,5 @@ import { expect, it } from "vitest";
 import * as pool from "./index";
 
 it("exports exactly the public API", () => {
-  expect(Object.keys(pool).sort()).toEqual(["PoolError", "createPool"]);
+  expect(Object.keys(pool).sort()).toEqual(["MAX_TIMER_MS", "PoolError", "createPool"]);
 });
