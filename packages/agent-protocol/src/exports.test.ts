@@ -6,6 +6,7 @@ describe("public exports", () => {
   it("the main entry exports exactly this list", () => {
     expect(Object.keys(api).sort()).toEqual(
       [
+        "AGENT_ERROR_CODES",
         "AgentChild",
         "AgentClient",
         "AgentError",

@@ -5,6 +5,7 @@ describe("@supermachine/hypervisor exports", () => {
   it("exposes exactly the documented runtime API", () => {
     expect(Object.keys(api).sort()).toEqual(
       [
+        "HYPERVISOR_ERROR_CODES",
         "BACKEND_CONTRACT_VERSION",
         "BASE_GUEST_MODULES",
         "HypervisorError",

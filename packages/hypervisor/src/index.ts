@@ -39,8 +39,8 @@ export type {
 } from "./contract";
 export type { QemuBackendOptions } from "./driver";
 export { createQemuBackend } from "./driver";
-export type { HypervisorErrorCode } from "./errors";
-export { HypervisorError, isHypervisorError } from "./errors";
+export type { HypervisorErrorCode, HypervisorErrorOptions } from "./errors";
+export { HYPERVISOR_ERROR_CODES, HypervisorError, isHypervisorError } from "./errors";
 export type { KernelBundle, PruneOptions, ResolveKernelOptions } from "./kernel";
 export {
   BASE_GUEST_MODULES,

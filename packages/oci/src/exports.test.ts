@@ -4,6 +4,7 @@ import * as api from "./index";
 it("exports exactly the public API", () => {
   expect(Object.keys(api).sort()).toEqual(
     [
+      "OCI_ERROR_CODES",
       "DEFAULT_DOMAIN",
       "DOCKER_HUB_API",
       "IMAGE_SOURCE_ENV",

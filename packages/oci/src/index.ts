@@ -9,8 +9,8 @@ export {
   imageSourceFromEnv,
   loadFromDaemon,
 } from "./daemon";
-export type { OciErrorCode } from "./errors";
-export { isOciError, OciError } from "./errors";
+export type { OciErrorCode, OciErrorOptions } from "./errors";
+export { isOciError, OCI_ERROR_CODES, OciError } from "./errors";
 export type { Image } from "./image";
 export { loadImage } from "./image";
 export type { LayerInput, TarEntry, TarHeader } from "./layers";

@@ -66,7 +66,9 @@ export const defaultClock: PoolClock = {
 };
 
 function configError(field: string, message: string): PoolError {
-  return new PoolError("SM_POOL_CONFIG", `Invalid pool option "${field}": ${message}`, { field });
+  return new PoolError("SM_POOL_CONFIG", `Invalid pool option "${field}": ${message}`, {
+    details: { field },
+  });
 }
 
 function describe(v: unknown): string {

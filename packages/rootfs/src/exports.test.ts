@@ -5,6 +5,7 @@ describe("public API", () => {
   it("exports exactly these names", () => {
     expect(Object.keys(api).sort()).toEqual(
       [
+        "ROOTFS_ERROR_CODES",
         "ROOTFS_USAGE",
         "RootfsError",
         "buildInitramfs",
