@@ -6,12 +6,10 @@ describe("public API", () => {
     expect(Object.keys(api).sort()).toEqual(
       [
         "ROOTFS_ERROR_CODES",
-        "ROOTFS_USAGE",
         "RootfsError",
         "buildInitramfs",
         "buildRootfs",
         "isRootfsError",
-        "parseRootfsArgs",
         "resolveModules",
         "runRootfsCommand",
         "tarFileLayer",

@@ -1,5 +1,5 @@
 export type { RootfsCommandArgs } from "./cli";
-export { parseRootfsArgs, ROOTFS_USAGE, runRootfsCommand } from "./cli";
+export { runRootfsCommand } from "./cli";
 export type { RootfsErrorCode, RootfsErrorOptions } from "./errors";
 export { isRootfsError, ROOTFS_ERROR_CODES, RootfsError } from "./errors";
 export type { BuildInitramfsOptions, BuildInitramfsResult } from "./initramfs";
