@@ -454,10 +454,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
           new AgentError(
             "SM_AGENT_PROTOCOL",
             `the agent reported a protocol violation (${frame.code}): ${frame.message}`,
-            {
-              reason,
-              remote: true,
-            },
+            { details: { reason, remote: true } },
           ),
         );
         return;
@@ -505,7 +502,9 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     }
     const e = error!;
     const code = e.code === "SM_FILE_TOO_LARGE" ? "SM_FILE_TOO_LARGE" : "SM_AGENT_REMOTE";
-    const err = new AgentError(code, `agent ${p.op} failed: ${e.code}: ${e.message}`, { remoteCode: e.code });
+    const err = new AgentError(code, `agent ${p.op} failed: ${e.code}: ${e.message}`, {
+      details: { remoteCode: e.code },
+    });
     p.onError?.(err);
     if (!p.abandoned) p.reject(err);
   }

@@ -3,26 +3,30 @@
  * the package may be installed). Every code is documented in README.md.
  */
 
-/** Stable error codes thrown by this package. */
-export type AgentErrorCode =
+/** Every code this package defines (each supermachine code is defined in exactly one package). */
+export const AGENT_ERROR_CODES = [
   /** The peer broke the protocol (or sent `fatal`); the session is torn down. `reason` has the SPEC §9.1 code. */
-  | "SM_AGENT_PROTOCOL"
+  "SM_AGENT_PROTOCOL",
   /** The transport closed or failed, the handshake timed out, or the client was closed. */
-  | "SM_AGENT_LOST"
+  "SM_AGENT_LOST",
   /** A per-call `timeoutMs` elapsed before the agent answered. */
-  | "SM_AGENT_TIMEOUT"
+  "SM_AGENT_TIMEOUT",
   /** The call's AbortSignal fired. */
-  | "SM_AGENT_ABORTED"
+  "SM_AGENT_ABORTED",
   /** The agent answered the request with an error; `remoteCode` is its code (ENOENT, EACCES, ...). */
-  | "SM_AGENT_REMOTE"
+  "SM_AGENT_REMOTE",
   /** A file for write-file/read-file exceeds 4 MiB (checked locally before sending, or by the agent). */
-  | "SM_FILE_TOO_LARGE"
+  "SM_FILE_TOO_LARGE",
   /** Invalid arguments or options passed to this library. */
-  | "SM_AGENT_INVALID_ARGS"
+  "SM_AGENT_INVALID_ARGS",
   /** More than MAX_PENDING_REQUESTS requests are outstanding. */
-  | "SM_AGENT_BUSY"
+  "SM_AGENT_BUSY",
   /** An exec produced more output than its maxOutputBytes; the process group was killed. */
-  | "SM_AGENT_OUTPUT_LIMIT";
+  "SM_AGENT_OUTPUT_LIMIT",
+] as const;
+
+/** Stable error codes thrown by this package. */
+export type AgentErrorCode = (typeof AGENT_ERROR_CODES)[number];
 
 /** The `fatal` codes of SPEC §9.1. */
 export type FatalCode =
@@ -41,44 +45,54 @@ export type FatalCode =
 
 export interface AgentErrorOptions {
   cause?: unknown;
-  /** For SM_AGENT_PROTOCOL: the SPEC §9.1 fatal code. */
-  reason?: FatalCode;
-  /** For SM_AGENT_PROTOCOL: true when the peer sent `fatal`, false when we detected the violation. */
-  remote?: boolean;
-  /** For SM_AGENT_REMOTE / SM_FILE_TOO_LARGE from the agent: the agent's `error.code`. */
-  remoteCode?: string;
+  /**
+   * Extra machine-readable context: `reason` (SM_AGENT_PROTOCOL: the SPEC §9.1 fatal code), `remote`
+   * (SM_AGENT_PROTOCOL: true when the peer sent `fatal`, false when we detected the violation), `remoteCode`
+   * (SM_AGENT_REMOTE / SM_FILE_TOO_LARGE from the agent: the agent's `error.code`).
+   */
+  details?: Record<string, unknown>;
 }
 
-/** The one error class of this package. */
+/**
+ * The one error class of this package. The shape (`code`, `message`, `cause`, `details`; options
+ * `{ cause, details }`) is the same in every supermachine package.
+ */
 export class AgentError extends Error {
   override readonly name = "AgentError";
   readonly code: AgentErrorCode;
-  readonly reason: FatalCode | undefined;
-  readonly remote: boolean | undefined;
-  readonly remoteCode: string | undefined;
+  /** Extra machine-readable context (empty when there is none). */
+  readonly details: Record<string, unknown>;
 
   constructor(code: AgentErrorCode, message: string, options: AgentErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.reason = options.reason;
-    this.remote = options.remote;
-    this.remoteCode = options.remoteCode;
+    this.details = options.details ?? {};
+  }
+
+  /** `details.reason`: for SM_AGENT_PROTOCOL, the SPEC §9.1 fatal code. */
+  get reason(): FatalCode | undefined {
+    return this.details.reason as FatalCode | undefined;
+  }
+  /** `details.remote`: for SM_AGENT_PROTOCOL, true when the peer sent `fatal`. */
+  get remote(): boolean | undefined {
+    return this.details.remote as boolean | undefined;
+  }
+  /** `details.remoteCode`: for SM_AGENT_REMOTE / SM_FILE_TOO_LARGE from the agent, the agent's `error.code`. */
+  get remoteCode(): string | undefined {
+    return this.details.remoteCode as string | undefined;
   }
 }
 
 /** A protocol violation detected locally (SPEC §9). */
 export function violation(reason: FatalCode, message: string): AgentError {
   return new AgentError("SM_AGENT_PROTOCOL", `agent protocol violation (${reason}): ${message}`, {
-    reason,
-    remote: false,
+    details: { reason, remote: false },
   });
 }
 
-export function isAgentError(e: unknown): e is AgentError {
-  return (
-    typeof e === "object" &&
-    e !== null &&
-    (e as { name?: unknown }).name === "AgentError" &&
-    typeof (e as { code?: unknown }).code === "string"
-  );
+/** True for an AgentError (from any copy of this package), optionally with the given code. */
+export function isAgentError(e: unknown, code?: AgentErrorCode): e is AgentError {
+  if (typeof e !== "object" || e === null || (e as { name?: unknown }).name !== "AgentError") return false;
+  const c = (e as { code?: unknown }).code;
+  return (AGENT_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
 }

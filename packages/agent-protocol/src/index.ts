@@ -44,7 +44,14 @@ export {
   MIN_MAX_FRAME,
   PROTOCOL_VERSION,
 } from "./constants";
-export { AgentError, type AgentErrorCode, type FatalCode, isAgentError } from "./errors";
+export {
+  AGENT_ERROR_CODES,
+  AgentError,
+  type AgentErrorCode,
+  type AgentErrorOptions,
+  type FatalCode,
+  isAgentError,
+} from "./errors";
 export { type Direction, decodeFrame, encodeFrame, type Frame } from "./frames";
 export { FrameReader, type FrameReaderOptions } from "./reader";
 export { VERSION } from "./version";

@@ -4,66 +4,79 @@
  * hypervisor, agent-protocol, pool) keep their own `code` (e.g. `SM_ACQUIRE_TIMEOUT`,
  * `SM_IMAGE_NOT_FOUND`) and pass through unchanged.
  */
+import type { AgentErrorCode } from "@supermachine/agent-protocol";
+import type { HypervisorErrorCode } from "@supermachine/hypervisor";
+import type { PoolErrorCode } from "@supermachine/pool";
 
-/** Every code this package raises itself. */
-export type SupermachineErrorCode =
+/**
+ * Every code this package defines itself (each supermachine code is defined in exactly one package; the
+ * codes core raises that a lower package owns are imported below).
+ */
+export const SUPERMACHINE_ERROR_CODES = [
   /** An option has the wrong type, an unknown key, or an out-of-range value. The message names the field. */
-  | "SM_INVALID_OPTIONS"
+  "SM_INVALID_OPTIONS",
   /** The Vm was released/disposed; acquire a new one from the pool. */
-  | "SM_VM_RELEASED"
-  /** writeFile/readFile above the 4 MiB cap; use stageFiles in pieces or a volume. */
-  | "SM_FILE_TOO_LARGE"
-  /** The guest or its VMM process died while in use; the pool replaces the VM. */
-  | "SM_GUEST_CRASHED"
+  "SM_VM_RELEASED",
   /**
    * The guest agent did not answer in time (exec: timeoutMs + 15 s; writeFile/readFile/spawn: 90 s): the
    * guest is wedged or overloaded (e.g. a fork bomb). The Vm is out of service; release it, the pool
    * replaces it.
    */
-  | "SM_GUEST_UNRESPONSIVE"
-  /** A snapshot directory is missing a file, has a wrong size, or an unknown format version. */
-  | "SM_SNAPSHOT_INVALID"
+  "SM_GUEST_UNRESPONSIVE",
   /**
    * A snapshot would be written to a directory that supermachine did not write (no metadata.json of
    * format "supermachine-snapshot", e.g. another tool's layout): it is never deleted or replaced.
    * Choose another `name` / `snapshotsDir` (or vm.snapshot destination). `details.dir` names it.
    */
-  | "SM_SNAPSHOT_FOREIGN"
+  "SM_SNAPSHOT_FOREIGN",
   /** The bake (boot → ready → warmup → capture) failed; nothing was written under the final name. */
-  | "SM_BAKE_FAILED"
+  "SM_BAKE_FAILED",
   /**
    * A host filesystem ran out of space (ENOSPC) or quota (EDQUOT) while a snapshot was written
    * (Image.build, vm.snapshot); nothing partial was kept. `details`: step, errno, dir, freeMib.
    */
-  | "SM_NO_SPACE"
+  "SM_NO_SPACE",
   /** exec output went over `maxOutputBytes` (default 64 MiB); the command was killed. Use spawn() to stream. */
-  | "SM_OUTPUT_LIMIT"
+  "SM_OUTPUT_LIMIT",
   /** The WarmupVm was used after the warmup callback returned. */
-  | "SM_WARMUP_OVER"
+  "SM_WARMUP_OVER",
   /** The operation is not available on this object (e.g. vsockPath on a WarmupVm). */
-  | "SM_UNSUPPORTED"
-  /** The pool was shut down. */
-  | "SM_POOL_CLOSED"
+  "SM_UNSUPPORTED",
   /**
    * A pool's memoryMib/vcpus override is above what the snapshot allows (its RAM ceiling / baked vCPU
    * count); the message names the allowed range. Lower it, or re-bake with maxMemoryMib / maxVcpus.
    */
-  | "SM_POOL_OVERRIDE"
+  "SM_POOL_OVERRIDE",
   /** A VM did not restore within restoreTimeoutMs. */
-  | "SM_RESTORE_TIMEOUT"
+  "SM_RESTORE_TIMEOUT",
   /** A required host component (backend package, agent binary, mke2fs) is missing. */
-  | "SM_DEPENDENCY_MISSING"
+  "SM_DEPENDENCY_MISSING",
   /** A volume's host file could not be created or formatted, or a guest mount of it failed. */
-  | "SM_VOLUME_INVALID"
+  "SM_VOLUME_INVALID",
   /**
    * A writable volume would be used by two VMs at once (a pool with max > 1, a second pool, another
    * process): refused, since two guests on one filesystem corrupt it. Use max: 1, or `readOnly: true`.
    */
-  | "SM_VOLUME_SHARED"
+  "SM_VOLUME_SHARED",
   /** A `mounts` entry is unusable (hostPath missing / not a directory, bad or duplicate tag) or attaching it failed. */
-  | "SM_MOUNT_INVALID"
+  "SM_MOUNT_INVALID",
   /** The guest agent returned an error for a file or process operation (errno-like code in `agentCode`). */
-  | "SM_AGENT_ERROR";
+  "SM_AGENT_ERROR",
+] as const;
+
+/** Codes owned by a lower package that core also raises with its own SupermachineError. */
+type BorrowedCode =
+  /** writeFile/readFile above the 4 MiB cap (agent-protocol's code); use stageFiles in pieces or a volume. */
+  | Extract<AgentErrorCode, "SM_FILE_TOO_LARGE">
+  /** The guest or its VMM process died while in use; the pool replaces the VM (hypervisor's code). */
+  | Extract<HypervisorErrorCode, "SM_GUEST_CRASHED">
+  /** A snapshot directory is missing a file, has a wrong size, or an unknown format version (hypervisor's code). */
+  | Extract<HypervisorErrorCode, "SM_SNAPSHOT_INVALID">
+  /** The pool was shut down (pool's code). */
+  | Extract<PoolErrorCode, "SM_POOL_CLOSED">;
+
+/** Every code a SupermachineError carries: core's own and the borrowed ones. */
+export type SupermachineErrorCode = (typeof SUPERMACHINE_ERROR_CODES)[number] | BorrowedCode;
 
 export interface SupermachineErrorOptions {
   cause?: unknown;
@@ -71,16 +84,20 @@ export interface SupermachineErrorOptions {
   details?: Record<string, unknown>;
 }
 
-/** The one base error class of @supermachine/core. */
+/**
+ * The one base error class of @supermachine/core. The shape (`code`, `message`, `cause`, `details`;
+ * options `{ cause, details }`) is the same in every supermachine package.
+ */
 export class SupermachineError extends Error {
+  override readonly name = "SupermachineError";
   readonly code: SupermachineErrorCode;
-  readonly details: Record<string, unknown> | undefined;
+  /** Extra machine-readable detail (empty when there is none). */
+  readonly details: Record<string, unknown>;
 
   constructor(code: SupermachineErrorCode, message: string, options: SupermachineErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "SupermachineError";
     this.code = code;
-    this.details = options.details;
+    this.details = options.details ?? {};
   }
 }
 

@@ -1,13 +1,14 @@
-/** Host locations used by core: cache root, default snapshots dir, per-VM runtime dirs. */
+/**
+ * Host locations used by core: default snapshots dir, per-VM runtime dirs. The cache root and the host
+ * architecture have one home, @supermachine/hypervisor (the lowest package that needs them); core re-uses it.
+ */
 import { existsSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
+import { type GuestArch, hostArch as hypervisorHostArch } from "@supermachine/hypervisor";
 
-/** `${XDG_CACHE_HOME:-$HOME/.cache}/supermachine` — shared with the other packages. */
-export function cacheRoot(): string {
-  const xdg = process.env.XDG_CACHE_HOME;
-  return join(xdg && xdg.length > 0 ? xdg : join(homedir(), ".cache"), "supermachine");
-}
+/** `${XDG_CACHE_HOME:-$HOME/.cache}/supermachine` (an empty XDG_CACHE_HOME counts as unset). */
+export { cacheRoot } from "@supermachine/hypervisor";
 
 /** Default snapshots directory: `~/.local/supermachine-snapshots` (or SUPERMACHINE_SNAPSHOTS_DIR). */
 export function defaultSnapshotsDir(): string {
@@ -21,7 +22,7 @@ export function runtimeRoot(): string {
   return existsSync("/dev/shm") ? "/dev/shm/supermachine" : join(tmpdir(), "supermachine");
 }
 
-/** Host architecture in kernel naming (x86_64 | aarch64). */
-export function hostArch(): "x86_64" | "aarch64" {
-  return process.arch === "arm64" ? "aarch64" : "x86_64";
+/** Host architecture in kernel naming; a host that is neither x64 nor arm64 is treated as x86_64. */
+export function hostArch(): GuestArch {
+  return hypervisorHostArch() ?? "x86_64";
 }

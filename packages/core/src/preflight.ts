@@ -185,8 +185,7 @@ export function checkDependencies(opts: DependencyCheckOptions): DependencyCheck
       detail: `${b.release} in ${b.dir} (${sourceOf(b.dir, arch, opts.kernelDir)})`,
     });
   } catch (err) {
-    const msg = (err as Error).message.replace(/\. Run `npm run setup`.*$/s, "");
-    out.push({ name: "kernel", ok: false, detail: msg, fix: pkgFix });
+    out.push({ name: "kernel", ok: false, detail: (err as Error).message, fix: pkgFix });
   }
   const candidates = agentCandidates(arch);
   const agent = candidates.find((c) => existsSync(c));

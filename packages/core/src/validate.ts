@@ -4,6 +4,7 @@
  * original (a napi binding), an optional field given as `null` means the same as leaving it out.
  */
 import { statSync } from "node:fs";
+import { MAX_TIMER_MS } from "@supermachine/pool";
 import { codeOf, invalidOption, SupermachineError } from "./errors";
 import { type NetworkOption, parseNetwork } from "./network/policy";
 import type {
@@ -464,11 +465,8 @@ export interface ResolvedExecOptions {
 
 export const MAX_FILE_BYTES = 4 * 1024 * 1024;
 
-/**
- * The longest delay a Node timer takes (2^31 - 1 ms, ~24.8 days); a longer one fires after 1 ms. Every
- * duration option is capped to it (0 still means "none" where the option allows it).
- */
-export const MAX_TIMER_MS = 2_147_483_647;
+// Every duration option is capped to MAX_TIMER_MS (0 still means "none" where the option allows it).
+export { MAX_TIMER_MS };
 
 export function validateExecOptions(input: unknown): ResolvedExecOptions {
   const o = checkObject(input, "options");

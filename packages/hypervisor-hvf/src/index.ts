@@ -1,3 +1,3 @@
 export type { HvfBackendOptions } from "./backend";
-export { createHvfBackend, hvfUnavailableReason, resolveHvfAccel, virtHvfProfile } from "./backend";
+export { createHvfBackend } from "./backend";
 export { PACKAGE_NAME } from "./package-name";

@@ -58,7 +58,7 @@ describe("hypervisor-kvm bad input (no VM started)", () => {
     const b = createKvmBackend({ arch: "x86_64", env: { SUPERMACHINE_KERNEL_DIR: join(dir, "no-kernels") } });
     await expect(b.boot({ initrd, accel: "tcg" })).rejects.toMatchObject({
       code: "SM_KERNEL_NOT_FOUND",
-      message: expect.stringContaining("npm run setup"),
+      message: expect.stringContaining("npx supermachine setup"),
     });
   });
 

@@ -1,18 +1,7 @@
 export type { ProbeResult } from "./accel";
-export { cachedProbe, isPvmHost, kvmPrecheck, probeAccelBoot } from "./accel";
+export { cachedProbe, isPvmHost, kvmPrecheck } from "./accel";
 export type { MachineProfile, QemuLaunchSpec } from "./argv";
-export { baseCmdline, buildQemuArgv, devicesFor, qemuEscape } from "./argv";
-export { validateVmConfig } from "./config";
-export {
-  BACKEND_CONTRACT_VERSION,
-  MIGRATION_TIMEOUT_MS,
-  QMP_COMMAND_TIMEOUT_MS,
-  SNAPSHOT_FORMAT_VERSION,
-  STOP_GUEST_SHUTDOWN_TIMEOUT_MS,
-  STOP_QMP_QUIT_TIMEOUT_MS,
-  STOP_SIGKILL_TIMEOUT_MS,
-  STOP_SIGTERM_TIMEOUT_MS,
-} from "./constants";
+export { BACKEND_CONTRACT_VERSION, SNAPSHOT_FORMAT_VERSION } from "./constants";
 export type {
   Accel,
   AccelResolution,
@@ -39,30 +28,22 @@ export type {
 } from "./contract";
 export type { QemuBackendOptions } from "./driver";
 export { createQemuBackend } from "./driver";
-export type { HypervisorErrorCode } from "./errors";
-export { HypervisorError, isHypervisorError } from "./errors";
+export type { HypervisorErrorCode, HypervisorErrorOptions } from "./errors";
+export { HYPERVISOR_ERROR_CODES, HypervisorError, isHypervisorError } from "./errors";
 export type { KernelBundle, PruneOptions, ResolveKernelOptions } from "./kernel";
 export {
   BASE_GUEST_MODULES,
   listCachedBundles,
   NET_GUEST_MODULES,
   pruneKernelCache,
-  readBundleJson,
   resolveKernelBundle,
   VSOCK_GUEST_MODULES,
 } from "./kernel";
-export { lz4DecodeBlock, lz4DecodeLegacy } from "./lz4";
 export { PACKAGE_NAME } from "./package-name";
 export type { GuestArch } from "./paths";
 export { cacheRoot, hostArch } from "./paths";
 export { findExecutable } from "./process";
 export type { QmpEvent } from "./qmp";
 export { QmpClient } from "./qmp";
-export {
-  defaultRuntimeRoot,
-  markExitCleanupListener,
-  onlyExitCleanupListeners,
-  sweepStaleRuntimeDirs,
-} from "./runtime";
-export { MANIFEST_FILE, MEMORY_FILE, readSnapshotManifest, STATE_FILE } from "./snapshot-files";
-export { bzImageToVmlinux, ensureVmlinux, findPvhEntry, parseBzImage } from "./vmlinux";
+export { markExitCleanupListener, onlyExitCleanupListeners } from "./runtime";
+export { ensureVmlinux } from "./vmlinux";

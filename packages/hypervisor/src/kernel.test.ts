@@ -75,7 +75,7 @@ describe("kernel bundles", () => {
     expect(() => resolveKernelBundle({ arch: "x86_64", cacheDir: join(tmp, "empty"), env: {} })).toThrow(
       expect.objectContaining({
         code: "SM_KERNEL_NOT_FOUND",
-        message: expect.stringContaining("npm run setup"),
+        message: expect.stringContaining("npx supermachine setup"),
       }),
     );
     expect(() =>

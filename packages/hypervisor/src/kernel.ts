@@ -1,6 +1,6 @@
 /**
- * Kernel bundles: `CACHE/kernels/<release>-<arch>/{bundle.json, vmlinuz, modules/}` (contract in the team
- * brief). Resolution order: explicit path → SUPERMACHINE_KERNEL_DIR → cache (newest bundle for the arch).
+ * Kernel bundles: `CACHE/kernels/<release>-<arch>/{bundle.json, vmlinuz, modules/}` (written by
+ * `npx supermachine setup` or a guest bundle package). Resolution order: explicit path → SUPERMACHINE_KERNEL_DIR → cache (newest bundle for the arch).
  */
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
@@ -31,8 +31,9 @@ export interface ResolveKernelOptions {
   cacheDir?: string;
 }
 
+/** What a user of the published packages does about a missing kernel (no repository-only command). */
 const PROVISION_HINT =
-  "Run `npm run setup` (downloads the distribution cloud kernel into the cache), set SUPERMACHINE_KERNEL_DIR to a kernel bundle directory, or pass an explicit kernel path.";
+  "Run `npx supermachine setup` (installs or names the guest bundle package with the distribution cloud kernel), set SUPERMACHINE_KERNEL_DIR to a kernel bundle directory, or pass an explicit kernel path.";
 
 function notFound(msg: string, details: Record<string, unknown> = {}): HypervisorError {
   return new HypervisorError("SM_KERNEL_NOT_FOUND", `${msg}. ${PROVISION_HINT}`, { details });

@@ -179,7 +179,7 @@ export function ensureVmlinux(kernelPath: string, outPath = join(dirname(kernelP
   if (!existsSync(kernelPath)) {
     throw new HypervisorError(
       "SM_KERNEL_NOT_FOUND",
-      `kernel ${kernelPath} does not exist. Run \`npm run setup\` to provision a kernel bundle.`,
+      `kernel ${kernelPath} does not exist. Run \`npx supermachine setup\` to provision a kernel bundle.`,
       {
         details: { file: kernelPath },
       },

@@ -46,7 +46,7 @@ const REPO = fileURLToPath(new URL("../../..", import.meta.url));
 export function conformanceSkipReason(o: ConformanceOptions): string | undefined {
   if (!findExecutable(o.qemuBinary)) return `${o.qemuBinary} is not installed`;
   if (listCachedBundles(o.arch).length === 0 && !process.env.SUPERMACHINE_KERNEL_DIR)
-    return `no ${o.arch} kernel bundle (npm run setup)`;
+    return `no ${o.arch} kernel bundle (npx supermachine setup; in the repository npm run setup)`;
   const cc = o.arch === "x86_64" ? "musl-gcc" : "aarch64-linux-gnu-gcc";
   if (!findExecutable(cc)) return `${cc} is not installed (needed for the test fixture guest)`;
   return undefined;

@@ -1,40 +1,56 @@
 /**
  * Every error thrown by this package is an `OciError` with a stable string `code`.
  * Match on `err.code`, not on `instanceof` (several copies of the package may be installed).
+ * The shape (`code`, `message`, `cause`, `details`; options `{ cause, details }`) is the same in every
+ * supermachine package.
  */
-export type OciErrorCode =
-  | "SM_INVALID_REFERENCE"
-  | "SM_IMAGE_NOT_FOUND"
-  | "SM_REGISTRY_AUTH"
-  | "SM_REGISTRY_UNREACHABLE"
-  | "SM_REGISTRY_ERROR"
-  | "SM_UNSUPPORTED_MEDIA_TYPE"
-  | "SM_IMAGE_NOT_CACHED"
-  | "SM_DIGEST_MISMATCH"
-  | "SM_PLATFORM_NOT_FOUND"
-  | "SM_INVALID_IMAGE"
-  | "SM_INSECURE_REGISTRY"
-  | "SM_OCI_OPTIONS"
-  /** No Docker-API daemon (docker, podman) answered on the sockets tried, or it went away mid-request. */
-  | "SM_DAEMON_UNREACHABLE"
-  /** The Docker-API daemon answered a request with an unexpected error. */
-  | "SM_DAEMON_ERROR";
 
+/** Every code this package defines (each supermachine code is defined in exactly one package). */
+export const OCI_ERROR_CODES = [
+  "SM_INVALID_REFERENCE",
+  "SM_IMAGE_NOT_FOUND",
+  "SM_REGISTRY_AUTH",
+  "SM_REGISTRY_UNREACHABLE",
+  "SM_REGISTRY_ERROR",
+  "SM_UNSUPPORTED_MEDIA_TYPE",
+  "SM_IMAGE_NOT_CACHED",
+  "SM_DIGEST_MISMATCH",
+  "SM_PLATFORM_NOT_FOUND",
+  "SM_INVALID_IMAGE",
+  "SM_INSECURE_REGISTRY",
+  "SM_OCI_OPTIONS",
+  /** No Docker-API daemon (docker, podman) answered on the sockets tried, or it went away mid-request. */
+  "SM_DAEMON_UNREACHABLE",
+  /** The Docker-API daemon answered a request with an unexpected error. */
+  "SM_DAEMON_ERROR",
+] as const;
+
+export type OciErrorCode = (typeof OCI_ERROR_CODES)[number];
+
+export interface OciErrorOptions {
+  cause?: unknown;
+  /** Extra machine-readable context. */
+  details?: Record<string, unknown>;
+}
+
+/** The one error class of this package. */
 export class OciError extends Error {
+  override readonly name = "OciError";
   readonly code: OciErrorCode;
-  constructor(code: OciErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "OciError";
+  /** Extra machine-readable context (empty when there is none). */
+  readonly details: Record<string, unknown>;
+
+  constructor(code: OciErrorCode, message: string, options: OciErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
+    this.details = options.details ?? {};
   }
 }
 
+/** True for an OciError (from any copy of this package), optionally with the given code. */
 export function isOciError(err: unknown, code?: OciErrorCode): err is OciError {
-  return (
-    typeof err === "object" &&
-    err !== null &&
-    (err as { name?: unknown }).name === "OciError" &&
-    typeof (err as { code?: unknown }).code === "string" &&
-    (code === undefined || (err as { code: string }).code === code)
-  );
+  if (typeof err !== "object" || err === null || (err as { name?: unknown }).name !== "OciError")
+    return false;
+  const c = (err as { code?: unknown }).code;
+  return (OCI_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
 }

@@ -8,14 +8,13 @@ import { type BlobSink, InlineSink, type PartBounds, WorkerSink } from "./blob-s
 import { OciError } from "./errors";
 import { isSha256Digest } from "./reference";
 
-/** `${XDG_CACHE_HOME:-$HOME/.cache}/supermachine` — the shared cache root of the project. */
-export function cacheRoot(): string {
-  return join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "supermachine");
-}
-
-/** The default store directory: `<cache root>/oci`. */
-export function defaultStoreDir(): string {
-  return join(cacheRoot(), "oci");
+/**
+ * The default store directory: `${XDG_CACHE_HOME:-$HOME/.cache}/supermachine/oci` (an empty XDG_CACHE_HOME
+ * counts as unset). The supermachine cache root itself has its home in @supermachine/hypervisor, which this
+ * package may not depend on; core's tests pin this directory to `<that root>/oci`.
+ */
+export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "supermachine", "oci");
 }
 
 function hexOf(digest: string): string {

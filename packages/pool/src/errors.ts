@@ -1,50 +1,70 @@
 import type { PoolStats } from "./types";
 
 /**
- * Stable error codes. Match on `error.code`, not on `instanceof` (several copies of this package may be
- * installed side by side).
+ * Errors of @supermachine/pool. Match on `error.code`, not on `instanceof` (several copies of this package
+ * may be installed side by side). The shape (`code`, `message`, `cause`, `details`; options
+ * `{ cause, details }`) is the same in every supermachine package.
  */
-export type PoolErrorCode =
-  /** An option is invalid; `field` names it. */
-  | "SM_POOL_CONFIG"
+
+/** Every code this package defines (each supermachine code is defined in exactly one package). */
+export const POOL_ERROR_CODES = [
+  /** An option is invalid; `details.field` (also `field`) names it. */
+  "SM_POOL_CONFIG",
   /** `acquire()`/`add()` after `drain()` or `shutdown()`; also how waiters are rejected by `shutdown()`. */
-  | "SM_POOL_CLOSED"
-  /** No resource became available within `acquireTimeoutMs`; `stats` holds the pool counters at that time. */
-  | "SM_ACQUIRE_TIMEOUT"
+  "SM_POOL_CLOSED",
+  /** No resource became available within `acquireTimeoutMs`; `details.stats` (also `stats`) holds the counters then. */
+  "SM_ACQUIRE_TIMEOUT",
   /** The acquire's AbortSignal fired before a resource was handed out; `cause` is the signal's reason. */
-  | "SM_ACQUIRE_ABORTED"
+  "SM_ACQUIRE_ABORTED",
   /** `release()`/`destroy()` of a value this pool never handed out. */
-  | "SM_POOL_FOREIGN"
+  "SM_POOL_FOREIGN",
   /** `release()`/`destroy()` of a resource that is not checked out (already released or destroyed). */
-  | "SM_POOL_DOUBLE_RELEASE"
+  "SM_POOL_DOUBLE_RELEASE",
   /** `create` kept failing (`createRetries` + 1 attempts); `cause` is the last failure. */
-  | "SM_CREATE_FAILED"
+  "SM_CREATE_FAILED",
   /** One `create` attempt exceeded `createTimeoutMs` (seen as the `cause` of SM_CREATE_FAILED and in `create-fail`). */
-  | "SM_CREATE_TIMEOUT"
+  "SM_CREATE_TIMEOUT",
   /** `add()` while `alive + creating` already equals `max`. */
-  | "SM_POOL_FULL";
+  "SM_POOL_FULL",
+] as const;
+
+export type PoolErrorCode = (typeof POOL_ERROR_CODES)[number];
 
 export interface PoolErrorOptions {
   cause?: unknown;
-  /** SM_POOL_CONFIG: the offending option key. */
-  field?: string;
-  /** SM_ACQUIRE_TIMEOUT: the counters when the timeout fired. */
-  stats?: PoolStats;
+  /** Extra machine-readable context: `field` (SM_POOL_CONFIG), `stats` (SM_ACQUIRE_TIMEOUT). */
+  details?: Record<string, unknown>;
 }
 
 /** The one error class of @supermachine/pool. */
 export class PoolError extends Error {
   override readonly name = "PoolError";
   readonly code: PoolErrorCode;
-  readonly field: string | undefined;
-  readonly stats: PoolStats | undefined;
+  /** Extra machine-readable context (empty when there is none). */
+  readonly details: Record<string, unknown>;
 
   constructor(code: PoolErrorCode, message: string, options: PoolErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.field = options.field;
-    this.stats = options.stats;
+    this.details = options.details ?? {};
   }
+
+  /** `details.field`: for SM_POOL_CONFIG, the offending option key. */
+  get field(): string | undefined {
+    return this.details.field as string | undefined;
+  }
+  /** `details.stats`: for SM_ACQUIRE_TIMEOUT, the counters when the timeout fired. */
+  get stats(): PoolStats | undefined {
+    return this.details.stats as PoolStats | undefined;
+  }
+}
+
+/** True for a PoolError (from any copy of this package), optionally with the given code. */
+export function isPoolError(err: unknown, code?: PoolErrorCode): err is PoolError {
+  if (typeof err !== "object" || err === null || (err as { name?: unknown }).name !== "PoolError")
+    return false;
+  const c = (err as { code?: unknown }).code;
+  return (POOL_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
 }
 
 export function formatStats(s: PoolStats): string {

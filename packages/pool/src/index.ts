@@ -1,5 +1,6 @@
 export type { PoolErrorCode, PoolErrorOptions } from "./errors";
-export { PoolError } from "./errors";
+export { isPoolError, POOL_ERROR_CODES, PoolError } from "./errors";
+export { MAX_TIMER_MS } from "./options";
 export { createPool } from "./pool";
 export type {
   AcquireOptions,

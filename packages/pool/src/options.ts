@@ -53,8 +53,11 @@ const KNOWN_KEYS = new Set<string>([
   "clock",
 ]);
 
-/** Longest delay setTimeout accepts (2^31 - 1 ms); larger values would fire at once. */
-const MAX_TIMER_MS = 2_147_483_647;
+/**
+ * The longest delay a Node timer takes (2^31 - 1 ms, ~24.8 days); a longer one fires after 1 ms. Every
+ * duration option is capped to it. Exported as the one home of this limit for the packages built on this one.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
 
 export const defaultClock: PoolClock = {
   now: () => performance.now(),
@@ -63,7 +66,9 @@ export const defaultClock: PoolClock = {
 };
 
 function configError(field: string, message: string): PoolError {
-  return new PoolError("SM_POOL_CONFIG", `Invalid pool option "${field}": ${message}`, { field });
+  return new PoolError("SM_POOL_CONFIG", `Invalid pool option "${field}": ${message}`, {
+    details: { field },
+  });
 }
 
 function describe(v: unknown): string {

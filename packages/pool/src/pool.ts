@@ -289,21 +289,19 @@ export class ResourcePool<T extends object> implements Pool<T> {
       throw new PoolError(
         "SM_POOL_CONFIG",
         "add(): resources must be objects (the pool tracks them by identity)",
-        {
-          field: "resource",
-        },
+        { details: { field: "resource" } },
       );
     }
     if (this.entries.has(resource)) {
       throw new PoolError("SM_POOL_CONFIG", "add(): this resource is already in the pool", {
-        field: "resource",
+        details: { field: "resource" },
       });
     }
     if (this.entries.size + this.chains.size >= this.cfg.max) {
       throw new PoolError(
         "SM_POOL_FULL",
         `add(): the pool is at max (${formatStats(this.stats())}); destroy a resource first or pass it as options.initial`,
-        { stats: this.stats() },
+        { details: { stats: this.stats() } },
       );
     }
     this.adopt(resource);
@@ -382,14 +380,12 @@ export class ResourcePool<T extends object> implements Pool<T> {
       throw new PoolError(
         "SM_POOL_CONFIG",
         `Unknown pool event "${event}" (known: ${[...EVENT_NAMES].join(", ")})`,
-        {
-          field: "event",
-        },
+        { details: { field: "event" } },
       );
     }
     if (typeof listener !== "function") {
       throw new PoolError("SM_POOL_CONFIG", `Listener for "${event}" must be a function`, {
-        field: "listener",
+        details: { field: "listener" },
       });
     }
   }
@@ -842,7 +838,7 @@ export class ResourcePool<T extends object> implements Pool<T> {
       new PoolError(
         "SM_ACQUIRE_TIMEOUT",
         `acquire(): no resource available within acquireTimeoutMs (${this.cfg.acquireTimeoutMs} ms) [${formatStats(stats)}]; release resources sooner, raise max or acquireTimeoutMs`,
-        { stats },
+        { details: { stats } },
       ),
     );
     this.emit("acquire-timeout", { requestId: w.id, waitedMs });

@@ -1,50 +1,70 @@
-/** Stable error codes of @supermachine/rootfs. Users match on `code`, never on `instanceof`. */
-export type RootfsErrorCode =
+/**
+ * Errors of @supermachine/rootfs. Users match on `code`, never on `instanceof`. The shape (`code`,
+ * `message`, `cause`, `details`; options `{ cause, details }`) is the same in every supermachine package.
+ */
+
+/** Every code this package defines (each supermachine code is defined in exactly one package). */
+export const ROOTFS_ERROR_CODES = [
   /** A layer is not a valid tar stream (malformed header, truncated data or compression) or an entry is unsafe. */
-  | "SM_LAYER_INVALID"
+  "SM_LAYER_INVALID",
   /** A file or symlink name exceeds squashfs limits (256 bytes per name component). */
-  | "SM_NAME_TOO_LONG"
+  "SM_NAME_TOO_LONG",
   /** Too many distinct uids/gids (> 65536) or another squashfs format limit. */
-  | "SM_SQUASHFS_LIMIT"
+  "SM_SQUASHFS_LIMIT",
   /** Bad options passed to buildRootfs / buildInitramfs (unknown key, bad block size, bad extra file). */
-  | "SM_ROOTFS_CONFIG"
+  "SM_ROOTFS_CONFIG",
   /** A kernel module (or its dependency) is not in the modules directory. */
-  | "SM_MODULE_NOT_FOUND"
+  "SM_MODULE_NOT_FOUND",
   /** A kernel module is compressed in a format this package cannot decompress. */
-  | "SM_MODULE_COMPRESSED"
+  "SM_MODULE_COMPRESSED",
   /** Kernel module dependencies form a cycle, or a module file is not a (little-endian ELF64) module. */
-  | "SM_MODULE_INVALID"
+  "SM_MODULE_INVALID",
   /** Writing the output or the spool failed (disk full, permissions). */
-  | "SM_ROOTFS_IO";
+  "SM_ROOTFS_IO",
+] as const;
 
+export type RootfsErrorCode = (typeof ROOTFS_ERROR_CODES)[number];
+
+export interface RootfsErrorOptions {
+  cause?: unknown;
+  /**
+   * Extra machine-readable context: `layer` (SM_LAYER_INVALID: the offending layer's digest), `entry`
+   * (SM_LAYER_INVALID / SM_NAME_TOO_LONG: the offending entry path), `module` (SM_MODULE_*: the module's name).
+   */
+  details?: Record<string, unknown>;
+}
+
+/** The one error class of this package. */
 export class RootfsError extends Error {
+  override readonly name = "RootfsError";
   readonly code: RootfsErrorCode;
-  /** For SM_LAYER_INVALID: the digest of the offending layer. */
-  readonly layer?: string;
-  /** For SM_LAYER_INVALID / SM_NAME_TOO_LONG: the offending entry path. */
-  readonly entry?: string;
-  /** For SM_MODULE_*: the kernel module's name (the missing one for SM_MODULE_NOT_FOUND). */
-  readonly module?: string;
+  /** Extra machine-readable context (empty when there is none). */
+  readonly details: Record<string, unknown>;
 
-  constructor(
-    code: RootfsErrorCode,
-    message: string,
-    opts: { cause?: unknown; layer?: string; entry?: string; module?: string } = {},
-  ) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.name = "RootfsError";
+  constructor(code: RootfsErrorCode, message: string, options: RootfsErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    if (opts.layer !== undefined) this.layer = opts.layer;
-    if (opts.entry !== undefined) this.entry = opts.entry;
-    if (opts.module !== undefined) this.module = opts.module;
+    this.details = options.details ?? {};
+  }
+
+  /** `details.layer`: for SM_LAYER_INVALID, the digest of the offending layer. */
+  get layer(): string | undefined {
+    return this.details.layer as string | undefined;
+  }
+  /** `details.entry`: for SM_LAYER_INVALID / SM_NAME_TOO_LONG, the offending entry path. */
+  get entry(): string | undefined {
+    return this.details.entry as string | undefined;
+  }
+  /** `details.module`: for SM_MODULE_*, the kernel module's name (the missing one for SM_MODULE_NOT_FOUND). */
+  get module(): string | undefined {
+    return this.details.module as string | undefined;
   }
 }
 
-export function isRootfsError(err: unknown): err is RootfsError {
-  return (
-    typeof err === "object" &&
-    err !== null &&
-    typeof (err as { code?: unknown }).code === "string" &&
-    (err as { name?: unknown }).name === "RootfsError"
-  );
+/** True for a RootfsError (from any copy of this package), optionally with the given code. */
+export function isRootfsError(err: unknown, code?: RootfsErrorCode): err is RootfsError {
+  if (typeof err !== "object" || err === null || (err as { name?: unknown }).name !== "RootfsError")
+    return false;
+  const c = (err as { code?: unknown }).code;
+  return (ROOTFS_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
 }

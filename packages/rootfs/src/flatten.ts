@@ -102,8 +102,7 @@ export class Flattener {
       if (isRootfsError(err) && err.code !== "SM_LAYER_INVALID") {
         throw new RootfsError(err.code, `layer ${layer.digest}, entry "${current}": ${err.message}`, {
           cause: err,
-          layer: layer.digest,
-          entry: current,
+          details: { layer: layer.digest, entry: current },
         });
       }
       const what = current === "" ? "before the first entry" : `at or after entry "${current}"`;
@@ -111,7 +110,7 @@ export class Flattener {
       throw new RootfsError(
         "SM_LAYER_INVALID",
         `layer ${layer.digest} is invalid ${what}: ${detail}. Re-pull the image; if it persists the image itself is broken.`,
-        { cause: err, layer: layer.digest, entry: current },
+        { cause: err, details: { layer: layer.digest, entry: current } },
       );
     }
   }

@@ -1,7 +1,7 @@
 export type { RootfsCommandArgs } from "./cli";
-export { parseRootfsArgs, ROOTFS_USAGE, runRootfsCommand } from "./cli";
-export type { RootfsErrorCode } from "./errors";
-export { isRootfsError, RootfsError } from "./errors";
+export { runRootfsCommand } from "./cli";
+export type { RootfsErrorCode, RootfsErrorOptions } from "./errors";
+export { isRootfsError, ROOTFS_ERROR_CODES, RootfsError } from "./errors";
 export type { BuildInitramfsOptions, BuildInitramfsResult } from "./initramfs";
 export { buildInitramfs } from "./initramfs";
 export { tarFileLayer, tarLayer } from "./layers";

@@ -80,12 +80,12 @@ export async function readModule(path: string): Promise<Buffer> {
       throw new RootfsError(
         "SM_MODULE_COMPRESSED",
         `${path} is xz-compressed and the xz tool is not available to decompress it: install xz (xz-utils) or provide uncompressed modules`,
-        { cause: err, module: moduleName(path) },
+        { cause: err, details: { module: moduleName(path) } },
       );
     }
   }
   throw new RootfsError("SM_MODULE_COMPRESSED", `${path}: unknown module compression`, {
-    module: moduleName(path),
+    details: { module: moduleName(path) },
   });
 }
 
@@ -168,7 +168,7 @@ export async function resolveModules(
       throw new RootfsError(
         "SM_MODULE_INVALID",
         `cannot read the dependencies of kernel module ${file}: ${(err as Error).message}`,
-        { cause: err, module: name },
+        { cause: err, details: { module: name } },
       );
     }
   };
@@ -180,7 +180,7 @@ export async function resolveModules(
       throw new RootfsError(
         "SM_MODULE_INVALID",
         `kernel module dependency cycle in ${modulesDir}: ${[...chain, name].join(" -> ")}`,
-        { module: name },
+        { details: { module: name } },
       );
     const path = paths.get(name);
     if (!path) {
@@ -191,7 +191,7 @@ export async function resolveModules(
       throw new RootfsError(
         "SM_MODULE_NOT_FOUND",
         `kernel module "${name}"${chain.length ? ` (needed by ${chain.join(" -> ")})` : ""} is not in ${modulesDir} and not built in`,
-        { module: name },
+        { details: { module: name } },
       );
     }
     state.set(name, "visiting");

@@ -275,7 +275,7 @@ export function fakeModuleElf(name: string, depends: readonly string[]): Buffer 
 
 /** `lib/modules/<release>` of a real x86_64 kernel bundle provisioned by `npm run setup`, if there is one. */
 export function realKernelModulesDir(): string | undefined {
-  const kernels = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "supermachine", "kernels");
+  const kernels = join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "supermachine", "kernels");
   const bundle = existsSync(kernels) ? readdirSync(kernels).find((d) => d.endsWith("-x86_64")) : undefined;
   return bundle === undefined ? undefined : join(kernels, bundle, "modules");
 }

@@ -37,14 +37,6 @@ export function fixHint(what: Fix, arch: string, inRepo: boolean): string {
   return `run \`npx supermachine setup\` (it installs or names the guest bundle for ${arch})`;
 }
 
-/** Drop the repository-only advice a lower package puts in its message (outside the checkout). */
-export function withoutRepoHints(message: string): string {
-  return message
-    .replace(/\s*Run `npm run setup`[\s\S]*$/, "")
-    .replace(/\s*Build it with `make -C guest-agent[\s\S]*$/, "")
-    .trim();
-}
-
 export async function cmdDoctor(args: string[]): Promise<number> {
   const p = parseArgs("doctor", args, [], 0);
   if (p.rest.length) throw new UsageError(`doctor takes no arguments, got: ${p.rest.join(" ")}`, "doctor");
@@ -78,8 +70,7 @@ export async function doctorReport(inRepo: boolean): Promise<number> {
     kernelPath = b.kernelPath;
     line(true, "kernel", `${b.release} (${b.dir})`);
   } catch (err) {
-    const msg = (err as Error).message;
-    line(false, "kernel", inRepo ? msg : withoutRepoHints(msg), fixHint("kernel", arch, inRepo));
+    line(false, "kernel", (err as Error).message, fixHint("kernel", arch, inRepo));
   }
   const agent = agentCandidates(arch).find((c) => existsSync(c));
   if (agent) line(true, "guest agent", agent);

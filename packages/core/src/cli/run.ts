@@ -15,6 +15,7 @@ import type { Image as ImageT } from "../image";
 import { Image } from "../index";
 import { networkFromFlags } from "../network/cli-flags";
 import type { BuildOptions } from "../types";
+import { MAX_TIMER_MS } from "../validate";
 import { INTERNAL, type Vm } from "../vm";
 import {
   all,
@@ -253,7 +254,7 @@ export async function cmdRun(args: string[]): Promise<number> {
   const ref = p.positionals[0];
   if (!ref) throw new UsageError("run needs an IMAGE", "run");
   const publish = (p.flags.get("--publish") ?? []).map(parsePublish);
-  const timeoutFlag = intFlag("run", p, "--timeout", { max: 2 ** 31 - 1 });
+  const timeoutFlag = intFlag("run", p, "--timeout", { max: MAX_TIMER_MS });
   const interactive = has(p, "--interactive");
   const tty = has(p, "--tty") && process.stdin.isTTY === true;
   const env = envFlags(p);
