@@ -137,7 +137,49 @@ struct proc {
 	bool exit_sent;
 };
 
-static struct {
+#define RD_WORKERS_MAX 64
+#define RD_WAIT_MS 20
+
+struct rd_worker {
+	struct rd_pool *pool;
+	bool started, busy, done, detached;
+	int fd;
+	size_t len;
+	ssize_t res;
+	int err;
+	struct chan *c; /* detached: the channel waiting for this read, NULL when it went away */
+	uint8_t buf[SM_DATA_CHUNK_BYTES];
+};
+
+/* the worker pool: guarded by mu; efd is the eventfd that reports reads that were stuck */
+struct rd_pool {
+	struct rd_worker *workers[RD_WORKERS_MAX];
+	pthread_mutex_t mu;
+	pthread_cond_t job_cv, done_cv;
+	int efd;
+	struct watch w;
+};
+
+enum fjob_kind { FJ_WRITE, FJ_READ, FJ_STAGE };
+struct exec_cont;
+
+#define SM_MAX_FILE_JOBS 16
+#define SM_FILE_JOB_TIMEOUT_MS 60000
+
+struct file_job {
+	bool used;
+	enum fjob_kind kind;
+	struct exec_cont *cont; /* FJ_STAGE: the exec to launch (owned) */
+	struct watch w;
+	pid_t pid;
+	uint32_t req_id, sess;
+	int64_t deadline;
+	uint8_t *buf;
+	size_t cap, got, limit;
+	char *path;
+};
+
+struct agent {
 	struct sm_config *cfg;
 	int64_t boot_ms;
 	int ep, sfd;
@@ -198,38 +240,39 @@ static struct {
 	} eg_q[SM_EG_MAX_DNS];
 	int64_t eg_dns_window;
 	uint32_t eg_dns_count;
-} A;
+	int eg_child_fd; /* send end of eg_pair for child_exec (-1: no trap) */
+	struct rd_pool rd;
+	struct file_job fjobs[SM_MAX_FILE_JOBS];
+	struct watch vsock_w; /* vsock.c: a complete host hello on another transport */
+	size_t fb_start;      /* the frame being built in outq */
+	uint8_t rdbuf[SM_DATA_CHUNK_BYTES];
+};
 
-/* send end of A.eg_pair for child_exec (-1: no trap) */
-static int eg_child_fd = -1;
-
-static uint8_t rdbuf[SM_DATA_CHUNK_BYTES];
 
 /* ------------------------------------------------------------------ output */
 
-static size_t fb_start;
 
-static void fbegin(void)
+static void fbegin(struct agent *ag)
 {
-	fb_start = A.outq.len;
-	cbe_raw(&A.outq, "\0\0\0\0", 4);
+	ag->fb_start = ag->outq.len;
+	cbe_raw(&ag->outq, "\0\0\0\0", 4);
 }
 
-static bool fend(void)
+static bool fend(struct agent *ag)
 {
-	if (A.outq.err) {
-		sm_log("output frame dropped: %s", A.outq.err == -EMSGSIZE ? "queue full" : "no memory");
-		A.outq.len = fb_start;
-		A.outq.err = 0;
+	if (ag->outq.err) {
+		sm_log("output frame dropped: %s", ag->outq.err == -EMSGSIZE ? "queue full" : "no memory");
+		ag->outq.len = ag->fb_start;
+		ag->outq.err = 0;
 		return false;
 	}
-	size_t n = A.outq.len - fb_start - 4;
-	if (n > A.host_max_frame) {
+	size_t n = ag->outq.len - ag->fb_start - 4;
+	if (n > ag->host_max_frame) {
 		sm_log("output frame of %zu bytes exceeds host maxFrame, dropped", n);
-		A.outq.len = fb_start;
+		ag->outq.len = ag->fb_start;
 		return false;
 	}
-	uint8_t *p = A.outq.p + fb_start;
+	uint8_t *p = ag->outq.p + ag->fb_start;
 	p[0] = (uint8_t)(n >> 24);
 	p[1] = (uint8_t)(n >> 16);
 	p[2] = (uint8_t)(n >> 8);
@@ -237,83 +280,83 @@ static bool fend(void)
 	return true;
 }
 
-static size_t outq_pending(void) { return A.outq.len - A.out_off; }
+static size_t outq_pending(struct agent *ag) { return ag->outq.len - ag->out_off; }
 
-static void outq_drop(void)
+static void outq_drop(struct agent *ag)
 {
-	A.outq.len = 0;
-	A.out_off = 0;
-	A.outq.err = 0;
-	if (A.outq.cap > 256 * 1024)
-		cbe_free(&A.outq);
+	ag->outq.len = 0;
+	ag->out_off = 0;
+	ag->outq.err = 0;
+	if (ag->outq.cap > 256 * 1024)
+		cbe_free(&ag->outq);
 }
 
-static void kv_text(const char *k, const char *v)
+static void kv_text(struct agent *ag, const char *k, const char *v)
 {
-	cbe_text(&A.outq, k);
-	cbe_text(&A.outq, v);
+	cbe_text(&ag->outq, k);
+	cbe_text(&ag->outq, v);
 }
 
-static void kv_uint(const char *k, uint64_t v)
+static void kv_uint(struct agent *ag, const char *k, uint64_t v)
 {
-	cbe_text(&A.outq, k);
-	cbe_uint(&A.outq, v);
+	cbe_text(&ag->outq, k);
+	cbe_uint(&ag->outq, v);
 }
 
-static void send_fatal(const char *code, const char *msg)
+static void send_fatal(struct agent *ag, const char *code, const char *msg)
 {
-	fbegin();
-	cbe_map(&A.outq, 3);
-	kv_text("t", "fatal");
-	kv_text("code", code);
-	kv_text("message", msg);
-	fend();
+	fbegin(ag);
+	cbe_map(&ag->outq, 3);
+	kv_text(ag, "t", "fatal");
+	kv_text(ag, "code", code);
+	kv_text(ag, "message", msg);
+	fend(ag);
 }
 
-static void res_begin(uint32_t id, unsigned result_pairs)
+static void res_begin(struct agent *ag, uint32_t id, unsigned result_pairs)
 {
-	fbegin();
-	cbe_map(&A.outq, 3);
-	kv_text("t", "res");
-	kv_uint("id", id);
-	cbe_text(&A.outq, "result");
-	cbe_map(&A.outq, result_pairs);
+	fbegin(ag);
+	cbe_map(&ag->outq, 3);
+	kv_text(ag, "t", "res");
+	kv_uint(ag, "id", id);
+	cbe_text(&ag->outq, "result");
+	cbe_map(&ag->outq, result_pairs);
 }
 
-static void pending_del(uint32_t id)
+static void pending_del(struct agent *ag, uint32_t id)
 {
-	for (int i = 0; i < A.npending; i++)
-		if (A.pending[i] == id) {
-			A.pending[i] = A.pending[--A.npending];
+	for (int i = 0; i < ag->npending; i++)
+		if (ag->pending[i] == id) {
+			ag->pending[i] = ag->pending[--ag->npending];
 			return;
 		}
 }
 
-static bool pending_has(uint32_t id)
+static bool pending_has(struct agent *ag, uint32_t id)
 {
-	for (int i = 0; i < A.npending; i++)
-		if (A.pending[i] == id)
+	for (int i = 0; i < ag->npending; i++)
+		if (ag->pending[i] == id)
 			return true;
 	return false;
 }
 
-static void res_empty(uint32_t id)
+static void res_empty(struct agent *ag, uint32_t id)
 {
-	res_begin(id, 0);
-	fend();
+	res_begin(ag, id, 0);
+	fend(ag);
 }
 
-static void res_error(uint32_t id, const char *code, const char *msg)
+static void res_error(struct agent *ag, uint32_t id, const char *code, const char *msg)
 {
-	fbegin();
-	cbe_map(&A.outq, 3);
-	kv_text("t", "res");
-	kv_uint("id", id);
-	cbe_text(&A.outq, "error");
-	cbe_map(&A.outq, 2);
-	kv_text("code", code);
-	kv_text("message", msg);
-	fend();
+	fbegin(ag);
+	cbe_map(&ag->outq, 3);
+	kv_text(ag, "t", "res");
+	kv_uint(ag, "id", id);
+	cbe_text(&ag->outq, "error");
+	cbe_map(&ag->outq, 2);
+	kv_text(ag, "code", code);
+	kv_text(ag, "message", msg);
+	fend(ag);
 }
 
 static const char *errno_code(int e)
@@ -341,78 +384,78 @@ static const char *errno_code(int e)
 	}
 }
 
-static void res_errno(uint32_t id, int e, const char *what)
+static void res_errno(struct agent *ag, uint32_t id, int e, const char *what)
 {
 	char msg[512];
 	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(e));
-	res_error(id, errno_code(e), msg);
+	res_error(ag, id, errno_code(e), msg);
 }
 
-static void send_chan_frame(const char *t, uint32_t ch)
+static void send_chan_frame(struct agent *ag, const char *t, uint32_t ch)
 {
-	fbegin();
-	cbe_map(&A.outq, 2);
-	kv_text("t", t);
-	kv_uint("ch", ch);
-	fend();
+	fbegin(ag);
+	cbe_map(&ag->outq, 2);
+	kv_text(ag, "t", t);
+	kv_uint(ag, "ch", ch);
+	fend(ag);
 }
 
-static void send_credit(uint32_t ch, uint64_t n)
+static void send_credit(struct agent *ag, uint32_t ch, uint64_t n)
 {
-	fbegin();
-	cbe_map(&A.outq, 3);
-	kv_text("t", "credit");
-	kv_uint("ch", ch);
-	kv_uint("n", n);
-	fend();
+	fbegin(ag);
+	cbe_map(&ag->outq, 3);
+	kv_text(ag, "t", "credit");
+	kv_uint(ag, "ch", ch);
+	kv_uint(ag, "n", n);
+	fend(ag);
 }
 
-static void send_data(uint32_t ch, const uint8_t *p, size_t n)
+static void send_data(struct agent *ag, uint32_t ch, const uint8_t *p, size_t n)
 {
-	fbegin();
-	cbe_map(&A.outq, 3);
-	kv_text("t", "data");
-	kv_uint("ch", ch);
-	cbe_text(&A.outq, "d");
-	cbe_bytes(&A.outq, p, n);
-	fend();
+	fbegin(ag);
+	cbe_map(&ag->outq, 3);
+	kv_text(ag, "t", "data");
+	kv_uint(ag, "ch", ch);
+	cbe_text(&ag->outq, "d");
+	cbe_bytes(&ag->outq, p, n);
+	fend(ag);
 }
 
-static void evt_begin(const char *ev, unsigned pairs)
+static void evt_begin(struct agent *ag, const char *ev, unsigned pairs)
 {
-	fbegin();
-	cbe_map(&A.outq, 3);
-	kv_text("t", "evt");
-	kv_text("ev", ev);
-	cbe_text(&A.outq, "data");
-	cbe_map(&A.outq, pairs);
+	fbegin(ag);
+	cbe_map(&ag->outq, 3);
+	kv_text(ag, "t", "evt");
+	kv_text(ag, "ev", ev);
+	cbe_text(&ag->outq, "data");
+	cbe_map(&ag->outq, pairs);
 }
 
-static void enc_exit_fields(const struct proc *p)
+static void enc_exit_fields(struct agent *ag, const struct proc *p)
 {
 	int st = p->status;
-	cbe_text(&A.outq, "exitCode");
+	cbe_text(&ag->outq, "exitCode");
 	if (WIFEXITED(st))
-		cbe_int(&A.outq, WEXITSTATUS(st));
+		cbe_int(&ag->outq, WEXITSTATUS(st));
 	else
-		cbe_int(&A.outq, -1);
-	cbe_text(&A.outq, "signal");
+		cbe_int(&ag->outq, -1);
+	cbe_text(&ag->outq, "signal");
 	if (WIFSIGNALED(st))
-		cbe_uint(&A.outq, (uint64_t)WTERMSIG(st));
+		cbe_uint(&ag->outq, (uint64_t)WTERMSIG(st));
 	else
-		cbe_null(&A.outq);
+		cbe_null(&ag->outq);
 }
 
 /* ------------------------------------------------------------------ epoll */
 
-static void watch_set(struct watch *w, uint32_t want)
+static void watch_set(struct agent *ag, struct watch *w, uint32_t want)
 {
 	if (w->fd < 0)
 		return;
 	if (!want) {
 		/* deregister entirely: EPOLLHUP is reported even with an empty mask */
 		if (w->reg) {
-			epoll_ctl(A.ep, EPOLL_CTL_DEL, w->fd, NULL);
+			epoll_ctl(ag->ep, EPOLL_CTL_DEL, w->fd, NULL);
 			w->reg = false;
 		}
 		w->cur = 0;
@@ -421,17 +464,17 @@ static void watch_set(struct watch *w, uint32_t want)
 	if (w->reg && w->cur == want)
 		return;
 	struct epoll_event ev = {.events = want, .data.ptr = w};
-	if (epoll_ctl(A.ep, w->reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, w->fd, &ev) == 0) {
+	if (epoll_ctl(ag->ep, w->reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, w->fd, &ev) == 0) {
 		w->reg = true;
 		w->cur = want;
 	}
 }
 
-static void watch_close(struct watch *w)
+static void watch_close(struct agent *ag, struct watch *w)
 {
 	if (w->fd >= 0) {
 		if (w->reg)
-			epoll_ctl(A.ep, EPOLL_CTL_DEL, w->fd, NULL);
+			epoll_ctl(ag->ep, EPOLL_CTL_DEL, w->fd, NULL);
 		close(w->fd);
 	}
 	w->fd = -1;
@@ -441,26 +484,26 @@ static void watch_close(struct watch *w)
 
 /* ------------------------------------------------------------------ channels */
 
-static struct chan *chan_find(uint32_t id)
+static struct chan *chan_find(struct agent *ag, uint32_t id)
 {
 	for (int i = 0; i < SM_MAX_CHANNELS; i++)
-		if (A.chans[i].state != CH_FREE && !A.chans[i].removed && A.chans[i].id == id)
-			return &A.chans[i];
+		if (ag->chans[i].state != CH_FREE && !ag->chans[i].removed && ag->chans[i].id == id)
+			return &ag->chans[i];
 	return NULL;
 }
 
-static int chan_free_slots(void)
+static int chan_free_slots(struct agent *ag)
 {
 	int n = 0;
 	for (int i = 0; i < SM_MAX_CHANNELS; i++)
-		n += A.chans[i].state == CH_FREE;
+		n += ag->chans[i].state == CH_FREE;
 	return n;
 }
 
-static struct chan *chan_alloc(uint32_t id)
+static struct chan *chan_alloc(struct agent *ag, uint32_t id)
 {
 	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
-		struct chan *c = &A.chans[i];
+		struct chan *c = &ag->chans[i];
 		if (c->state == CH_FREE) {
 			memset(c, 0, sizeof(*c));
 			c->state = CH_OPEN;
@@ -469,7 +512,7 @@ static struct chan *chan_alloc(uint32_t id)
 			c->rw.kind = W_CH_R;
 			c->ww.kind = W_CH_W;
 			c->rw.obj = c->ww.obj = c;
-			c->credit = A.host_window;
+			c->credit = ag->host_window;
 			c->granted = SM_WINDOW_BYTES;
 			return c;
 		}
@@ -479,15 +522,15 @@ static struct chan *chan_alloc(uint32_t id)
 
 static void share_orphan(struct share *s);
 
-static void rd_forget(struct chan *c);
+static void rd_forget(struct agent *ag, struct chan *c);
 
-static void chan_release(struct chan *c)
+static void chan_release(struct agent *ag, struct chan *c)
 {
-	rd_forget(c);
+	rd_forget(ag, c);
 	if (c->fs)
 		share_orphan(c->fs);
-	watch_close(&c->rw);
-	watch_close(&c->ww);
+	watch_close(ag, &c->rw);
+	watch_close(ag, &c->ww);
 	free(c->cbuf);
 	free(c->ibuf);
 	if (c->proc) {
@@ -503,49 +546,49 @@ static void chan_release(struct chan *c)
 }
 
 /* Free the slot when the protocol no longer knows it and no resources remain. */
-static void chan_maybe_release(struct chan *c)
+static void chan_maybe_release(struct agent *ag, struct chan *c)
 {
 	if (c->state == CH_FREE || !c->removed)
 		return;
 	if (c->rw.fd >= 0 || c->ww.fd >= 0 || c->collect)
 		return;
-	chan_release(c);
+	chan_release(ag, c);
 }
 
 /* Our agent->host half: after eof it is closed. */
 static bool half_out_closed(const struct chan *c) { return !c->out_open; }
 
-static void chan_remove(struct chan *c)
+static void chan_remove(struct agent *ag, struct chan *c)
 {
 	c->removed = true;
-	chan_maybe_release(c);
+	chan_maybe_release(ag, c);
 }
 
-static void chan_check_removed(struct chan *c)
+static void chan_check_removed(struct agent *ag, struct chan *c)
 {
 	if (c->state == CH_OPEN && !c->out_open && !c->in_open && !c->collect)
-		chan_remove(c);
+		chan_remove(ag, c);
 }
 
 /* The agent aborts a channel: send close, enter CLOSING, drop our resources. */
-static void chan_send_close(struct chan *c)
+static void chan_send_close(struct agent *ag, struct chan *c)
 {
 	if (c->state != CH_OPEN || c->removed)
 		return;
-	send_chan_frame("close", c->id);
+	send_chan_frame(ag, "close", c->id);
 	c->state = CH_CLOSING;
 	c->out_open = false;
 	free(c->ibuf);
 	c->ibuf = NULL;
 	c->ilen = c->ioff = 0;
-	watch_close(&c->ww);
+	watch_close(ag, &c->ww);
 	if (c->tcp)
-		watch_close(&c->rw);
+		watch_close(ag, &c->rw);
 }
 
-static void proc_check_done(struct proc *p);
+static void proc_check_done(struct agent *ag, struct proc *p);
 
-static void chan_in_drained(struct chan *c)
+static void chan_in_drained(struct agent *ag, struct chan *c)
 {
 	/* host eof and everything written: close stdin / half-close the socket */
 	if (c->ww.fd < 0)
@@ -554,19 +597,19 @@ static void chan_in_drained(struct chan *c)
 		uint8_t veof = 0x04;
 		ssize_t w = write(c->ww.fd, &veof, 1);
 		(void)w;
-		watch_close(&c->ww);
+		watch_close(ag, &c->ww);
 	} else if (c->tcp) {
 		shutdown(c->ww.fd, SHUT_WR);
-		watch_close(&c->ww);
+		watch_close(ag, &c->ww);
 		if (c->r_eof)
-			watch_close(&c->rw);
+			watch_close(ag, &c->rw);
 	} else {
-		watch_close(&c->ww);
+		watch_close(ag, &c->ww);
 	}
-	chan_maybe_release(c);
+	chan_maybe_release(ag, c);
 }
 
-static void chan_write(struct chan *c)
+static void chan_write(struct agent *ag, struct chan *c)
 {
 	while (c->ww.fd >= 0 && c->ioff < c->ilen) {
 		ssize_t n = write(c->ww.fd, c->ibuf + c->ioff, c->ilen - c->ioff);
@@ -574,22 +617,22 @@ static void chan_write(struct chan *c)
 			if (errno == EAGAIN || errno == EINTR)
 				return;
 			/* reader gone (EPIPE) or reset: the stream is dead */
-			watch_close(&c->ww);
+			watch_close(ag, &c->ww);
 			if (!c->removed && c->state == CH_OPEN && c->in_open)
-				chan_send_close(c);
+				chan_send_close(ag, c);
 			else {
 				free(c->ibuf);
 				c->ibuf = NULL;
 				c->ilen = c->ioff = 0;
 			}
-			chan_maybe_release(c);
+			chan_maybe_release(ag, c);
 			return;
 		}
 		c->ioff += (uint32_t)n;
 		c->consumed += (uint64_t)n;
-		if (A.session && !c->removed && c->state == CH_OPEN && c->in_open &&
+		if (ag->session && !c->removed && c->state == CH_OPEN && c->in_open &&
 		    c->consumed >= SM_WINDOW_BYTES / 2) {
-			send_credit(c->id, c->consumed);
+			send_credit(ag, c->id, c->consumed);
 			c->granted += c->consumed;
 			c->consumed = 0;
 		}
@@ -597,52 +640,52 @@ static void chan_write(struct chan *c)
 	if (c->ioff == c->ilen) {
 		c->ioff = c->ilen = 0;
 		if (c->in_eof)
-			chan_in_drained(c);
+			chan_in_drained(ag, c);
 	}
 }
 
 /* Exec collect: push full buffers out as data frames while credit lasts. */
-static void collect_flush(struct chan *c)
+static void collect_flush(struct agent *ag, struct chan *c)
 {
 	while (c->clen == SM_COLLECT_BUF_BYTES && c->credit > 0 && !c->removed && c->state == CH_OPEN &&
-	       A.session) {
+	       ag->session) {
 		size_t n = c->clen;
 		if (n > c->credit)
 			n = (size_t)c->credit;
-		size_t maxd = A.host_max_frame - SM_DATA_OVERHEAD_BYTES;
+		size_t maxd = ag->host_max_frame - SM_DATA_OVERHEAD_BYTES;
 		if (n > maxd)
 			n = maxd;
-		send_data(c->id, c->cbuf, n);
+		send_data(ag, c->id, c->cbuf, n);
 		c->credit -= n;
 		memmove(c->cbuf, c->cbuf + n, c->clen - n);
 		c->clen -= (uint32_t)n;
 	}
 }
 
-static void chan_read_eof(struct chan *c)
+static void chan_read_eof(struct agent *ag, struct chan *c)
 {
 	c->r_eof = true;
 	if (c->tcp) {
 		/* keep the socket for the other direction; only stop reading */
 		if (c->rw.reg)
-			watch_set(&c->rw, 0);
+			watch_set(ag, &c->rw, 0);
 	} else {
-		watch_close(&c->rw);
+		watch_close(ag, &c->rw);
 	}
 	if (!c->collect && c->out_open && !c->removed && c->state == CH_OPEN) {
-		send_chan_frame("eof", c->id);
+		send_chan_frame(ag, "eof", c->id);
 		c->out_open = false;
 		if (c->tcp && c->ww.fd < 0 && !c->in_open)
-			watch_close(&c->rw);
-		chan_check_removed(c);
+			watch_close(ag, &c->rw);
+		chan_check_removed(ag, c);
 	}
 }
 
-static ssize_t guarded_read(struct chan *c, uint8_t *buf, size_t len);
+static ssize_t guarded_read(struct agent *ag, struct chan *c, uint8_t *buf, size_t len);
 
 /* Read from a process pipe / pty / socket. max_reads bounds one call (fairness);
  * returns true when the fd would block (drained for now). */
-static bool chan_pump(struct chan *c, int max_reads)
+static bool chan_pump(struct agent *ag, struct chan *c, int max_reads)
 {
 	for (int i = 0; i < max_reads; i++) {
 		if (c->rw.fd < 0 || c->r_eof || c->r_stuck)
@@ -650,36 +693,36 @@ static bool chan_pump(struct chan *c, int max_reads)
 		ssize_t n;
 		if (c->collect) {
 			if (c->clen == SM_COLLECT_BUF_BYTES) {
-				collect_flush(c);
+				collect_flush(ag, c);
 				if (c->clen == SM_COLLECT_BUF_BYTES) {
-					if (c->removed || c->state != CH_OPEN || !A.session) {
+					if (c->removed || c->state != CH_OPEN || !ag->session) {
 						c->clen = 0; /* cancelled: discard */
 						continue;
 					}
 					return false; /* waiting for credit */
 				}
 			}
-			n = guarded_read(c, c->cbuf + c->clen, SM_COLLECT_BUF_BYTES - c->clen);
+			n = guarded_read(ag, c, c->cbuf + c->clen, SM_COLLECT_BUF_BYTES - c->clen);
 			if (n > 0) {
 				c->clen += (uint32_t)n;
 				continue;
 			}
 		} else {
-			size_t room = sizeof(rdbuf);
-			bool discard = c->removed || c->state != CH_OPEN || !A.session;
+			size_t room = sizeof(ag->rdbuf);
+			bool discard = c->removed || c->state != CH_OPEN || !ag->session;
 			if (!discard) {
 				if (room > c->credit)
 					room = (size_t)c->credit;
-				size_t maxd = A.host_max_frame - SM_DATA_OVERHEAD_BYTES;
+				size_t maxd = ag->host_max_frame - SM_DATA_OVERHEAD_BYTES;
 				if (room > maxd)
 					room = maxd;
-				if (room == 0 || outq_pending() > SM_OUTQ_SOFT_BYTES)
+				if (room == 0 || outq_pending(ag) > SM_OUTQ_SOFT_BYTES)
 					return false;
 			}
-			n = guarded_read(c, rdbuf, room);
+			n = guarded_read(ag, c, ag->rdbuf, room);
 			if (n > 0) {
 				if (!discard) {
-					send_data(c->id, rdbuf, (size_t)n);
+					send_data(ag, c->id, ag->rdbuf, (size_t)n);
 					c->credit -= (uint64_t)n;
 				}
 				continue;
@@ -690,7 +733,7 @@ static bool chan_pump(struct chan *c, int max_reads)
 			return true;
 		}
 		/* 0 = EOF; EIO on a pty master = all slave ends closed */
-		chan_read_eof(c);
+		chan_read_eof(ag, c);
 		return true;
 	}
 	return false;
@@ -704,61 +747,45 @@ static bool chan_pump(struct chan *c, int max_reads)
  * (SPEC 6.4). So process-pipe reads run on worker threads: the loop waits briefly for
  * the result; if the read is stuck it goes on, and the worker reports through an
  * eventfd once the read returns. */
-#define RD_WORKERS_MAX 64
-#define RD_WAIT_MS 20
-
-struct rd_worker {
-	bool started, busy, done, detached;
-	int fd;
-	size_t len;
-	ssize_t res;
-	int err;
-	struct chan *c; /* detached: the channel waiting for this read, NULL when it went away */
-	uint8_t buf[SM_DATA_CHUNK_BYTES];
-};
-
-static struct rd_worker *rd_workers[RD_WORKERS_MAX];
-static pthread_mutex_t rd_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t rd_job_cv = PTHREAD_COND_INITIALIZER, rd_done_cv;
-static int rd_efd = -1;
-static struct watch rd_w = {.fd = -1};
 
 static void *rd_main(void *arg)
 {
 	struct rd_worker *w = arg;
-	pthread_mutex_lock(&rd_mu);
+	struct rd_pool *pool = w->pool;
+	pthread_mutex_lock(&pool->mu);
 	for (;;) {
 		while (!w->busy || w->done)
-			pthread_cond_wait(&rd_job_cv, &rd_mu);
+			pthread_cond_wait(&pool->job_cv, &pool->mu);
 		int fd = w->fd;
 		size_t len = w->len;
-		pthread_mutex_unlock(&rd_mu);
+		pthread_mutex_unlock(&pool->mu);
 		ssize_t n = read(fd, w->buf, len);
 		int e = errno;
-		pthread_mutex_lock(&rd_mu);
+		pthread_mutex_lock(&pool->mu);
 		w->res = n;
 		w->err = e;
 		w->done = true;
 		if (w->detached) {
 			uint64_t one = 1;
-			ssize_t wr = write(rd_efd, &one, sizeof(one));
+			ssize_t wr = write(pool->efd, &one, sizeof(one));
 			(void)wr;
 		}
-		pthread_cond_broadcast(&rd_done_cv);
+		pthread_cond_broadcast(&pool->done_cv);
 	}
 	return NULL;
 }
 
-static struct rd_worker *rd_idle(void)
+static struct rd_worker *rd_idle(struct rd_pool *pool)
 {
 	for (int i = 0; i < RD_WORKERS_MAX; i++) {
-		struct rd_worker *w = rd_workers[i];
+		struct rd_worker *w = pool->workers[i];
 		if (w && !w->busy)
 			return w;
 		if (!w) {
 			w = calloc(1, sizeof(*w));
 			if (!w)
 				return NULL;
+			w->pool = pool;
 			pthread_t th;
 			pthread_attr_t at;
 			pthread_attr_init(&at);
@@ -770,38 +797,40 @@ static struct rd_worker *rd_idle(void)
 				free(w);
 				return NULL;
 			}
-			rd_workers[i] = w;
+			pool->workers[i] = w;
 			return w;
 		}
 	}
 	return NULL;
 }
 
-static void rd_init(void)
+static void rd_init(struct agent *ag)
 {
+	pthread_mutex_init(&ag->rd.mu, NULL);
+	pthread_cond_init(&ag->rd.job_cv, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&rd_done_cv, &ca);
+	pthread_cond_init(&ag->rd.done_cv, &ca);
 	pthread_condattr_destroy(&ca);
-	rd_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ag->rd.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
 /* read() for process pipes/ptys: -1/EAGAIN with c->r_stuck when the read did not return in
  * RD_WAIT_MS (the result arrives later through rd_collect). */
-static bool any_share(void);
-static ssize_t guarded_read(struct chan *c, uint8_t *buf, size_t len)
+static bool any_share(struct agent *ag);
+static ssize_t guarded_read(struct agent *ag, struct chan *c, uint8_t *buf, size_t len)
 {
 	/* Without an attached share no splice can hold a pipe waiting for this loop: read directly
 	 * (a worker handoff costs two context switches per read, which is most of an exec under TCG). */
-	if (rd_efd < 0 || c->tcp || !any_share())
+	if (ag->rd.efd < 0 || c->tcp || !any_share(ag))
 		return read(c->rw.fd, buf, len);
 	if (len > SM_DATA_CHUNK_BYTES)
 		len = SM_DATA_CHUNK_BYTES;
-	pthread_mutex_lock(&rd_mu);
-	struct rd_worker *w = rd_idle();
+	pthread_mutex_lock(&ag->rd.mu);
+	struct rd_worker *w = rd_idle(&ag->rd);
 	if (!w) {
-		pthread_mutex_unlock(&rd_mu);
+		pthread_mutex_unlock(&ag->rd.mu);
 		errno = EAGAIN; /* every worker is stuck: rd_collect retries once one is free */
 		c->r_stuck = true;
 		return -1;
@@ -811,20 +840,20 @@ static ssize_t guarded_read(struct chan *c, uint8_t *buf, size_t len)
 	w->fd = c->rw.fd;
 	w->len = len;
 	w->c = c;
-	pthread_cond_broadcast(&rd_job_cv);
+	pthread_cond_broadcast(&ag->rd.job_cv);
 	struct timespec dl;
 	clock_gettime(CLOCK_MONOTONIC, &dl);
 	dl.tv_nsec += RD_WAIT_MS * 1000000L;
 	if (dl.tv_nsec >= 1000000000L)
 		dl.tv_sec++, dl.tv_nsec -= 1000000000L;
 	while (!w->done)
-		if (pthread_cond_timedwait(&rd_done_cv, &rd_mu, &dl) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&ag->rd.done_cv, &ag->rd.mu, &dl) == ETIMEDOUT)
 			break;
 	if (!w->done) {
 		w->detached = true;
 		c->r_stuck = true;
 		c->rd = w;
-		pthread_mutex_unlock(&rd_mu);
+		pthread_mutex_unlock(&ag->rd.mu);
 		errno = EAGAIN;
 		return -1;
 	}
@@ -834,98 +863,98 @@ static ssize_t guarded_read(struct chan *c, uint8_t *buf, size_t len)
 		memcpy(buf, w->buf, (size_t)n);
 	w->busy = false;
 	w->c = NULL;
-	pthread_mutex_unlock(&rd_mu);
+	pthread_mutex_unlock(&ag->rd.mu);
 	errno = e;
 	return n;
 }
 
 /* A channel goes away while its read is stuck: the result will be discarded. */
-static void rd_forget(struct chan *c)
+static void rd_forget(struct agent *ag, struct chan *c)
 {
 	if (!c->rd)
 		return;
-	pthread_mutex_lock(&rd_mu);
+	pthread_mutex_lock(&ag->rd.mu);
 	c->rd->c = NULL;
-	pthread_mutex_unlock(&rd_mu);
+	pthread_mutex_unlock(&ag->rd.mu);
 	c->rd = NULL;
 }
 
-static void chan_read_eof(struct chan *c);
+static void chan_read_eof(struct agent *ag, struct chan *c);
 
 /* eventfd: deliver the results of reads that were stuck. */
-static void rd_collect(void)
+static void rd_collect(struct agent *ag)
 {
 	uint64_t v;
-	ssize_t r = read(rd_efd, &v, sizeof(v));
+	ssize_t r = read(ag->rd.efd, &v, sizeof(v));
 	(void)r;
 	for (int i = 0; i < RD_WORKERS_MAX; i++) {
-		struct rd_worker *w = rd_workers[i];
+		struct rd_worker *w = ag->rd.workers[i];
 		if (!w)
 			continue;
-		pthread_mutex_lock(&rd_mu);
+		pthread_mutex_lock(&ag->rd.mu);
 		bool ready = w->busy && w->detached && w->done;
 		struct chan *c = w->c;
 		ssize_t n = w->res;
-		pthread_mutex_unlock(&rd_mu);
+		pthread_mutex_unlock(&ag->rd.mu);
 		if (!ready)
 			continue;
 		if (c && c->rd == w) {
 			c->rd = NULL;
 			c->r_stuck = false;
 			if (n > 0 && c->rw.fd >= 0) {
-				bool live = !c->removed && c->state == CH_OPEN && A.session;
+				bool live = !c->removed && c->state == CH_OPEN && ag->session;
 				if (c->collect) {
 					size_t k = (size_t)n;
 					if (k > SM_COLLECT_BUF_BYTES - c->clen)
 						k = SM_COLLECT_BUF_BYTES - c->clen; /* cannot happen: clen only shrank */
 					memcpy(c->cbuf + c->clen, w->buf, k);
 					c->clen += (uint32_t)k;
-					collect_flush(c);
+					collect_flush(ag, c);
 				} else if (live) {
 					/* the read was sized within the credit, which has only grown since */
-					send_data(c->id, w->buf, (size_t)n);
+					send_data(ag, c->id, w->buf, (size_t)n);
 					c->credit -= (uint64_t)n < c->credit ? (uint64_t)n : c->credit;
 				}
 			} else if (n <= 0 && c->rw.fd >= 0) {
-				chan_read_eof(c);
+				chan_read_eof(ag, c);
 			}
 			if (c->proc && c->proc->exited)
-				proc_check_done(c->proc);
-			chan_maybe_release(c);
+				proc_check_done(ag, c->proc);
+			chan_maybe_release(ag, c);
 		}
-		pthread_mutex_lock(&rd_mu);
+		pthread_mutex_lock(&ag->rd.mu);
 		w->busy = false;
 		w->detached = false;
 		w->c = NULL;
-		pthread_mutex_unlock(&rd_mu);
+		pthread_mutex_unlock(&ag->rd.mu);
 		/* a worker is free again: channels that found none may read again */
 		for (int k = 0; k < SM_MAX_CHANNELS; k++)
-			if (A.chans[k].r_stuck && !A.chans[k].rd)
-				A.chans[k].r_stuck = false;
+			if (ag->chans[k].r_stuck && !ag->chans[k].rd)
+				ag->chans[k].r_stuck = false;
 	}
 }
 
 /* ------------------------------------------------------------------ processes */
 
-static struct proc *proc_alloc(void)
+static struct proc *proc_alloc(struct agent *ag)
 {
 	for (int i = 0; i < SM_MAX_PROCS; i++)
-		if (!A.procs[i].used) {
-			struct proc *p = &A.procs[i];
+		if (!ag->procs[i].used) {
+			struct proc *p = &ag->procs[i];
 			memset(p, 0, sizeof(*p));
 			p->used = true;
 			p->pty = -1;
-			p->sess = A.sess;
+			p->sess = ag->sess;
 			return p;
 		}
 	return NULL;
 }
 
-static struct proc *proc_by_pid(pid_t pid)
+static struct proc *proc_by_pid(struct agent *ag, pid_t pid)
 {
 	for (int i = 0; i < SM_MAX_PROCS; i++)
-		if (A.procs[i].used && A.procs[i].pid == pid)
-			return &A.procs[i];
+		if (ag->procs[i].used && ag->procs[i].pid == pid)
+			return &ag->procs[i];
 	return NULL;
 }
 
@@ -988,15 +1017,15 @@ static int close_fds_from(unsigned first)
 #endif
 }
 
-static void child_exec(struct child_spec *s, int in, int out, int err, bool tty, int slave)
+static void child_exec(int eg_fd, struct child_spec *s, int in, int out, int err, bool tty, int slave)
 {
 	/* into the work cgroup (task cap, low CPU weight against the agent); best effort */
 	if (sm_work_cgroup_fd >= 0 && write(sm_work_cgroup_fd, "0", 1) < 0) {
 		/* nothing useful to report from the child */
 	}
 	/* egress trap (SPEC 6.5): while still root, before anything of the command runs */
-	if (eg_child_fd >= 0)
-		eg_child_install(eg_child_fd);
+	if (eg_fd >= 0)
+		eg_child_install(eg_fd);
 	/* Handlers back to default before any signal is unblocked: with spawn_child's shared
 	 * address space a handler must never run in the child. */
 	for (int sig = 1; sig < 32; sig++)
@@ -1099,6 +1128,7 @@ struct spawn_req {
 	struct child_spec *s;
 	int in, out, err, slave;
 	bool tty, new_session;
+	int eg_fd; /* egress trap (-1: none) */
 };
 
 static int spawn_main(void *arg)
@@ -1106,7 +1136,7 @@ static int spawn_main(void *arg)
 	struct spawn_req *r = arg;
 	if (r->new_session)
 		setsid();
-	child_exec(r->s, r->in, r->out, r->err, r->tty, r->slave);
+	child_exec(r->eg_fd, r->s, r->in, r->out, r->err, r->tty, r->slave);
 	_exit(127);
 }
 
@@ -1115,11 +1145,11 @@ static int spawn_main(void *arg)
  * under TCG makes a command start several times cheaper than fork(). The agent is suspended
  * until the child has called execve or exited, so with a share attached, where that exec or the
  * chdir could need a FUSE answer only the agent can relay (SPEC 6.4), a plain fork is used. */
-static pid_t spawn_child(struct child_spec *s, int in, int out, int err, bool tty, int slave, bool new_session)
+static pid_t spawn_child(struct agent *ag, struct child_spec *s, int in, int out, int err, bool tty, int slave, bool new_session)
 {
 	struct spawn_req r = {.s = s, .in = in, .out = out, .err = err, .slave = slave, .tty = tty,
-			      .new_session = new_session};
-	if (any_share()) {
+			      .new_session = new_session, .eg_fd = ag->eg_child_fd};
+	if (any_share(ag)) {
 		pid_t pid = fork();
 		if (pid == 0)
 			spawn_main(&r);
@@ -1139,9 +1169,9 @@ static pid_t spawn_child(struct child_spec *s, int in, int out, int err, bool tt
 }
 
 /* Build "K=V" arrays: base environment + overrides from a CBOR map. */
-static char **build_env(const struct cb_doc *d, int envmap)
+static char **build_env(struct agent *ag, const struct cb_doc *d, int envmap)
 {
-	char **base = A.cfg->has_workload ? A.cfg->wl_env : NULL;
+	char **base = ag->cfg->has_workload ? ag->cfg->wl_env : NULL;
 	size_t nb = 0;
 	for (char **e = base; e && *e; e++)
 		nb++;
@@ -1197,7 +1227,7 @@ static char *item_strdup(const struct cb_doc *d, int i)
 	return strndup((const char *)cb_ptr(d, (uint32_t)i), d->items[i].len);
 }
 
-static bool any_share(void);
+static bool any_share(struct agent *ag);
 
 /* Whether path lies (lexically) at or below a FUSE mount. PID 1 must not touch such a path
  * itself: the FUSE requests it would cause are relayed by PID 1 (SPEC 6.4), so it would wait
@@ -1214,9 +1244,9 @@ static int contains_path(const char *mp, const char *type, const char *src, void
 	return n > 1 && !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
 }
 
-static bool on_share(const char *path)
+static bool on_share(struct agent *ag, const char *path)
 {
-	return any_share() && fs_mountinfo_each(contains_path, (void *)path) == 1;
+	return any_share(ag) && fs_mountinfo_each(contains_path, (void *)path) == 1;
 }
 
 /* fs_binds_prune: a remembered bind below any FUSE mount (a lookup there could wait on a
@@ -1227,7 +1257,7 @@ static bool rebind_skip(const char *p, void *attach_path)
 }
 
 /* Materialise argv/env/cwd/user of a command; errors filled as (code, msg). */
-static struct child_spec *build_spec(const struct cb_doc *d, const struct cmd_args *c, const char **code,
+static struct child_spec *build_spec(struct agent *ag, const struct cb_doc *d, const struct cmd_args *c, const char **code,
 				     char *msg, size_t msglen)
 {
 	struct child_spec *s = calloc(1, sizeof(*s));
@@ -1243,7 +1273,7 @@ static struct child_spec *build_spec(const struct cb_doc *d, const struct cmd_ar
 			goto nomem;
 		k = d->items[k].next;
 	}
-	if (!(s->envp = build_env(d, c->env)))
+	if (!(s->envp = build_env(ag, d, c->env)))
 		goto nomem;
 	s->cwd = c->cwd >= 0 ? item_strdup(d, c->cwd) : strdup("/");
 	if (!s->cwd)
@@ -1251,7 +1281,7 @@ static struct child_spec *build_spec(const struct cb_doc *d, const struct cmd_ar
 	struct stat st;
 	/* While a share is attached the cwd is checked by the child's chdir (exit 126), never by
 	 * PID 1: a guest-made symlink could lead the stat into a share (see the file jobs). */
-	if (!any_share() && (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode))) {
+	if (!any_share(ag) && (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode))) {
 		*code = errno == ENOENT || !errno ? "ENOENT" : errno_code(errno);
 		if (stat(s->cwd, &st) == 0)
 			*code = "ENOTDIR";
@@ -1287,7 +1317,7 @@ static int set_nonblock(int fd)
 
 /* Fork one command. Returns pid or -errno; outfd, errfd, infd get the parent's
  * ends (nonblocking, cloexec), -1 where not requested. */
-static pid_t start_child(struct child_spec *s, bool tty, uint16_t cols, uint16_t rows, bool want_in,
+static pid_t start_child(struct agent *ag, struct child_spec *s, bool tty, uint16_t cols, uint16_t rows, bool want_in,
 			 int *outfd, int *errfd, int *infd, int *ptyfd)
 {
 	int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
@@ -1317,7 +1347,7 @@ static pid_t start_child(struct child_spec *s, bool tty, uint16_t cols, uint16_t
 				goto fail;
 		}
 	}
-	pid_t pid = spawn_child(s, want_in ? pi[0] : nul, po[1], pe[1], tty, slave, false);
+	pid_t pid = spawn_child(ag, s, want_in ? pi[0] : nul, po[1], pe[1], tty, slave, false);
 	if (pid < 0)
 		goto fail;
 	if (tty) {
@@ -1393,7 +1423,8 @@ static int write_whole(int fd, const uint8_t *p, size_t n)
 }
 
 /* stage: plain create/truncate (SPEC 6); write-file: temp + rename (atomic). */
-static int put_file(const char *path, const uint8_t *data, size_t len, mode_t mode, bool mkdirs, bool atomic)
+static int put_file(const char *path, const uint8_t *data, size_t len, mode_t mode, bool mkdirs, bool atomic,
+		    uint32_t seq)
 {
 	int r;
 	if (mkdirs && (r = mkdir_parents(path)) < 0)
@@ -1405,8 +1436,7 @@ static int put_file(const char *path, const uint8_t *data, size_t len, mode_t mo
 	const char *target = path;
 	if (atomic) {
 		const char *slash = strrchr(path, '/');
-		snprintf(tmp, sizeof(tmp), "%.*s/.sm-tmp-%d-%u", (int)(slash - path), path, (int)getpid(),
-			 ++A.tmp_counter);
+		snprintf(tmp, sizeof(tmp), "%.*s/.sm-tmp-%d-%u", (int)(slash - path), path, (int)getpid(), seq);
 		target = tmp;
 	}
 	int fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
@@ -1509,12 +1539,13 @@ struct put_ctx {
 	size_t len;
 	mode_t mode;
 	bool mkdirs, atomic;
+	uint32_t seq;
 };
 
 static void put_child(void *c, int wr)
 {
 	struct put_ctx *x = c;
-	int r = put_file(x->path, x->data, x->len, x->mode, x->mkdirs, x->atomic);
+	int r = put_file(x->path, x->data, x->len, x->mode, x->mkdirs, x->atomic, x->seq);
 	pipe_put(wr, &r, sizeof(r));
 }
 
@@ -1532,7 +1563,7 @@ static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 		char *path = item_strdup(d, pi);
 		if (!path)
 			return -ENOMEM;
-		int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false);
+		int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false, 0);
 		if (r < 0) {
 			snprintf(msg, msglen, "stage %.300s: %s", path, strerror(-r));
 			free(path);
@@ -1544,19 +1575,19 @@ static int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 	return 0;
 }
 
-static bool ids_fresh(const uint32_t *ids, int n)
+static bool ids_fresh(struct agent *ag, const uint32_t *ids, int n)
 {
 	for (int i = 0; i < n; i++)
-		if (ids[i] <= A.last_ch)
+		if (ids[i] <= ag->last_ch)
 			return false;
 	return true;
 }
 
-static void ids_commit(const uint32_t *ids, int n)
+static void ids_commit(struct agent *ag, const uint32_t *ids, int n)
 {
 	for (int i = 0; i < n; i++)
-		if (ids[i] > A.last_ch)
-			A.last_ch = ids[i];
+		if (ids[i] > ag->last_ch)
+			ag->last_ch = ids[i];
 }
 
 static void kill_group(pid_t pid)
@@ -1603,18 +1634,17 @@ static void stage_child(void *c, int wr)
 	pipe_put(wr, &out, sizeof(out));
 }
 
-enum fjob_kind { FJ_WRITE, FJ_READ, FJ_STAGE };
-static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
+static void fjob_start(struct agent *ag, uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
 		       size_t limit, struct exec_cont *cont);
-static void exec_launch(uint32_t id, const struct exec_args *a, bool spawn, struct proc *p, struct child_spec *s);
+static void exec_launch(struct agent *ag, uint32_t id, const struct exec_args *a, bool spawn, struct proc *p, struct child_spec *s);
 
-static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spawn)
+static void op_exec(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args, bool spawn)
 {
 	struct exec_args a;
 	const char *code = "EINVAL";
 	char msg[512];
 	if (args_exec(d, args, spawn, &a, &code, msg, sizeof(msg)) < 0) {
-		res_error(id, code, msg);
+		res_error(ag, id, code, msg);
 		return;
 	}
 	uint32_t ids[3] = {a.ch_out};
@@ -1623,43 +1653,43 @@ static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spa
 		ids[nids++] = a.ch_err;
 	if (spawn)
 		ids[nids++] = a.ch_in;
-	if (!ids_fresh(ids, nids)) {
-		res_error(id, "EINVAL", "chOut: channel ids must be greater than every id used before");
+	if (!ids_fresh(ag, ids, nids)) {
+		res_error(ag, id, "EINVAL", "chOut: channel ids must be greater than every id used before");
 		return;
 	}
-	ids_commit(ids, nids);
-	if (chan_free_slots() < nids) {
-		res_error(id, "EBUSY", "too many open channels");
+	ids_commit(ag, ids, nids);
+	if (chan_free_slots(ag) < nids) {
+		res_error(ag, id, "EBUSY", "too many open channels");
 		return;
 	}
-	struct proc *p = proc_alloc();
+	struct proc *p = proc_alloc(ag);
 	if (!p) {
-		res_error(id, "EBUSY", "too many processes");
+		res_error(ag, id, "EBUSY", "too many processes");
 		return;
 	}
 	/* Stage files first: the command's (or the chained command's) cwd may be a directory
 	 * that only exists once the staged files have been written. While a share is attached the
 	 * specs do not check cwd (the child's chdir does), so they are built first and the stage
 	 * runs in a file job; the command starts when the job is done. */
-	bool async_stage = a.stage >= 0 && any_share();
+	bool async_stage = a.stage >= 0 && any_share(ag);
 	int r = async_stage ? 0 : do_stage(d, a.stage, msg, sizeof(msg));
 	if (r < 0) {
 		proc_free(p);
-		res_error(id, errno_code(-r), msg);
+		res_error(ag, id, errno_code(-r), msg);
 		return;
 	}
-	struct child_spec *s = build_spec(d, &a.cmd, &code, msg, sizeof(msg));
+	struct child_spec *s = build_spec(ag, d, &a.cmd, &code, msg, sizeof(msg));
 	if (!s) {
 		proc_free(p);
-		res_error(id, code, msg);
+		res_error(ag, id, code, msg);
 		return;
 	}
 	if (a.chain >= 0) {
-		p->chain = build_spec(d, &a.chain_cmd, &code, msg, sizeof(msg));
+		p->chain = build_spec(ag, d, &a.chain_cmd, &code, msg, sizeof(msg));
 		if (!p->chain) {
 			spec_free(s);
 			proc_free(p);
-			res_error(id, code, msg);
+			res_error(ag, id, code, msg);
 			return;
 		}
 	}
@@ -1671,46 +1701,46 @@ static void op_exec(uint32_t id, const struct cb_doc *d, uint32_t args, bool spa
 			free(what);
 			spec_free(s);
 			proc_free(p);
-			res_error(id, "ENOMEM", "out of memory");
+			res_error(ag, id, "ENOMEM", "out of memory");
 			return;
 		}
 		*k = (struct exec_cont){.a = a, .spawn = spawn, .p = p, .s = s};
 		struct stage_ctx x = {d, a.stage};
-		fjob_start(id, stage_child, &x, what, FJ_STAGE, sizeof(struct stage_out), 0, k);
+		fjob_start(ag, id, stage_child, &x, what, FJ_STAGE, sizeof(struct stage_out), 0, k);
 		return;
 	}
-	exec_launch(id, &a, spawn, p, s);
+	exec_launch(ag, id, &a, spawn, p, s);
 }
 
 /* Start the command of an exec/spawn request and wire its channels; takes p and s. */
-static void exec_launch(uint32_t id, const struct exec_args *ap, bool spawn, struct proc *p, struct child_spec *s)
+static void exec_launch(struct agent *ag, uint32_t id, const struct exec_args *ap, bool spawn, struct proc *p, struct child_spec *s)
 {
 	const struct exec_args a = *ap;
-	if (chan_free_slots() < (a.has_ch_err ? 2 : 1) + (spawn ? 1 : 0)) {
+	if (chan_free_slots(ag) < (a.has_ch_err ? 2 : 1) + (spawn ? 1 : 0)) {
 		spec_free(s);
 		proc_free(p);
-		res_error(id, "EBUSY", "too many open channels");
+		res_error(ag, id, "EBUSY", "too many open channels");
 		return;
 	}
 	int outfd, errfd, infd, ptyfd;
-	pid_t pid = start_child(s, a.tty, a.cols, a.rows, spawn, &outfd, &errfd, &infd, &ptyfd);
+	pid_t pid = start_child(ag, s, a.tty, a.cols, a.rows, spawn, &outfd, &errfd, &infd, &ptyfd);
 	spec_free(s);
 	if (pid < 0) {
 		proc_free(p);
-		res_errno(id, (int)-pid, "start process");
+		res_errno(ag, id, (int)-pid, "start process");
 		return;
 	}
 	p->pid = pid;
 	p->kind = spawn ? PK_SPAWN : PK_EXEC;
 	p->tty = a.tty;
 	p->pty = ptyfd;
-	struct chan *co = chan_alloc(a.ch_out);
+	struct chan *co = chan_alloc(ag, a.ch_out);
 	co->proc = p;
 	co->out_open = true;
 	co->rw.fd = outfd;
 	p->out = co;
 	if (a.has_ch_err) {
-		struct chan *ce = chan_alloc(a.ch_err);
+		struct chan *ce = chan_alloc(ag, a.ch_err);
 		ce->proc = p;
 		ce->out_open = true;
 		ce->rw.fd = errfd;
@@ -1719,19 +1749,19 @@ static void exec_launch(uint32_t id, const struct exec_args *ap, bool spawn, str
 		close(errfd);
 	}
 	if (spawn) {
-		struct chan *ci = chan_alloc(a.ch_in);
+		struct chan *ci = chan_alloc(ag, a.ch_in);
 		ci->proc = p;
 		ci->in_open = true;
 		ci->ww.fd = infd;
 		ci->tty_in = a.tty;
 		p->in = ci;
-		res_begin(id, 1);
-		kv_uint("pid", (uint64_t)pid);
-		fend();
+		res_begin(ag, id, 1);
+		kv_uint(ag, "pid", (uint64_t)pid);
+		fend(ag);
 	} else {
 		p->pending = true;
 		p->req_id = id;
-		A.pending[A.npending++] = id;
+		ag->pending[ag->npending++] = id;
 		if (a.timeout_ms)
 			p->deadline = mono_ms() + (int64_t)(a.timeout_ms > (1ull << 40) ? (1ull << 40) : a.timeout_ms);
 		co->collect = true;
@@ -1748,52 +1778,52 @@ static void exec_launch(uint32_t id, const struct exec_args *ap, bool spawn, str
 	}
 }
 
-static void exec_finish(struct proc *p)
+static void exec_finish(struct agent *ag, struct proc *p)
 {
 	struct chan *o = p->out, *e = p->err;
-	if (p->pending && A.session && p->sess == A.sess) {
-		res_begin(p->req_id, 6);
+	if (p->pending && ag->session && p->sess == ag->sess) {
+		res_begin(ag, p->req_id, 6);
 		if (p->timed_out || p->cancelled) {
-			cbe_text(&A.outq, "exitCode");
-			cbe_int(&A.outq, -1);
-			cbe_text(&A.outq, "signal");
-			cbe_uint(&A.outq, SIGKILL);
+			cbe_text(&ag->outq, "exitCode");
+			cbe_int(&ag->outq, -1);
+			cbe_text(&ag->outq, "signal");
+			cbe_uint(&ag->outq, SIGKILL);
 		} else {
-			enc_exit_fields(p);
+			enc_exit_fields(ag, p);
 		}
-		cbe_text(&A.outq, "timedOut");
-		cbe_bool(&A.outq, p->timed_out);
-		kv_uint("peakRssKib", p->peak_rss);
-		cbe_text(&A.outq, "stdout");
+		cbe_text(&ag->outq, "timedOut");
+		cbe_bool(&ag->outq, p->timed_out);
+		kv_uint(ag, "peakRssKib", p->peak_rss);
+		cbe_text(&ag->outq, "stdout");
 		if (o && o->cbuf && !o->removed)
-			cbe_bytes(&A.outq, o->cbuf, o->clen);
+			cbe_bytes(&ag->outq, o->cbuf, o->clen);
 		else
-			cbe_bytes(&A.outq, "", 0);
-		cbe_text(&A.outq, "stderr");
+			cbe_bytes(&ag->outq, "", 0);
+		cbe_text(&ag->outq, "stderr");
 		if (e && e->cbuf && !e->removed)
-			cbe_bytes(&A.outq, e->cbuf, e->clen);
+			cbe_bytes(&ag->outq, e->cbuf, e->clen);
 		else
-			cbe_bytes(&A.outq, "", 0);
-		if (!fend())
-			res_error(p->req_id, "EIO", "result too large");
+			cbe_bytes(&ag->outq, "", 0);
+		if (!fend(ag))
+			res_error(ag, p->req_id, "EIO", "result too large");
 	}
 	if (p->pending)
-		pending_del(p->req_id);
+		pending_del(ag, p->req_id);
 	p->pending = false;
 	if (o)
-		chan_release(o);
+		chan_release(ag, o);
 	if (e)
-		chan_release(e);
+		chan_release(ag, e);
 	proc_free(p);
 }
 
 /* After exit: drain pipes until they would block, then close them. */
-static bool drain_after_exit(struct chan *c)
+static bool drain_after_exit(struct agent *ag, struct chan *c)
 {
 	if (!c || c->rw.fd < 0 || c->r_eof)
 		return true;
 	c->r_blocked = false;
-	bool done = chan_pump(c, 1 << 20);
+	bool done = chan_pump(ag, c, 1 << 20);
 	if (!done)
 		return false; /* waiting for credit */
 	/* A read still under way on a worker thread (guarded_read, a share is attached) is not
@@ -1802,16 +1832,16 @@ static bool drain_after_exit(struct chan *c)
 	if (c->r_stuck)
 		return false;
 	if (!c->r_eof)
-		chan_read_eof(c); /* would block: a descendant holds the pipe; stop here */
+		chan_read_eof(ag, c); /* would block: a descendant holds the pipe; stop here */
 	return true;
 }
 
-static void start_chain(struct proc *p)
+static void start_chain(struct agent *ag, struct proc *p)
 {
 	struct child_spec *s = p->chain;
 	p->chain = NULL;
 	int outfd, errfd, infd, ptyfd;
-	pid_t pid = start_child(s, p->tty, 80, 24, false, &outfd, &errfd, &infd, &ptyfd);
+	pid_t pid = start_child(ag, s, p->tty, 80, 24, false, &outfd, &errfd, &infd, &ptyfd);
 	if (p->tty && p->pty >= 0 && ptyfd >= 0) {
 		struct winsize ws;
 		if (ioctl(p->pty, TIOCGWINSZ, &ws) == 0)
@@ -1830,20 +1860,20 @@ static void start_chain(struct proc *p)
 	p->exited = false;
 	p->status = 0;
 	if (p->out) {
-		watch_close(&p->out->rw);
+		watch_close(ag, &p->out->rw);
 		p->out->rw.fd = outfd;
 		p->out->r_eof = false;
 	} else if (outfd >= 0)
 		close(outfd);
 	if (p->err) {
-		watch_close(&p->err->rw);
+		watch_close(ag, &p->err->rw);
 		p->err->rw.fd = errfd;
 		p->err->r_eof = false;
 	} else if (errfd >= 0)
 		close(errfd);
 }
 
-static void proc_check_done(struct proc *p)
+static void proc_check_done(struct agent *ag, struct proc *p)
 {
 	if (!p->used || !p->exited)
 		return;
@@ -1851,23 +1881,23 @@ static void proc_check_done(struct proc *p)
 		proc_free(p);
 		return;
 	}
-	if (!drain_after_exit(p->out) || !drain_after_exit(p->err))
+	if (!drain_after_exit(ag, p->out) || !drain_after_exit(ag, p->err))
 		return;
 	if (p->kind == PK_EXEC) {
 		bool ok = WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0;
 		if (p->chain && ok && !p->timed_out && !p->cancelled) {
-			start_chain(p);
+			start_chain(ag, p);
 			if (!p->exited)
 				return; /* the chained command runs; finish when it exits */
 		}
-		exec_finish(p);
+		exec_finish(ag, p);
 		return;
 	}
 	/* spawn */
 	if (p->chain) {
 		bool ok = WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0;
 		if (ok) {
-			start_chain(p);
+			start_chain(ag, p);
 			if (!p->exited)
 				return;
 		} else {
@@ -1876,39 +1906,39 @@ static void proc_check_done(struct proc *p)
 		}
 	}
 	if (p->in && !p->in->removed && p->in->state == CH_OPEN && p->in->in_open)
-		chan_send_close(p->in);
+		chan_send_close(ag, p->in);
 	if (p->in) {
-		watch_close(&p->in->ww);
+		watch_close(ag, &p->in->ww);
 		p->in->proc = NULL;
-		chan_maybe_release(p->in);
+		chan_maybe_release(ag, p->in);
 		p->in = NULL;
 	}
-	if (A.session) {
-		evt_begin("exit", 5);
-		kv_uint("pid", (uint64_t)p->pid);
-		enc_exit_fields(p);
-		cbe_text(&A.outq, "timedOut");
-		cbe_bool(&A.outq, false);
-		kv_uint("peakRssKib", p->peak_rss);
-		fend();
+	if (ag->session) {
+		evt_begin(ag, "exit", 5);
+		kv_uint(ag, "pid", (uint64_t)p->pid);
+		enc_exit_fields(ag, p);
+		cbe_text(&ag->outq, "timedOut");
+		cbe_bool(&ag->outq, false);
+		kv_uint(ag, "peakRssKib", p->peak_rss);
+		fend(ag);
 	}
 	if (p->out) {
 		p->out->proc = NULL;
-		chan_maybe_release(p->out);
+		chan_maybe_release(ag, p->out);
 	}
 	if (p->err) {
 		p->err->proc = NULL;
-		chan_maybe_release(p->err);
+		chan_maybe_release(ag, p->err);
 	}
 	proc_free(p);
 }
 
-static void workload_start(void)
+static void workload_start(struct agent *ag)
 {
-	struct sm_config *c = A.cfg;
-	if (!c->has_workload || A.wl_started)
+	struct sm_config *c = ag->cfg;
+	if (!c->has_workload || ag->wl_started)
 		return;
-	A.wl_started = true;
+	ag->wl_started = true;
 	struct child_spec s;
 	memset(&s, 0, sizeof(s));
 	char err[256];
@@ -1936,21 +1966,21 @@ static void workload_start(void)
 	s.cwd = c->wl_cwd;
 	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	/* new session; child_exec's setpgid is then a no-op, and the console stays 1/2 */
-	pid_t pid = spawn_child(&s, nul, 1, 2, false, -1, true);
+	pid_t pid = spawn_child(ag, &s, nul, 1, 2, false, -1, true);
 	if (nul >= 0)
 		close(nul);
 	if (pid < 0) {
 		sm_log("workload: fork: %s", strerror(errno));
 		return;
 	}
-	A.wl_pid = pid;
-	struct proc *p = proc_alloc();
+	ag->wl_pid = pid;
+	struct proc *p = proc_alloc(ag);
 	if (p) {
 		p->kind = PK_WORKLOAD;
 		p->pid = pid;
 	}
-	A.next_listen_poll = mono_ms();
-	A.listen_interval = SM_LISTEN_POLL_MS;
+	ag->next_listen_poll = mono_ms();
+	ag->listen_interval = SM_LISTEN_POLL_MS;
 }
 
 /* ------------------------------------------------------------------ listening */
@@ -1992,107 +2022,107 @@ static bool port_listening(const char *file, uint32_t port)
 	return found;
 }
 
-static void send_listening(void)
+static void send_listening(struct agent *ag)
 {
-	if (!A.session || A.listening_reported)
+	if (!ag->session || ag->listening_reported)
 		return;
-	evt_begin("listening", 1);
-	kv_uint("port", A.cfg->guest_port);
-	fend();
-	A.listening_reported = true;
+	evt_begin(ag, "listening", 1);
+	kv_uint(ag, "port", ag->cfg->guest_port);
+	fend(ag);
+	ag->listening_reported = true;
 }
 
-static void listen_poll(int64_t now)
+static void listen_poll(struct agent *ag, int64_t now)
 {
-	if (A.listening_seen || !A.cfg->guest_port || !(A.cfg->listener_required || A.wl_started))
+	if (ag->listening_seen || !ag->cfg->guest_port || !(ag->cfg->listener_required || ag->wl_started))
 		return;
-	if (now < A.next_listen_poll)
+	if (now < ag->next_listen_poll)
 		return;
 	/* Fast at first (a server usually listens within a second), then backing off: a workload
 	 * that never listens (a shell, a batch job) must not keep an idle VM reading /proc/net
 	 * twenty times a second — under TCG that alone was ~7% of a core per VM. */
-	if (A.listen_interval < SM_LISTEN_POLL_MS)
-		A.listen_interval = SM_LISTEN_POLL_MS;
-	A.next_listen_poll = now + A.listen_interval;
-	A.listen_interval = A.listen_interval * 3 / 2;
-	if (A.listen_interval > SM_LISTEN_POLL_MAX_MS)
-		A.listen_interval = SM_LISTEN_POLL_MAX_MS;
-	if (port_listening("/proc/net/tcp", A.cfg->guest_port) ||
-	    port_listening("/proc/net/tcp6", A.cfg->guest_port)) {
-		A.listening_seen = true;
-		send_listening();
+	if (ag->listen_interval < SM_LISTEN_POLL_MS)
+		ag->listen_interval = SM_LISTEN_POLL_MS;
+	ag->next_listen_poll = now + ag->listen_interval;
+	ag->listen_interval = ag->listen_interval * 3 / 2;
+	if (ag->listen_interval > SM_LISTEN_POLL_MAX_MS)
+		ag->listen_interval = SM_LISTEN_POLL_MAX_MS;
+	if (port_listening("/proc/net/tcp", ag->cfg->guest_port) ||
+	    port_listening("/proc/net/tcp6", ag->cfg->guest_port)) {
+		ag->listening_seen = true;
+		send_listening(ag);
 	}
 }
 
 /* ------------------------------------------------------------------ ops */
 
-static void op_signal(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t pid, sig;
 	char msg[256];
 	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0 ||
 	    args_uint(d, args, "signum", true, 1, 64, &sig, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
-	struct proc *p = proc_by_pid((pid_t)pid);
+	struct proc *p = proc_by_pid(ag, (pid_t)pid);
 	if (!p || p->kind != PK_SPAWN || p->exited) {
-		res_error(id, "ESRCH", "no such process started by spawn");
+		res_error(ag, id, "ESRCH", "no such process started by spawn");
 		return;
 	}
 	if (kill((pid_t)pid, (int)sig) < 0) {
-		res_errno(id, errno, "kill");
+		res_errno(ag, id, errno, "kill");
 		return;
 	}
-	res_empty(id);
+	res_empty(ag, id);
 }
 
-static void op_resize(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_resize(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t pid, cols, rows;
 	char msg[256];
 	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0 ||
 	    args_uint(d, args, "cols", true, 1, 65535, &cols, msg, sizeof(msg)) < 0 ||
 	    args_uint(d, args, "rows", true, 1, 65535, &rows, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
-	struct proc *p = proc_by_pid((pid_t)pid);
+	struct proc *p = proc_by_pid(ag, (pid_t)pid);
 	if (!p || p->kind == PK_WORKLOAD || p->exited) {
-		res_error(id, "ESRCH", "no such process");
+		res_error(ag, id, "ESRCH", "no such process");
 		return;
 	}
 	if (!p->tty || p->pty < 0) {
-		res_error(id, "EINVAL", "pid: the process has no tty");
+		res_error(ag, id, "EINVAL", "pid: the process has no tty");
 		return;
 	}
 	struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
 	if (ioctl(p->pty, TIOCSWINSZ, &ws) < 0) {
-		res_errno(id, errno, "TIOCSWINSZ");
+		res_errno(ag, id, errno, "TIOCSWINSZ");
 		return;
 	}
-	res_empty(id);
+	res_empty(ag, id);
 }
 
-static void in_eof(struct chan *c)
+static void in_eof(struct agent *ag, struct chan *c)
 {
 	c->in_eof = true;
 	c->in_open = false;
 	if (c->ioff == c->ilen)
-		chan_in_drained(c);
+		chan_in_drained(ag, c);
 }
 
-static void op_close_stdin(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_close_stdin(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t pid;
 	char msg[256];
 	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
-	struct proc *p = proc_by_pid((pid_t)pid);
+	struct proc *p = proc_by_pid(ag, (pid_t)pid);
 	if (!p || p->kind != PK_SPAWN || p->exited) {
-		res_error(id, "ESRCH", "no such process started by spawn");
+		res_error(ag, id, "ESRCH", "no such process started by spawn");
 		return;
 	}
 	struct chan *c = p->in;
@@ -2100,15 +2130,15 @@ static void op_close_stdin(uint32_t id, const struct cb_doc *d, uint32_t args)
 		/* SPEC 6.3: like eof on chIn, and the stream is gone: tell the host with close.
 		 * Bytes already buffered are still delivered before stdin is closed. */
 		if (!c->removed && c->state == CH_OPEN && c->in_open) {
-			send_chan_frame("close", c->id);
+			send_chan_frame(ag, "close", c->id);
 			c->state = CH_CLOSING;
 		}
-		in_eof(c);
+		in_eof(ag, c);
 	}
-	res_empty(id);
+	res_empty(ag, id);
 }
 
-static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_write_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	int pi, di;
 	uint64_t mode = 0644;
@@ -2118,29 +2148,31 @@ static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
 	    args_bytes(d, args, "data", &di, msg, sizeof(msg)) < 0 ||
 	    args_uint(d, args, "mode", false, 0, UINT32_MAX, &mode, msg, sizeof(msg)) < 0 ||
 	    args_bool(d, args, "mkdirs", true, &mkdirs, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
 	if (d->items[di].len > SM_MAX_FILE_BYTES) {
-		res_error(id, "SM_FILE_TOO_LARGE", "data: larger than 4194304 bytes");
+		res_error(ag, id, "SM_FILE_TOO_LARGE", "data: larger than 4194304 bytes");
 		return;
 	}
 	char *path = item_strdup(d, pi);
 	if (!path) {
-		res_error(id, "ENOMEM", "out of memory");
+		res_error(ag, id, "ENOMEM", "out of memory");
 		return;
 	}
-	if (any_share()) {
+	if (any_share(ag)) {
 		/* the child has its own copy of the frame's bytes */
-		struct put_ctx x = {path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true};
-		fjob_start(id, put_child, &x, path, FJ_WRITE, sizeof(int), 0, NULL);
+		struct put_ctx x = {path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true,
+				     ++ag->tmp_counter};
+		fjob_start(ag, id, put_child, &x, path, FJ_WRITE, sizeof(int), 0, NULL);
 		return;
 	}
-	int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true);
+	int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true,
+			 ++ag->tmp_counter);
 	if (r < 0)
-		res_errno(id, -r, path);
+		res_errno(ag, id, -r, path);
 	else
-		res_empty(id);
+		res_empty(ag, id);
 	free(path);
 }
 
@@ -2149,11 +2181,11 @@ static void op_write_file(uint32_t id, const struct cb_doc *d, uint32_t args)
  * {int32 rc, uint32 mode, uint32 len} + the bytes. */
 enum { LF_NOTREG = 1, LF_TOOBIG = 2, LF_GREW = 3 };
 
-static size_t read_limit(void)
+static size_t read_limit(struct agent *ag)
 {
 	size_t limit = SM_MAX_FILE_BYTES;
-	if (A.host_max_frame - 256 < limit)
-		limit = A.host_max_frame - 256;
+	if (ag->host_max_frame - 256 < limit)
+		limit = ag->host_max_frame - 256;
 	return limit;
 }
 
@@ -2216,27 +2248,27 @@ static int load_file(const char *path, size_t limit, uint8_t **buf, size_t *got,
 	return 0;
 }
 
-static void reply_loaded(uint32_t id, const char *path, int rc, const uint8_t *buf, size_t got, mode_t mode,
+static void reply_loaded(struct agent *ag, uint32_t id, const char *path, int rc, const uint8_t *buf, size_t got, mode_t mode,
 			 size_t limit)
 {
 	char msg[512];
 	if (rc < 0) {
-		res_errno(id, -rc, path);
+		res_errno(ag, id, -rc, path);
 	} else if (rc == LF_NOTREG) {
 		snprintf(msg, sizeof(msg), "%.300s: not a regular file", path);
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 	} else if (rc == LF_TOOBIG) {
 		snprintf(msg, sizeof(msg), "%.300s: larger than %zu bytes", path, limit);
-		res_error(id, "SM_FILE_TOO_LARGE", msg);
+		res_error(ag, id, "SM_FILE_TOO_LARGE", msg);
 	} else if (rc == LF_GREW) {
-		res_error(id, "SM_FILE_TOO_LARGE", "file grew beyond the limit while reading");
+		res_error(ag, id, "SM_FILE_TOO_LARGE", "file grew beyond the limit while reading");
 	} else {
-		res_begin(id, 2);
-		cbe_text(&A.outq, "data");
-		cbe_bytes(&A.outq, buf, got);
-		kv_uint("mode", mode);
-		if (!fend())
-			res_error(id, "SM_FILE_TOO_LARGE", "result does not fit in a frame");
+		res_begin(ag, id, 2);
+		cbe_text(&ag->outq, "data");
+		cbe_bytes(&ag->outq, buf, got);
+		kv_uint(ag, "mode", mode);
+		if (!fend(ag))
+			res_error(ag, id, "SM_FILE_TOO_LARGE", "result does not fit in a frame");
 	}
 }
 
@@ -2266,85 +2298,69 @@ static void read_child(void *c, int wr)
  * pipe, and the event loop goes on meanwhile: the child's path may lead into a share (directly or
  * through a guest-made symlink), whose FUSE requests this loop relays. The request is answered
  * when the child has answered, or with EIO after SM_FILE_JOB_TIMEOUT_MS (the child is killed). */
-#define SM_MAX_FILE_JOBS 16
-#define SM_FILE_JOB_TIMEOUT_MS 60000
 
-struct file_job {
-	bool used;
-	enum fjob_kind kind;
-	struct exec_cont *cont; /* FJ_STAGE: the exec to launch (owned) */
-	struct watch w;
-	pid_t pid;
-	uint32_t req_id, sess;
-	int64_t deadline;
-	uint8_t *buf;
-	size_t cap, got, limit;
-	char *path;
-};
-static struct file_job fjobs[SM_MAX_FILE_JOBS];
-
-static void fjob_answer(struct file_job *j, ssize_t n)
+static void fjob_answer(struct agent *ag, struct file_job *j, ssize_t n)
 {
 	char msg[512];
 	if (n == -ETIMEDOUT) {
 		snprintf(msg, sizeof(msg), "%.300s: no answer within %d s (a live host share that does not answer?)",
 			 j->path, SM_FILE_JOB_TIMEOUT_MS / 1000);
-		res_error(j->req_id, "EIO", msg);
+		res_error(ag, j->req_id, "EIO", msg);
 		return;
 	}
 	if (j->kind == FJ_STAGE) {
 		struct stage_out out;
 		if (n != (ssize_t)sizeof(out)) {
-			res_errno(j->req_id, n < 0 ? (int)-n : EIO, "stage");
+			res_errno(ag, j->req_id, n < 0 ? (int)-n : EIO, "stage");
 			return;
 		}
 		memcpy(&out, j->buf, sizeof(out));
 		out.msg[sizeof(out.msg) - 1] = 0;
 		if (out.r < 0) {
-			res_error(j->req_id, errno_code(-out.r), out.msg);
+			res_error(ag, j->req_id, errno_code(-out.r), out.msg);
 			return;
 		}
 		struct exec_cont *k = j->cont;
 		j->cont = NULL;
-		exec_launch(j->req_id, &k->a, k->spawn, k->p, k->s);
+		exec_launch(ag, j->req_id, &k->a, k->spawn, k->p, k->s);
 		free(k);
 		return;
 	}
 	if (j->kind == FJ_WRITE) {
 		int r;
 		if (n != (ssize_t)sizeof(r)) {
-			res_errno(j->req_id, n < 0 ? (int)-n : EIO, j->path);
+			res_errno(ag, j->req_id, n < 0 ? (int)-n : EIO, j->path);
 			return;
 		}
 		memcpy(&r, j->buf, sizeof(r));
 		if (r < 0)
-			res_errno(j->req_id, -r, j->path);
+			res_errno(ag, j->req_id, -r, j->path);
 		else
-			res_empty(j->req_id);
+			res_empty(ag, j->req_id);
 		return;
 	}
 	int32_t hdr[3];
 	if (n < (ssize_t)sizeof(hdr)) {
-		res_errno(j->req_id, n < 0 ? (int)-n : EIO, j->path);
+		res_errno(ag, j->req_id, n < 0 ? (int)-n : EIO, j->path);
 		return;
 	}
 	memcpy(hdr, j->buf, sizeof(hdr));
 	if (hdr[0] == 0 && (size_t)n - sizeof(hdr) != (size_t)hdr[2])
-		res_errno(j->req_id, EIO, j->path); /* the child died mid-answer */
+		res_errno(ag, j->req_id, EIO, j->path); /* the child died mid-answer */
 	else
-		reply_loaded(j->req_id, j->path, hdr[0], j->buf + sizeof(hdr), (size_t)hdr[2], (mode_t)hdr[1],
+		reply_loaded(ag, j->req_id, j->path, hdr[0], j->buf + sizeof(hdr), (size_t)hdr[2], (mode_t)hdr[1],
 			     j->limit);
 }
 
 /* n: bytes the child wrote, or -errno / -ETIMEDOUT / -EFBIG. Answers unless the session changed. */
-static void fjob_finish(struct file_job *j, ssize_t n)
+static void fjob_finish(struct agent *ag, struct file_job *j, ssize_t n)
 {
-	watch_close(&j->w);
+	watch_close(ag, &j->w);
 	if (n < 0)
 		kill(j->pid, SIGKILL); /* reap() collects it */
-	if (A.session && j->sess == A.sess && pending_has(j->req_id)) {
-		pending_del(j->req_id);
-		fjob_answer(j, n);
+	if (ag->session && j->sess == ag->sess && pending_has(ag, j->req_id)) {
+		pending_del(ag, j->req_id);
+		fjob_answer(ag, j, n);
 	}
 	exec_cont_free(j->cont); /* not launched: failed, or the session changed */
 	free(j->buf);
@@ -2353,14 +2369,14 @@ static void fjob_finish(struct file_job *j, ssize_t n)
 	j->w.fd = -1;
 }
 
-static void fjob_readable(struct file_job *j)
+static void fjob_readable(struct agent *ag, struct file_job *j)
 {
 	for (;;) {
 		uint8_t extra;
 		/* at cap, one more byte tells EOF (the answer was exactly cap bytes) from an overflow */
 		ssize_t n = j->got == j->cap ? read(j->w.fd, &extra, 1) : read(j->w.fd, j->buf + j->got, j->cap - j->got);
 		if (n > 0 && j->got == j->cap) {
-			fjob_finish(j, -EFBIG);
+			fjob_finish(ag, j, -EFBIG);
 			return;
 		}
 		if (n > 0) {
@@ -2368,45 +2384,45 @@ static void fjob_readable(struct file_job *j)
 			continue;
 		}
 		if (n == 0) {
-			fjob_finish(j, (ssize_t)j->got);
+			fjob_finish(ag, j, (ssize_t)j->got);
 			return;
 		}
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN)
-			fjob_finish(j, -errno);
+			fjob_finish(ag, j, -errno);
 		return;
 	}
 }
 
-static void fjob_timers(int64_t now)
+static void fjob_timers(struct agent *ag, int64_t now)
 {
 	for (int i = 0; i < SM_MAX_FILE_JOBS; i++)
-		if (fjobs[i].used && now >= fjobs[i].deadline)
-			fjob_finish(&fjobs[i], -ETIMEDOUT);
+		if (ag->fjobs[i].used && now >= ag->fjobs[i].deadline)
+			fjob_finish(ag, &ag->fjobs[i], -ETIMEDOUT);
 }
 
-static int64_t fjob_next_deadline(int64_t t, int64_t now)
+static int64_t fjob_next_deadline(struct agent *ag, int64_t t, int64_t now)
 {
 	for (int i = 0; i < SM_MAX_FILE_JOBS; i++)
-		if (fjobs[i].used && fjobs[i].deadline - now < t)
-			t = fjobs[i].deadline - now;
+		if (ag->fjobs[i].used && ag->fjobs[i].deadline - now < t)
+			t = ag->fjobs[i].deadline - now;
 	return t;
 }
 
 /* Start fn(ctx, pipe) in a child for request id; the answer comes later (fjob_answer). Takes path. */
-static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
+static void fjob_start(struct agent *ag, uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
 		       size_t limit, struct exec_cont *cont)
 {
 	struct file_job *j = NULL;
 	for (int i = 0; i < SM_MAX_FILE_JOBS && !j; i++)
-		if (!fjobs[i].used)
-			j = &fjobs[i];
+		if (!ag->fjobs[i].used)
+			j = &ag->fjobs[i];
 	int pfd[2] = {-1, -1};
 	uint8_t *buf = j ? malloc(cap) : NULL;
 	if (!j || !buf || pipe2(pfd, O_CLOEXEC) < 0) {
 		int e = !j ? EBUSY : !buf ? ENOMEM : errno;
-		res_errno(id, e, !j ? "too many file operations in progress" : path);
+		res_errno(ag, id, e, !j ? "too many file operations in progress" : path);
 		free(buf);
 		free(path);
 		exec_cont_free(cont);
@@ -2417,7 +2433,7 @@ static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, enum fjo
 		int e = errno;
 		close(pfd[0]);
 		close(pfd[1]);
-		res_errno(id, e, "fork");
+		res_errno(ag, id, e, "fork");
 		free(buf);
 		free(path);
 		exec_cont_free(cont);
@@ -2430,126 +2446,126 @@ static void fjob_start(uint32_t id, guard_fn fn, void *ctx, char *path, enum fjo
 	}
 	close(pfd[1]);
 	set_nonblock(pfd[0]);
-	*j = (struct file_job){.used = true, .kind = kind, .cont = cont, .pid = pid, .req_id = id, .sess = A.sess,
+	*j = (struct file_job){.used = true, .kind = kind, .cont = cont, .pid = pid, .req_id = id, .sess = ag->sess,
 			       .deadline = mono_ms() + SM_FILE_JOB_TIMEOUT_MS, .buf = buf, .cap = cap, .limit = limit,
 			       .path = path};
 	j->w.kind = W_FJOB;
 	j->w.fd = pfd[0];
 	j->w.obj = j;
-	A.pending[A.npending++] = id;
-	watch_set(&j->w, EPOLLIN);
+	ag->pending[ag->npending++] = id;
+	watch_set(ag, &j->w, EPOLLIN);
 }
 
-static void op_read_file(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_read_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	int pi;
 	char msg[512];
 	if (args_path(d, args, "path", &pi, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
 	char *path = item_strdup(d, pi);
 	if (!path) {
-		res_error(id, "ENOMEM", "out of memory");
+		res_error(ag, id, "ENOMEM", "out of memory");
 		return;
 	}
-	if (any_share()) {
-		size_t limit = read_limit();
+	if (any_share(ag)) {
+		size_t limit = read_limit(ag);
 		struct read_ctx x = {path, limit};
-		fjob_start(id, read_child, &x, path, FJ_READ, 12 + limit, limit, NULL);
+		fjob_start(ag, id, read_child, &x, path, FJ_READ, 12 + limit, limit, NULL);
 		return;
 	} else {
 		uint8_t *buf;
 		size_t got;
 		mode_t mode = 0;
-		int rc = load_file(path, read_limit(), &buf, &got, &mode);
-		reply_loaded(id, path, rc, buf, got, mode, read_limit());
+		int rc = load_file(path, read_limit(ag), &buf, &got, &mode);
+		reply_loaded(ag, id, path, rc, buf, got, mode, read_limit(ag));
 		free(buf);
 	}
 	free(path);
 }
 
-static void op_workload_signal(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_workload_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t sig;
 	char msg[256];
 	if (args_uint(d, args, "signum", true, 1, 64, &sig, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
-	if (A.wl_pid <= 0) {
-		res_error(id, "ESRCH", "no workload process is running");
+	if (ag->wl_pid <= 0) {
+		res_error(ag, id, "ESRCH", "no workload process is running");
 		return;
 	}
-	if (kill(A.wl_pid, (int)sig) < 0) {
-		res_errno(id, errno, "kill workload");
+	if (kill(ag->wl_pid, (int)sig) < 0) {
+		res_errno(ag, id, errno, "kill workload");
 		return;
 	}
-	res_empty(id);
+	res_empty(ag, id);
 }
 
-static void tcp_connected(struct chan *c, int err)
+static void tcp_connected(struct agent *ag, struct chan *c, int err)
 {
 	c->connecting = false;
-	pending_del(c->req_id);
+	pending_del(ag, c->req_id);
 	if (err) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "connect 127.0.0.1: %s", strerror(err));
-		res_error(c->req_id, errno_code(err), msg);
-		chan_release(c);
+		res_error(ag, c->req_id, errno_code(err), msg);
+		chan_release(ag, c);
 		return;
 	}
-	res_empty(c->req_id);
+	res_empty(ag, c->req_id);
 	c->out_open = c->in_open = true;
 	c->rw.kind = W_CH_R;
 	c->ww.fd = fcntl(c->rw.fd, F_DUPFD_CLOEXEC, 3);
 	if (c->ww.fd < 0) {
-		chan_send_close(c);
+		chan_send_close(ag, c);
 		return;
 	}
 }
 
-static void op_tcp_connect(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_tcp_connect(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t port, ch;
 	char msg[256];
 	if (args_uint(d, args, "port", true, 1, 65535, &port, msg, sizeof(msg)) < 0 ||
 	    args_uint(d, args, "ch", true, 1, UINT32_MAX, &ch, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
 	uint32_t ids[1] = {(uint32_t)ch};
-	if (!ids_fresh(ids, 1)) {
-		res_error(id, "EINVAL", "ch: channel ids must be greater than every id used before");
+	if (!ids_fresh(ag, ids, 1)) {
+		res_error(ag, id, "EINVAL", "ch: channel ids must be greater than every id used before");
 		return;
 	}
-	ids_commit(ids, 1);
-	struct chan *c = chan_alloc((uint32_t)ch);
+	ids_commit(ag, ids, 1);
+	struct chan *c = chan_alloc(ag, (uint32_t)ch);
 	if (!c) {
-		res_error(id, "EBUSY", "too many open channels");
+		res_error(ag, id, "EBUSY", "too many open channels");
 		return;
 	}
 	c->tcp = true;
 	c->removed = true; /* not open until the successful res */
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s < 0) {
-		chan_release(c);
-		res_errno(id, errno, "socket");
+		chan_release(ag, c);
+		res_errno(ag, id, errno, "socket");
 		return;
 	}
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	c->rw.fd = s;
 	c->req_id = id;
-	A.pending[A.npending++] = id;
+	ag->pending[ag->npending++] = id;
 	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 		c->removed = false;
-		tcp_connected(c, 0);
+		tcp_connected(ag, c, 0);
 		return;
 	}
 	if (errno != EINPROGRESS) {
 		c->removed = false;
-		tcp_connected(c, errno);
+		tcp_connected(ag, c, errno);
 		return;
 	}
 	c->connecting = true;
@@ -2575,37 +2591,37 @@ static void eg_dial_fail(struct eg_dial *g, int err)
 	eg_dial_free(g);
 }
 
-static struct eg_dial *eg_dial_find(uint32_t id)
+static struct eg_dial *eg_dial_find(struct agent *ag, uint32_t id)
 {
 	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
-		if (A.eg_dials[i].used && A.eg_dials[i].id == id)
-			return &A.eg_dials[i];
+		if (ag->eg_dials[i].used && ag->eg_dials[i].id == id)
+			return &ag->eg_dials[i];
 	return NULL;
 }
 
-static void eg_lis_close(struct eg_lis *l)
+static void eg_lis_close(struct agent *ag, struct eg_lis *l)
 {
 	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
-		if (A.eg_dials[i].used && A.eg_dials[i].lis == l) {
-			A.eg_dials[i].lis = NULL; /* its caller is gone with the filter */
-			eg_dial_free(&A.eg_dials[i]);
+		if (ag->eg_dials[i].used && ag->eg_dials[i].lis == l) {
+			ag->eg_dials[i].lis = NULL; /* its caller is gone with the filter */
+			eg_dial_free(&ag->eg_dials[i]);
 		}
-	watch_close(&l->w);
+	watch_close(ag, &l->w);
 	l->used = false;
 }
 
-static void eg_take_listeners(void)
+static void eg_take_listeners(struct agent *ag)
 {
 	for (int n = 0; n < 64; n++) {
-		int fd = eg_recv_listener(A.eg_pair[0]);
+		int fd = eg_recv_listener(ag->eg_pair[0]);
 		if (fd == -1)
 			return;
 		if (fd < 0)
 			continue;
 		struct eg_lis *l = NULL;
 		for (int i = 0; i < SM_EG_MAX_LISTENERS && !l; i++)
-			if (!A.eg_lis[i].used)
-				l = &A.eg_lis[i];
+			if (!ag->eg_lis[i].used)
+				l = &ag->eg_lis[i];
 		if (!l) {
 			/* closing it makes that tree's connects fail (ENOSYS): closed, never open */
 			sm_log("egress: more than %d trapped process trees", SM_EG_MAX_LISTENERS);
@@ -2618,11 +2634,11 @@ static void eg_take_listeners(void)
 		l->w.obj = l;
 		l->w.reg = false;
 		l->w.cur = 0;
-		watch_set(&l->w, EPOLLIN);
+		watch_set(ag, &l->w, EPOLLIN);
 	}
 }
 
-static void eg_notified(struct eg_lis *l, uint32_t ev)
+static void eg_notified(struct agent *ag, struct eg_lis *l, uint32_t ev)
 {
 	/* one notification per readiness event: SECCOMP_IOCTL_NOTIF_RECV blocks when none is pending */
 	if (ev & EPOLLIN) {
@@ -2633,73 +2649,73 @@ static void eg_notified(struct eg_lis *l, uint32_t ev)
 				break;
 			struct eg_dial *g = NULL;
 			for (int i = 0; i < SM_EG_MAX_DIALS && !g; i++)
-				if (!A.eg_dials[i].used)
-					g = &A.eg_dials[i];
-			if (!A.session || !g) {
+				if (!ag->eg_dials[i].used)
+					g = &ag->eg_dials[i];
+			if (!ag->session || !g) {
 				/* no host to ask, or too many connects in flight: refused at once */
-				eg_notif_answer(l->w.fd, t.notif, A.session ? EAGAIN : ENETUNREACH);
+				eg_notif_answer(l->w.fd, t.notif, ag->session ? EAGAIN : ENETUNREACH);
 				close(t.sock);
 				continue;
 			}
 			g->used = true;
-			g->id = ++A.eg_next_dial;
+			g->id = ++ag->eg_next_dial;
 			if (g->id == 0)
-				g->id = ++A.eg_next_dial;
+				g->id = ++ag->eg_next_dial;
 			g->lis = l;
 			g->notif = t.notif;
 			g->sock = t.sock;
 			g->family = t.family;
 			g->deadline = mono_ms() + SM_EG_DIAL_TIMEOUT_MS;
-			evt_begin("dial", 3);
-			kv_uint("id", g->id);
-			kv_text("addr", t.addr);
-			kv_uint("port", t.port);
-			fend();
+			evt_begin(ag, "dial", 3);
+			kv_uint(ag, "id", g->id);
+			kv_text(ag, "addr", t.addr);
+			kv_uint(ag, "port", t.port);
+			fend(ag);
 		}
 	}
 	if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLIN))
-		eg_lis_close(l); /* every process of that tree has exited */
+		eg_lis_close(ag, l); /* every process of that tree has exited */
 }
 
-static void op_dial_answer(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_dial_answer(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint32_t dial, ch;
 	int ei;
 	char msg[256];
 	if (args_dial_answer(d, args, &dial, &ch, &ei, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
 	uint32_t ids[1] = {ch};
-	if (ch && !ids_fresh(ids, 1)) {
-		res_error(id, "EINVAL", "ch: channel ids must be greater than every id used before");
+	if (ch && !ids_fresh(ag, ids, 1)) {
+		res_error(ag, id, "EINVAL", "ch: channel ids must be greater than every id used before");
 		return;
 	}
 	if (ch)
-		ids_commit(ids, 1);
-	struct eg_dial *g = eg_dial_find(dial);
+		ids_commit(ag, ids, 1);
+	struct eg_dial *g = eg_dial_find(ag, dial);
 	if (!g || !g->lis || !eg_notif_valid(g->lis->w.fd, g->notif)) {
 		if (g)
 			eg_dial_free(g);
-		res_error(id, "ENOENT", "no such dial (the connecting process is gone)");
+		res_error(ag, id, "ENOENT", "no such dial (the connecting process is gone)");
 		return;
 	}
 	if (ei >= 0) {
 		eg_dial_fail(g, eg_errno_of((const char *)cb_ptr(d, (uint32_t)ei), d->items[ei].len));
-		res_empty(id);
+		res_empty(ag, id);
 		return;
 	}
-	struct chan *c = chan_alloc(ch);
+	struct chan *c = chan_alloc(ag, ch);
 	if (!c) {
 		eg_dial_fail(g, EAGAIN);
-		res_error(id, "EBUSY", "too many open channels");
+		res_error(ag, id, "EBUSY", "too many open channels");
 		return;
 	}
 	int fd = eg_relay_connect(g->sock, g->family);
 	if (fd < 0) {
-		chan_release(c);
+		chan_release(ag, c);
 		eg_dial_fail(g, -fd);
-		res_errno(id, -fd, "relay");
+		res_errno(ag, id, -fd, "relay");
 		return;
 	}
 	c->tcp = true;
@@ -2707,146 +2723,146 @@ static void op_dial_answer(uint32_t id, const struct cb_doc *d, uint32_t args)
 	c->out_open = c->in_open = true;
 	c->rw.kind = W_CH_R;
 	c->ww.fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	res_empty(id);
+	res_empty(ag, id);
 	if (c->ww.fd < 0)
-		chan_send_close(c);
+		chan_send_close(ag, c);
 	eg_notif_answer(g->lis->w.fd, g->notif, 0);
 	eg_dial_free(g);
 }
 
-static void eg_dns_read(void)
+static void eg_dns_read(struct agent *ag)
 {
 	static uint8_t q[SM_EG_DNS_MAX_BYTES + 1];
 	for (int n = 0; n < 32; n++) {
 		struct sockaddr_in from;
 		socklen_t fl = sizeof(from);
-		ssize_t r = recvfrom(A.eg_dns_w.fd, q, sizeof(q), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+		ssize_t r = recvfrom(ag->eg_dns_w.fd, q, sizeof(q), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
 		if (r < 0)
 			return;
-		if (r < 12 || r > SM_EG_DNS_MAX_BYTES || !A.session || fl != sizeof(from))
+		if (r < 12 || r > SM_EG_DNS_MAX_BYTES || !ag->session || fl != sizeof(from))
 			continue; /* not a query we carry; the resolver retries or gives up */
 		int64_t now = mono_ms();
-		if (now - A.eg_dns_window >= 1000) {
-			A.eg_dns_window = now;
-			A.eg_dns_count = 0;
+		if (now - ag->eg_dns_window >= 1000) {
+			ag->eg_dns_window = now;
+			ag->eg_dns_count = 0;
 		}
-		if (++A.eg_dns_count > SM_EG_DNS_PER_SEC)
+		if (++ag->eg_dns_count > SM_EG_DNS_PER_SEC)
 			continue;
-		struct eg_q *s = &A.eg_q[0];
+		struct eg_q *s = &ag->eg_q[0];
 		for (int i = 0; i < SM_EG_MAX_DNS; i++) {
-			if (!A.eg_q[i].used) {
-				s = &A.eg_q[i];
+			if (!ag->eg_q[i].used) {
+				s = &ag->eg_q[i];
 				break;
 			}
-			if (A.eg_q[i].t < s->t)
-				s = &A.eg_q[i]; /* full: the oldest query is forgotten */
+			if (ag->eg_q[i].t < s->t)
+				s = &ag->eg_q[i]; /* full: the oldest query is forgotten */
 		}
 		s->used = true;
-		s->id = ++A.eg_next_q;
+		s->id = ++ag->eg_next_q;
 		s->t = now;
 		s->from = from;
-		evt_begin("dns", 2);
-		kv_uint("id", s->id);
-		cbe_text(&A.outq, "q");
-		cbe_bytes(&A.outq, q, (size_t)r);
-		fend();
+		evt_begin(ag, "dns", 2);
+		kv_uint(ag, "id", s->id);
+		cbe_text(&ag->outq, "q");
+		cbe_bytes(&ag->outq, q, (size_t)r);
+		fend(ag);
 	}
 }
 
-static void op_dns_answer(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_dns_answer(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint32_t qid;
 	int a;
 	char msg[256];
 	if (args_dns_answer(d, args, &qid, &a, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
 	for (int i = 0; i < SM_EG_MAX_DNS; i++) {
-		struct eg_q *s = &A.eg_q[i];
+		struct eg_q *s = &ag->eg_q[i];
 		if (!s->used || s->id != qid)
 			continue;
 		s->used = false;
-		if (A.eg_dns_w.fd >= 0)
-			sendto(A.eg_dns_w.fd, cb_ptr(d, (uint32_t)a), d->items[a].len, MSG_DONTWAIT,
+		if (ag->eg_dns_w.fd >= 0)
+			sendto(ag->eg_dns_w.fd, cb_ptr(d, (uint32_t)a), d->items[a].len, MSG_DONTWAIT,
 			       (struct sockaddr *)&s->from, sizeof(s->from));
 		break;
 	}
-	res_empty(id); /* an answer to a forgotten query is dropped silently */
+	res_empty(ag, id); /* an answer to a forgotten query is dropped silently */
 }
 
-static void eg_session_reset(void)
+static void eg_session_reset(struct agent *ag)
 {
 	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
-		if (A.eg_dials[i].used)
-			eg_dial_fail(&A.eg_dials[i], ENETUNREACH);
+		if (ag->eg_dials[i].used)
+			eg_dial_fail(&ag->eg_dials[i], ENETUNREACH);
 	for (int i = 0; i < SM_EG_MAX_DNS; i++)
-		A.eg_q[i].used = false;
+		ag->eg_q[i].used = false;
 }
 
-static void eg_timers(int64_t now)
+static void eg_timers(struct agent *ag, int64_t now)
 {
 	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
-		if (A.eg_dials[i].used && now >= A.eg_dials[i].deadline)
-			eg_dial_fail(&A.eg_dials[i], ETIMEDOUT);
+		if (ag->eg_dials[i].used && now >= ag->eg_dials[i].deadline)
+			eg_dial_fail(&ag->eg_dials[i], ETIMEDOUT);
 }
 
-static void eg_init(void)
+static void eg_init(struct agent *ag)
 {
 	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
-		A.eg_dials[i].sock = -1;
-	A.eg_pair[0] = A.eg_pair[1] = -1;
-	A.eg_dns_w.fd = -1;
-	if (getpid() != 1 || A.cfg->has_net)
+		ag->eg_dials[i].sock = -1;
+	ag->eg_pair[0] = ag->eg_pair[1] = -1;
+	ag->eg_dns_w.fd = -1;
+	if (getpid() != 1 || ag->cfg->has_net)
 		return;
-	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, A.eg_pair) < 0) {
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ag->eg_pair) < 0) {
 		sm_log("egress: socketpair: %s", strerror(errno));
 		return;
 	}
-	set_nonblock(A.eg_pair[0]);
-	A.eg_on = true;
-	eg_child_fd = A.eg_pair[1];
-	A.eg_w.kind = W_EG_SOCK;
-	A.eg_w.fd = A.eg_pair[0];
-	watch_set(&A.eg_w, EPOLLIN);
+	set_nonblock(ag->eg_pair[0]);
+	ag->eg_on = true;
+	ag->eg_child_fd = ag->eg_pair[1];
+	ag->eg_w.kind = W_EG_SOCK;
+	ag->eg_w.fd = ag->eg_pair[0];
+	watch_set(ag, &ag->eg_w, EPOLLIN);
 	int dns = eg_dns_open();
 	if (dns >= 0) {
-		A.eg_dns_w.kind = W_EG_DNS;
-		A.eg_dns_w.fd = dns;
-		watch_set(&A.eg_dns_w, EPOLLIN);
+		ag->eg_dns_w.kind = W_EG_DNS;
+		ag->eg_dns_w.fd = dns;
+		watch_set(ag, &ag->eg_dns_w, EPOLLIN);
 		eg_resolv_write();
 	} else {
 		sm_log("egress: DNS stub: %s", strerror(errno));
 	}
 }
 
-static void port_write(void);
+static void port_write(struct agent *ag);
 
 /* Write queued frames now rather than at the end of the event-loop turn. */
-static void flush_now(void)
+static void flush_now(struct agent *ag)
 {
-	if (A.connected && outq_pending() > 0)
-		port_write();
+	if (ag->connected && outq_pending(ag) > 0)
+		port_write(ag);
 }
 
-static void op_resume(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_resume(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t tns;
 	int ei;
 	char msg[256];
 	if (args_uint(d, args, "timeNs", true, 0, UINT64_MAX, &tns, msg, sizeof(msg)) < 0 ||
 	    args_bytes(d, args, "entropy", &ei, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
 	uint32_t elen = d->items[ei].len;
 	if (elen < SM_ENTROPY_MIN || elen > SM_ENTROPY_MAX) {
-		res_error(id, "EINVAL", "entropy: must be 32..512 bytes");
+		res_error(ag, id, "EINVAL", "entropy: must be 32..512 bytes");
 		return;
 	}
 	struct timespec ts = {.tv_sec = (time_t)(tns / 1000000000ull), .tv_nsec = (long)(tns % 1000000000ull)};
 	if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
-		res_errno(id, errno, "clock_settime");
+		res_errno(ag, id, errno, "clock_settime");
 		return;
 	}
 	struct {
@@ -2862,7 +2878,7 @@ static void op_resume(uint32_t id, const struct cb_doc *d, uint32_t args)
 		int e = errno;
 		if (fd >= 0)
 			close(fd);
-		res_errno(id, e, "RNDADDENTROPY");
+		res_errno(ag, id, e, "RNDADDENTROPY");
 		return;
 	}
 	/* force the CRNG to reseed now so getrandom() diverges between two restores */
@@ -2870,17 +2886,17 @@ static void op_resume(uint32_t id, const struct cb_doc *d, uint32_t args)
 		sm_log("RNDRESEEDCRNG: %s", strerror(errno));
 	close(fd);
 	memset(&rpi, 0, sizeof(rpi));
-	res_empty(id);
-	if (A.cfg->start == START_RESUME) {
+	res_empty(ag, id);
+	if (ag->cfg->start == START_RESUME) {
 		/* Send the answer before starting the workload: the first fork after a restore costs
 		 * tens of milliseconds under TCG and the host hands the VM out on this answer. Requests
 		 * that follow are read only after the workload has started, so their order holds. */
-		flush_now();
-		workload_start();
+		flush_now(ag);
+		workload_start(ag);
 	}
 }
 
-static void op_stats(uint32_t id)
+static void op_stats(struct agent *ag, uint32_t id)
 {
 	uint64_t total = meminfo_kib("MemTotal"), avail = meminfo_kib("MemAvailable");
 	uint64_t load = 0;
@@ -2893,34 +2909,34 @@ static void op_stats(uint32_t id)
 	}
 	struct timespec ts;
 	clock_gettime(CLOCK_BOOTTIME, &ts);
-	res_begin(id, 4);
-	kv_uint("memTotalKib", total);
-	kv_uint("memAvailKib", avail);
-	kv_uint("uptimeMs", (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
-	kv_uint("loadAvg1Milli", load);
-	fend();
+	res_begin(ag, id, 4);
+	kv_uint(ag, "memTotalKib", total);
+	kv_uint(ag, "memAvailKib", avail);
+	kv_uint(ag, "uptimeMs", (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+	kv_uint(ag, "loadAvg1Milli", load);
+	fend(ag);
 }
 
-static void flush_blocking(int timeout_ms)
+static void flush_blocking(struct agent *ag, int timeout_ms)
 {
 	int64_t end = mono_ms() + timeout_ms;
-	while (outq_pending() > 0 && A.connected && mono_ms() < end) {
-		ssize_t n = write(A.port, A.outq.p + A.out_off, outq_pending());
+	while (outq_pending(ag) > 0 && ag->connected && mono_ms() < end) {
+		ssize_t n = write(ag->port, ag->outq.p + ag->out_off, outq_pending(ag));
 		if (n > 0) {
-			A.out_off += (size_t)n;
+			ag->out_off += (size_t)n;
 			continue;
 		}
 		if (n < 0 && errno != EAGAIN && errno != EINTR)
 			break;
-		struct pollfd pfd = {.fd = A.port, .events = POLLOUT};
+		struct pollfd pfd = {.fd = ag->port, .events = POLLOUT};
 		poll(&pfd, 1, 50);
 	}
 }
 
-static void op_shutdown(uint32_t id)
+static void op_shutdown(struct agent *ag, uint32_t id)
 {
-	res_empty(id);
-	flush_blocking(1000);
+	res_empty(ag, id);
+	flush_blocking(ag, 1000);
 	sm_poweroff();
 }
 
@@ -2959,18 +2975,18 @@ static void share_orphan(struct share *s)
 }
 
 /* Send (the rest of) the held request within the channel's credit. */
-static void share_send(struct share *s)
+static void share_send(struct agent *ag, struct share *s)
 {
 	struct chan *c = s->ch;
-	while (c && s->req_off < s->req_len && A.session && c->state == CH_OPEN && !c->removed && c->out_open &&
-	       c->credit > 0 && outq_pending() <= SM_OUTQ_SOFT_BYTES) {
+	while (c && s->req_off < s->req_len && ag->session && c->state == CH_OPEN && !c->removed && c->out_open &&
+	       c->credit > 0 && outq_pending(ag) <= SM_OUTQ_SOFT_BYTES) {
 		size_t k = s->req_len - s->req_off;
 		if (k > c->credit)
 			k = (size_t)c->credit;
-		size_t maxd = A.host_max_frame - SM_DATA_OVERHEAD_BYTES;
+		size_t maxd = ag->host_max_frame - SM_DATA_OVERHEAD_BYTES;
 		if (k > maxd)
 			k = maxd;
-		send_data(c->id, s->req + s->req_off, k);
+		send_data(ag, c->id, s->req + s->req_off, k);
 		c->credit -= k;
 		s->req_off += (uint32_t)k;
 	}
@@ -2978,14 +2994,14 @@ static void share_send(struct share *s)
 		s->req_off = s->req_len = 0;
 }
 
-static void share_pump(struct share *s)
+static void share_pump(struct agent *ag, struct share *s)
 {
 	for (int i = 0; i < 16 && s->used && !s->dead && s->w.fd >= 0; i++) {
 		bool orphan = !s->ch;
 		if (!orphan) {
-			share_send(s);
-			if (s->req_len > 0 || fs_relay_full(&s->relay) || !A.session || s->ch->credit == 0 ||
-			    outq_pending() > SM_OUTQ_SOFT_BYTES)
+			share_send(ag, s);
+			if (s->req_len > 0 || fs_relay_full(&s->relay) || !ag->session || s->ch->credit == 0 ||
+			    outq_pending(ag) > SM_OUTQ_SOFT_BYTES)
 				return;
 		}
 		ssize_t n = read(s->w.fd, s->req, FS_REQ_BUF);
@@ -2995,7 +3011,7 @@ static void share_pump(struct share *s)
 			/* ENODEV: the connection was aborted or the file system unmounted */
 			sm_log("share %s: /dev/fuse: %s", s->tag, n < 0 ? strerror(errno) : "end of file");
 			s->dead = true;
-			watch_set(&s->w, 0);
+			watch_set(ag, &s->w, 0);
 			return;
 		}
 		uint32_t op;
@@ -3014,44 +3030,44 @@ static void share_pump(struct share *s)
 }
 
 /* Bytes from the host on the share's channel (credit already checked). */
-static void share_from_host(struct chan *c, const uint8_t *p, uint32_t n)
+static void share_from_host(struct agent *ag, struct chan *c, const uint8_t *p, uint32_t n)
 {
 	struct share *s = c->fs;
 	if (fs_relay_feed(&s->relay, p, n, share_write, s) < 0) {
 		sm_log("share %s: FUSE message length outside 16..%u from the host; channel closed", s->tag,
 		       FS_REPLY_MAX);
 		share_orphan(s);
-		chan_send_close(c);
+		chan_send_close(ag, c);
 		return;
 	}
 	/* every complete message went to /dev/fuse at once: the bytes are consumed */
 	c->consumed += n;
 	if (c->consumed >= SM_WINDOW_BYTES / 2) {
-		send_credit(c->id, c->consumed);
+		send_credit(ag, c->id, c->consumed);
 		c->granted += c->consumed;
 		c->consumed = 0;
 	}
 }
 
-static bool any_share(void)
+static bool any_share(struct agent *ag)
 {
 	for (int i = 0; i < FS_MAX_SHARES; i++)
-		if (A.shares[i].used)
+		if (ag->shares[i].used)
 			return true;
 	return false;
 }
 
-static struct share *share_find(const char *tag)
+static struct share *share_find(struct agent *ag, const char *tag)
 {
 	for (int i = 0; i < FS_MAX_SHARES; i++)
-		if (A.shares[i].used && !strcmp(A.shares[i].tag, tag))
-			return &A.shares[i];
+		if (ag->shares[i].used && !strcmp(ag->shares[i].tag, tag))
+			return &ag->shares[i];
 	return NULL;
 }
 
-static void share_free(struct share *s)
+static void share_free(struct agent *ag, struct share *s)
 {
-	watch_close(&s->w);
+	watch_close(ag, &s->w);
 	free(s->path);
 	free(s->req);
 	free(s->relay.rbuf);
@@ -3177,52 +3193,52 @@ static int fs_job_run(const struct fs_job *j, int res[2])
 	return n == (ssize_t)(sizeof(int) * 2) ? 0 : -EIO; /* the child died without an answer */
 }
 
-static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	char tag[FS_TAG_MAX + 1], msg[320];
 	uint32_t ch;
 	int pi;
 	if (args_fs_attach(d, args, tag, &ch, &pi, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
 	uint32_t ids[1] = {ch};
-	if (!ids_fresh(ids, 1)) {
-		res_error(id, "EINVAL", "ch: channel ids must be greater than every id used before");
+	if (!ids_fresh(ag, ids, 1)) {
+		res_error(ag, id, "EINVAL", "ch: channel ids must be greater than every id used before");
 		return;
 	}
-	ids_commit(ids, 1);
-	if (share_find(tag)) {
+	ids_commit(ag, ids, 1);
+	if (share_find(ag, tag)) {
 		snprintf(msg, sizeof(msg), "share '%s' is already attached (fs-detach it first)", tag);
-		res_error(id, "EEXIST", msg);
+		res_error(ag, id, "EEXIST", msg);
 		return;
 	}
 	struct share *s = NULL;
 	for (int i = 0; i < FS_MAX_SHARES && !s; i++)
-		if (!A.shares[i].used)
-			s = &A.shares[i];
-	if (!s || chan_free_slots() == 0) {
-		res_error(id, "EBUSY", s ? "too many open channels" : "16 shares are attached already");
+		if (!ag->shares[i].used)
+			s = &ag->shares[i];
+	if (!s || chan_free_slots(ag) == 0) {
+		res_error(ag, id, "EBUSY", s ? "too many open channels" : "16 shares are attached already");
 		return;
 	}
 	char path[SM_PATH_MAX_BYTES + 1];
 	if (pi >= 0) {
 		memcpy(path, cb_ptr(d, (uint32_t)pi), d->items[pi].len);
 		path[d->items[pi].len] = 0;
-		if (on_share(path)) {
+		if (on_share(ag, path)) {
 			snprintf(msg, sizeof(msg), "path: %.200s is on a live host share; choose a path outside", path);
-			res_error(id, "EINVAL", msg);
+			res_error(ag, id, "EINVAL", msg);
 			return;
 		}
 	}
 	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ENODEV || errno == ENXIO)
-			res_error(id, "ENODEV",
+			res_error(ag, id, "ENODEV",
 				  "/dev/fuse is missing: the guest kernel has no fuse module (the image was built "
 				  "without mounts support)");
 		else
-			res_errno(id, errno, "open /dev/fuse");
+			res_errno(ag, id, errno, "open /dev/fuse");
 		return;
 	}
 	uint8_t *req = malloc(FS_REQ_BUF), *rbuf = malloc(FS_REPLY_MAX);
@@ -3230,7 +3246,7 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 		free(req);
 		free(rbuf);
 		close(fd);
-		res_error(id, "ENOMEM", "no memory for the share buffers");
+		res_error(ag, id, "ENOMEM", "no memory for the share buffers");
 		return;
 	}
 	/* users' binds of this tag from before the last fs-detach (e.g. a warmup's mount -t virtiofs) */
@@ -3238,7 +3254,7 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 	if (rebind)
 		fs_binds_prune(rebind, rebind_skip, pi >= 0 ? path : NULL);
 	struct fs_job job = {.kind = 1, .tag = tag, .path = pi >= 0 ? path : NULL, .fd = fd,
-			     .install = !A.helper_installed, .rebind = rebind};
+			     .install = !ag->helper_installed, .rebind = rebind};
 	int res[2] = {0, 0};
 	int r = fs_job_run(&job, res);
 	if (r < 0 || res[0] != 0) {
@@ -3255,12 +3271,12 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 			int dres[2];
 			fs_job_run(&dj, dres);
 		}
-		res_error(id, errno_code(e), msg);
+		res_error(ag, id, errno_code(e), msg);
 		return;
 	}
-	A.helper_installed = true;
+	ag->helper_installed = true;
 	fs_binds_forget(tag); /* made again (or skipped); the next fs-detach remembers afresh */
-	struct chan *c = chan_alloc(ch);
+	struct chan *c = chan_alloc(ag, ch);
 	memset(s, 0, sizeof(*s));
 	s->used = true;
 	memcpy(s->tag, tag, sizeof(s->tag));
@@ -3270,7 +3286,7 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 	s->req = req;
 	s->path = pi >= 0 ? strdup(path) : NULL; /* NULL on ENOMEM too: then it counts as a user's bind */
 	fs_relay_init(&s->relay, rbuf);
-	res_empty(id);
+	res_empty(ag, id);
 	if (!c) { /* checked above; cannot happen */
 		share_orphan(s);
 		return;
@@ -3280,17 +3296,17 @@ static void op_fs_attach(uint32_t id, const struct cb_doc *d, uint32_t args)
 	s->ch = c;
 }
 
-static void op_fs_detach(uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_fs_detach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	char tag[FS_TAG_MAX + 1], msg[256];
 	if (args_tag(d, args, "tag", tag, msg, sizeof(msg)) < 0) {
-		res_error(id, "EINVAL", msg);
+		res_error(ag, id, "EINVAL", msg);
 		return;
 	}
-	struct share *s = share_find(tag);
+	struct share *s = share_find(ag, tag);
 	if (!s) {
 		snprintf(msg, sizeof(msg), "share '%s' is not attached", tag);
-		res_error(id, "ENOENT", msg);
+		res_error(ag, id, "ENOENT", msg);
 		return;
 	}
 	/* remember users' binds (mount -t virtiofs) so that the next fs-attach makes them again */
@@ -3298,7 +3314,7 @@ static void op_fs_detach(uint32_t id, const struct cb_doc *d, uint32_t args)
 	snprintf(staging, sizeof(staging), "%s/%s", FS_STAGING, tag);
 	fs_binds_save(tag, staging, s->path);
 	/* close /dev/fuse first: the kernel aborts the connection, so nothing below can wait on it */
-	watch_close(&s->w);
+	watch_close(ag, &s->w);
 	struct fs_job j = {.kind = 2, .tag = tag};
 	int res[2];
 	if (fs_job_run(&j, res) < 0)
@@ -3307,74 +3323,74 @@ static void op_fs_detach(uint32_t id, const struct cb_doc *d, uint32_t args)
 	if (c) {
 		c->fs = NULL;
 		s->ch = NULL;
-		chan_send_close(c);
+		chan_send_close(ag, c);
 	}
-	share_free(s);
-	res_empty(id);
+	share_free(ag, s);
+	res_empty(ag, id);
 }
 
-static void violation(const char *code, const char *msg);
+static void violation(struct agent *ag, const char *code, const char *msg);
 
-static void dispatch_req(const struct cb_doc *d, const struct frame_info *fi)
+static void dispatch_req(struct agent *ag, const struct cb_doc *d, const struct frame_info *fi)
 {
 	uint32_t id = fi->id;
-	if (pending_has(id)) {
-		violation(E_DUPLICATE_ID, "req id is still pending");
+	if (pending_has(ag, id)) {
+		violation(ag, E_DUPLICATE_ID, "req id is still pending");
 		return;
 	}
-	if (A.npending >= SM_MAX_PENDING) {
-		res_error(id, "EBUSY", "too many pending requests");
+	if (ag->npending >= SM_MAX_PENDING) {
+		res_error(ag, id, "EBUSY", "too many pending requests");
 		return;
 	}
 	uint32_t op = fi->op, args = fi->args;
 	if (cb_text_eq(d, op, "exec"))
-		op_exec(id, d, args, false);
+		op_exec(ag, id, d, args, false);
 	else if (cb_text_eq(d, op, "spawn"))
-		op_exec(id, d, args, true);
+		op_exec(ag, id, d, args, true);
 	else if (cb_text_eq(d, op, "signal"))
-		op_signal(id, d, args);
+		op_signal(ag, id, d, args);
 	else if (cb_text_eq(d, op, "resize"))
-		op_resize(id, d, args);
+		op_resize(ag, id, d, args);
 	else if (cb_text_eq(d, op, "close-stdin"))
-		op_close_stdin(id, d, args);
+		op_close_stdin(ag, id, d, args);
 	else if (cb_text_eq(d, op, "write-file"))
-		op_write_file(id, d, args);
+		op_write_file(ag, id, d, args);
 	else if (cb_text_eq(d, op, "read-file"))
-		op_read_file(id, d, args);
+		op_read_file(ag, id, d, args);
 	else if (cb_text_eq(d, op, "workload-signal"))
-		op_workload_signal(id, d, args);
+		op_workload_signal(ag, id, d, args);
 	else if (cb_text_eq(d, op, "tcp-connect"))
-		op_tcp_connect(id, d, args);
+		op_tcp_connect(ag, id, d, args);
 	else if (cb_text_eq(d, op, "resume"))
-		op_resume(id, d, args);
+		op_resume(ag, id, d, args);
 	else if (cb_text_eq(d, op, "ping"))
-		res_empty(id);
+		res_empty(ag, id);
 	else if (cb_text_eq(d, op, "stats"))
-		op_stats(id);
+		op_stats(ag, id);
 	else if (cb_text_eq(d, op, "fs-attach"))
-		op_fs_attach(id, d, args);
+		op_fs_attach(ag, id, d, args);
 	else if (cb_text_eq(d, op, "fs-detach"))
-		op_fs_detach(id, d, args);
+		op_fs_detach(ag, id, d, args);
 	else if (cb_text_eq(d, op, "shutdown"))
-		op_shutdown(id);
-	else if (A.eg_on && cb_text_eq(d, op, "dial-answer"))
-		op_dial_answer(id, d, args);
-	else if (A.eg_on && cb_text_eq(d, op, "dns-answer"))
-		op_dns_answer(id, d, args);
+		op_shutdown(ag, id);
+	else if (ag->eg_on && cb_text_eq(d, op, "dial-answer"))
+		op_dial_answer(ag, id, d, args);
+	else if (ag->eg_on && cb_text_eq(d, op, "dns-answer"))
+		op_dns_answer(ag, id, d, args);
 	else {
 		char msg[128];
 		size_t n = d->items[op].len; /* op text is not NUL-terminated */
 		snprintf(msg, sizeof(msg), "unknown op %.*s", (int)(n > 64 ? 64 : n), (const char *)cb_ptr(d, op));
-		res_error(id, "SM_UNKNOWN_OP", msg);
+		res_error(ag, id, "SM_UNKNOWN_OP", msg);
 	}
 }
 
 /* ------------------------------------------------------------------ session */
 
-static void session_reset(void)
+static void session_reset(struct agent *ag)
 {
 	for (int i = 0; i < SM_MAX_PROCS; i++) {
-		struct proc *p = &A.procs[i];
+		struct proc *p = &ag->procs[i];
 		if (!p->used)
 			continue;
 		if (p->kind == PK_EXEC && p->pending) {
@@ -3384,7 +3400,7 @@ static void session_reset(void)
 		}
 	}
 	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
-		struct chan *c = &A.chans[i];
+		struct chan *c = &ag->chans[i];
 		if (c->state == CH_FREE)
 			continue;
 		if (c->proc) {
@@ -3397,113 +3413,113 @@ static void session_reset(void)
 				p->in = NULL;
 		}
 		c->proc = NULL;
-		chan_release(c);
+		chan_release(ag, c);
 	}
-	A.npending = 0;
-	A.last_ch = 0;
-	A.session = false;
-	eg_session_reset();
-	A.listening_reported = false;
-	outq_drop();
+	ag->npending = 0;
+	ag->last_ch = 0;
+	ag->session = false;
+	eg_session_reset(ag);
+	ag->listening_reported = false;
+	outq_drop(ag);
 	/* processes whose channels vanished may now be complete */
 	for (int i = 0; i < SM_MAX_PROCS; i++)
-		if (A.procs[i].used)
-			proc_check_done(&A.procs[i]);
+		if (ag->procs[i].used)
+			proc_check_done(ag, &ag->procs[i]);
 }
 
-static void handle_hello(const struct frame_info *fi)
+static void handle_hello(struct agent *ag, const struct frame_info *fi)
 {
 	sm_dbg("hello from host (nonce %u)", fi->nonce);
-	session_reset();
+	session_reset(ag);
 	if (fi->v < 1) {
-		send_fatal(E_VERSION, "agent speaks protocol version 1 only");
+		send_fatal(ag, E_VERSION, "agent speaks protocol version 1 only");
 		return;
 	}
-	A.session = true;
-	A.sess++;
-	A.host_max_frame = (uint32_t)fi->max_frame;
-	A.host_window = (uint32_t)fi->window;
-	fbegin();
-	cbe_map(&A.outq, fi->has_nonce ? 10 : 9);
-	kv_text("t", "hello");
-	kv_uint("v", 1);
-	kv_text("agent", SM_AGENT_VERSION);
+	ag->session = true;
+	ag->sess++;
+	ag->host_max_frame = (uint32_t)fi->max_frame;
+	ag->host_window = (uint32_t)fi->window;
+	fbegin(ag);
+	cbe_map(&ag->outq, fi->has_nonce ? 10 : 9);
+	kv_text(ag, "t", "hello");
+	kv_uint(ag, "v", 1);
+	kv_text(ag, "agent", SM_AGENT_VERSION);
 	static const char *const caps[] = {"exec", "spawn", "signal", "resize", "close-stdin",
 					   "write-file", "read-file", "workload-signal", "tcp-connect",
 					   "resume", "ping", "shutdown", "stats", "tty", "chain",
 					   "fs-attach", "fs-detach", "fs", "agent-exe"};
 	size_t ncaps = sizeof(caps) / sizeof(caps[0]);
 	bool work_cg = sm_work_cgroup_fd >= 0;
-	cbe_text(&A.outq, "caps");
-	cbe_array(&A.outq, ncaps + (work_cg ? 1 : 0) + (A.eg_on ? 3 : 0));
+	cbe_text(&ag->outq, "caps");
+	cbe_array(&ag->outq, ncaps + (work_cg ? 1 : 0) + (ag->eg_on ? 3 : 0));
 	for (size_t i = 0; i < ncaps; i++)
-		cbe_text(&A.outq, caps[i]);
+		cbe_text(&ag->outq, caps[i]);
 	if (work_cg)
-		cbe_text(&A.outq, "work-cgroup");
-	if (A.eg_on) {
-		cbe_text(&A.outq, "egress");
-		cbe_text(&A.outq, "dial-answer");
-		cbe_text(&A.outq, "dns-answer");
+		cbe_text(&ag->outq, "work-cgroup");
+	if (ag->eg_on) {
+		cbe_text(&ag->outq, "egress");
+		cbe_text(&ag->outq, "dial-answer");
+		cbe_text(&ag->outq, "dns-answer");
 	}
-	kv_uint("maxFrame", SM_MAX_FRAME_BYTES);
-	kv_uint("window", SM_WINDOW_BYTES);
-	cbe_text(&A.outq, "ready");
-	cbe_bool(&A.outq, true);
-	cbe_text(&A.outq, "listening");
-	if (A.listening_seen)
-		cbe_uint(&A.outq, A.cfg->guest_port);
+	kv_uint(ag, "maxFrame", SM_MAX_FRAME_BYTES);
+	kv_uint(ag, "window", SM_WINDOW_BYTES);
+	cbe_text(&ag->outq, "ready");
+	cbe_bool(&ag->outq, true);
+	cbe_text(&ag->outq, "listening");
+	if (ag->listening_seen)
+		cbe_uint(&ag->outq, ag->cfg->guest_port);
 	else
-		cbe_null(&A.outq);
-	kv_uint("bootMs", (uint64_t)A.boot_ms);
+		cbe_null(&ag->outq);
+	kv_uint(ag, "bootMs", (uint64_t)ag->boot_ms);
 	if (fi->has_nonce)
-		kv_uint("nonce", fi->nonce);
-	fend();
-	A.listening_reported = A.listening_seen;
+		kv_uint(ag, "nonce", fi->nonce);
+	fend(ag);
+	ag->listening_reported = ag->listening_seen;
 }
 
 /* Protocol violation: tell the host, drop the session, resynchronise. */
-static void violation(const char *code, const char *msg)
+static void violation(struct agent *ag, const char *code, const char *msg)
 {
 	sm_log("protocol violation %s: %s", code, msg);
-	session_reset();
-	send_fatal(code, msg);
+	session_reset(ag);
+	send_fatal(ag, code, msg);
 	/* the fatal frame must reach the host although the session is gone */
-	A.host_max_frame = SM_MAX_FRAME_BYTES;
+	ag->host_max_frame = SM_MAX_FRAME_BYTES;
 }
 
-static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *fi)
+static void handle_chan_frame(struct agent *ag, const struct cb_doc *d, const struct frame_info *fi)
 {
-	struct chan *c = chan_find(fi->ch);
+	struct chan *c = chan_find(ag, fi->ch);
 	switch (fi->kind) {
 	case FK_DATA: {
 		uint32_t n = d->items[fi->d].len;
 		if (!c) {
-			violation(E_UNKNOWN_CHANNEL, "data for an unknown channel");
+			violation(ag, E_UNKNOWN_CHANNEL, "data for an unknown channel");
 			return;
 		}
 		if (c->state == CH_CLOSING)
 			return;
 		if (!c->in_open) {
 			if (c->in_eof)
-				violation(E_DATA_AFTER_EOF, "data after eof");
+				violation(ag, E_DATA_AFTER_EOF, "data after eof");
 			else
-				violation(E_UNKNOWN_CHANNEL, "wrong direction");
+				violation(ag, E_UNKNOWN_CHANNEL, "wrong direction");
 			return;
 		}
 		if (n > c->granted) {
-			violation(E_CREDIT_EXCEEDED, "data beyond the granted credit");
+			violation(ag, E_CREDIT_EXCEEDED, "data beyond the granted credit");
 			return;
 		}
 		c->granted -= n;
 		if (c->fs) {
-			share_from_host(c, cb_ptr(d, fi->d), n);
+			share_from_host(ag, c, cb_ptr(d, fi->d), n);
 			return;
 		}
 		if (c->ww.fd < 0) {
 			/* consumer gone: discard but keep the host's credit flowing */
 			c->consumed += n;
 			if (c->consumed >= SM_WINDOW_BYTES / 2) {
-				send_credit(c->id, c->consumed);
+				send_credit(ag, c->id, c->consumed);
 				c->granted += c->consumed;
 				c->consumed = 0;
 			}
@@ -3512,7 +3528,7 @@ static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *f
 		if (!c->ibuf) {
 			c->ibuf = malloc(SM_WINDOW_BYTES);
 			if (!c->ibuf) {
-				chan_send_close(c);
+				chan_send_close(ag, c);
 				return;
 			}
 		}
@@ -3523,26 +3539,26 @@ static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *f
 		}
 		if (c->ilen + n > SM_WINDOW_BYTES) {
 			/* cannot happen while credit accounting holds */
-			violation(E_CREDIT_EXCEEDED, "receive buffer overflow");
+			violation(ag, E_CREDIT_EXCEEDED, "receive buffer overflow");
 			return;
 		}
 		memcpy(c->ibuf + c->ilen, cb_ptr(d, fi->d), n);
 		c->ilen += n;
-		chan_write(c);
+		chan_write(ag, c);
 		return;
 	}
 	case FK_EOF:
 		if (!c) {
-			violation(E_UNKNOWN_CHANNEL, "eof for an unknown channel");
+			violation(ag, E_UNKNOWN_CHANNEL, "eof for an unknown channel");
 			return;
 		}
 		if (c->state == CH_CLOSING) {
 			if (half_out_closed(c))
-				chan_remove(c);
+				chan_remove(ag, c);
 			return;
 		}
 		if (!c->in_open) {
-			violation(c->in_eof ? E_DATA_AFTER_EOF : E_UNKNOWN_CHANNEL,
+			violation(ag, c->in_eof ? E_DATA_AFTER_EOF : E_UNKNOWN_CHANNEL,
 				  c->in_eof ? "second eof" : "wrong direction");
 			return;
 		}
@@ -3551,38 +3567,38 @@ static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *f
 			c->in_eof = true;
 			c->in_open = false;
 			share_orphan(c->fs);
-			chan_send_close(c);
+			chan_send_close(ag, c);
 			return;
 		}
-		in_eof(c);
-		chan_check_removed(c);
+		in_eof(ag, c);
+		chan_check_removed(ag, c);
 		return;
 	case FK_CREDIT:
 		if (!c || c->state == CH_CLOSING)
 			return;
 		if (!c->out_open) {
 			if (!c->collect && !c->tcp && c->in_open && !c->in_eof && c->proc && c->proc->in == c)
-				violation(E_UNKNOWN_CHANNEL, "credit for a half the agent never sends on");
+				violation(ag, E_UNKNOWN_CHANNEL, "credit for a half the agent never sends on");
 			return; /* crossed our eof */
 		}
-		if (c->credit > A.host_window || fi->n > A.host_window - c->credit) {
-			violation(E_CREDIT_OVERFLOW, "credit beyond the window");
+		if (c->credit > ag->host_window || fi->n > ag->host_window - c->credit) {
+			violation(ag, E_CREDIT_OVERFLOW, "credit beyond the window");
 			return;
 		}
 		c->credit += fi->n;
 		if (c->collect)
-			collect_flush(c);
+			collect_flush(ag, c);
 		return;
 	case FK_CLOSE:
 		if (!c)
 			return;
 		if (c->state == CH_CLOSING) {
-			chan_remove(c);
+			chan_remove(ag, c);
 			return;
 		}
 		if (c->fs)
 			share_orphan(c->fs);
-		send_chan_frame("close", c->id);
+		send_chan_frame(ag, "close", c->id);
 		if (c->collect && c->proc) {
 			/* exec cancellation (SPEC 6.1) */
 			struct proc *p = c->proc;
@@ -3595,23 +3611,23 @@ static void handle_chan_frame(const struct cb_doc *d, const struct frame_info *f
 		free(c->ibuf);
 		c->ibuf = NULL;
 		c->ilen = c->ioff = 0;
-		watch_close(&c->ww);
+		watch_close(ag, &c->ww);
 		if (c->tcp) {
 			struct linger lg = {1, 0}; /* reset */
 			if (c->rw.fd >= 0)
 				setsockopt(c->rw.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		}
-		watch_close(&c->rw);
+		watch_close(ag, &c->rw);
 		c->r_eof = true;
 		c->out_open = c->in_open = false;
-		chan_remove(c);
+		chan_remove(ag, c);
 		return;
 	default:
 		return;
 	}
 }
 
-static void handle_frame(const uint8_t *body, size_t len)
+static void handle_frame(struct agent *ag, const uint8_t *body, size_t len)
 {
 	struct cb_doc d;
 	struct frame_info fi;
@@ -3620,28 +3636,28 @@ static void handle_frame(const uint8_t *body, size_t len)
 	uint32_t cap = len < SM_MAX_ITEMS ? (uint32_t)len : SM_MAX_ITEMS;
 	struct cb_item *items = malloc((size_t)cap * sizeof(*items));
 	if (!items) {
-		violation(E_BAD_CBOR, "out of memory for the frame");
+		violation(ag, E_BAD_CBOR, "out of memory for the frame");
 		return;
 	}
 	uint32_t maxd = SM_MAX_FRAME_BYTES - SM_DATA_OVERHEAD_BYTES;
 	if (proto_check_frame(&d, body, len, items, cap, maxd, &fi, &code, msg, sizeof(msg)) < 0) {
-		violation(code, msg);
+		violation(ag, code, msg);
 		free(items);
 		return;
 	}
 	switch (fi.kind) {
 	case FK_HELLO:
-		handle_hello(&fi);
+		handle_hello(ag, &fi);
 		break;
 	case FK_REQ:
-		dispatch_req(&d, &fi);
+		dispatch_req(ag, &d, &fi);
 		break;
 	case FK_FATAL:
 		sm_log("host sent fatal; session dropped");
-		session_reset();
+		session_reset(ag);
 		break;
 	default:
-		handle_chan_frame(&d, &fi);
+		handle_chan_frame(ag, &d, &fi);
 		break;
 	}
 	free(items);
@@ -3656,13 +3672,13 @@ static bool hello_candidate(const uint8_t *p)
 }
 
 /* Process buffered input. Returns bytes consumed. */
-static size_t process_input(void)
+static size_t process_input(struct agent *ag)
 {
 	size_t off = 0;
-	while (A.in_len - off >= 4) {
-		uint8_t *p = A.in + off;
-		size_t avail = A.in_len - off;
-		if (!A.session) {
+	while (ag->in_len - off >= 4) {
+		uint8_t *p = ag->in + off;
+		size_t avail = ag->in_len - off;
+		if (!ag->session) {
 			/* resynchronisation scan (SPEC 4.4) */
 			if (avail < 13)
 				break;
@@ -3700,7 +3716,7 @@ static size_t process_input(void)
 						  sizeof(msg));
 			free(items);
 			if (r == 0 && fi.kind == FK_HELLO) {
-				handle_hello(&fi);
+				handle_hello(ag, &fi);
 				off += 4 + (size_t)n;
 			} else {
 				off += r == 0 ? 4 + (size_t)n : 1;
@@ -3709,20 +3725,20 @@ static size_t process_input(void)
 		}
 		uint32_t n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 		if (n == 0) {
-			violation(E_FRAME_EMPTY, "frame length 0");
+			violation(ag, E_FRAME_EMPTY, "frame length 0");
 			off += 4;
 			continue;
 		}
 		if (n > SM_MAX_FRAME_BYTES) {
-			violation(E_FRAME_TOO_LARGE, "frame longer than maxFrame");
+			violation(ag, E_FRAME_TOO_LARGE, "frame longer than maxFrame");
 			off += 4;
 			continue;
 		}
 		if (avail < 4 + (size_t)n)
 			break;
-		handle_frame(p + 4, n);
+		handle_frame(ag, p + 4, n);
 		off += 4 + (size_t)n;
-		if (A.shutting_down)
+		if (ag->shutting_down)
 			break;
 	}
 	return off;
@@ -3730,137 +3746,136 @@ static size_t process_input(void)
 
 /* ------------------------------------------------------------------ transport */
 
-static void port_disconnected(void)
+static void port_disconnected(struct agent *ag)
 {
-	if (A.connected)
+	if (ag->connected)
 		sm_log("host disconnected");
-	A.connected = false;
-	watch_set(&A.port_w, 0);
-	A.port = A.port_w.fd = vsock_lost(A.port); /* a vsock transport ended: back to virtio-serial */
-	if (A.session)
-		session_reset();
-	A.session = false;
-	outq_drop();
-	A.in_len = 0;
-	A.next_port_probe = mono_ms() + SM_RECONNECT_POLL_MS;
+	ag->connected = false;
+	watch_set(ag, &ag->port_w, 0);
+	ag->port = ag->port_w.fd = vsock_lost(ag->port); /* a vsock transport ended: back to virtio-serial */
+	if (ag->session)
+		session_reset(ag);
+	ag->session = false;
+	outq_drop(ag);
+	ag->in_len = 0;
+	ag->next_port_probe = mono_ms() + SM_RECONNECT_POLL_MS;
 }
 
 /* vsock.c saw a complete host hello on a transport other than ours: that stream becomes
  * the transport (the old session ends, SPEC 4.2) and the old one goes back to its scan. */
-static struct watch vsock_w = {.fd = -1};
 
-static void transport_take(void)
+static void transport_take(struct agent *ag)
 {
 	struct vs_switch sw;
 	while (vsock_event(&sw)) {
-		if (A.session)
-			session_reset();
-		A.session = false;
-		outq_drop();
-		watch_set(&A.port_w, 0);
-		vsock_standby(A.port);
-		A.port = A.port_w.fd = sw.fd;
-		A.connected = true;
-		free(A.in);
-		A.in = sw.buf;
-		A.in_len = sw.len;
-		A.in_cap = sw.cap;
-		size_t used = process_input();
-		memmove(A.in, A.in + used, A.in_len - used);
-		A.in_len -= used;
+		if (ag->session)
+			session_reset(ag);
+		ag->session = false;
+		outq_drop(ag);
+		watch_set(ag, &ag->port_w, 0);
+		vsock_standby(ag->port);
+		ag->port = ag->port_w.fd = sw.fd;
+		ag->connected = true;
+		free(ag->in);
+		ag->in = sw.buf;
+		ag->in_len = sw.len;
+		ag->in_cap = sw.cap;
+		size_t used = process_input(ag);
+		memmove(ag->in, ag->in + used, ag->in_len - used);
+		ag->in_len -= used;
 	}
 }
 
-static void port_probe(void)
+static void port_probe(struct agent *ag)
 {
-	struct pollfd pfd = {.fd = A.port, .events = POLLIN};
+	struct pollfd pfd = {.fd = ag->port, .events = POLLIN};
 	if (poll(&pfd, 1, 0) >= 0 && !(pfd.revents & POLLHUP)) {
 		sm_dbg("transport: host connected");
-		A.connected = true;
-		A.in_len = 0;
+		ag->connected = true;
+		ag->in_len = 0;
 	} else {
-		A.next_port_probe = mono_ms() + SM_RECONNECT_POLL_MS;
+		ag->next_port_probe = mono_ms() + SM_RECONNECT_POLL_MS;
 	}
 }
 
-static void port_read(void)
+static void port_read(struct agent *ag)
 {
 	for (int iter = 0; iter < 16; iter++) {
 		size_t want = 65536;
-		if (A.session && A.in_len >= 4) {
-			uint32_t n = (uint32_t)A.in[0] << 24 | (uint32_t)A.in[1] << 16 | (uint32_t)A.in[2] << 8 | A.in[3];
-			if (n >= 1 && n <= SM_MAX_FRAME_BYTES && A.in_len < 4 + (size_t)n)
-				want = 4 + (size_t)n - A.in_len;
+		if (ag->session && ag->in_len >= 4) {
+			uint32_t n = (uint32_t)ag->in[0] << 24 | (uint32_t)ag->in[1] << 16 | (uint32_t)ag->in[2] << 8 | ag->in[3];
+			if (n >= 1 && n <= SM_MAX_FRAME_BYTES && ag->in_len < 4 + (size_t)n)
+				want = 4 + (size_t)n - ag->in_len;
 		}
 		if (want < 65536)
 			want = 65536;
-		if (A.in_len + want > A.in_cap) {
-			size_t nc = A.in_len + want;
+		if (ag->in_len + want > ag->in_cap) {
+			size_t nc = ag->in_len + want;
 			if (nc > SM_MAX_FRAME_BYTES + 65536 + 4)
 				nc = SM_MAX_FRAME_BYTES + 65536 + 4;
-			if (nc > A.in_cap) {
-				uint8_t *np = realloc(A.in, nc);
+			if (nc > ag->in_cap) {
+				uint8_t *np = realloc(ag->in, nc);
 				if (!np)
 					return;
-				A.in = np;
-				A.in_cap = nc;
+				ag->in = np;
+				ag->in_cap = nc;
 			}
 		}
-		if (A.in_cap == A.in_len)
+		if (ag->in_cap == ag->in_len)
 			return;
-		ssize_t n = read(A.port, A.in + A.in_len, A.in_cap - A.in_len);
+		ssize_t n = read(ag->port, ag->in + ag->in_len, ag->in_cap - ag->in_len);
 		if (n == 0) {
-			port_disconnected();
+			port_disconnected(ag);
 			return;
 		}
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EINTR)
-				port_disconnected();
+				port_disconnected(ag);
 			return;
 		}
-		A.in_len += (size_t)n;
-		size_t used = process_input();
+		ag->in_len += (size_t)n;
+		size_t used = process_input(ag);
 		if (used > 0) {
-			memmove(A.in, A.in + used, A.in_len - used);
-			A.in_len -= used;
+			memmove(ag->in, ag->in + used, ag->in_len - used);
+			ag->in_len -= used;
 		}
-		if (!A.session && A.in_len > SM_MAX_FRAME_BYTES + 4) {
+		if (!ag->session && ag->in_len > SM_MAX_FRAME_BYTES + 4) {
 			/* scanning never needs more than one frame */
-			size_t drop = A.in_len - (SM_MAX_FRAME_BYTES + 4);
-			memmove(A.in, A.in + drop, A.in_len - drop);
-			A.in_len -= drop;
+			size_t drop = ag->in_len - (SM_MAX_FRAME_BYTES + 4);
+			memmove(ag->in, ag->in + drop, ag->in_len - drop);
+			ag->in_len -= drop;
 		}
-		if (A.in_len == 0 && A.in_cap > 256 * 1024) {
-			free(A.in);
-			A.in = NULL;
-			A.in_cap = 0;
+		if (ag->in_len == 0 && ag->in_cap > 256 * 1024) {
+			free(ag->in);
+			ag->in = NULL;
+			ag->in_cap = 0;
 		}
-		if (outq_pending() > SM_OUTQ_HARD_BYTES || !A.connected)
+		if (outq_pending(ag) > SM_OUTQ_HARD_BYTES || !ag->connected)
 			return;
 	}
 }
 
-static void port_write(void)
+static void port_write(struct agent *ag)
 {
-	while (outq_pending() > 0) {
-		ssize_t n = write(A.port, A.outq.p + A.out_off, outq_pending());
+	while (outq_pending(ag) > 0) {
+		ssize_t n = write(ag->port, ag->outq.p + ag->out_off, outq_pending(ag));
 		if (n > 0) {
-			A.out_off += (size_t)n;
+			ag->out_off += (size_t)n;
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			break;
-		port_disconnected();
+		port_disconnected(ag);
 		return;
 	}
-	if (A.out_off == A.outq.len) {
-		A.outq.len = A.out_off = 0;
-		if (A.outq.cap > 1024 * 1024)
-			cbe_free(&A.outq);
-	} else if (A.out_off > 1024 * 1024) {
-		memmove(A.outq.p, A.outq.p + A.out_off, A.outq.len - A.out_off);
-		A.outq.len -= A.out_off;
-		A.out_off = 0;
+	if (ag->out_off == ag->outq.len) {
+		ag->outq.len = ag->out_off = 0;
+		if (ag->outq.cap > 1024 * 1024)
+			cbe_free(&ag->outq);
+	} else if (ag->out_off > 1024 * 1024) {
+		memmove(ag->outq.p, ag->outq.p + ag->out_off, ag->outq.len - ag->out_off);
+		ag->outq.len -= ag->out_off;
+		ag->out_off = 0;
 	}
 }
 
@@ -3895,36 +3910,36 @@ static int find_port(char *path, size_t cap)
 	return r;
 }
 
-static int open_port(void)
+static int open_port(struct agent *ag)
 {
 	int64_t end = mono_ms() + 10000;
 	struct timespec ts = {0, 5 * 1000 * 1000};
-	while (find_port(A.port_path, sizeof(A.port_path)) < 0 || access(A.port_path, F_OK) < 0) {
+	while (find_port(ag->port_path, sizeof(ag->port_path)) < 0 || access(ag->port_path, F_OK) < 0) {
 		if (mono_ms() > end) {
 			sm_log("no virtio-serial port named 'agent' found");
 			return -ENOENT;
 		}
 		nanosleep(&ts, NULL);
 	}
-	A.port = open(A.port_path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-	if (A.port < 0) {
-		sm_log("open %s: %s", A.port_path, strerror(errno));
+	ag->port = open(ag->port_path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (ag->port < 0) {
+		sm_log("open %s: %s", ag->port_path, strerror(errno));
 		return -errno;
 	}
 	/* SIGIO on host (dis)connect and data: a prompt wakeup when reconnecting */
-	fcntl(A.port, F_SETOWN, getpid());
-	fcntl(A.port, F_SETFL, fcntl(A.port, F_GETFL) | O_ASYNC);
-	sm_dbg("transport: %s", A.port_path);
-	A.port_w.kind = W_PORT;
-	A.port_w.fd = A.port;
-	A.connected = false;
-	A.next_port_probe = mono_ms();
+	fcntl(ag->port, F_SETOWN, getpid());
+	fcntl(ag->port, F_SETFL, fcntl(ag->port, F_GETFL) | O_ASYNC);
+	sm_dbg("transport: %s", ag->port_path);
+	ag->port_w.kind = W_PORT;
+	ag->port_w.fd = ag->port;
+	ag->connected = false;
+	ag->next_port_probe = mono_ms();
 	return 0;
 }
 
 /* ------------------------------------------------------------------ signals */
 
-static void reap(void)
+static void reap(struct agent *ag)
 {
 	for (;;) {
 		int st;
@@ -3932,67 +3947,67 @@ static void reap(void)
 		pid_t pid = wait4(-1, &st, WNOHANG, &ru);
 		if (pid <= 0)
 			return;
-		if (pid == A.wl_pid) {
-			A.wl_pid = 0;
-			if (A.session) {
-				evt_begin("workload-exit", 2);
+		if (pid == ag->wl_pid) {
+			ag->wl_pid = 0;
+			if (ag->session) {
+				evt_begin(ag, "workload-exit", 2);
 				struct proc tmp;
 				tmp.status = st;
-				enc_exit_fields(&tmp);
-				fend();
+				enc_exit_fields(ag, &tmp);
+				fend(ag);
 			}
 		}
-		struct proc *p = proc_by_pid(pid);
+		struct proc *p = proc_by_pid(ag, pid);
 		if (!p)
 			continue;
 		p->exited = true;
 		p->status = st;
 		if ((uint64_t)ru.ru_maxrss > p->peak_rss)
 			p->peak_rss = (uint64_t)ru.ru_maxrss;
-		proc_check_done(p);
+		proc_check_done(ag, p);
 	}
 }
 
-static void handle_signals(void)
+static void handle_signals(struct agent *ag)
 {
 	struct signalfd_siginfo si;
-	while (read(A.sfd, &si, sizeof(si)) == sizeof(si)) {
+	while (read(ag->sfd, &si, sizeof(si)) == sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGCHLD:
-			reap();
+			reap(ag);
 			break;
 		case SIGTERM:
 		case SIGINT:
-			if (A.wl_pid > 0)
-				kill(A.wl_pid, (int)si.ssi_signo);
+			if (ag->wl_pid > 0)
+				kill(ag->wl_pid, (int)si.ssi_signo);
 			break;
 		case SIGIO:
-			if (!A.connected)
-				A.next_port_probe = 0;
+			if (!ag->connected)
+				ag->next_port_probe = 0;
 			break;
 		default:
 			break;
 		}
 	}
-	reap();
+	reap(ag);
 }
 
 /* ------------------------------------------------------------------ loop */
 
-static void sync_interests(void)
+static void sync_interests(struct agent *ag)
 {
-	bool room = outq_pending() <= SM_OUTQ_SOFT_BYTES && A.session;
+	bool room = outq_pending(ag) <= SM_OUTQ_SOFT_BYTES && ag->session;
 	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
-		struct chan *c = &A.chans[i];
+		struct chan *c = &ag->chans[i];
 		if (c->state == CH_FREE)
 			continue;
 		if (c->connecting) {
-			watch_set(&c->rw, EPOLLOUT);
+			watch_set(ag, &c->rw, EPOLLOUT);
 			continue;
 		}
 		uint32_t r = 0;
 		if (c->rw.fd >= 0 && !c->r_eof && !c->r_stuck) {
-			bool live = !c->removed && c->state == CH_OPEN && A.session;
+			bool live = !c->removed && c->state == CH_OPEN && ag->session;
 			if (c->collect)
 				r = (c->clen < SM_COLLECT_BUF_BYTES || !live) ? EPOLLIN : 0;
 			else if (!live)
@@ -4000,108 +4015,108 @@ static void sync_interests(void)
 			else
 				r = (room && c->credit > 0) ? EPOLLIN : 0;
 			if (c->collect && c->clen == SM_COLLECT_BUF_BYTES && live && c->credit > 0)
-				collect_flush(c), r = EPOLLIN;
+				collect_flush(ag, c), r = EPOLLIN;
 		}
-		watch_set(&c->rw, r);
-		watch_set(&c->ww, (c->ww.fd >= 0 && c->ioff < c->ilen) ? EPOLLOUT : 0);
+		watch_set(ag, &c->rw, r);
+		watch_set(ag, &c->ww, (c->ww.fd >= 0 && c->ioff < c->ilen) ? EPOLLOUT : 0);
 	}
 	for (int i = 0; i < FS_MAX_SHARES; i++) {
-		struct share *s = &A.shares[i];
+		struct share *s = &ag->shares[i];
 		if (!s->used || s->dead)
 			continue;
 		if (s->ch)
-			share_send(s);
+			share_send(ag, s);
 		bool want = !s->ch || (s->req_len == 0 && !fs_relay_full(&s->relay) && room && s->ch->credit > 0);
-		watch_set(&s->w, want ? EPOLLIN : 0);
+		watch_set(ag, &s->w, want ? EPOLLIN : 0);
 	}
-	if (A.connected) {
+	if (ag->connected) {
 		uint32_t w = 0;
-		if (outq_pending() <= SM_OUTQ_HARD_BYTES)
+		if (outq_pending(ag) <= SM_OUTQ_HARD_BYTES)
 			w |= EPOLLIN;
-		if (outq_pending() > 0)
+		if (outq_pending(ag) > 0)
 			w |= EPOLLOUT;
-		watch_set(&A.port_w, w);
+		watch_set(ag, &ag->port_w, w);
 	}
 }
 
-static int next_timeout(int64_t now)
+static int next_timeout(struct agent *ag, int64_t now)
 {
 	int64_t t = 1000;
-	if (!A.connected)
-		t = A.next_port_probe - now;
-	if (!A.listening_seen && A.cfg->guest_port && (A.cfg->listener_required || A.wl_started) &&
-	    A.next_listen_poll - now < t)
-		t = A.next_listen_poll - now;
+	if (!ag->connected)
+		t = ag->next_port_probe - now;
+	if (!ag->listening_seen && ag->cfg->guest_port && (ag->cfg->listener_required || ag->wl_started) &&
+	    ag->next_listen_poll - now < t)
+		t = ag->next_listen_poll - now;
 	for (int i = 0; i < SM_MAX_PROCS; i++) {
-		struct proc *p = &A.procs[i];
+		struct proc *p = &ag->procs[i];
 		if (p->used && p->deadline && !p->timed_out && p->deadline - now < t)
 			t = p->deadline - now;
 	}
 	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
-		struct chan *c = &A.chans[i];
+		struct chan *c = &ag->chans[i];
 		if (c->state != CH_FREE && c->connecting && c->deadline - now < t)
 			t = c->deadline - now;
 	}
 	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
-		if (A.eg_dials[i].used && A.eg_dials[i].deadline - now < t)
-			t = A.eg_dials[i].deadline - now;
-	t = fjob_next_deadline(t, now);
+		if (ag->eg_dials[i].used && ag->eg_dials[i].deadline - now < t)
+			t = ag->eg_dials[i].deadline - now;
+	t = fjob_next_deadline(ag, t, now);
 	return t < 0 ? 0 : (int)t;
 }
 
-static void timers(int64_t now)
+static void timers(struct agent *ag, int64_t now)
 {
-	if (!A.connected && now >= A.next_port_probe)
-		port_probe();
-	fjob_timers(now);
-	eg_timers(now);
-	listen_poll(now);
+	if (!ag->connected && now >= ag->next_port_probe)
+		port_probe(ag);
+	fjob_timers(ag, now);
+	eg_timers(ag, now);
+	listen_poll(ag, now);
 	for (int i = 0; i < SM_MAX_PROCS; i++) {
-		struct proc *p = &A.procs[i];
+		struct proc *p = &ag->procs[i];
 		if (p->used && p->deadline && !p->timed_out && now >= p->deadline && !p->exited) {
 			p->timed_out = true;
 			kill_group(p->pid);
 		}
 	}
 	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
-		struct chan *c = &A.chans[i];
+		struct chan *c = &ag->chans[i];
 		if (c->state != CH_FREE && c->connecting && now >= c->deadline) {
 			c->removed = false;
-			tcp_connected(c, ETIMEDOUT);
+			tcp_connected(ag, c, ETIMEDOUT);
 		}
 	}
 	/* exited processes waiting for credit to finish draining */
 	for (int i = 0; i < SM_MAX_PROCS; i++)
-		if (A.procs[i].used && A.procs[i].exited)
-			proc_check_done(&A.procs[i]);
+		if (ag->procs[i].used && ag->procs[i].exited)
+			proc_check_done(ag, &ag->procs[i]);
 }
 
-static void on_event(struct watch *w, uint32_t ev)
+static void on_event(struct agent *ag, struct watch *w, uint32_t ev)
 {
 	switch (w->kind) {
 	case W_PORT:
 		if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
-			port_read();
-		if (A.connected && (ev & EPOLLHUP) && !(ev & EPOLLIN))
-			port_disconnected();
-		if (A.connected && (ev & EPOLLOUT))
-			port_write();
+			port_read(ag);
+		if (ag->connected && (ev & EPOLLHUP) && !(ev & EPOLLIN))
+			port_disconnected(ag);
+		if (ag->connected && (ev & EPOLLOUT))
+			port_write(ag);
 		break;
 	case W_SIG:
-		handle_signals();
+		handle_signals(ag);
 		break;
 	case W_FJOB:
-		fjob_readable(w->obj);
+		fjob_readable(ag, w->obj);
 		break;
 	case W_VSOCK:
-		transport_take();
+		transport_take(ag);
 		break;
 	case W_CH_R: {
 		struct chan *c = w->obj;
-		chan_pump(c, 4);
+		chan_pump(ag, c, 4);
 		if (c->proc && c->proc->exited)
-			proc_check_done(c->proc);
-		chan_maybe_release(c);
+			proc_check_done(ag, c->proc);
+		chan_maybe_release(ag, c);
 		break;
 	}
 	case W_CH_W: {
@@ -4110,7 +4125,7 @@ static void on_event(struct watch *w, uint32_t ev)
 			errno = EPIPE;
 			c->ioff = c->ioff < c->ilen ? c->ioff : c->ilen;
 		}
-		chan_write(c);
+		chan_write(ag, c);
 		break;
 	}
 	case W_TCP_CONN: {
@@ -4122,49 +4137,55 @@ static void on_event(struct watch *w, uint32_t ev)
 		int err = 0;
 		socklen_t l = sizeof(err);
 		getsockopt(c->rw.fd, SOL_SOCKET, SO_ERROR, &err, &l);
-		watch_set(&c->rw, 0);
+		watch_set(ag, &c->rw, 0);
 		c->removed = false;
-		tcp_connected(c, err);
+		tcp_connected(ag, c, err);
 		break;
 	}
 	case W_FUSE:
-		share_pump(w->obj);
+		share_pump(ag, w->obj);
 		break;
 	case W_RDDONE:
-		rd_collect();
+		rd_collect(ag);
 		break;
 	case W_EG_SOCK:
-		eg_take_listeners();
+		eg_take_listeners(ag);
 		break;
 	case W_EG_LIS:
-		eg_notified(w->obj, ev);
+		eg_notified(ag, w->obj, ev);
 		break;
 	case W_EG_DNS:
-		eg_dns_read();
+		eg_dns_read(ag);
 		break;
 	}
 }
 
-static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd);
+static int agent_loop(struct agent *ag, struct sm_config *c, int64_t boot_ms, int fd);
 
-int agent_run(struct sm_config *c, int64_t boot_ms) { return agent_loop(c, boot_ms, -1); }
+/* The agent's state: one instance, for the life of PID 1 (or of the test child). */
+static struct agent the_agent;
+
+int agent_run(struct sm_config *c, int64_t boot_ms) { return agent_loop(&the_agent, c, boot_ms, -1); }
 
 /* Host-side tests: serve on an already connected stream (socketpair), return when it ends. */
-int agent_serve_fd(struct sm_config *c, int fd) { return agent_loop(c, 0, fd); }
+int agent_serve_fd(struct sm_config *c, int fd) { return agent_loop(&the_agent, c, 0, fd); }
 
-static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd)
+static int agent_loop(struct agent *ag, struct sm_config *c, int64_t boot_ms, int fd)
 {
-	A.cfg = c;
-	A.boot_ms = boot_ms;
-	A.host_max_frame = SM_MAX_FRAME_BYTES;
-	A.host_window = SM_WINDOW_BYTES;
-	cbe_init(&A.outq, SM_OUTQ_HARD_BYTES + SM_MAX_FRAME_BYTES + 1024);
+	ag->cfg = c;
+	ag->boot_ms = boot_ms;
+	ag->eg_child_fd = ag->rd.efd = ag->rd.w.fd = ag->vsock_w.fd = -1;
+	for (int i = 0; i < SM_MAX_FILE_JOBS; i++)
+		ag->fjobs[i].w.fd = -1;
+	ag->host_max_frame = SM_MAX_FRAME_BYTES;
+	ag->host_window = SM_WINDOW_BYTES;
+	cbe_init(&ag->outq, SM_OUTQ_HARD_BYTES + SM_MAX_FRAME_BYTES + 1024);
 	for (int i = 0; i < SM_MAX_CHANNELS; i++)
-		A.chans[i].rw.fd = A.chans[i].ww.fd = -1;
+		ag->chans[i].rw.fd = ag->chans[i].ww.fd = -1;
 	for (int i = 0; i < SM_MAX_PROCS; i++)
-		A.procs[i].pty = -1;
+		ag->procs[i].pty = -1;
 	for (int i = 0; i < FS_MAX_SHARES; i++)
-		A.shares[i].w.fd = -1;
+		ag->shares[i].w.fd = -1;
 	signal(SIGPIPE, SIG_IGN);
 	sigset_t set;
 	sigemptyset(&set);
@@ -4177,53 +4198,53 @@ static int agent_loop(struct sm_config *c, int64_t boot_ms, int fd)
 	sigaddset(&set, SIGUSR2);
 	sigaddset(&set, SIGPWR);
 	sigprocmask(SIG_BLOCK, &set, NULL);
-	A.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	A.ep = epoll_create1(EPOLL_CLOEXEC);
-	if (A.sfd < 0 || A.ep < 0) {
+	ag->sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	ag->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ag->sfd < 0 || ag->ep < 0) {
 		sm_log("signalfd/epoll: %s", strerror(errno));
 		return -1;
 	}
-	A.sig_w.kind = W_SIG;
-	A.sig_w.fd = A.sfd;
-	watch_set(&A.sig_w, EPOLLIN);
-	rd_init(); /* after sigprocmask: worker threads inherit the blocked signals */
-	rd_w.kind = W_RDDONE;
-	rd_w.fd = rd_efd;
-	watch_set(&rd_w, EPOLLIN);
-	eg_init(); /* before the workload: it is trapped too */
+	ag->sig_w.kind = W_SIG;
+	ag->sig_w.fd = ag->sfd;
+	watch_set(ag, &ag->sig_w, EPOLLIN);
+	rd_init(ag); /* after sigprocmask: worker threads inherit the blocked signals */
+	ag->rd.w.kind = W_RDDONE;
+	ag->rd.w.fd = ag->rd.efd;
+	watch_set(ag, &ag->rd.w, EPOLLIN);
+	eg_init(ag); /* before the workload: it is trapped too */
 	if (c->start == START_BOOT)
-		workload_start();
+		workload_start(ag);
 	if (fd >= 0) {
-		A.port = fd;
-		A.port_w.kind = W_PORT;
-		A.port_w.fd = fd;
-		A.connected = true;
-		A.exit_on_hup = true;
+		ag->port = fd;
+		ag->port_w.kind = W_PORT;
+		ag->port_w.fd = fd;
+		ag->connected = true;
+		ag->exit_on_hup = true;
 		set_nonblock(fd);
-	} else if (open_port() < 0) {
+	} else if (open_port(ag) < 0) {
 		return -1;
 	}
 	if (fd < 0) { /* alternative transport: vsock.h */
-		vsock_w.kind = W_VSOCK;
-		vsock_w.fd = vsock_init(A.port);
-		watch_set(&vsock_w, EPOLLIN);
+		ag->vsock_w.kind = W_VSOCK;
+		ag->vsock_w.fd = vsock_init(ag->port);
+		watch_set(ag, &ag->vsock_w, EPOLLIN);
 	}
 	struct epoll_event evs[64];
 	for (;;) {
-		sync_interests();
+		sync_interests(ag);
 		int64_t now = mono_ms();
-		int n = epoll_wait(A.ep, evs, 64, next_timeout(now));
+		int n = epoll_wait(ag->ep, evs, 64, next_timeout(ag, now));
 		if (n < 0 && errno != EINTR) {
 			sm_log("epoll_wait: %s", strerror(errno));
 			struct timespec ts = {0, 10 * 1000 * 1000};
 			nanosleep(&ts, NULL);
 		}
 		for (int i = 0; i < n; i++)
-			on_event(evs[i].data.ptr, evs[i].events);
-		if (A.exit_on_hup && !A.connected)
+			on_event(ag, evs[i].data.ptr, evs[i].events);
+		if (ag->exit_on_hup && !ag->connected)
 			return 0;
-		timers(mono_ms());
-		if (A.connected && outq_pending() > 0)
-			port_write();
+		timers(ag, mono_ms());
+		if (ag->connected && outq_pending(ag) > 0)
+			port_write(ag);
 	}
 }
