@@ -305,7 +305,8 @@ struct proc *proc_alloc(struct agent *ag);
 struct proc *proc_by_pid(struct agent *ag, pid_t pid);
 void kill_group(pid_t pid);
 void exec_cont_free(struct exec_cont *k);
-void op_exec(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args, bool spawn);
+void op_exec(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
+void op_spawn(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
 void exec_launch(struct agent *ag, uint32_t id, const struct exec_args *ap, bool spawn, struct proc *p, struct child_spec *s);
 void proc_check_done(struct agent *ag, struct proc *p);
 void op_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
@@ -345,6 +346,8 @@ void eg_init(struct agent *ag);
 void session_reset(struct agent *ag);
 void violation(struct agent *ag, const char *code, const char *msg);
 size_t process_input(struct agent *ag);
+void op_stats(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
+void op_shutdown(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
 
 /* shares.c */
 void share_orphan(struct share *s);

@@ -59,7 +59,7 @@ void exec_cont_free(struct exec_cont *k)
 	free(k);
 }
 
-void op_exec(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args, bool spawn)
+static void exec_req(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args, bool spawn)
 {
 	struct exec_args a;
 	const char *code = "EINVAL";
@@ -130,6 +130,16 @@ void op_exec(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t arg
 		return;
 	}
 	exec_launch(ag, id, &a, spawn, p, s);
+}
+
+void op_exec(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	exec_req(ag, id, d, args, false);
+}
+
+void op_spawn(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	exec_req(ag, id, d, args, true);
 }
 
 /* Start the command of an exec/spawn request and wire its channels; takes p and s. */

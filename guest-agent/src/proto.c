@@ -1,5 +1,6 @@
 #include "proto.h"
 #include "fuse.h"
+#include "ops.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -430,80 +431,153 @@ int args_dns_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, int *an
 	return 0;
 }
 
-int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char **code, char *msg,
-		  size_t msglen)
+/* ---- args checks of the ops table (ops.h): 0, or -1 with *code (preset to EINVAL) and msg ---- */
+
+static int chk_exec(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	struct exec_args ea;
+	return args_exec(d, args, false, &ea, code, msg, msglen);
+}
+
+static int chk_spawn(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	struct exec_args ea;
+	return args_exec(d, args, true, &ea, code, msg, msglen);
+}
+
+static int chk_pid(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	uint64_t v;
+	return args_uint(d, args, "pid", true, 1, INT32_MAX, &v, msg, msglen) < 0 ? -1 : 0;
+}
+
+static int chk_signum(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	uint64_t v;
+	return args_uint(d, args, "signum", true, 1, 64, &v, msg, msglen) < 0 ? -1 : 0;
+}
+
+static int chk_signal(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	return chk_pid(d, args, code, msg, msglen) < 0 || chk_signum(d, args, code, msg, msglen) < 0 ? -1 : 0;
+}
+
+static int chk_resize(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	uint64_t v;
+	return chk_pid(d, args, code, msg, msglen) < 0 ||
+			       args_uint(d, args, "cols", true, 1, 65535, &v, msg, msglen) < 0 ||
+			       args_uint(d, args, "rows", true, 1, 65535, &v, msg, msglen) < 0
+		       ? -1
+		       : 0;
+}
+
+static int chk_write_file(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
 {
 	uint64_t v;
 	int idx;
 	bool b;
-	struct exec_args ea;
+	if (args_path(d, args, "path", &idx, msg, msglen) < 0 || args_bytes(d, args, "data", &idx, msg, msglen) < 0 ||
+	    args_uint(d, args, "mode", false, 0, UINT32_MAX, &v, msg, msglen) < 0 ||
+	    args_bool(d, args, "mkdirs", true, &b, msg, msglen) < 0)
+		return -1;
+	if (d->items[idx].len > SM_MAX_FILE_BYTES) {
+		*code = "SM_FILE_TOO_LARGE";
+		snprintf(msg, msglen, "data: larger than 4194304 bytes");
+		return -1;
+	}
+	return 0;
+}
+
+static int chk_read_file(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	int idx;
+	return args_path(d, args, "path", &idx, msg, msglen);
+}
+
+static int chk_dial_answer(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	uint32_t a, c;
+	int idx;
+	return args_dial_answer(d, args, &a, &c, &idx, msg, msglen);
+}
+
+static int chk_dns_answer(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	uint32_t a;
+	int idx;
+	return args_dns_answer(d, args, &a, &idx, msg, msglen);
+}
+
+static int chk_tcp_connect(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	uint64_t v;
+	return args_uint(d, args, "port", true, 1, 65535, &v, msg, msglen) < 0 ||
+			       args_uint(d, args, "ch", true, 1, UINT32_MAX, &v, msg, msglen) < 0
+		       ? -1
+		       : 0;
+}
+
+static int chk_resume(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	uint64_t v;
+	int idx;
+	if (args_uint(d, args, "timeNs", true, 0, UINT64_MAX, &v, msg, msglen) < 0 ||
+	    args_bytes(d, args, "entropy", &idx, msg, msglen) < 0)
+		return -1;
+	if (d->items[idx].len < SM_ENTROPY_MIN || d->items[idx].len > SM_ENTROPY_MAX)
+		return einval(msg, msglen, "entropy", "must be 32..512 bytes");
+	return 0;
+}
+
+static int chk_fs_attach(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	char tag[FS_TAG_MAX + 1];
+	uint32_t ch;
+	int idx;
+	return args_fs_attach(d, args, tag, &ch, &idx, msg, msglen);
+}
+
+static int chk_fs_detach(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)code;
+	char tag[FS_TAG_MAX + 1];
+	return args_tag(d, args, "tag", tag, msg, msglen);
+}
+
+static int chk_none(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen)
+{
+	(void)d, (void)args, (void)code, (void)msg, (void)msglen;
+	return 0;
+}
+
+typedef int args_check_fn(const struct cb_doc *d, uint32_t args, const char **code, char *msg, size_t msglen);
+
+/* the op names of the protocol, from the ops table; capability rows that are no op have no check */
+static const struct {
+	const char *name;
+	args_check_fn *check;
+} op_checks[] = {
+#define SM_OP_CHECK(name, handler, check, need) {name, check},
+	SM_OPS(SM_OP_CHECK)
+#undef SM_OP_CHECK
+};
+
+int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char **code, char *msg,
+		  size_t msglen)
+{
 	*code = "EINVAL";
-	if (cb_text_eq(d, op, "exec"))
-		return args_exec(d, args, false, &ea, code, msg, msglen);
-	if (cb_text_eq(d, op, "spawn"))
-		return args_exec(d, args, true, &ea, code, msg, msglen);
-	if (cb_text_eq(d, op, "signal"))
-		return args_uint(d, args, "pid", true, 1, INT32_MAX, &v, msg, msglen) < 0 ||
-				       args_uint(d, args, "signum", true, 1, 64, &v, msg, msglen) < 0
-			       ? -1
-			       : 0;
-	if (cb_text_eq(d, op, "resize"))
-		return args_uint(d, args, "pid", true, 1, INT32_MAX, &v, msg, msglen) < 0 ||
-				       args_uint(d, args, "cols", true, 1, 65535, &v, msg, msglen) < 0 ||
-				       args_uint(d, args, "rows", true, 1, 65535, &v, msg, msglen) < 0
-			       ? -1
-			       : 0;
-	if (cb_text_eq(d, op, "close-stdin"))
-		return args_uint(d, args, "pid", true, 1, INT32_MAX, &v, msg, msglen) < 0 ? -1 : 0;
-	if (cb_text_eq(d, op, "write-file")) {
-		if (args_path(d, args, "path", &idx, msg, msglen) < 0 ||
-		    args_bytes(d, args, "data", &idx, msg, msglen) < 0 ||
-		    args_uint(d, args, "mode", false, 0, UINT32_MAX, &v, msg, msglen) < 0 ||
-		    args_bool(d, args, "mkdirs", true, &b, msg, msglen) < 0)
-			return -1;
-		if (d->items[idx].len > SM_MAX_FILE_BYTES) {
-			*code = "SM_FILE_TOO_LARGE";
-			snprintf(msg, msglen, "data: larger than 4194304 bytes");
-			return -1;
-		}
-		return 0;
-	}
-	if (cb_text_eq(d, op, "read-file"))
-		return args_path(d, args, "path", &idx, msg, msglen);
-	if (cb_text_eq(d, op, "workload-signal"))
-		return args_uint(d, args, "signum", true, 1, 64, &v, msg, msglen) < 0 ? -1 : 0;
-	if (cb_text_eq(d, op, "dial-answer")) {
-		uint32_t a, c;
-		return args_dial_answer(d, args, &a, &c, &idx, msg, msglen);
-	}
-	if (cb_text_eq(d, op, "dns-answer")) {
-		uint32_t a;
-		return args_dns_answer(d, args, &a, &idx, msg, msglen);
-	}
-	if (cb_text_eq(d, op, "tcp-connect"))
-		return args_uint(d, args, "port", true, 1, 65535, &v, msg, msglen) < 0 ||
-				       args_uint(d, args, "ch", true, 1, UINT32_MAX, &v, msg, msglen) < 0
-			       ? -1
-			       : 0;
-	if (cb_text_eq(d, op, "resume")) {
-		if (args_uint(d, args, "timeNs", true, 0, UINT64_MAX, &v, msg, msglen) < 0 ||
-		    args_bytes(d, args, "entropy", &idx, msg, msglen) < 0)
-			return -1;
-		if (d->items[idx].len < SM_ENTROPY_MIN || d->items[idx].len > SM_ENTROPY_MAX)
-			return einval(msg, msglen, "entropy", "must be 32..512 bytes");
-		return 0;
-	}
-	if (cb_text_eq(d, op, "fs-attach")) {
-		char tag[FS_TAG_MAX + 1];
-		uint32_t ch;
-		return args_fs_attach(d, args, tag, &ch, &idx, msg, msglen);
-	}
-	if (cb_text_eq(d, op, "fs-detach")) {
-		char tag[FS_TAG_MAX + 1];
-		return args_tag(d, args, "tag", tag, msg, msglen);
-	}
-	if (cb_text_eq(d, op, "ping") || cb_text_eq(d, op, "shutdown") || cb_text_eq(d, op, "stats"))
-		return 0;
+	for (size_t i = 0; i < sizeof(op_checks) / sizeof(op_checks[0]); i++)
+		if (op_checks[i].check && cb_text_eq(d, op, op_checks[i].name))
+			return op_checks[i].check(d, args, code, msg, msglen);
 	*code = "SM_UNKNOWN_OP";
 	return 1;
 }

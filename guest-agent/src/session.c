@@ -1,6 +1,7 @@
 /* The session (SPEC 4-5): hello and resynchronisation, the ops table and request dispatch,
  * violations, resume, stats, shutdown. */
 #include "agent_int.h"
+#include "ops.h"
 #include "fuse.h"
 
 #include <errno.h>
@@ -67,8 +68,9 @@ static void op_resume(struct agent *ag, uint32_t id, const struct cb_doc *d, uin
 	}
 }
 
-static void op_stats(struct agent *ag, uint32_t id)
+void op_stats(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
+	(void)d, (void)args;
 	uint64_t total = meminfo_kib("MemTotal"), avail = meminfo_kib("MemAvailable");
 	uint64_t load = 0;
 	FILE *f = fopen("/proc/loadavg", "re");
@@ -88,11 +90,41 @@ static void op_stats(struct agent *ag, uint32_t id)
 	fend(ag);
 }
 
-static void op_shutdown(struct agent *ag, uint32_t id)
+void op_shutdown(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
+	(void)d, (void)args;
 	res_empty(ag, id);
 	flush_blocking(ag, 1000);
 	sm_poweroff();
+}
+
+static void op_ping(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
+{
+	(void)d, (void)args;
+	res_empty(ag, id);
+}
+
+typedef void op_handler(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
+
+/* The ops table (ops.h): a row without a handler is a capability that is no op. */
+static const struct op_row {
+	const char *name;
+	op_handler *handler;
+	enum sm_need need;
+} ops[] = {
+#define SM_OP_ROW(name, handler, check, need) {name, handler, need},
+	SM_OPS(SM_OP_ROW)
+#undef SM_OP_ROW
+};
+#define NOPS (sizeof(ops) / sizeof(ops[0]))
+
+static bool need_met(const struct agent *ag, enum sm_need need)
+{
+	switch (need) {
+	case SM_NEED_WORK_CGROUP: return sm_work_cgroup_fd >= 0;
+	case SM_NEED_EGRESS: return ag->eg_on;
+	default: return true;
+	}
 }
 
 static void dispatch_req(struct agent *ag, const struct cb_doc *d, const struct frame_info *fi)
@@ -106,47 +138,16 @@ static void dispatch_req(struct agent *ag, const struct cb_doc *d, const struct 
 		res_error(ag, id, "EBUSY", "too many pending requests");
 		return;
 	}
-	uint32_t op = fi->op, args = fi->args;
-	if (cb_text_eq(d, op, "exec"))
-		op_exec(ag, id, d, args, false);
-	else if (cb_text_eq(d, op, "spawn"))
-		op_exec(ag, id, d, args, true);
-	else if (cb_text_eq(d, op, "signal"))
-		op_signal(ag, id, d, args);
-	else if (cb_text_eq(d, op, "resize"))
-		op_resize(ag, id, d, args);
-	else if (cb_text_eq(d, op, "close-stdin"))
-		op_close_stdin(ag, id, d, args);
-	else if (cb_text_eq(d, op, "write-file"))
-		op_write_file(ag, id, d, args);
-	else if (cb_text_eq(d, op, "read-file"))
-		op_read_file(ag, id, d, args);
-	else if (cb_text_eq(d, op, "workload-signal"))
-		op_workload_signal(ag, id, d, args);
-	else if (cb_text_eq(d, op, "tcp-connect"))
-		op_tcp_connect(ag, id, d, args);
-	else if (cb_text_eq(d, op, "resume"))
-		op_resume(ag, id, d, args);
-	else if (cb_text_eq(d, op, "ping"))
-		res_empty(ag, id);
-	else if (cb_text_eq(d, op, "stats"))
-		op_stats(ag, id);
-	else if (cb_text_eq(d, op, "fs-attach"))
-		op_fs_attach(ag, id, d, args);
-	else if (cb_text_eq(d, op, "fs-detach"))
-		op_fs_detach(ag, id, d, args);
-	else if (cb_text_eq(d, op, "shutdown"))
-		op_shutdown(ag, id);
-	else if (ag->eg_on && cb_text_eq(d, op, "dial-answer"))
-		op_dial_answer(ag, id, d, args);
-	else if (ag->eg_on && cb_text_eq(d, op, "dns-answer"))
-		op_dns_answer(ag, id, d, args);
-	else {
-		char msg[128];
-		size_t n = d->items[op].len; /* op text is not NUL-terminated */
-		snprintf(msg, sizeof(msg), "unknown op %.*s", (int)(n > 64 ? 64 : n), (const char *)cb_ptr(d, op));
-		res_error(ag, id, "SM_UNKNOWN_OP", msg);
-	}
+	uint32_t op = fi->op;
+	for (size_t i = 0; i < NOPS; i++)
+		if (ops[i].handler && need_met(ag, ops[i].need) && cb_text_eq(d, op, ops[i].name)) {
+			ops[i].handler(ag, id, d, fi->args);
+			return;
+		}
+	char msg[128];
+	size_t n = d->items[op].len; /* op text is not NUL-terminated */
+	snprintf(msg, sizeof(msg), "unknown op %.*s", (int)(n > 64 ? 64 : n), (const char *)cb_ptr(d, op));
+	res_error(ag, id, "SM_UNKNOWN_OP", msg);
 }
 
 void session_reset(struct agent *ag)
@@ -193,8 +194,10 @@ static void handle_hello(struct agent *ag, const struct frame_info *fi)
 {
 	sm_dbg("hello from host (nonce %u)", fi->nonce);
 	session_reset(ag);
-	if (fi->v < 1) {
-		send_fatal(ag, E_VERSION, "agent speaks protocol version 1 only");
+	if (fi->v < SM_PROTO_VERSION) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "agent speaks protocol version %d only", SM_PROTO_VERSION);
+		send_fatal(ag, E_VERSION, msg);
 		return;
 	}
 	ag->session = true;
@@ -204,25 +207,16 @@ static void handle_hello(struct agent *ag, const struct frame_info *fi)
 	fbegin(ag);
 	cbe_map(&ag->outq, fi->has_nonce ? 10 : 9);
 	kv_text(ag, "t", "hello");
-	kv_uint(ag, "v", 1);
+	kv_uint(ag, "v", SM_PROTO_VERSION);
 	kv_text(ag, "agent", SM_AGENT_VERSION);
-	static const char *const caps[] = {"exec", "spawn", "signal", "resize", "close-stdin",
-					   "write-file", "read-file", "workload-signal", "tcp-connect",
-					   "resume", "ping", "shutdown", "stats", "tty", "chain",
-					   "fs-attach", "fs-detach", "fs", "agent-exe"};
-	size_t ncaps = sizeof(caps) / sizeof(caps[0]);
-	bool work_cg = sm_work_cgroup_fd >= 0;
+	size_t ncaps = 0;
+	for (size_t i = 0; i < NOPS; i++)
+		ncaps += need_met(ag, ops[i].need);
 	cbe_text(&ag->outq, "caps");
-	cbe_array(&ag->outq, ncaps + (work_cg ? 1 : 0) + (ag->eg_on ? 3 : 0));
-	for (size_t i = 0; i < ncaps; i++)
-		cbe_text(&ag->outq, caps[i]);
-	if (work_cg)
-		cbe_text(&ag->outq, "work-cgroup");
-	if (ag->eg_on) {
-		cbe_text(&ag->outq, "egress");
-		cbe_text(&ag->outq, "dial-answer");
-		cbe_text(&ag->outq, "dns-answer");
-	}
+	cbe_array(&ag->outq, ncaps);
+	for (size_t i = 0; i < NOPS; i++)
+		if (need_met(ag, ops[i].need))
+			cbe_text(&ag->outq, ops[i].name);
 	kv_uint(ag, "maxFrame", SM_MAX_FRAME_BYTES);
 	kv_uint(ag, "window", SM_WINDOW_BYTES);
 	cbe_text(&ag->outq, "ready");
