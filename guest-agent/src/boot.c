@@ -115,14 +115,8 @@ static void module_params(const char *file, char *out, size_t cap)
 		if (*p == '-')
 			*p = '_';
 	static char cmdline[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (sm_read_text("/proc/cmdline", cmdline, sizeof(cmdline)) <= 0)
 		return;
-	ssize_t n = read(fd, cmdline, sizeof(cmdline) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	cmdline[n] = 0;
 	size_t ml = strlen(mod), used = 0;
 	char *save = NULL;
 	for (char *tok = strtok_r(cmdline, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
@@ -191,17 +185,18 @@ int boot_early(void)
 	if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0 && errno != EBUSY)
 		ensure_stdio();
 	ensure_stdio();
-	do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	do_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	/* Without /proc and /sys nothing after this works (the command line, modules, the agent port):
+	 * EBUSY (already mounted) is fine, any other failure is returned after the module loading. */
+	int rp = do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	int rs = do_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	char cmd[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		ssize_t n = read(fd, cmd, sizeof(cmd) - 1);
-		close(fd);
-		cmd[n > 0 ? n : 0] = 0;
+	if (sm_read_text("/proc/cmdline", cmd, sizeof(cmd)) >= 0)
 		sm_debug = strstr(cmd, "sm.debug") != NULL;
-	}
 	load_modules();
+	if (rp < 0 && rp != -EBUSY)
+		return rp;
+	if (rs < 0 && rs != -EBUSY)
+		return rs;
 	return 0;
 }
 
@@ -231,13 +226,8 @@ int boot_root(const struct sm_config *c)
 				continue;
 			char p[300], id[32] = "?";
 			snprintf(p, sizeof(p), "/sys/bus/virtio/devices/%.64s/device", de->d_name);
-			int fd = open(p, O_RDONLY | O_CLOEXEC);
-			if (fd >= 0) {
-				ssize_t n = read(fd, id, sizeof(id) - 1);
-				id[n > 0 ? n : 0] = 0;
+			if (sm_read_text(p, id, sizeof(id)) >= 0)
 				id[strcspn(id, "\n")] = 0;
-				close(fd);
-			}
 			used += (size_t)snprintf(devs + used, sizeof(devs) - used, " %.32s(id %.16s)", de->d_name, id);
 		}
 		if (d)

@@ -61,7 +61,13 @@ int main(int argc, char **argv)
 	int64_t t0 = mono_ms();
 	static struct sm_config cfg;
 	char err[256];
-	boot_early();
+	int r = boot_early();
+	if (r < 0) {
+		/* PID 1 cannot go on without /proc and /sys (config, modules, the agent port): say why on
+		 * the console and power off, like every other fatal boot problem */
+		sm_log("early boot failed: %s; powering off", strerror(-r));
+		sm_poweroff();
+	}
 	size_t len = 0;
 	uint8_t *raw = read_file_capped("/sm/config.cbor", SM_CONFIG_MAX_BYTES, &len);
 	if (!raw) {

@@ -3,10 +3,13 @@
 #ifndef SM_H
 #define SM_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "cbor.h"
 
@@ -52,6 +55,47 @@
 #define SM_EG_DNS_PER_SEC 200     /* queries the stub forwards per second; more are dropped */
 #define SM_EG_DNS_MAX_BYTES 512   /* a query (UDP, no EDNS payload beyond this) */
 #define SM_EG_DNS_ANSWER_MAX 4096 /* an answer from the host */
+
+/* Errors: a fallible function returns a negative errno and, where the caller answers a request or
+ * logs, fills a struct sm_err: the protocol error code (SPEC 9: "EINVAL", "SM_FILE_TOO_LARGE", a
+ * violation code...) and a message "<field or path>: <problem>". sm_err_set returns -err. */
+struct sm_err {
+	const char *code;
+	char msg[512];
+};
+int sm_err_set(struct sm_err *e, int err, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Cleanup attributes for fds and heap buffers a function owns locally: the fd is closed (errno kept)
+ * and the buffer freed when the variable goes out of scope. sm_take_fd / sm_take_ptr hand ownership
+ * on (the variable is left at -1 / NULL). */
+static inline void sm_closep(int *fd)
+{
+	if (*fd >= 0) {
+		int e = errno;
+		close(*fd);
+		errno = e;
+	}
+}
+static inline void sm_freep(void *p) { free(*(void **)p); }
+#define _cleanup_close_ __attribute__((cleanup(sm_closep)))
+#define _cleanup_free_ __attribute__((cleanup(sm_freep)))
+static inline int sm_take_fd(int *fd)
+{
+	int r = *fd;
+	*fd = -1;
+	return r;
+}
+#define sm_take_ptr(p)                                                                             \
+	({                                                                                         \
+		__typeof__(p) sm_taken_ = (p);                                                     \
+		(p) = NULL;                                                                        \
+		sm_taken_;                                                                         \
+	})
+
+/* A small text file (/proc, /sys) into buf, NUL-terminated: the length read, or -errno (buf untouched
+ * when the file cannot be opened, empty when the read fails). */
+ssize_t sm_read_text(const char *path, char *buf, size_t cap);
 
 struct sm_user {
 	uint32_t uid, gid;
@@ -103,7 +147,7 @@ extern int sm_debug; /* kernel command line "sm.debug": log transport events */
 		if (sm_debug)                                                                      \
 			sm_log(__VA_ARGS__);                                                       \
 	} while (0)
-int boot_early(void);                    /* mounts, modules: before config */
+int boot_early(void); /* mounts, modules: before config; -errno when /proc or /sys cannot be mounted */
 int boot_root(const struct sm_config *c); /* overlay root, switch root */
 void boot_system(const struct sm_config *c); /* hostname, lo, net, volumes, work cgroup */
 /* O_WRONLY fd of the work cgroup's cgroup.procs (commands and the workload run there), or -1 */

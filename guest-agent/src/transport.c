@@ -182,14 +182,8 @@ static int find_port(char *path, size_t cap)
 			continue;
 		char p[300], name[64];
 		snprintf(p, sizeof(p), "/sys/class/virtio-ports/%s/name", de->d_name);
-		int fd = open(p, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
+		if (sm_read_text(p, name, sizeof(name)) <= 0)
 			continue;
-		ssize_t n = read(fd, name, sizeof(name) - 1);
-		close(fd);
-		if (n <= 0)
-			continue;
-		name[n] = 0;
 		name[strcspn(name, "\n")] = 0;
 		if (!strcmp(name, "agent")) {
 			snprintf(path, cap, "/dev/%.48s", de->d_name);
