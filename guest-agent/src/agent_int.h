@@ -250,6 +250,7 @@ void pending_del(struct agent *ag, uint32_t id);
 bool pending_has(struct agent *ag, uint32_t id);
 void res_empty(struct agent *ag, uint32_t id);
 void res_error(struct agent *ag, uint32_t id, const char *code, const char *msg);
+void res_err(struct agent *ag, uint32_t id, const struct sm_err *e);
 const char *errno_code(int e);
 void res_errno(struct agent *ag, uint32_t id, int e, const char *what);
 void send_chan_frame(struct agent *ag, const char *t, uint32_t ch);
@@ -294,8 +295,8 @@ const char *env_lookup(char **envp, const char *key);
 void child_exec(int eg_fd, struct child_spec *s, int in, int out, int err, bool tty, int slave);
 pid_t spawn_child(struct agent *ag, struct child_spec *s, int in, int out, int err, bool tty, int slave, bool new_session);
 char *item_strdup(const struct cb_doc *d, int i);
-struct child_spec *build_spec(struct agent *ag, const struct cb_doc *d, const struct cmd_args *c, const char **code,
-				     char *msg, size_t msglen);
+int build_spec(struct agent *ag, const struct cb_doc *d, const struct cmd_args *c, struct child_spec **out,
+	       struct sm_err *e);
 int set_nonblock(int fd);
 pid_t start_child(struct agent *ag, struct child_spec *s, bool tty, uint16_t cols, uint16_t rows, bool want_in,
 			 int *outfd, int *errfd, int *infd, int *ptyfd);
@@ -322,7 +323,7 @@ void op_workload_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, u
 int mkdir_parents(const char *path);
 int write_whole(int fd, const uint8_t *p, size_t n);
 ssize_t guarded_fork(guard_fn fn, void *ctx, uint8_t *out, size_t cap);
-int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen);
+int do_stage(const struct cb_doc *d, int stage, struct sm_err *e);
 void stage_start(struct agent *ag, uint32_t id, const struct cb_doc *d, int stage, char *what, struct exec_cont *k);
 void op_write_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
 void fjob_readable(struct agent *ag, struct file_job *j);

@@ -306,10 +306,10 @@ void tcp_connected(struct agent *ag, struct chan *c, int err)
 void op_tcp_connect(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t port, ch;
-	char msg[256];
-	if (args_uint(d, args, "port", true, 1, 65535, &port, msg, sizeof(msg)) < 0 ||
-	    args_uint(d, args, "ch", true, 1, UINT32_MAX, &ch, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_uint(d, args, "port", true, 1, 65535, &port, &e) < 0 ||
+	    args_uint(d, args, "ch", true, 1, UINT32_MAX, &ch, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	uint32_t ids[1] = {(uint32_t)ch};

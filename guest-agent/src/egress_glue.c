@@ -117,9 +117,9 @@ void op_dial_answer(struct agent *ag, uint32_t id, const struct cb_doc *d, uint3
 {
 	uint32_t dial, ch;
 	int ei;
-	char msg[256];
-	if (args_dial_answer(d, args, &dial, &ch, &ei, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_dial_answer(d, args, &dial, &ch, &ei, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	uint32_t ids[1] = {ch};
@@ -209,9 +209,9 @@ void op_dns_answer(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32
 {
 	uint32_t qid;
 	int a;
-	char msg[256];
-	if (args_dns_answer(d, args, &qid, &a, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_dns_answer(d, args, &qid, &a, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	for (int i = 0; i < SM_EG_MAX_DNS; i++) {

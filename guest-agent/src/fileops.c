@@ -172,7 +172,7 @@ static void put_child(void *c, int wr)
 
 /* Write the stage files. Runs in PID 1 only while no share is attached; otherwise in a file job's
  * child (stage_child), so a path on (or leading into) a share never makes PID 1 wait on itself. */
-int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
+int do_stage(const struct cb_doc *d, int stage, struct sm_err *e)
 {
 	if (stage < 0)
 		return 0;
@@ -181,16 +181,12 @@ int do_stage(const struct cb_doc *d, int stage, char *msg, size_t msglen)
 		int pi = cb_map_get(d, k, "path"), di = cb_map_get(d, k, "data");
 		int mi = cb_map_get(d, k, "mode");
 		mode_t mode = mi >= 0 && d->items[mi].type == CB_UINT ? (mode_t)(d->items[mi].u & 07777) : 0644;
-		char *path = item_strdup(d, pi);
+		_cleanup_free_ char *path = item_strdup(d, pi);
 		if (!path)
-			return -ENOMEM;
+			return sm_err_set(e, ENOMEM, "ENOMEM", "out of memory");
 		int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, mode, true, false, 0);
-		if (r < 0) {
-			snprintf(msg, msglen, "stage %.300s: %s", path, strerror(-r));
-			free(path);
-			return r;
-		}
-		free(path);
+		if (r < 0)
+			return sm_err_set(e, -r, errno_code(-r), "stage %.300s: %s", path, strerror(-r));
 		k = d->items[k].next;
 	}
 	return 0;
@@ -211,7 +207,9 @@ static void stage_child(void *c, int wr)
 	struct stage_ctx *x = c;
 	struct stage_out out;
 	memset(&out, 0, sizeof(out));
-	out.r = do_stage(x->d, x->stage, out.msg, sizeof(out.msg));
+	struct sm_err e = {.code = "EIO"};
+	out.r = do_stage(x->d, x->stage, &e);
+	snprintf(out.msg, sizeof(out.msg), "%s", e.msg);
 	pipe_put(wr, &out, sizeof(out));
 }
 
@@ -228,12 +226,12 @@ void op_write_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32
 	int pi, di;
 	uint64_t mode = 0644;
 	bool mkdirs = true;
-	char msg[512];
-	if (args_path(d, args, "path", &pi, msg, sizeof(msg)) < 0 ||
-	    args_bytes(d, args, "data", &di, msg, sizeof(msg)) < 0 ||
-	    args_uint(d, args, "mode", false, 0, UINT32_MAX, &mode, msg, sizeof(msg)) < 0 ||
-	    args_bool(d, args, "mkdirs", true, &mkdirs, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_path(d, args, "path", &pi, &e) < 0 ||
+	    args_bytes(d, args, "data", &di, &e) < 0 ||
+	    args_uint(d, args, "mode", false, 0, UINT32_MAX, &mode, &e) < 0 ||
+	    args_bool(d, args, "mkdirs", true, &mkdirs, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	if (d->items[di].len > SM_MAX_FILE_BYTES) {
@@ -542,9 +540,9 @@ void fjob_start(struct agent *ag, uint32_t id, guard_fn fn, void *ctx, char *pat
 void op_read_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	int pi;
-	char msg[512];
-	if (args_path(d, args, "path", &pi, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_path(d, args, "path", &pi, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	char *path = item_strdup(d, pi);

@@ -115,6 +115,11 @@ void res_error(struct agent *ag, uint32_t id, const char *code, const char *msg)
 	fend(ag);
 }
 
+void res_err(struct agent *ag, uint32_t id, const struct sm_err *e)
+{
+	res_error(ag, id, e->code, e->msg);
+}
+
 const char *errno_code(int e)
 {
 	switch (e) {

@@ -62,10 +62,9 @@ void exec_cont_free(struct exec_cont *k)
 static void exec_req(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args, bool spawn)
 {
 	struct exec_args a;
-	const char *code = "EINVAL";
-	char msg[512];
-	if (args_exec(d, args, spawn, &a, &code, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, code, msg);
+	struct sm_err e;
+	if (args_exec(d, args, spawn, &a, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	uint32_t ids[3] = {a.ch_out};
@@ -93,26 +92,13 @@ static void exec_req(struct agent *ag, uint32_t id, const struct cb_doc *d, uint
 	 * specs do not check cwd (the child's chdir does), so they are built first and the stage
 	 * runs in a file job; the command starts when the job is done. */
 	bool async_stage = a.stage >= 0 && any_share(ag);
-	int r = async_stage ? 0 : do_stage(d, a.stage, msg, sizeof(msg));
-	if (r < 0) {
+	struct child_spec *s = NULL;
+	if ((!async_stage && do_stage(d, a.stage, &e) < 0) || build_spec(ag, d, &a.cmd, &s, &e) < 0 ||
+	    (a.chain >= 0 && build_spec(ag, d, &a.chain_cmd, &p->chain, &e) < 0)) {
+		spec_free(s);
 		proc_free(p);
-		res_error(ag, id, errno_code(-r), msg);
+		res_err(ag, id, &e);
 		return;
-	}
-	struct child_spec *s = build_spec(ag, d, &a.cmd, &code, msg, sizeof(msg));
-	if (!s) {
-		proc_free(p);
-		res_error(ag, id, code, msg);
-		return;
-	}
-	if (a.chain >= 0) {
-		p->chain = build_spec(ag, d, &a.chain_cmd, &code, msg, sizeof(msg));
-		if (!p->chain) {
-			spec_free(s);
-			proc_free(p);
-			res_error(ag, id, code, msg);
-			return;
-		}
 	}
 	if (async_stage) {
 		struct exec_cont *k = malloc(sizeof(*k));
@@ -366,10 +352,10 @@ void proc_check_done(struct agent *ag, struct proc *p)
 void op_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t pid, sig;
-	char msg[256];
-	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0 ||
-	    args_uint(d, args, "signum", true, 1, 64, &sig, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, &e) < 0 ||
+	    args_uint(d, args, "signum", true, 1, 64, &sig, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	struct proc *p = proc_by_pid(ag, (pid_t)pid);
@@ -387,11 +373,11 @@ void op_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t a
 void op_resize(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t pid, cols, rows;
-	char msg[256];
-	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0 ||
-	    args_uint(d, args, "cols", true, 1, 65535, &cols, msg, sizeof(msg)) < 0 ||
-	    args_uint(d, args, "rows", true, 1, 65535, &rows, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, &e) < 0 ||
+	    args_uint(d, args, "cols", true, 1, 65535, &cols, &e) < 0 ||
+	    args_uint(d, args, "rows", true, 1, 65535, &rows, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	struct proc *p = proc_by_pid(ag, (pid_t)pid);
@@ -414,9 +400,9 @@ void op_resize(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t a
 void op_close_stdin(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t pid;
-	char msg[256];
-	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_uint(d, args, "pid", true, 1, INT32_MAX, &pid, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	struct proc *p = proc_by_pid(ag, (pid_t)pid);

@@ -21,10 +21,10 @@ static void op_resume(struct agent *ag, uint32_t id, const struct cb_doc *d, uin
 {
 	uint64_t tns;
 	int ei;
-	char msg[256];
-	if (args_uint(d, args, "timeNs", true, 0, UINT64_MAX, &tns, msg, sizeof(msg)) < 0 ||
-	    args_bytes(d, args, "entropy", &ei, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_uint(d, args, "timeNs", true, 0, UINT64_MAX, &tns, &e) < 0 ||
+	    args_bytes(d, args, "entropy", &ei, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	uint32_t elen = d->items[ei].len;
@@ -45,18 +45,16 @@ static void op_resume(struct agent *ag, uint32_t id, const struct cb_doc *d, uin
 	rpi.entropy_count = (int)elen * 8;
 	rpi.buf_size = (int)elen;
 	memcpy(rpi.buf, cb_ptr(d, (uint32_t)ei), elen);
-	int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
-	if (fd < 0 || ioctl(fd, SM_RNDADDENTROPY, &rpi) < 0) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		res_errno(ag, id, e, "RNDADDENTROPY");
-		return;
+	{
+		_cleanup_close_ int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+		if (fd < 0 || ioctl(fd, SM_RNDADDENTROPY, &rpi) < 0) {
+			res_errno(ag, id, errno, "RNDADDENTROPY");
+			return;
+		}
+		/* force the CRNG to reseed now so getrandom() diverges between two restores */
+		if (ioctl(fd, SM_RNDRESEEDCRNG) < 0)
+			sm_log("RNDRESEEDCRNG: %s", strerror(errno));
 	}
-	/* force the CRNG to reseed now so getrandom() diverges between two restores */
-	if (ioctl(fd, SM_RNDRESEEDCRNG) < 0)
-		sm_log("RNDRESEEDCRNG: %s", strerror(errno));
-	close(fd);
 	memset(&rpi, 0, sizeof(rpi));
 	res_empty(ag, id);
 	if (ag->cfg->start == START_RESUME) {
@@ -247,18 +245,16 @@ static void handle_frame(struct agent *ag, const uint8_t *body, size_t len)
 {
 	struct cb_doc d;
 	struct frame_info fi;
-	const char *code = NULL;
-	char msg[256];
+	struct sm_err e;
 	uint32_t cap = len < SM_MAX_ITEMS ? (uint32_t)len : SM_MAX_ITEMS;
-	struct cb_item *items = malloc((size_t)cap * sizeof(*items));
+	_cleanup_free_ struct cb_item *items = malloc((size_t)cap * sizeof(*items));
 	if (!items) {
 		violation(ag, E_BAD_CBOR, "out of memory for the frame");
 		return;
 	}
 	uint32_t maxd = SM_MAX_FRAME_BYTES - SM_DATA_OVERHEAD_BYTES;
-	if (proto_check_frame(&d, body, len, items, cap, maxd, &fi, &code, msg, sizeof(msg)) < 0) {
-		violation(ag, code, msg);
-		free(items);
+	if (proto_check_frame(&d, body, len, items, cap, maxd, &fi, &e) < 0) {
+		violation(ag, e.code, e.msg);
 		return;
 	}
 	switch (fi.kind) {
@@ -276,7 +272,6 @@ static void handle_frame(struct agent *ag, const uint8_t *body, size_t len)
 		handle_chan_frame(ag, &d, &fi);
 		break;
 	}
-	free(items);
 }
 
 static bool hello_candidate(const uint8_t *p)
@@ -322,14 +317,12 @@ size_t process_input(struct agent *ag)
 			}
 			struct cb_doc d;
 			struct frame_info fi;
-			const char *code;
-			char msg[128];
+			struct sm_err e;
 			uint32_t cap = n < SM_MAX_ITEMS ? n : SM_MAX_ITEMS;
 			struct cb_item *items = malloc((size_t)cap * sizeof(*items));
 			if (!items)
 				break;
-			int r = proto_check_frame(&d, p + 4, n, items, cap, SM_MAX_FRAME_BYTES, &fi, &code, msg,
-						  sizeof(msg));
+			int r = proto_check_frame(&d, p + 4, n, items, cap, SM_MAX_FRAME_BYTES, &fi, &e);
 			free(items);
 			if (r == 0 && fi.kind == FK_HELLO) {
 				handle_hello(ag, &fi);

@@ -294,10 +294,11 @@ static int fs_job_run(const struct fs_job *j, int res[2])
 void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	char tag[FS_TAG_MAX + 1], msg[320];
+	struct sm_err e;
 	uint32_t ch;
 	int pi;
-	if (args_fs_attach(d, args, tag, &ch, &pi, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	if (args_fs_attach(d, args, tag, &ch, &pi, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	uint32_t ids[1] = {ch};
@@ -358,9 +359,9 @@ void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_
 	if (r < 0 || res[0] != 0) {
 		static const char *const what[] = {"", "mkdir " FS_STAGING "/<tag>", "mount fuse", "mkdir path",
 						   "bind mount on path"};
-		int e = r < 0 ? -r : res[1];
+		int er = r < 0 ? -r : res[1];
 		snprintf(msg, sizeof(msg), "fs-attach %s: %s: %s", tag,
-			 r < 0 ? "mount helper process" : what[res[0] >= 1 && res[0] <= 4 ? res[0] : 0], strerror(e));
+			 r < 0 ? "mount helper process" : what[res[0] >= 1 && res[0] <= 4 ? res[0] : 0], strerror(er));
 		close(fd); /* aborts the connection if the mount happened (timeout case) */
 		free(req);
 		free(rbuf);
@@ -369,7 +370,7 @@ void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_
 			int dres[2];
 			fs_job_run(&dj, dres);
 		}
-		res_error(ag, id, errno_code(e), msg);
+		res_error(ag, id, errno_code(er), msg);
 		return;
 	}
 	ag->helper_installed = true;
@@ -397,8 +398,9 @@ void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_
 void op_fs_detach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	char tag[FS_TAG_MAX + 1], msg[256];
-	if (args_tag(d, args, "tag", tag, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_tag(d, args, "tag", tag, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	struct share *s = share_find(ag, tag);

@@ -63,8 +63,9 @@ struct sm_err {
 	const char *code;
 	char msg[512];
 };
-int sm_err_set(struct sm_err *e, int err, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+void sm_err_fmt(struct sm_err *e, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* (a macro so that a constant err stays a constant the compiler sees: callers test "< 0") */
+#define sm_err_set(e, err, code, ...) (sm_err_fmt((e), (code), __VA_ARGS__), -(err))
 
 /* Cleanup attributes for fds and heap buffers a function owns locally: the fd is closed (errno kept)
  * and the buffer freed when the variable goes out of scope. sm_take_fd / sm_take_ptr hand ownership
@@ -105,7 +106,8 @@ struct sm_user {
 	char home[256];
 };
 
-int resolve_user(const char *root, const char *spec, struct sm_user *u, char *err, size_t errlen);
+/* "user", "uid", "user:group", "uid:gid" from root's /etc/passwd and /etc/group: 0, or -EINVAL with err */
+int resolve_user(const char *root, const char *spec, struct sm_user *u, struct sm_err *err);
 
 enum start_mode { START_BOOT, START_RESUME, START_NEVER };
 
@@ -136,7 +138,8 @@ struct sm_config {
 };
 
 /* config.c */
-int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, char *err, size_t errlen);
+/* 0, or -errno with err ("config: <key>: <problem>") */
+int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, struct sm_err *err);
 void config_free(struct sm_config *c);
 
 /* boot.c */

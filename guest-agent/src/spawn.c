@@ -278,10 +278,11 @@ char *item_strdup(const struct cb_doc *d, int i)
 	return strndup((const char *)cb_ptr(d, (uint32_t)i), d->items[i].len);
 }
 
-/* Materialise argv/env/cwd/user of a command; errors filled as (code, msg). */
-struct child_spec *build_spec(struct agent *ag, const struct cb_doc *d, const struct cmd_args *c, const char **code,
-				     char *msg, size_t msglen)
+/* Materialise argv/env/cwd/user of a command into *out: 0, or -errno with e. */
+int build_spec(struct agent *ag, const struct cb_doc *d, const struct cmd_args *c, struct child_spec **out,
+	       struct sm_err *e)
 {
+	*out = NULL;
 	struct child_spec *s = calloc(1, sizeof(*s));
 	if (!s)
 		goto nomem;
@@ -304,31 +305,28 @@ struct child_spec *build_spec(struct agent *ag, const struct cb_doc *d, const st
 	/* While a share is attached the cwd is checked by the child's chdir (exit 126), never by
 	 * PID 1: a guest-made symlink could lead the stat into a share (see the file jobs). */
 	if (!any_share(ag) && (stat(s->cwd, &st) < 0 || !S_ISDIR(st.st_mode))) {
-		*code = errno == ENOENT || !errno ? "ENOENT" : errno_code(errno);
+		int er = errno == ENOENT || !errno ? ENOENT : errno;
 		if (stat(s->cwd, &st) == 0)
-			*code = "ENOTDIR";
-		snprintf(msg, msglen, "cwd %.300s: does not exist or is not a directory", s->cwd);
+			er = ENOTDIR;
+		sm_err_fmt(e, errno_code(er), "cwd %.300s: does not exist or is not a directory", s->cwd);
 		spec_free(s);
-		return NULL;
+		return -er;
 	}
 	char user[256] = "0:0";
 	if (c->user >= 0) {
 		memcpy(user, cb_ptr(d, (uint32_t)c->user), d->items[c->user].len);
 		user[d->items[c->user].len] = 0;
 	}
-	char err[256];
-	if (resolve_user("", user, &s->user, err, sizeof(err)) < 0) {
-		*code = "EINVAL";
-		snprintf(msg, msglen, "user: %s", err);
+	struct sm_err ue;
+	if (resolve_user("", user, &s->user, &ue) < 0) {
 		spec_free(s);
-		return NULL;
+		return sm_err_set(e, EINVAL, "EINVAL", "user: %s", ue.msg);
 	}
-	return s;
+	*out = s;
+	return 0;
 nomem:
 	spec_free(s);
-	*code = "ENOMEM";
-	snprintf(msg, msglen, "out of memory");
-	return NULL;
+	return sm_err_set(e, ENOMEM, "ENOMEM", "out of memory");
 }
 
 int set_nonblock(int fd)

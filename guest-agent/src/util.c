@@ -7,14 +7,13 @@
 #include <stdio.h>
 #include <unistd.h>
 
-int sm_err_set(struct sm_err *e, int err, const char *code, const char *fmt, ...)
+void sm_err_fmt(struct sm_err *e, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 	va_end(ap);
 	e->code = code;
-	return -err;
 }
 
 ssize_t sm_read_text(const char *path, char *buf, size_t cap)

@@ -100,16 +100,13 @@ static bool hello_candidate(const uint8_t *p, uint32_t *n)
 
 static bool is_host_hello(const uint8_t *body, uint32_t n)
 {
-	struct cb_item *items = malloc((size_t)n * sizeof(*items));
+	_cleanup_free_ struct cb_item *items = malloc((size_t)n * sizeof(*items));
 	if (!items)
 		return false;
 	struct cb_doc d;
 	struct frame_info fi;
-	const char *code = NULL;
-	char msg[128];
-	int r = proto_check_frame(&d, body, n, items, n, SM_MAX_FRAME_BYTES, &fi, &code, msg, sizeof(msg));
-	free(items);
-	return r == 0 && fi.kind == FK_HELLO;
+	struct sm_err e;
+	return proto_check_frame(&d, body, n, items, n, SM_MAX_FRAME_BYTES, &fi, &e) == 0 && fi.kind == FK_HELLO;
 }
 
 /* SPEC 4.4 scan over s->buf. Returns true with the hello at the start of the buffer;

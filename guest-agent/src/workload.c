@@ -17,9 +17,9 @@ void workload_start(struct agent *ag)
 	ag->wl_started = true;
 	struct child_spec s;
 	memset(&s, 0, sizeof(s));
-	char err[256];
-	if (resolve_user("", c->wl_user, &s.user, err, sizeof(err)) < 0) {
-		sm_log("workload: %s", err);
+	struct sm_err err;
+	if (resolve_user("", c->wl_user, &s.user, &err) < 0) {
+		sm_log("workload: %s", err.msg);
 		return;
 	}
 	s.argv = c->wl_argv;
@@ -131,9 +131,9 @@ void listen_poll(struct agent *ag, int64_t now)
 void op_workload_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t sig;
-	char msg[256];
-	if (args_uint(d, args, "signum", true, 1, 64, &sig, msg, sizeof(msg)) < 0) {
-		res_error(ag, id, "EINVAL", msg);
+	struct sm_err e;
+	if (args_uint(d, args, "signum", true, 1, 64, &sig, &e) < 0) {
+		res_err(ag, id, &e);
 		return;
 	}
 	if (ag->wl_pid <= 0) {
