@@ -238,7 +238,8 @@ struct exec_cont {
 typedef void (*guard_fn)(void *ctx, int wr);
 
 /* out.c */
-void fbegin(struct agent *ag);
+/* a frame: frame_start (a map of pairs entries, the first "t": t), the other pairs, fend */
+void frame_start(struct agent *ag, const char *t, unsigned pairs);
 bool fend(struct agent *ag);
 size_t outq_pending(struct agent *ag);
 void outq_drop(struct agent *ag);

@@ -221,14 +221,22 @@ void stage_start(struct agent *ag, uint32_t id, const struct cb_doc *d, int stag
 	fjob_start(ag, id, stage_child, &x, what, FJ_STAGE, sizeof(struct stage_out), 0, k);
 }
 
+/* The request's path argument (item pi) on the heap, or NULL with the request answered (ENOMEM). */
+static char *req_path(struct agent *ag, uint32_t id, const struct cb_doc *d, int pi)
+{
+	char *path = item_strdup(d, pi);
+	if (!path)
+		res_error(ag, id, "ENOMEM", "out of memory");
+	return path;
+}
+
 void op_write_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	int pi, di;
 	uint64_t mode = 0644;
 	bool mkdirs = true;
 	struct sm_err e;
-	if (args_path(d, args, "path", &pi, &e) < 0 ||
-	    args_bytes(d, args, "data", &di, &e) < 0 ||
+	if (args_path(d, args, "path", &pi, &e) < 0 || args_bytes(d, args, "data", &di, &e) < 0 ||
 	    args_uint(d, args, "mode", false, 0, UINT32_MAX, &mode, &e) < 0 ||
 	    args_bool(d, args, "mkdirs", true, &mkdirs, &e) < 0) {
 		res_err(ag, id, &e);
@@ -238,25 +246,22 @@ void op_write_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32
 		res_error(ag, id, "SM_FILE_TOO_LARGE", "data: larger than 4194304 bytes");
 		return;
 	}
-	char *path = item_strdup(d, pi);
-	if (!path) {
-		res_error(ag, id, "ENOMEM", "out of memory");
+	_cleanup_free_ char *path = req_path(ag, id, d, pi);
+	if (!path)
 		return;
-	}
+	const uint8_t *data = cb_ptr(d, (uint32_t)di);
+	size_t len = d->items[di].len;
 	if (any_share(ag)) {
 		/* the child has its own copy of the frame's bytes */
-		struct put_ctx x = {path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true,
-				     ++ag->tmp_counter};
-		fjob_start(ag, id, put_child, &x, path, FJ_WRITE, sizeof(int), 0, NULL);
+		struct put_ctx x = {path, data, len, (mode_t)(mode & 07777), mkdirs, true, ++ag->tmp_counter};
+		fjob_start(ag, id, put_child, &x, sm_take_ptr(path), FJ_WRITE, sizeof(int), 0, NULL);
 		return;
 	}
-	int r = put_file(path, cb_ptr(d, (uint32_t)di), d->items[di].len, (mode_t)(mode & 07777), mkdirs, true,
-			 ++ag->tmp_counter);
+	int r = put_file(path, data, len, (mode_t)(mode & 07777), mkdirs, true, ++ag->tmp_counter);
 	if (r < 0)
 		res_errno(ag, id, -r, path);
 	else
 		res_empty(ag, id);
-	free(path);
 }
 
 /* read-file: load_file reads the file (<= limit bytes), reply_loaded answers. While a share is
@@ -545,23 +550,18 @@ void op_read_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_
 		res_err(ag, id, &e);
 		return;
 	}
-	char *path = item_strdup(d, pi);
-	if (!path) {
-		res_error(ag, id, "ENOMEM", "out of memory");
+	_cleanup_free_ char *path = req_path(ag, id, d, pi);
+	if (!path)
 		return;
-	}
+	size_t limit = read_limit(ag);
 	if (any_share(ag)) {
-		size_t limit = read_limit(ag);
 		struct read_ctx x = {path, limit};
-		fjob_start(ag, id, read_child, &x, path, FJ_READ, 12 + limit, limit, NULL);
+		fjob_start(ag, id, read_child, &x, sm_take_ptr(path), FJ_READ, 12 + limit, limit, NULL);
 		return;
-	} else {
-		uint8_t *buf;
-		size_t got;
-		mode_t mode = 0;
-		int rc = load_file(path, read_limit(ag), &buf, &got, &mode);
-		reply_loaded(ag, id, path, rc, buf, got, mode, read_limit(ag));
-		free(buf);
 	}
-	free(path);
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t got;
+	mode_t mode = 0;
+	int rc = load_file(path, limit, &buf, &got, &mode);
+	reply_loaded(ag, id, path, rc, buf, got, mode, limit);
 }

@@ -365,3 +365,15 @@ int fs_mount_helper_main(int argc, char **argv)
 	}
 	return 0;
 }
+
+int fs_fuse_covers(const char *mp, const char *type, const char *path)
+{
+	if (strncmp(type, "fuse", 4) != 0)
+		return 0;
+	size_t n = strlen(mp);
+	while (n > 1 && mp[n - 1] == '/')
+		n--;
+	if (n == 1)
+		return 2;
+	return !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
+}

@@ -76,6 +76,10 @@ int fs_mountinfo_parse(char *line, char **mountpoint, char **fstype, char **sour
 typedef int (*fs_mount_fn)(const char *mountpoint, const char *fstype, const char *source, void *ctx);
 int fs_mountinfo_each(fs_mount_fn fn, void *ctx);
 
+/* For a mountinfo walker: 0 when mp (of fstype type) is no FUSE mount or path is not lexically at or
+ * below it, 1 when it is, 2 when the FUSE mount is on "/" (it covers every path). */
+int fs_fuse_covers(const char *mp, const char *type, const char *path);
+
 /* Unmounts (MNT_DETACH, last mounted first) every fuse.smfs mount whose source is tag.
  * Returns the number unmounted. Touches only mountinfo and umount2. */
 int fs_umount_tag(const char *tag);

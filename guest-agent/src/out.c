@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-void fbegin(struct agent *ag)
+static void fbegin(struct agent *ag)
 {
 	ag->fb_start = ag->outq.len;
 	cbe_raw(&ag->outq, "\0\0\0\0", 4);
@@ -59,11 +59,17 @@ void kv_uint(struct agent *ag, const char *k, uint64_t v)
 	cbe_uint(&ag->outq, v);
 }
 
-void send_fatal(struct agent *ag, const char *code, const char *msg)
+/* Start a frame: a map of pairs entries, the first "t": t. */
+void frame_start(struct agent *ag, const char *t, unsigned pairs)
 {
 	fbegin(ag);
-	cbe_map(&ag->outq, 3);
-	kv_text(ag, "t", "fatal");
+	cbe_map(&ag->outq, pairs);
+	kv_text(ag, "t", t);
+}
+
+void send_fatal(struct agent *ag, const char *code, const char *msg)
+{
+	frame_start(ag, "fatal", 3);
 	kv_text(ag, "code", code);
 	kv_text(ag, "message", msg);
 	fend(ag);
@@ -71,9 +77,7 @@ void send_fatal(struct agent *ag, const char *code, const char *msg)
 
 void res_begin(struct agent *ag, uint32_t id, unsigned result_pairs)
 {
-	fbegin(ag);
-	cbe_map(&ag->outq, 3);
-	kv_text(ag, "t", "res");
+	frame_start(ag, "res", 3);
 	kv_uint(ag, "id", id);
 	cbe_text(&ag->outq, "result");
 	cbe_map(&ag->outq, result_pairs);
@@ -104,9 +108,7 @@ void res_empty(struct agent *ag, uint32_t id)
 
 void res_error(struct agent *ag, uint32_t id, const char *code, const char *msg)
 {
-	fbegin(ag);
-	cbe_map(&ag->outq, 3);
-	kv_text(ag, "t", "res");
+	frame_start(ag, "res", 3);
 	kv_uint(ag, "id", id);
 	cbe_text(&ag->outq, "error");
 	cbe_map(&ag->outq, 2);
@@ -154,18 +156,14 @@ void res_errno(struct agent *ag, uint32_t id, int e, const char *what)
 
 void send_chan_frame(struct agent *ag, const char *t, uint32_t ch)
 {
-	fbegin(ag);
-	cbe_map(&ag->outq, 2);
-	kv_text(ag, "t", t);
+	frame_start(ag, t, 2);
 	kv_uint(ag, "ch", ch);
 	fend(ag);
 }
 
 void send_credit(struct agent *ag, uint32_t ch, uint64_t n)
 {
-	fbegin(ag);
-	cbe_map(&ag->outq, 3);
-	kv_text(ag, "t", "credit");
+	frame_start(ag, "credit", 3);
 	kv_uint(ag, "ch", ch);
 	kv_uint(ag, "n", n);
 	fend(ag);
@@ -173,9 +171,7 @@ void send_credit(struct agent *ag, uint32_t ch, uint64_t n)
 
 void send_data(struct agent *ag, uint32_t ch, const uint8_t *p, size_t n)
 {
-	fbegin(ag);
-	cbe_map(&ag->outq, 3);
-	kv_text(ag, "t", "data");
+	frame_start(ag, "data", 3);
 	kv_uint(ag, "ch", ch);
 	cbe_text(&ag->outq, "d");
 	cbe_bytes(&ag->outq, p, n);
@@ -184,9 +180,7 @@ void send_data(struct agent *ag, uint32_t ch, const uint8_t *p, size_t n)
 
 void evt_begin(struct agent *ag, const char *ev, unsigned pairs)
 {
-	fbegin(ag);
-	cbe_map(&ag->outq, 3);
-	kv_text(ag, "t", "evt");
+	frame_start(ag, "evt", 3);
 	kv_text(ag, "ev", ev);
 	cbe_text(&ag->outq, "data");
 	cbe_map(&ag->outq, pairs);

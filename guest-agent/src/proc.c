@@ -349,6 +349,17 @@ void proc_check_done(struct agent *ag, struct proc *p)
 	proc_free(p);
 }
 
+/* The live process spawn started with this pid, or NULL with the request answered (ESRCH). */
+static struct proc *spawned(struct agent *ag, uint32_t id, uint64_t pid)
+{
+	struct proc *p = proc_by_pid(ag, (pid_t)pid);
+	if (!p || p->kind != PK_SPAWN || p->exited) {
+		res_error(ag, id, "ESRCH", "no such process started by spawn");
+		return NULL;
+	}
+	return p;
+}
+
 void op_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	uint64_t pid, sig;
@@ -358,11 +369,8 @@ void op_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t a
 		res_err(ag, id, &e);
 		return;
 	}
-	struct proc *p = proc_by_pid(ag, (pid_t)pid);
-	if (!p || p->kind != PK_SPAWN || p->exited) {
-		res_error(ag, id, "ESRCH", "no such process started by spawn");
+	if (!spawned(ag, id, pid))
 		return;
-	}
 	if (kill((pid_t)pid, (int)sig) < 0) {
 		res_errno(ag, id, errno, "kill");
 		return;
@@ -405,11 +413,9 @@ void op_close_stdin(struct agent *ag, uint32_t id, const struct cb_doc *d, uint3
 		res_err(ag, id, &e);
 		return;
 	}
-	struct proc *p = proc_by_pid(ag, (pid_t)pid);
-	if (!p || p->kind != PK_SPAWN || p->exited) {
-		res_error(ag, id, "ESRCH", "no such process started by spawn");
+	struct proc *p = spawned(ag, id, pid);
+	if (!p)
 		return;
-	}
 	struct chan *c = p->in;
 	if (c) {
 		/* SPEC 6.3: like eof on chIn, and the stream is gone: tell the host with close.

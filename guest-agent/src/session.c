@@ -202,9 +202,7 @@ static void handle_hello(struct agent *ag, const struct frame_info *fi)
 	ag->sess++;
 	ag->host_max_frame = (uint32_t)fi->max_frame;
 	ag->host_window = (uint32_t)fi->window;
-	fbegin(ag);
-	cbe_map(&ag->outq, fi->has_nonce ? 10 : 9);
-	kv_text(ag, "t", "hello");
+	frame_start(ag, "hello", fi->has_nonce ? 10 : 9);
 	kv_uint(ag, "v", SM_PROTO_VERSION);
 	kv_text(ag, "agent", SM_AGENT_VERSION);
 	size_t ncaps = 0;

@@ -19,13 +19,7 @@
 static int contains_path(const char *mp, const char *type, const char *src, void *ctx)
 {
 	(void)src;
-	const char *path = ctx;
-	if (strncmp(type, "fuse", 4) != 0)
-		return 0;
-	size_t n = strlen(mp);
-	while (n > 1 && mp[n - 1] == '/')
-		n--;
-	return n > 1 && !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
+	return fs_fuse_covers(mp, type, ctx) == 1; /* a FUSE mount on / does not count here */
 }
 
 static bool on_share(struct agent *ag, const char *path)
