@@ -70,13 +70,14 @@ static int put_file(const char *path, const uint8_t *data, size_t len, mode_t mo
 		snprintf(tmp, sizeof(tmp), "%.*s/.sm-tmp-%d-%u", (int)(slash - path), path, (int)getpid(), seq);
 		target = tmp;
 	}
-	int fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
-	if (fd < 0)
-		return -errno;
-	r = write_whole(fd, data, len);
-	if (r == 0 && fchmod(fd, mode & 07777) < 0)
-		r = -errno;
-	close(fd);
+	{
+		_cleanup_close_ int fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
+		if (fd < 0)
+			return -errno;
+		r = write_whole(fd, data, len);
+		if (r == 0 && fchmod(fd, mode & 07777) < 0)
+			r = -errno;
+	} /* closed before the rename */
 	if (r == 0 && atomic && rename(target, path) < 0)
 		r = -errno;
 	if (r < 0 && atomic)
@@ -103,19 +104,16 @@ ssize_t guarded_fork(guard_fn fn, void *ctx, uint8_t *out, size_t cap)
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return -errno;
+	_cleanup_close_ int rd = pfd[0], wr = pfd[1];
 	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(pfd[0]);
-		close(pfd[1]);
-		return -e;
-	}
+	if (pid < 0)
+		return -errno;
 	if (pid == 0) {
-		close(pfd[0]);
-		fn(ctx, pfd[1]);
+		close(sm_take_fd(&rd));
+		fn(ctx, wr);
 		_exit(0);
 	}
-	close(pfd[1]);
+	close(sm_take_fd(&wr));
 	int64_t end = mono_ms() + FS_HELPER_TIMEOUT_MS;
 	size_t got = 0;
 	ssize_t r = -ETIMEDOUT;
@@ -123,7 +121,7 @@ ssize_t guarded_fork(guard_fn fn, void *ctx, uint8_t *out, size_t cap)
 		int64_t left = end - mono_ms();
 		if (left <= 0)
 			break;
-		struct pollfd pf = {.fd = pfd[0], .events = POLLIN};
+		struct pollfd pf = {.fd = rd, .events = POLLIN};
 		int pr = poll(&pf, 1, (int)left);
 		if (pr < 0 && errno == EINTR)
 			continue;
@@ -131,7 +129,7 @@ ssize_t guarded_fork(guard_fn fn, void *ctx, uint8_t *out, size_t cap)
 			break;
 		uint8_t extra;
 		/* at cap, one more byte tells EOF (the answer was exactly cap bytes) from an overflow */
-		ssize_t n = got == cap ? read(pfd[0], &extra, 1) : read(pfd[0], out + got, cap - got);
+		ssize_t n = got == cap ? read(rd, &extra, 1) : read(rd, out + got, cap - got);
 		if (n > 0 && got == cap) {
 			r = -EFBIG;
 			break;
@@ -148,7 +146,6 @@ ssize_t guarded_fork(guard_fn fn, void *ctx, uint8_t *out, size_t cap)
 		}
 		got += (size_t)n;
 	}
-	close(pfd[0]);
 	if (r < 0)
 		kill(pid, SIGKILL); /* reap() collects it */
 	return r;
@@ -282,14 +279,10 @@ static int load_file(const char *path, size_t limit, uint8_t **buf, size_t *got,
 {
 	*buf = NULL;
 	*got = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		return -e;
-	}
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -errno;
 	*mode = st.st_mode & 07777;
 	int rc = 0;
 	if (!S_ISREG(st.st_mode))
@@ -298,7 +291,7 @@ static int load_file(const char *path, size_t limit, uint8_t **buf, size_t *got,
 		rc = LF_TOOBIG;
 	/* files may grow between fstat and read: read at most limit + 1 */
 	size_t bcap = (size_t)st.st_size + 1 > limit + 1 ? limit + 1 : (size_t)st.st_size + 1;
-	uint8_t *b = rc ? NULL : malloc(bcap);
+	_cleanup_free_ uint8_t *b = rc ? NULL : malloc(bcap);
 	if (!rc && !b)
 		rc = -ENOMEM;
 	size_t n_got = 0;
@@ -324,14 +317,11 @@ static int load_file(const char *path, size_t limit, uint8_t **buf, size_t *got,
 			break;
 		n_got += (size_t)n;
 	}
-	close(fd);
 	if (rc == 0 && n_got > limit)
 		rc = LF_GREW;
-	if (rc != 0) {
-		free(b);
+	if (rc != 0)
 		return rc;
-	}
-	*buf = b;
+	*buf = sm_take_ptr(b);
 	*got = n_got;
 	return 0;
 }
@@ -498,45 +488,40 @@ int64_t fjob_next_deadline(struct agent *ag, int64_t t, int64_t now)
 
 /* Start fn(ctx, pipe) in a child for request id; the answer comes later (fjob_answer). Takes path. */
 void fjob_start(struct agent *ag, uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
-		       size_t limit, struct exec_cont *cont)
+		size_t limit, struct exec_cont *cont)
 {
+	_cleanup_free_ char *owned_path = path;
 	struct file_job *j = NULL;
 	for (int i = 0; i < SM_MAX_FILE_JOBS && !j; i++)
 		if (!ag->fjobs[i].used)
 			j = &ag->fjobs[i];
 	int pfd[2] = {-1, -1};
-	uint8_t *buf = j ? malloc(cap) : NULL;
+	_cleanup_free_ uint8_t *buf = j ? malloc(cap) : NULL;
 	if (!j || !buf || pipe2(pfd, O_CLOEXEC) < 0) {
 		int e = !j ? EBUSY : !buf ? ENOMEM : errno;
 		res_errno(ag, id, e, !j ? "too many file operations in progress" : path);
-		free(buf);
-		free(path);
 		exec_cont_free(cont);
 		return;
 	}
+	_cleanup_close_ int rd = pfd[0], wr = pfd[1];
 	pid_t pid = fork();
 	if (pid < 0) {
-		int e = errno;
-		close(pfd[0]);
-		close(pfd[1]);
-		res_errno(ag, id, e, "fork");
-		free(buf);
-		free(path);
+		res_errno(ag, id, errno, "fork");
 		exec_cont_free(cont);
 		return;
 	}
 	if (pid == 0) {
-		close(pfd[0]);
-		fn(ctx, pfd[1]);
+		close(sm_take_fd(&rd));
+		fn(ctx, wr);
 		_exit(0);
 	}
-	close(pfd[1]);
-	set_nonblock(pfd[0]);
+	close(sm_take_fd(&wr));
+	set_nonblock(rd);
 	*j = (struct file_job){.used = true, .kind = kind, .cont = cont, .pid = pid, .req_id = id, .sess = ag->sess,
-			       .deadline = mono_ms() + SM_FILE_JOB_TIMEOUT_MS, .buf = buf, .cap = cap, .limit = limit,
-			       .path = path};
+			       .deadline = mono_ms() + SM_FILE_JOB_TIMEOUT_MS, .buf = sm_take_ptr(buf), .cap = cap,
+			       .limit = limit, .path = sm_take_ptr(owned_path)};
 	j->w.kind = W_FJOB;
-	j->w.fd = pfd[0];
+	j->w.fd = sm_take_fd(&rd);
 	j->w.obj = j;
 	ag->pending[ag->npending++] = id;
 	watch_set(ag, &j->w, EPOLLIN);

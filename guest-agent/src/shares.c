@@ -171,17 +171,15 @@ static void share_free(struct agent *ag, struct share *s)
  * /sbin/mount.virtiofs at it (mount -t virtiofs). Child process only. */
 static void install_mount_helper(void)
 {
-	int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
 	if (in < 0)
 		return;
 	mkdir("/sbin", 0755);
 	char tmp[64];
 	snprintf(tmp, sizeof(tmp), "/sbin/.mount.smfs.%d", (int)getpid());
-	int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0755);
-	if (out < 0) {
-		close(in);
+	_cleanup_close_ int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0755);
+	if (out < 0)
 		return;
-	}
 	uint8_t buf[16384];
 	bool okw = true;
 	for (;;) {
@@ -197,10 +195,9 @@ static void install_mount_helper(void)
 			break;
 		}
 	}
-	close(in);
 	if (fchmod(out, 0755) < 0)
 		okw = false;
-	if (close(out) < 0)
+	if (close(sm_take_fd(&out)) < 0)
 		okw = false;
 	if (!okw || rename(tmp, FS_HELPER) < 0) {
 		unlink(tmp);
@@ -324,7 +321,7 @@ void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_
 			return;
 		}
 	}
-	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	_cleanup_close_ int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ENODEV || errno == ENXIO)
 			res_error(ag, id, "ENODEV",
@@ -334,11 +331,9 @@ void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_
 			res_errno(ag, id, errno, "open /dev/fuse");
 		return;
 	}
-	uint8_t *req = malloc(FS_REQ_BUF), *rbuf = malloc(FS_REPLY_MAX);
+	_cleanup_free_ uint8_t *req = malloc(FS_REQ_BUF);
+	_cleanup_free_ uint8_t *rbuf = malloc(FS_REPLY_MAX);
 	if (!req || !rbuf) {
-		free(req);
-		free(rbuf);
-		close(fd);
 		res_error(ag, id, "ENOMEM", "no memory for the share buffers");
 		return;
 	}
@@ -356,9 +351,7 @@ void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_
 		int er = r < 0 ? -r : res[1];
 		snprintf(msg, sizeof(msg), "fs-attach %s: %s: %s", tag,
 			 r < 0 ? "mount helper process" : what[res[0] >= 1 && res[0] <= 4 ? res[0] : 0], strerror(er));
-		close(fd); /* aborts the connection if the mount happened (timeout case) */
-		free(req);
-		free(rbuf);
+		close(sm_take_fd(&fd)); /* aborts the connection if the mount happened (timeout case) */
 		if (r == -ETIMEDOUT) {
 			struct fs_job dj = {.kind = 2, .tag = tag};
 			int dres[2];
@@ -374,11 +367,11 @@ void op_fs_attach(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_
 	s->used = true;
 	memcpy(s->tag, tag, sizeof(s->tag));
 	s->w.kind = W_FUSE;
-	s->w.fd = fd;
+	s->w.fd = sm_take_fd(&fd);
 	s->w.obj = s;
-	s->req = req;
+	s->req = sm_take_ptr(req);
 	s->path = pi >= 0 ? strdup(path) : NULL; /* NULL on ENOMEM too: then it counts as a user's bind */
-	fs_relay_init(&s->relay, rbuf);
+	fs_relay_init(&s->relay, sm_take_ptr(rbuf));
 	res_empty(ag, id);
 	if (!c) { /* checked above; cannot happen */
 		share_orphan(s);

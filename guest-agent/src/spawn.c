@@ -337,67 +337,63 @@ int set_nonblock(int fd)
 
 /* Fork one command. Returns pid or -errno; outfd, errfd, infd get the parent's
  * ends (nonblocking, cloexec), -1 where not requested. */
+static int neg_errno(void) { return -(errno ? errno : EIO); }
+
 pid_t start_child(struct agent *ag, struct child_spec *s, bool tty, uint16_t cols, uint16_t rows, bool want_in,
-			 int *outfd, int *errfd, int *infd, int *ptyfd)
+		  int *outfd, int *errfd, int *infd, int *ptyfd)
 {
-	int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
-	int master = -1, slave = -1, nul = -1;
+	_cleanup_close_ int out_r = -1, out_w = -1, err_r = -1, err_w = -1, in_r = -1, in_w = -1;
+	_cleanup_close_ int master = -1, slave = -1, nul = -1;
+	int p[2];
 	*outfd = *errfd = *infd = *ptyfd = -1;
 	if (tty) {
 		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
-			goto fail;
+			return neg_errno();
 		char name[64];
 		if (ptsname_r(master, name, sizeof(name)) != 0)
-			goto fail;
+			return neg_errno();
 		slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
 		if (slave < 0)
-			goto fail;
+			return neg_errno();
 		struct winsize ws = {.ws_row = rows, .ws_col = cols};
 		ioctl(master, TIOCSWINSZ, &ws);
 	} else {
-		if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0)
-			goto fail;
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return neg_errno();
+		out_r = p[0], out_w = p[1];
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return neg_errno();
+		err_r = p[0], err_w = p[1];
 		if (want_in) {
-			if (pipe2(pi, O_CLOEXEC) < 0)
-				goto fail;
+			if (pipe2(p, O_CLOEXEC) < 0)
+				return neg_errno();
+			in_r = p[0], in_w = p[1];
 		} else {
 			nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
 			if (nul < 0)
-				goto fail;
+				return neg_errno();
 		}
 	}
-	pid_t pid = spawn_child(ag, s, want_in ? pi[0] : nul, po[1], pe[1], tty, slave, false);
+	pid_t pid = spawn_child(ag, s, want_in ? in_r : nul, out_w, err_w, tty, slave, false);
 	if (pid < 0)
-		goto fail;
+		return neg_errno();
+	/* the child's ends (slave, out_w, err_w, in_r, nul) are closed on return */
 	if (tty) {
-		close(slave);
 		set_nonblock(master);
-		*outfd = master;
 		*ptyfd = fcntl(master, F_DUPFD_CLOEXEC, 3);
 		if (want_in)
 			*infd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+		*outfd = sm_take_fd(&master);
 	} else {
-		close(po[1]);
-		close(pe[1]);
-		set_nonblock(po[0]);
-		set_nonblock(pe[0]);
-		*outfd = po[0];
-		*errfd = pe[0];
+		set_nonblock(out_r);
+		set_nonblock(err_r);
+		*outfd = sm_take_fd(&out_r);
+		*errfd = sm_take_fd(&err_r);
 		if (want_in) {
-			close(pi[0]);
-			set_nonblock(pi[1]);
-			*infd = pi[1];
-		} else {
-			close(nul);
+			set_nonblock(in_w);
+			*infd = sm_take_fd(&in_w);
 		}
 	}
 	return pid;
-fail:;
-	int e = errno ? errno : EIO;
-	int fds[] = {po[0], po[1], pe[0], pe[1], pi[0], pi[1], master, slave, nul};
-	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	return -e;
 }

@@ -40,11 +40,12 @@ void workload_start(struct agent *ag)
 		s.envp = c->wl_env;
 	}
 	s.cwd = c->wl_cwd;
-	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	/* new session; child_exec's setpgid is then a no-op, and the console stays 1/2 */
-	pid_t pid = spawn_child(ag, &s, nul, 1, 2, false, -1, true);
-	if (nul >= 0)
-		close(nul);
+	pid_t pid;
+	{
+		_cleanup_close_ int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		/* new session; child_exec's setpgid is then a no-op, and the console stays 1/2 */
+		pid = spawn_child(ag, &s, nul, 1, 2, false, -1, true);
+	}
 	if (pid < 0) {
 		sm_log("workload: fork: %s", strerror(errno));
 		return;
