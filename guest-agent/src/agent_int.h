@@ -264,8 +264,6 @@ void enc_exit_fields(struct agent *ag, const struct proc *p);
 void watch_set(struct agent *ag, struct watch *w, uint32_t want);
 void watch_close(struct agent *ag, struct watch *w);
 void reap(struct agent *ag);
-int agent_run(struct sm_config *c, int64_t boot_ms);
-int agent_serve_fd(struct sm_config *c, int fd);
 
 /* chan.c */
 int chan_free_slots(struct agent *ag);
@@ -293,14 +291,14 @@ void rd_collect(struct agent *ag);
 /* spawn.c */
 void spec_free(struct child_spec *s);
 const char *env_lookup(char **envp, const char *key);
-void child_exec(int eg_fd, struct child_spec *s, int in, int out, int err, bool tty, int slave);
-pid_t spawn_child(struct agent *ag, struct child_spec *s, int in, int out, int err, bool tty, int slave, bool new_session);
+pid_t spawn_child(struct agent *ag, struct child_spec *s, int in, int out, int err, bool tty, int slave,
+		  bool new_session);
 char *item_strdup(const struct cb_doc *d, int i);
 int build_spec(struct agent *ag, const struct cb_doc *d, const struct cmd_args *c, struct child_spec **out,
 	       struct sm_err *e);
 int set_nonblock(int fd);
 pid_t start_child(struct agent *ag, struct child_spec *s, bool tty, uint16_t cols, uint16_t rows, bool want_in,
-			 int *outfd, int *errfd, int *infd, int *ptyfd);
+		  int *outfd, int *errfd, int *infd, int *ptyfd);
 
 /* proc.c */
 struct proc *proc_alloc(struct agent *ag);
@@ -309,7 +307,8 @@ void kill_group(pid_t pid);
 void exec_cont_free(struct exec_cont *k);
 void op_exec(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
 void op_spawn(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
-void exec_launch(struct agent *ag, uint32_t id, const struct exec_args *ap, bool spawn, struct proc *p, struct child_spec *s);
+void exec_launch(struct agent *ag, uint32_t id, const struct exec_args *ap, bool spawn, struct proc *p,
+		 struct child_spec *s);
 void proc_check_done(struct agent *ag, struct proc *p);
 void op_signal(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
 void op_resize(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
@@ -330,8 +329,6 @@ void op_write_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32
 void fjob_readable(struct agent *ag, struct file_job *j);
 void fjob_timers(struct agent *ag, int64_t now);
 int64_t fjob_next_deadline(struct agent *ag, int64_t t, int64_t now);
-void fjob_start(struct agent *ag, uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
-		       size_t limit, struct exec_cont *cont);
 void op_read_file(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
 
 /* egress_glue.c */
@@ -348,8 +345,6 @@ void eg_init(struct agent *ag);
 void session_reset(struct agent *ag);
 void violation(struct agent *ag, const char *code, const char *msg);
 size_t process_input(struct agent *ag);
-void op_stats(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
-void op_shutdown(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args);
 
 /* shares.c */
 void share_orphan(struct share *s);

@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static void fjob_start(struct agent *ag, uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind,
+		       size_t cap, size_t limit, struct exec_cont *cont);
+
 int mkdir_parents(const char *path)
 {
 	char tmp[SM_PATH_MAX_BYTES + 1];
@@ -326,8 +329,8 @@ static int load_file(const char *path, size_t limit, uint8_t **buf, size_t *got,
 	return 0;
 }
 
-static void reply_loaded(struct agent *ag, uint32_t id, const char *path, int rc, const uint8_t *buf, size_t got, mode_t mode,
-			 size_t limit)
+static void reply_loaded(struct agent *ag, uint32_t id, const char *path, int rc, const uint8_t *buf, size_t got,
+			 mode_t mode, size_t limit)
 {
 	char msg[512];
 	if (rc < 0) {
@@ -487,8 +490,8 @@ int64_t fjob_next_deadline(struct agent *ag, int64_t t, int64_t now)
 }
 
 /* Start fn(ctx, pipe) in a child for request id; the answer comes later (fjob_answer). Takes path. */
-void fjob_start(struct agent *ag, uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind, size_t cap,
-		size_t limit, struct exec_cont *cont)
+static void fjob_start(struct agent *ag, uint32_t id, guard_fn fn, void *ctx, char *path, enum fjob_kind kind,
+		       size_t cap, size_t limit, struct exec_cont *cont)
 {
 	_cleanup_free_ char *owned_path = path;
 	struct file_job *j = NULL;

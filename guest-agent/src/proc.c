@@ -129,7 +129,8 @@ void op_spawn(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t ar
 }
 
 /* Start the command of an exec/spawn request and wire its channels; takes p and s. */
-void exec_launch(struct agent *ag, uint32_t id, const struct exec_args *ap, bool spawn, struct proc *p, struct child_spec *s)
+void exec_launch(struct agent *ag, uint32_t id, const struct exec_args *ap, bool spawn, struct proc *p,
+		 struct child_spec *s)
 {
 	const struct exec_args a = *ap;
 	if (chan_free_slots(ag) < (a.has_ch_err ? 2 : 1) + (spawn ? 1 : 0)) {

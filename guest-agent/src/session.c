@@ -66,7 +66,7 @@ static void op_resume(struct agent *ag, uint32_t id, const struct cb_doc *d, uin
 	}
 }
 
-void op_stats(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_stats(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	(void)d, (void)args;
 	uint64_t total = meminfo_kib("MemTotal"), avail = meminfo_kib("MemAvailable");
@@ -88,7 +88,7 @@ void op_stats(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t ar
 	fend(ag);
 }
 
-void op_shutdown(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
+static void op_shutdown(struct agent *ag, uint32_t id, const struct cb_doc *d, uint32_t args)
 {
 	(void)d, (void)args;
 	res_empty(ag, id);

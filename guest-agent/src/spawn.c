@@ -68,7 +68,7 @@ static int close_fds_from(unsigned first)
 #endif
 }
 
-void child_exec(int eg_fd, struct child_spec *s, int in, int out, int err, bool tty, int slave)
+static void child_exec(int eg_fd, struct child_spec *s, int in, int out, int err, bool tty, int slave)
 {
 	/* into the work cgroup (task cap, low CPU weight against the agent); best effort */
 	if (sm_work_cgroup_fd >= 0 && write(sm_work_cgroup_fd, "0", 1) < 0) {
@@ -196,7 +196,8 @@ static int spawn_main(void *arg)
  * under TCG makes a command start several times cheaper than fork(). The agent is suspended
  * until the child has called execve or exited, so with a share attached, where that exec or the
  * chdir could need a FUSE answer only the agent can relay (SPEC 6.4), a plain fork is used. */
-pid_t spawn_child(struct agent *ag, struct child_spec *s, int in, int out, int err, bool tty, int slave, bool new_session)
+pid_t spawn_child(struct agent *ag, struct child_spec *s, int in, int out, int err, bool tty, int slave,
+		  bool new_session)
 {
 	struct spawn_req r = {.s = s, .in = in, .out = out, .err = err, .slave = slave, .tty = tty,
 			      .new_session = new_session, .eg_fd = ag->eg_child_fd};
