@@ -5,6 +5,8 @@
 #ifndef SM_FUSE_H
 #define SM_FUSE_H
 
+#include "sm.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -95,7 +97,7 @@ struct fs_helper_args {
 	const char *tag, *dir;
 	bool ro, fake;
 };
-int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, char *err, size_t errlen);
+int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, struct sm_err *err);
 
 /* Mount helper mode (mount -t virtiofs|smfs <tag> <dir>): binds the share's staging dir
  * onto dir. Exit 0; 32 (mount failure) with "No such device" when no share has that tag. */

@@ -5,8 +5,8 @@
  * X(name, handler, args check, need), in the order the caps are announced:
  *   handler    void h(struct agent *, uint32_t id, const struct cb_doc *, uint32_t args), agent only;
  *              NULL for a row that is a capability (a feature) but not an op
- *   args check int c(const struct cb_doc *, uint32_t args, const char **code, char *msg, size_t),
- *              proto.c: 0, or -1 with *code / msg (see args_check_op); NULL with a NULL handler
+ *   args check int c(const struct cb_doc *, uint32_t args, struct sm_err *), proto.c: 0, or -errno
+ *              with the error filled (see args_check_op); NULL with a NULL handler
  *   need       when the row is announced and dispatched: SM_NEED_NONE always, SM_NEED_WORK_CGROUP
  *              when the work cgroup exists, SM_NEED_EGRESS when egress is on (SPEC 6.5) */
 #ifndef SM_OPS_H
