@@ -142,7 +142,7 @@ static int load_module(const char *name)
 {
 	char path[300];
 	snprintf(path, sizeof(path), "/sm/modules/%.255s", name);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		sm_log("module %s: cannot open: %s", path, strerror(errno));
 		return -errno;
@@ -151,7 +151,6 @@ static int load_module(const char *name)
 	module_params(name, params, sizeof(params));
 	long r = syscall(SYS_finit_module, fd, params, 0);
 	int e = errno;
-	close(fd);
 	unlink(path); /* frees the initramfs copy: it would otherwise live in every snapshot */
 	if (r < 0 && e != EEXIST) {
 		sm_log("module %s: finit_module failed: %s", name, strerror(e));
@@ -357,13 +356,12 @@ static void net_config(const struct sm_config *c, int s)
 			sm_log("network: default route: %s", strerror(errno));
 	}
 	if (c->net_dns[0]) {
-		int fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		_cleanup_close_ int fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (fd >= 0) {
 			char line[96];
 			int n = snprintf(line, sizeof(line), "nameserver %s\n", c->net_dns);
 			if (write(fd, line, (size_t)n) < 0)
 				sm_log("network: resolv.conf: %s", strerror(errno));
-			close(fd);
 		}
 	}
 }
@@ -372,11 +370,10 @@ static void net_config(const struct sm_config *c, int s)
 static bool device_blank(const char *dev)
 {
 	static uint8_t buf[65536];
-	int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
 	ssize_t n = read(fd, buf, sizeof(buf));
-	close(fd);
 	if (n != (ssize_t)sizeof(buf))
 		return false;
 	for (size_t i = 0; i < sizeof(buf); i++)
@@ -424,12 +421,10 @@ int sm_work_cgroup_fd = -1;
 
 static bool write_str(const char *path, const char *value)
 {
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	bool ok = write(fd, value, strlen(value)) == (ssize_t)strlen(value);
-	close(fd);
-	return ok;
+	return write(fd, value, strlen(value)) == (ssize_t)strlen(value);
 }
 
 uint64_t meminfo_kib(const char *key)

@@ -113,7 +113,7 @@ int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, struct sm_
 	c->tmpfs_mib = 0; /* kernel default: half of RAM */
 	c->start = START_BOOT;
 	uint32_t cap = len < SM_MAX_ITEMS ? (uint32_t)len + 1 : SM_MAX_ITEMS;
-	struct cb_item *items = calloc(cap, sizeof(*items));
+	_cleanup_free_ struct cb_item *items = calloc(cap, sizeof(*items));
 	if (!items) {
 		sm_err_fmt(err, "ENOMEM", "config: out of memory");
 		return -ENOMEM;
@@ -211,10 +211,8 @@ int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, struct sm_
 		TRY(get_text(&d, (uint32_t)n, "dns", c->net_dns, sizeof(c->net_dns), false, err));
 		c->has_net = true;
 	}
-	free(items);
 	return 0;
 fail:
-	free(items);
 	config_free(c);
 	return -EINVAL;
 }

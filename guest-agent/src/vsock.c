@@ -208,12 +208,8 @@ static void accept_all(void)
 static bool cmdline_has(const char *word)
 {
 	char cmd[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (sm_read_text("/proc/cmdline", cmd, sizeof(cmd)) < 0)
 		return false;
-	ssize_t n = read(fd, cmd, sizeof(cmd) - 1);
-	close(fd);
-	cmd[n > 0 ? n : 0] = 0;
 	size_t wl = strlen(word);
 	for (char *p = cmd; (p = strstr(p, word)); p += wl)
 		if ((p == cmd || p[-1] == ' ') && (p[wl] == 0 || p[wl] == ' ' || p[wl] == '\n'))
