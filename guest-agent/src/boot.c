@@ -115,14 +115,8 @@ static void module_params(const char *file, char *out, size_t cap)
 		if (*p == '-')
 			*p = '_';
 	static char cmdline[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (sm_read_text("/proc/cmdline", cmdline, sizeof(cmdline)) <= 0)
 		return;
-	ssize_t n = read(fd, cmdline, sizeof(cmdline) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	cmdline[n] = 0;
 	size_t ml = strlen(mod), used = 0;
 	char *save = NULL;
 	for (char *tok = strtok_r(cmdline, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
@@ -148,7 +142,7 @@ static int load_module(const char *name)
 {
 	char path[300];
 	snprintf(path, sizeof(path), "/sm/modules/%.255s", name);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		sm_log("module %s: cannot open: %s", path, strerror(errno));
 		return -errno;
@@ -157,7 +151,6 @@ static int load_module(const char *name)
 	module_params(name, params, sizeof(params));
 	long r = syscall(SYS_finit_module, fd, params, 0);
 	int e = errno;
-	close(fd);
 	unlink(path); /* frees the initramfs copy: it would otherwise live in every snapshot */
 	if (r < 0 && e != EEXIST) {
 		sm_log("module %s: finit_module failed: %s", name, strerror(e));
@@ -191,17 +184,18 @@ int boot_early(void)
 	if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0 && errno != EBUSY)
 		ensure_stdio();
 	ensure_stdio();
-	do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	do_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	/* Without /proc and /sys nothing after this works (the command line, modules, the agent port):
+	 * EBUSY (already mounted) is fine, any other failure is returned after the module loading. */
+	int rp = do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	int rs = do_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	char cmd[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		ssize_t n = read(fd, cmd, sizeof(cmd) - 1);
-		close(fd);
-		cmd[n > 0 ? n : 0] = 0;
+	if (sm_read_text("/proc/cmdline", cmd, sizeof(cmd)) >= 0)
 		sm_debug = strstr(cmd, "sm.debug") != NULL;
-	}
 	load_modules();
+	if (rp < 0 && rp != -EBUSY)
+		return rp;
+	if (rs < 0 && rs != -EBUSY)
+		return rs;
 	return 0;
 }
 
@@ -231,13 +225,8 @@ int boot_root(const struct sm_config *c)
 				continue;
 			char p[300], id[32] = "?";
 			snprintf(p, sizeof(p), "/sys/bus/virtio/devices/%.64s/device", de->d_name);
-			int fd = open(p, O_RDONLY | O_CLOEXEC);
-			if (fd >= 0) {
-				ssize_t n = read(fd, id, sizeof(id) - 1);
-				id[n > 0 ? n : 0] = 0;
+			if (sm_read_text(p, id, sizeof(id)) >= 0)
 				id[strcspn(id, "\n")] = 0;
-				close(fd);
-			}
 			used += (size_t)snprintf(devs + used, sizeof(devs) - used, " %.32s(id %.16s)", de->d_name, id);
 		}
 		if (d)
@@ -367,13 +356,12 @@ static void net_config(const struct sm_config *c, int s)
 			sm_log("network: default route: %s", strerror(errno));
 	}
 	if (c->net_dns[0]) {
-		int fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		_cleanup_close_ int fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (fd >= 0) {
 			char line[96];
 			int n = snprintf(line, sizeof(line), "nameserver %s\n", c->net_dns);
 			if (write(fd, line, (size_t)n) < 0)
 				sm_log("network: resolv.conf: %s", strerror(errno));
-			close(fd);
 		}
 	}
 }
@@ -382,11 +370,10 @@ static void net_config(const struct sm_config *c, int s)
 static bool device_blank(const char *dev)
 {
 	static uint8_t buf[65536];
-	int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
 	ssize_t n = read(fd, buf, sizeof(buf));
-	close(fd);
 	if (n != (ssize_t)sizeof(buf))
 		return false;
 	for (size_t i = 0; i < sizeof(buf); i++)
@@ -434,12 +421,10 @@ int sm_work_cgroup_fd = -1;
 
 static bool write_str(const char *path, const char *value)
 {
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	bool ok = write(fd, value, strlen(value)) == (ssize_t)strlen(value);
-	close(fd);
-	return ok;
+	return write(fd, value, strlen(value)) == (ssize_t)strlen(value);
 }
 
 uint64_t meminfo_kib(const char *key)

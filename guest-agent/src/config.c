@@ -7,19 +7,19 @@
 #include <string.h>
 
 static int get_text(const struct cb_doc *d, uint32_t map, const char *key, char *dst, size_t cap,
-		    bool required, char *err, size_t errlen)
+		    bool required, struct sm_err *err)
 {
 	int i = cb_map_get(d, map, key);
 	if (i < 0 || d->items[i].type == CB_NULL) {
 		if (required) {
-			snprintf(err, errlen, "config: %s: missing", key);
+			sm_err_fmt(err, "EINVAL", "config: %s: missing", key);
 			return -EINVAL;
 		}
 		return 0;
 	}
 	const struct cb_item *it = &d->items[i];
 	if (it->type != CB_TEXT || it->len >= cap || memchr(cb_ptr(d, (uint32_t)i), 0, it->len)) {
-		snprintf(err, errlen, "config: %s: must be a text shorter than %zu bytes", key, cap);
+		sm_err_fmt(err, "EINVAL", "config: %s: must be a text shorter than %zu bytes", key, cap);
 		return -EINVAL;
 	}
 	memcpy(dst, cb_ptr(d, (uint32_t)i), it->len);
@@ -28,13 +28,13 @@ static int get_text(const struct cb_doc *d, uint32_t map, const char *key, char 
 }
 
 static int get_uint(const struct cb_doc *d, uint32_t map, const char *key, uint64_t max, uint64_t *out,
-		    char *err, size_t errlen)
+		    struct sm_err *err)
 {
 	int i = cb_map_get(d, map, key);
 	if (i < 0)
 		return 0;
 	if (d->items[i].type != CB_UINT || d->items[i].u > max) {
-		snprintf(err, errlen, "config: %s: must be an unsigned integer <= %llu", key,
+		sm_err_fmt(err, "EINVAL", "config: %s: must be an unsigned integer <= %llu", key,
 			 (unsigned long long)max);
 		return -EINVAL;
 	}
@@ -42,24 +42,23 @@ static int get_uint(const struct cb_doc *d, uint32_t map, const char *key, uint6
 	return 1;
 }
 
-static int get_bool(const struct cb_doc *d, uint32_t map, const char *key, bool *out, char *err,
-		    size_t errlen)
+static int get_bool(const struct cb_doc *d, uint32_t map, const char *key, bool *out, struct sm_err *err)
 {
 	int i = cb_map_get(d, map, key);
 	if (i < 0)
 		return 0;
 	if (d->items[i].type != CB_TRUE && d->items[i].type != CB_FALSE) {
-		snprintf(err, errlen, "config: %s: must be a boolean", key);
+		sm_err_fmt(err, "EINVAL", "config: %s: must be a boolean", key);
 		return -EINVAL;
 	}
 	*out = d->items[i].type == CB_TRUE;
 	return 1;
 }
 
-static char **text_array(const struct cb_doc *d, int idx, const char *what, char *err, size_t errlen)
+static char **text_array(const struct cb_doc *d, int idx, const char *what, struct sm_err *err)
 {
 	if (idx < 0 || d->items[idx].type != CB_ARRAY) {
-		snprintf(err, errlen, "config: %s: must be an array of text", what);
+		sm_err_fmt(err, "EINVAL", "config: %s: must be an array of text", what);
 		return NULL;
 	}
 	uint32_t n = d->items[idx].count;
@@ -70,7 +69,7 @@ static char **text_array(const struct cb_doc *d, int idx, const char *what, char
 	for (uint32_t i = 0; i < n; i++) {
 		const struct cb_item *it = &d->items[k];
 		if (it->type != CB_TEXT || memchr(cb_ptr(d, k), 0, it->len)) {
-			snprintf(err, errlen, "config: %s[%u] must be text without NUL", what, i);
+			sm_err_fmt(err, "EINVAL", "config: %s[%u] must be text without NUL", what, i);
 			goto fail;
 		}
 		v[i] = strndup((const char *)cb_ptr(d, k), it->len);
@@ -103,7 +102,7 @@ void config_free(struct sm_config *c)
 			goto fail;                                                                 \
 	} while (0)
 
-int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, char *err, size_t errlen)
+int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, struct sm_err *err)
 {
 	struct cb_doc d;
 	const char *derr = NULL;
@@ -114,35 +113,35 @@ int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, char *err,
 	c->tmpfs_mib = 0; /* kernel default: half of RAM */
 	c->start = START_BOOT;
 	uint32_t cap = len < SM_MAX_ITEMS ? (uint32_t)len + 1 : SM_MAX_ITEMS;
-	struct cb_item *items = calloc(cap, sizeof(*items));
+	_cleanup_free_ struct cb_item *items = calloc(cap, sizeof(*items));
 	if (!items) {
-		snprintf(err, errlen, "config: out of memory");
+		sm_err_fmt(err, "ENOMEM", "config: out of memory");
 		return -ENOMEM;
 	}
 	if (cb_decode(&d, buf, len, items, cap, &derr) < 0) {
-		snprintf(err, errlen, "config: invalid CBOR: %s", derr);
+		sm_err_fmt(err, "EINVAL", "config: invalid CBOR: %s", derr);
 		goto fail;
 	}
 	if (d.items[0].type != CB_MAP) {
-		snprintf(err, errlen, "config: not a map");
+		sm_err_fmt(err, "EINVAL", "config: not a map");
 		goto fail;
 	}
 	uint64_t v = 0;
-	if (get_uint(&d, 0, "v", 0xffff, &v, err, errlen) <= 0 || v != 1) {
-		snprintf(err, errlen, "config: v: unsupported or missing version (want 1)");
+	if (get_uint(&d, 0, "v", 0xffff, &v, err) <= 0 || v != 1) {
+		sm_err_fmt(err, "EINVAL", "config: v: unsupported or missing version (want 1)");
 		goto fail;
 	}
-	TRY(get_text(&d, 0, "hostname", c->hostname, sizeof(c->hostname), false, err, errlen));
-	TRY(get_text(&d, 0, "rootDevice", c->root_device, sizeof(c->root_device), false, err, errlen));
+	TRY(get_text(&d, 0, "hostname", c->hostname, sizeof(c->hostname), false, err));
+	TRY(get_text(&d, 0, "rootDevice", c->root_device, sizeof(c->root_device), false, err));
 	v = c->tmpfs_mib;
-	TRY(get_uint(&d, 0, "tmpfsMib", 1u << 20, &v, err, errlen));
+	TRY(get_uint(&d, 0, "tmpfsMib", 1u << 20, &v, err));
 	c->tmpfs_mib = (uint32_t)v;
 	if (!c->hostname[0]) {
-		snprintf(err, errlen, "config: hostname: must be 1..64 bytes");
+		sm_err_fmt(err, "EINVAL", "config: hostname: must be 1..64 bytes");
 		goto fail;
 	}
 	char start[16] = "boot";
-	TRY(get_text(&d, 0, "startWorkload", start, sizeof(start), false, err, errlen));
+	TRY(get_text(&d, 0, "startWorkload", start, sizeof(start), false, err));
 	if (!strcmp(start, "boot"))
 		c->start = START_BOOT;
 	else if (!strcmp(start, "resume"))
@@ -150,27 +149,27 @@ int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, char *err,
 	else if (!strcmp(start, "never"))
 		c->start = START_NEVER;
 	else {
-		snprintf(err, errlen, "config: startWorkload must be boot|resume|never");
+		sm_err_fmt(err, "EINVAL", "config: startWorkload must be boot|resume|never");
 		goto fail;
 	}
 	v = 0;
-	TRY(get_uint(&d, 0, "guestPort", 65535, &v, err, errlen));
+	TRY(get_uint(&d, 0, "guestPort", 65535, &v, err));
 	c->guest_port = (uint32_t)v;
-	TRY(get_bool(&d, 0, "listenerRequired", &c->listener_required, err, errlen));
+	TRY(get_bool(&d, 0, "listenerRequired", &c->listener_required, err));
 
 	int w = cb_map_get(&d, 0, "workload");
 	if (w >= 0 && d.items[w].type == CB_MAP) {
 		uint32_t wm = (uint32_t)w;
-		c->wl_argv = text_array(&d, cb_map_get(&d, wm, "argv"), "workload.argv", err, errlen);
+		c->wl_argv = text_array(&d, cb_map_get(&d, wm, "argv"), "workload.argv", err);
 		if (!c->wl_argv)
 			goto fail;
 		if (!c->wl_argv[0]) {
-			snprintf(err, errlen, "config: workload.argv is empty");
+			sm_err_fmt(err, "EINVAL", "config: workload.argv is empty");
 			goto fail;
 		}
 		int e = cb_map_get(&d, wm, "env");
 		if (e >= 0) {
-			c->wl_env = text_array(&d, e, "workload.env", err, errlen);
+			c->wl_env = text_array(&d, e, "workload.env", err);
 			if (!c->wl_env)
 				goto fail;
 		} else {
@@ -178,11 +177,11 @@ int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, char *err,
 			if (!c->wl_env)
 				goto fail;
 		}
-		TRY(get_text(&d, wm, "cwd", c->wl_cwd, sizeof(c->wl_cwd), false, err, errlen));
-		TRY(get_text(&d, wm, "user", c->wl_user, sizeof(c->wl_user), false, err, errlen));
+		TRY(get_text(&d, wm, "cwd", c->wl_cwd, sizeof(c->wl_cwd), false, err));
+		TRY(get_text(&d, wm, "user", c->wl_user, sizeof(c->wl_user), false, err));
 		c->has_workload = true;
 	} else if (w >= 0 && d.items[w].type != CB_NULL) {
-		snprintf(err, errlen, "config: workload must be a map or null");
+		sm_err_fmt(err, "EINVAL", "config: workload must be a map or null");
 		goto fail;
 	}
 
@@ -191,31 +190,29 @@ int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, char *err,
 		uint32_t k = (uint32_t)vo + 1;
 		for (uint32_t i = 0; i < d.items[vo].count; i++) {
 			if (c->nvolumes >= SM_MAX_VOLUMES || d.items[k].type != CB_MAP) {
-				snprintf(err, errlen, "config: volumes: too many or not a map");
+				sm_err_fmt(err, "EINVAL", "config: volumes: too many or not a map");
 				goto fail;
 			}
 			struct sm_volume *vol = &c->volumes[c->nvolumes++];
-			TRY(get_text(&d, k, "device", vol->device, sizeof(vol->device), true, err, errlen));
-			TRY(get_text(&d, k, "path", vol->path, sizeof(vol->path), true, err, errlen));
-			TRY(get_bool(&d, k, "format", &vol->format, err, errlen));
+			TRY(get_text(&d, k, "device", vol->device, sizeof(vol->device), true, err));
+			TRY(get_text(&d, k, "path", vol->path, sizeof(vol->path), true, err));
+			TRY(get_bool(&d, k, "format", &vol->format, err));
 			k = d.items[k].next;
 		}
 	} else if (vo >= 0 && d.items[vo].type != CB_NULL) {
-		snprintf(err, errlen, "config: volumes must be an array");
+		sm_err_fmt(err, "EINVAL", "config: volumes must be an array");
 		goto fail;
 	}
 
 	int n = cb_map_get(&d, 0, "network");
 	if (n >= 0 && d.items[n].type == CB_MAP) {
-		TRY(get_text(&d, (uint32_t)n, "ip", c->net_ip, sizeof(c->net_ip), true, err, errlen));
-		TRY(get_text(&d, (uint32_t)n, "gateway", c->net_gw, sizeof(c->net_gw), false, err, errlen));
-		TRY(get_text(&d, (uint32_t)n, "dns", c->net_dns, sizeof(c->net_dns), false, err, errlen));
+		TRY(get_text(&d, (uint32_t)n, "ip", c->net_ip, sizeof(c->net_ip), true, err));
+		TRY(get_text(&d, (uint32_t)n, "gateway", c->net_gw, sizeof(c->net_gw), false, err));
+		TRY(get_text(&d, (uint32_t)n, "dns", c->net_dns, sizeof(c->net_dns), false, err));
 		c->has_net = true;
 	}
-	free(items);
 	return 0;
 fail:
-	free(items);
 	config_free(c);
 	return -EINVAL;
 }

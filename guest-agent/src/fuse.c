@@ -287,7 +287,7 @@ static void helper_opts(const char *list, struct fs_helper_args *a)
 	}
 }
 
-int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, char *err, size_t errlen)
+int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, struct sm_err *err)
 {
 	memset(a, 0, sizeof(*a));
 	int npos = 0;
@@ -299,8 +299,8 @@ int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, char *err, 
 			else if (npos == 1)
 				a->dir = s;
 			else {
-				snprintf(err, errlen, "unexpected argument '%.64s'", s);
-				return -1;
+				sm_err_fmt(err, "EINVAL", "unexpected argument '%.64s'", s);
+				return -EINVAL;
 			}
 			npos++;
 			continue;
@@ -308,14 +308,14 @@ int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, char *err, 
 		if (s[1] == 'o' || s[1] == 't' || s[1] == 'N') {
 			const char *v = s[2] ? s + 2 : (i + 1 < argc ? argv[++i] : NULL);
 			if (!v) {
-				snprintf(err, errlen, "option -%c needs a value", s[1]);
-				return -1;
+				sm_err_fmt(err, "EINVAL", "option -%c needs a value", s[1]);
+				return -EINVAL;
 			}
 			if (s[1] == 'o')
 				helper_opts(v, a);
 			else if (s[1] == 'N') {
-				snprintf(err, errlen, "-N (another mount namespace) is not supported");
-				return -1;
+				sm_err_fmt(err, "EINVAL", "-N (another mount namespace) is not supported");
+				return -EINVAL;
 			}
 			continue;
 		}
@@ -325,8 +325,8 @@ int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, char *err, 
 				a->fake = true;
 	}
 	if (npos != 2) {
-		snprintf(err, errlen, "usage: mount -t virtiofs <tag> <dir> [-o ro]");
-		return -1;
+		sm_err_fmt(err, "EINVAL", "usage: mount -t virtiofs <tag> <dir> [-o ro]");
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -336,9 +336,9 @@ int fs_mount_helper_main(int argc, char **argv)
 	const char *me = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
 	me = me ? me + 1 : (argc > 0 && argv[0] ? argv[0] : "mount.virtiofs");
 	struct fs_helper_args a;
-	char err[160];
-	if (fs_helper_parse(argc, argv, &a, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s: %s\n", me, err);
+	struct sm_err err;
+	if (fs_helper_parse(argc, argv, &a, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", me, err.msg);
 		return 1;
 	}
 	char staging[128];
@@ -364,4 +364,16 @@ int fs_mount_helper_main(int argc, char **argv)
 		return 32;
 	}
 	return 0;
+}
+
+int fs_fuse_covers(const char *mp, const char *type, const char *path)
+{
+	if (strncmp(type, "fuse", 4) != 0)
+		return 0;
+	size_t n = strlen(mp);
+	while (n > 1 && mp[n - 1] == '/')
+		n--;
+	if (n == 1)
+		return 2;
+	return !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
 }

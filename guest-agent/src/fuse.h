@@ -5,6 +5,8 @@
 #ifndef SM_FUSE_H
 #define SM_FUSE_H
 
+#include "sm.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,6 +78,10 @@ int fs_mountinfo_parse(char *line, char **mountpoint, char **fstype, char **sour
 typedef int (*fs_mount_fn)(const char *mountpoint, const char *fstype, const char *source, void *ctx);
 int fs_mountinfo_each(fs_mount_fn fn, void *ctx);
 
+/* For a mountinfo walker: 0 when mp (of fstype type) is no FUSE mount or path is not lexically at or
+ * below it, 1 when it is, 2 when the FUSE mount is on "/" (it covers every path). */
+int fs_fuse_covers(const char *mp, const char *type, const char *path);
+
 /* Unmounts (MNT_DETACH, last mounted first) every fuse.smfs mount whose source is tag.
  * Returns the number unmounted. Touches only mountinfo and umount2. */
 int fs_umount_tag(const char *tag);
@@ -91,7 +97,7 @@ struct fs_helper_args {
 	const char *tag, *dir;
 	bool ro, fake;
 };
-int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, char *err, size_t errlen);
+int fs_helper_parse(int argc, char **argv, struct fs_helper_args *a, struct sm_err *err);
 
 /* Mount helper mode (mount -t virtiofs|smfs <tag> <dir>): binds the share's staging dir
  * onto dir. Exit 0; 32 (mount failure) with "No such device" when no share has that tag. */

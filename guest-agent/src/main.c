@@ -13,7 +13,7 @@
 
 static uint8_t *read_file_capped(const char *path, size_t cap, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
 	uint8_t *buf = malloc(cap + 1);
@@ -26,7 +26,6 @@ static uint8_t *read_file_capped(const char *path, size_t cap, size_t *len)
 			break;
 		got += (size_t)n;
 	}
-	close(fd);
 	if (buf && got > cap) {
 		free(buf);
 		errno = EFBIG;
@@ -60,16 +59,22 @@ int main(int argc, char **argv)
 	}
 	int64_t t0 = mono_ms();
 	static struct sm_config cfg;
-	char err[256];
-	boot_early();
+	struct sm_err err;
+	int r = boot_early();
+	if (r < 0) {
+		/* PID 1 cannot go on without /proc and /sys (config, modules, the agent port): say why on
+		 * the console and power off, like every other fatal boot problem */
+		sm_log("early boot failed: %s; powering off", strerror(-r));
+		sm_poweroff();
+	}
 	size_t len = 0;
 	uint8_t *raw = read_file_capped("/sm/config.cbor", SM_CONFIG_MAX_BYTES, &len);
 	if (!raw) {
 		sm_log("config: /sm/config.cbor: %s", strerror(errno));
 		sm_poweroff();
 	}
-	if (config_parse(raw, len, &cfg, err, sizeof(err)) < 0) {
-		sm_log("%s", err);
+	if (config_parse(raw, len, &cfg, &err) < 0) {
+		sm_log("%s", err.msg);
 		sm_poweroff();
 	}
 	free(raw);

@@ -37,15 +37,14 @@ struct frame_info {
 #define E_VERSION "SM_VERSION"
 
 /* Framing (SPEC 1): given the bytes available, returns 1 with *total (prefix + body)
- * when a whole frame is there, 0 when more bytes are needed, -1 with *code on a
- * violation detectable from the prefix alone. */
-int proto_frame_len(const uint8_t *p, size_t avail, uint32_t max_frame, size_t *total, const char **code);
+ * when a whole frame is there, 0 when more bytes are needed, -EPROTO with e (the violation
+ * code) on a violation detectable from the prefix alone. */
+int proto_frame_len(const uint8_t *p, size_t avail, uint32_t max_frame, size_t *total, struct sm_err *e);
 
 /* Decode + validate one frame body received by the agent (host→agent direction).
- * Returns 0, or -1 with *code set to the violation code and msg filled. */
+ * Returns 0, or -EPROTO with e (the violation code and a message). */
 int proto_check_frame(struct cb_doc *doc, const uint8_t *body, size_t len, struct cb_item *items,
-		      uint32_t cap, uint32_t max_data, struct frame_info *fi, const char **code, char *msg,
-		      size_t msglen);
+		      uint32_t cap, uint32_t max_data, struct frame_info *fi, struct sm_err *e);
 
 /* ---- request arguments ---- */
 
@@ -68,31 +67,27 @@ struct exec_args {
 	bool has_ch_err;
 };
 
-/* Every parser returns 0 or -1 with msg ("<field>: <problem>"); the error code is EINVAL
- * unless *code is set to something else. */
-int args_exec(const struct cb_doc *d, uint32_t args, bool spawn, struct exec_args *a, const char **code,
-	      char *msg, size_t msglen);
+/* Every parser returns 0 or -errno with e: code EINVAL (SM_FILE_TOO_LARGE for a stage file over
+ * the limit) and the message "<field>: <problem>". */
+int args_exec(const struct cb_doc *d, uint32_t args, bool spawn, struct exec_args *a, struct sm_err *e);
 int args_uint(const struct cb_doc *d, uint32_t map, const char *key, bool required, uint64_t min,
-	      uint64_t max, uint64_t *out, char *msg, size_t msglen);
-int args_path(const struct cb_doc *d, uint32_t map, const char *key, int *out, char *msg, size_t msglen);
-int args_bytes(const struct cb_doc *d, uint32_t map, const char *key, int *out, char *msg, size_t msglen);
-int args_bool(const struct cb_doc *d, uint32_t map, const char *key, bool def, bool *out, char *msg,
-	      size_t msglen);
+	      uint64_t max, uint64_t *out, struct sm_err *e);
+int args_path(const struct cb_doc *d, uint32_t map, const char *key, int *out, struct sm_err *e);
+int args_bytes(const struct cb_doc *d, uint32_t map, const char *key, int *out, struct sm_err *e);
+int args_bool(const struct cb_doc *d, uint32_t map, const char *key, bool def, bool *out, struct sm_err *e);
 
 /* Share tag (SPEC 6.4) into out (FS_TAG_MAX + 1 bytes); fs-attach args (path: text index or -1). */
-int args_tag(const struct cb_doc *d, uint32_t map, const char *key, char *out, char *msg, size_t msglen);
-int args_fs_attach(const struct cb_doc *d, uint32_t args, char *tag, uint32_t *ch, int *path, char *msg,
-		   size_t msglen);
+int args_tag(const struct cb_doc *d, uint32_t map, const char *key, char *out, struct sm_err *e);
+int args_fs_attach(const struct cb_doc *d, uint32_t args, char *tag, uint32_t *ch, int *path, struct sm_err *e);
 
 /* dial-answer (SPEC 6.5): id, and exactly one of ch (0 = absent) and error (text index or -1). */
-int args_dial_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, uint32_t *ch, int *error, char *msg,
-		     size_t msglen);
+int args_dial_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, uint32_t *ch, int *error, struct sm_err *e);
 /* dns-answer (SPEC 6.5): id and the answer bytes (index), 12..SM_EG_DNS_ANSWER_MAX bytes. */
-int args_dns_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, int *answer, char *msg, size_t msglen);
+int args_dns_answer(const struct cb_doc *d, uint32_t args, uint32_t *id, int *answer, struct sm_err *e);
 
-/* Validate the args of a known op without running it (used by the test vectors and by
- * the dispatcher). Returns 0, 1 for unknown op (SM_UNKNOWN_OP), or -1 with code/msg. */
-int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, const char **code, char *msg,
-		  size_t msglen);
+/* Validate the args of a known op without running it (the test vectors and the fuzzer; the op
+ * names come from the ops table, ops.h). Returns 0, 1 for an unknown op (e->code SM_UNKNOWN_OP),
+ * or -errno with e. */
+int args_check_op(const struct cb_doc *d, uint32_t op, uint32_t args, struct sm_err *e);
 
 #endif

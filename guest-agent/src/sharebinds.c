@@ -129,15 +129,7 @@ static int open_nofollow(const char *path)
 static int at_or_below_fuse(const char *mp, const char *type, const char *src, void *ctx)
 {
 	(void)src;
-	const char *path = ctx;
-	if (strncmp(type, "fuse", 4) != 0)
-		return 0;
-	size_t n = strlen(mp);
-	while (n > 1 && mp[n - 1] == '/')
-		n--;
-	if (n == 1) /* a FUSE mount on / */
-		return 1;
-	return !strncmp(path, mp, n) && (path[n] == 0 || path[n] == '/');
+	return fs_fuse_covers(mp, type, ctx) != 0; /* a FUSE mount on / covers everything */
 }
 
 int fs_binds_restore(const char *staging, const struct fs_binds *s)

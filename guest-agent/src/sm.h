@@ -3,10 +3,13 @@
 #ifndef SM_H
 #define SM_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "cbor.h"
 
@@ -53,6 +56,48 @@
 #define SM_EG_DNS_MAX_BYTES 512   /* a query (UDP, no EDNS payload beyond this) */
 #define SM_EG_DNS_ANSWER_MAX 4096 /* an answer from the host */
 
+/* Errors: a fallible function returns a negative errno and, where the caller answers a request or
+ * logs, fills a struct sm_err: the protocol error code (SPEC 9: "EINVAL", "SM_FILE_TOO_LARGE", a
+ * violation code...) and a message "<field or path>: <problem>". sm_err_set returns -err. */
+struct sm_err {
+	const char *code;
+	char msg[512];
+};
+void sm_err_fmt(struct sm_err *e, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* (a macro so that a constant err stays a constant the compiler sees: callers test "< 0") */
+#define sm_err_set(e, err, code, ...) (sm_err_fmt((e), (code), __VA_ARGS__), -(err))
+
+/* Cleanup attributes for fds and heap buffers a function owns locally: the fd is closed (errno kept)
+ * and the buffer freed when the variable goes out of scope. sm_take_fd / sm_take_ptr hand ownership
+ * on (the variable is left at -1 / NULL). */
+static inline void sm_closep(int *fd)
+{
+	if (*fd >= 0) {
+		int e = errno;
+		close(*fd);
+		errno = e;
+	}
+}
+static inline void sm_freep(void *p) { free(*(void **)p); }
+#define _cleanup_close_ __attribute__((cleanup(sm_closep)))
+#define _cleanup_free_ __attribute__((cleanup(sm_freep)))
+static inline int sm_take_fd(int *fd)
+{
+	int r = *fd;
+	*fd = -1;
+	return r;
+}
+#define sm_take_ptr(p)                                                                             \
+	({                                                                                         \
+		__typeof__(p) sm_taken_ = (p);                                                     \
+		(p) = NULL;                                                                        \
+		sm_taken_;                                                                         \
+	})
+
+/* A small text file (/proc, /sys) into buf, NUL-terminated: the length read, or -errno (buf untouched
+ * when the file cannot be opened, empty when the read fails). */
+ssize_t sm_read_text(const char *path, char *buf, size_t cap);
+
 struct sm_user {
 	uint32_t uid, gid;
 	uint32_t groups[SM_MAX_GROUPS];
@@ -61,7 +106,8 @@ struct sm_user {
 	char home[256];
 };
 
-int resolve_user(const char *root, const char *spec, struct sm_user *u, char *err, size_t errlen);
+/* "user", "uid", "user:group", "uid:gid" from root's /etc/passwd and /etc/group: 0, or -EINVAL with err */
+int resolve_user(const char *root, const char *spec, struct sm_user *u, struct sm_err *err);
 
 enum start_mode { START_BOOT, START_RESUME, START_NEVER };
 
@@ -92,7 +138,8 @@ struct sm_config {
 };
 
 /* config.c */
-int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, char *err, size_t errlen);
+/* 0, or -errno with err ("config: <key>: <problem>") */
+int config_parse(const uint8_t *buf, size_t len, struct sm_config *c, struct sm_err *err);
 void config_free(struct sm_config *c);
 
 /* boot.c */
@@ -103,7 +150,7 @@ extern int sm_debug; /* kernel command line "sm.debug": log transport events */
 		if (sm_debug)                                                                      \
 			sm_log(__VA_ARGS__);                                                       \
 	} while (0)
-int boot_early(void);                    /* mounts, modules: before config */
+int boot_early(void); /* mounts, modules: before config; -errno when /proc or /sys cannot be mounted */
 int boot_root(const struct sm_config *c); /* overlay root, switch root */
 void boot_system(const struct sm_config *c); /* hostname, lo, net, volumes, work cgroup */
 /* O_WRONLY fd of the work cgroup's cgroup.procs (commands and the workload run there), or -1 */

@@ -51,7 +51,7 @@ static void copy_str(char *dst, size_t cap, const char *src)
 	dst[n] = 0;
 }
 
-int resolve_user(const char *root, const char *spec, struct sm_user *u, char *err, size_t errlen)
+int resolve_user(const char *root, const char *spec, struct sm_user *u, struct sm_err *err)
 {
 	char path[256];
 	char line[1024];
@@ -65,7 +65,7 @@ int resolve_user(const char *root, const char *spec, struct sm_user *u, char *er
 	if (colon) {
 		size_t n = (size_t)(colon - spec);
 		if (n >= sizeof(userpart) || strlen(colon + 1) >= sizeof(grouppart)) {
-			snprintf(err, errlen, "user %s: too long", spec);
+			sm_err_fmt(err, "EINVAL", "user %s: too long", spec);
 			return -EINVAL;
 		}
 		memcpy(userpart, spec, n);
@@ -73,7 +73,7 @@ int resolve_user(const char *root, const char *spec, struct sm_user *u, char *er
 		copy_str(grouppart, sizeof(grouppart), colon + 1);
 	} else {
 		if (strlen(spec) >= sizeof(userpart)) {
-			snprintf(err, errlen, "user: too long");
+			sm_err_fmt(err, "EINVAL", "user: too long");
 			return -EINVAL;
 		}
 		copy_str(userpart, sizeof(userpart), spec);
@@ -109,7 +109,7 @@ int resolve_user(const char *root, const char *spec, struct sm_user *u, char *er
 	}
 	if (!found) {
 		if (!numeric) {
-			snprintf(err, errlen, "user %s not found in the image's /etc/passwd", userpart);
+			sm_err_fmt(err, "EINVAL", "user %s not found in the image's /etc/passwd", userpart);
 			return -ENOENT;
 		}
 		u->uid = uid;
@@ -152,7 +152,7 @@ int resolve_user(const char *root, const char *spec, struct sm_user *u, char *er
 		fclose(f);
 	}
 	if (!gfound) {
-		snprintf(err, errlen, "group %s not found in the image's /etc/group", grouppart);
+		sm_err_fmt(err, "EINVAL", "group %s not found in the image's /etc/group", grouppart);
 		return -ENOENT;
 	}
 	/* the primary group is always part of the group list */

@@ -100,16 +100,13 @@ static bool hello_candidate(const uint8_t *p, uint32_t *n)
 
 static bool is_host_hello(const uint8_t *body, uint32_t n)
 {
-	struct cb_item *items = malloc((size_t)n * sizeof(*items));
+	_cleanup_free_ struct cb_item *items = malloc((size_t)n * sizeof(*items));
 	if (!items)
 		return false;
 	struct cb_doc d;
 	struct frame_info fi;
-	const char *code = NULL;
-	char msg[128];
-	int r = proto_check_frame(&d, body, n, items, n, SM_MAX_FRAME_BYTES, &fi, &code, msg, sizeof(msg));
-	free(items);
-	return r == 0 && fi.kind == FK_HELLO;
+	struct sm_err e;
+	return proto_check_frame(&d, body, n, items, n, SM_MAX_FRAME_BYTES, &fi, &e) == 0 && fi.kind == FK_HELLO;
 }
 
 /* SPEC 4.4 scan over s->buf. Returns true with the hello at the start of the buffer;
@@ -211,12 +208,8 @@ static void accept_all(void)
 static bool cmdline_has(const char *word)
 {
 	char cmd[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (sm_read_text("/proc/cmdline", cmd, sizeof(cmd)) < 0)
 		return false;
-	ssize_t n = read(fd, cmd, sizeof(cmd) - 1);
-	close(fd);
-	cmd[n > 0 ? n : 0] = 0;
 	size_t wl = strlen(word);
 	for (char *p = cmd; (p = strstr(p, word)); p += wl)
 		if ((p == cmd || p[-1] == ' ') && (p[wl] == 0 || p[wl] == ' ' || p[wl] == '\n'))

@@ -168,7 +168,11 @@ static void test_limits(void)
 
 static int frame_of(struct cb_buf *b, struct frame_info *fi, const char **code, char *msg, struct cb_doc *d)
 {
-	return proto_check_frame(d, b->p, b->len, items, SM_MAX_ITEMS, SM_MAX_FRAME_BYTES - 64, fi, code, msg, 256);
+	struct sm_err e = {.code = ""};
+	int r = proto_check_frame(d, b->p, b->len, items, SM_MAX_ITEMS, SM_MAX_FRAME_BYTES - 64, fi, &e);
+	*code = e.code;
+	snprintf(msg, 256, "%.255s", e.msg);
+	return r;
 }
 
 static void test_frames(void)
@@ -180,10 +184,11 @@ static void test_frames(void)
 	char msg[256];
 	size_t total;
 	const uint8_t pre[] = {0, 0, 0, 5, 0xa0};
-	ok(proto_frame_len(pre, 3, SM_MAX_FRAME_BYTES, &total, &code) == 0, "short prefix waits");
-	ok(proto_frame_len(pre, 5, SM_MAX_FRAME_BYTES, &total, &code) == 0, "partial body waits");
+	struct sm_err e;
+	ok(proto_frame_len(pre, 3, SM_MAX_FRAME_BYTES, &total, &e) == 0, "short prefix waits");
+	ok(proto_frame_len(pre, 5, SM_MAX_FRAME_BYTES, &total, &e) == 0, "partial body waits");
 	const uint8_t big[] = {0, 0x50, 0, 1};
-	ok(proto_frame_len(big, 4, SM_MAX_FRAME_BYTES, &total, &code) < 0 && !strcmp(code, E_FRAME_TOO_LARGE),
+	ok(proto_frame_len(big, 4, SM_MAX_FRAME_BYTES, &total, &e) < 0 && !strcmp(e.code, E_FRAME_TOO_LARGE),
 	   "5 MiB + 1 rejected from the prefix");
 
 	cbe_init(&b, 4096);
@@ -252,9 +257,12 @@ static int req_check(const char *op, void (*fill)(struct cb_buf *), const char *
 	cbe_text(&b, op);
 	cbe_text(&b, "args");
 	fill(&b);
-	int r = proto_check_frame(&d, b.p, b.len, items, SM_MAX_ITEMS, SM_MAX_FRAME_BYTES - 64, &fi, code, msg, 256);
+	struct sm_err e = {.code = ""};
+	int r = proto_check_frame(&d, b.p, b.len, items, SM_MAX_ITEMS, SM_MAX_FRAME_BYTES - 64, &fi, &e);
 	if (r == 0)
-		r = args_check_op(&d, fi.op, fi.args, code, msg, 256);
+		r = args_check_op(&d, fi.op, fi.args, &e);
+	*code = e.code;
+	snprintf(msg, 256, "%.255s", e.msg);
 	cbe_free(&b);
 	return r;
 }
@@ -368,7 +376,7 @@ static void test_config(void)
 {
 	struct cb_buf b;
 	struct sm_config c;
-	char err[256];
+	struct sm_err se;
 	cbe_init(&b, 4096);
 	cbe_map(&b, 8);
 	cbe_text(&b, "v");
@@ -405,8 +413,8 @@ static void test_config(void)
 	cbe_null(&b);
 	cbe_text(&b, "futureKey");
 	cbe_uint(&b, 1);
-	int r = config_parse(b.p, b.len, &c, err, sizeof(err));
-	ok(r == 0, "config parses (%s)", r ? err : "ok");
+	int r = config_parse(b.p, b.len, &c, &se);
+	ok(r == 0, "config parses (%s)", r ? se.msg : "ok");
 	ok(r == 0 && !strcmp(c.hostname, "box") && c.has_workload && !strcmp(c.wl_argv[1], "-c") && !c.wl_argv[2] &&
 		   !strcmp(c.wl_env[0], "PATH=/bin") && c.start == START_RESUME && c.guest_port == 80 && c.nvolumes == 1 &&
 		   c.volumes[0].format && !c.has_net && !strcmp(c.wl_user, "app") && c.tmpfs_mib == 0,
@@ -418,7 +426,7 @@ static void test_config(void)
 	cbe_map(&b, 1);
 	cbe_text(&b, "v");
 	cbe_uint(&b, 2);
-	ok(config_parse(b.p, b.len, &c, err, sizeof(err)) < 0 && strstr(err, "config: v"), "v 2 rejected: %s", err);
+	ok(config_parse(b.p, b.len, &c, &se) < 0 && strstr(se.msg, "config: v"), "v 2 rejected: %s", se.msg);
 	cbe_free(&b);
 	cbe_init(&b, 64);
 	cbe_map(&b, 2);
@@ -426,13 +434,13 @@ static void test_config(void)
 	cbe_uint(&b, 1);
 	cbe_text(&b, "startWorkload");
 	cbe_text(&b, "later");
-	ok(config_parse(b.p, b.len, &c, err, sizeof(err)) < 0 && strstr(err, "startWorkload"), "bad startWorkload: %s", err);
+	ok(config_parse(b.p, b.len, &c, &se) < 0 && strstr(se.msg, "startWorkload"), "bad startWorkload: %s", se.msg);
 	cbe_free(&b);
 	cbe_init(&b, 64);
 	cbe_map(&b, 1);
 	cbe_text(&b, "v");
 	cbe_uint(&b, 1);
-	ok(config_parse(b.p, b.len, &c, err, sizeof(err)) == 0 && c.start == START_BOOT && !c.has_workload &&
+	ok(config_parse(b.p, b.len, &c, &se) == 0 && c.start == START_BOOT && !c.has_workload &&
 		   !strcmp(c.root_device, "/dev/vda"),
 	   "defaults");
 	cbe_free(&b);
@@ -457,17 +465,17 @@ static void test_users(void)
 	fputs("root:x:0:\nwheel:x:10:root,app\napp:x:1000:\ndocker:x:999:app\nstaff:x:50:\n", f);
 	fclose(f);
 	struct sm_user u;
-	char err[256];
-	ok(resolve_user(dir, "app", &u, err, sizeof(err)) == 0 && u.uid == 1000 && u.gid == 1000 && u.ngroups == 3 &&
+	struct sm_err se;
+	ok(resolve_user(dir, "app", &u, &se) == 0 && u.uid == 1000 && u.gid == 1000 && u.ngroups == 3 &&
 		   !strcmp(u.home, "/home/app"),
 	   "name → uid/gid, supplementary groups (%d)", u.ngroups);
-	ok(resolve_user(dir, "1000:50", &u, err, sizeof(err)) == 0 && u.uid == 1000 && u.gid == 50 && u.ngroups == 1,
+	ok(resolve_user(dir, "1000:50", &u, &se) == 0 && u.uid == 1000 && u.gid == 50 && u.ngroups == 1,
 	   "uid:gid numeric, no supplementary groups");
-	ok(resolve_user(dir, "app:staff", &u, err, sizeof(err)) == 0 && u.gid == 50, "name:groupname");
-	ok(resolve_user(dir, "4242", &u, err, sizeof(err)) == 0 && u.uid == 4242 && u.gid == 0, "unknown numeric uid → gid 0");
-	ok(resolve_user(dir, "ghost", &u, err, sizeof(err)) < 0 && strstr(err, "ghost"), "unknown name: %s", err);
-	ok(resolve_user(dir, "app:nogroup", &u, err, sizeof(err)) < 0, "unknown group");
-	ok(resolve_user(dir, "", &u, err, sizeof(err)) == 0 && u.uid == 0 && u.gid == 0, "empty = root");
+	ok(resolve_user(dir, "app:staff", &u, &se) == 0 && u.gid == 50, "name:groupname");
+	ok(resolve_user(dir, "4242", &u, &se) == 0 && u.uid == 4242 && u.gid == 0, "unknown numeric uid → gid 0");
+	ok(resolve_user(dir, "ghost", &u, &se) < 0 && strstr(se.msg, "ghost"), "unknown name: %s", se.msg);
+	ok(resolve_user(dir, "app:nogroup", &u, &se) < 0, "unknown group");
+	ok(resolve_user(dir, "", &u, &se) == 0 && u.uid == 0 && u.gid == 0, "empty = root");
 	snprintf(p, sizeof(p), "rm -rf %s", dir);
 	if (system(p) != 0)
 		printf("# cleanup failed\n");

@@ -162,28 +162,28 @@ int main(void)
 	       !fs_is_helper_name("mount.virtiofsX") && !fs_is_helper_name("sm-agent"),
 	   "helper names: mount.virtiofs and mount.smfs only");
 	struct fs_helper_args ha;
-	char herr[160];
+	struct sm_err herr;
 	char *bb[] = {"mount.virtiofs", "workspace", "/work", NULL};
-	ok(fs_helper_parse(3, bb, &ha, herr, sizeof(herr)) == 0 && !strcmp(ha.tag, "workspace") &&
+	ok(fs_helper_parse(3, bb, &ha, &herr) == 0 && !strcmp(ha.tag, "workspace") &&
 	       !strcmp(ha.dir, "/work") && !ha.ro && !ha.fake,
 	   "busybox: <tag> <dir>");
 	char *bbo[] = {"mount.virtiofs", "w", "rel/dir", "-o", "noatime,ro", NULL};
-	ok(fs_helper_parse(5, bbo, &ha, herr, sizeof(herr)) == 0 && ha.ro && !strcmp(ha.dir, "rel/dir"),
+	ok(fs_helper_parse(5, bbo, &ha, &herr) == 0 && ha.ro && !strcmp(ha.dir, "rel/dir"),
 	   "-o noatime,ro: read-only, relative dir kept");
 	char *ul[] = {"/sbin/mount.virtiofs", "w", "/work", "-s", "-n", "-o", "rw", "-t", "virtiofs", NULL};
-	ok(fs_helper_parse(9, ul, &ha, herr, sizeof(herr)) == 0 && !ha.ro && !ha.fake && !strcmp(ha.tag, "w"),
+	ok(fs_helper_parse(9, ul, &ha, &herr) == 0 && !ha.ro && !ha.fake && !strcmp(ha.tag, "w"),
 	   "util-linux: flags, -o rw, -t type are accepted");
 	char *ulf[] = {"/sbin/mount.virtiofs", "w", "/work", "-fv", "-oro,rw", NULL};
-	ok(fs_helper_parse(5, ulf, &ha, herr, sizeof(herr)) == 0 && ha.fake && !ha.ro,
+	ok(fs_helper_parse(5, ulf, &ha, &herr) == 0 && ha.fake && !ha.ro,
 	   "-fv sets fake; the last of ro/rw wins (attached -o value)");
 	char *ns[] = {"mount.virtiofs", "w", "/work", "-N", "/proc/9/ns/mnt", NULL};
-	ok(fs_helper_parse(5, ns, &ha, herr, sizeof(herr)) < 0 && strstr(herr, "-N"), "-N is refused");
+	ok(fs_helper_parse(5, ns, &ha, &herr) < 0 && strstr(herr.msg, "-N"), "-N is refused");
 	char *one[] = {"mount.virtiofs", "w", NULL};
-	ok(fs_helper_parse(2, one, &ha, herr, sizeof(herr)) < 0 && strstr(herr, "usage"), "missing dir: usage");
+	ok(fs_helper_parse(2, one, &ha, &herr) < 0 && strstr(herr.msg, "usage"), "missing dir: usage");
 	char *three[] = {"mount.virtiofs", "w", "/a", "/b", NULL};
-	ok(fs_helper_parse(4, three, &ha, herr, sizeof(herr)) < 0, "a third positional argument is refused");
+	ok(fs_helper_parse(4, three, &ha, &herr) < 0, "a third positional argument is refused");
 	char *dangling[] = {"mount.virtiofs", "w", "/a", "-o", NULL};
-	ok(fs_helper_parse(4, dangling, &ha, herr, sizeof(herr)) < 0, "-o without a value is refused");
+	ok(fs_helper_parse(4, dangling, &ha, &herr) < 0, "-o without a value is refused");
 	/* users' binds remembered at fs-detach: which mountinfo lines count */
 	char *bmp;
 	bool bro;

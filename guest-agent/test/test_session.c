@@ -1,4 +1,4 @@
-/* Session-level tests of the real protocol server (src/agent.c) on the host: the agent
+/* Session-level tests of the real protocol server (src/loop.c and the files around it) on the host: the agent
  * serves one end of a socketpair in a child process (agent_serve_fd, no boot), the test
  * speaks frames on the other end. Covers handshake, resync, ops, channels, flow control
  * and every session-state violation of SPEC 9.1 that the vectors cannot express. */

@@ -30,8 +30,9 @@ int main(void)
 		const struct vector *v = &VECTORS[i];
 		const uint8_t *p = (const uint8_t *)v->bytes;
 		size_t total = 0;
-		const char *code = NULL;
-		int fr = proto_frame_len(p, v->len, SM_MAX_FRAME_BYTES, &total, &code);
+		struct sm_err fe = {.code = NULL};
+		int fr = proto_frame_len(p, v->len, SM_MAX_FRAME_BYTES, &total, &fe);
+		const char *code = fe.code;
 		if (v->incomplete) {
 			ok(fr == 0, "%s: incomplete frame waits for more bytes", v->name);
 			continue;
@@ -55,13 +56,13 @@ int main(void)
 			}
 			struct cb_doc d;
 			struct frame_info fi;
-			char msg[256] = "";
-			code = NULL;
+			struct sm_err e = {.code = NULL};
+			const char *msg = e.msg;
 			int r = agent_receives
 					? proto_check_frame(&d, body, blen, items, SM_MAX_ITEMS,
-							    SM_MAX_FRAME_BYTES - SM_DATA_OVERHEAD_BYTES, &fi, &code, msg,
-							    sizeof(msg))
-					: (cb_decode(&d, body, blen, items, SM_MAX_ITEMS, NULL) < 0 ? (code = E_BAD_CBOR, -1) : 0);
+							    SM_MAX_FRAME_BYTES - SM_DATA_OVERHEAD_BYTES, &fi, &e)
+					: (cb_decode(&d, body, blen, items, SM_MAX_ITEMS, NULL) < 0 ? (e.code = E_BAD_CBOR, -1) : 0);
+			code = e.code;
 			if (!v->error) {
 				ok(r < 0, "%s: rejected (%s)", v->name, code ? code : "accepted");
 				continue;
@@ -89,14 +90,15 @@ int main(void)
 		if (!agent_receives)
 			continue;
 		struct frame_info fi;
-		char msg[256] = "";
-		code = NULL;
+		struct sm_err e = {.code = ""};
+		const char *msg = e.msg;
 		r = proto_check_frame(&d, body, blen, items, SM_MAX_ITEMS, SM_MAX_FRAME_BYTES - SM_DATA_OVERHEAD_BYTES,
-				      &fi, &code, msg, sizeof(msg));
+				      &fi, &e);
 		ok(r == 0, "%s: accepted by the agent%s%s", v->name, r ? ": " : "", r ? msg : "");
 		if (r == 0 && fi.kind == FK_REQ) {
-			const char *rc = NULL;
-			int a = args_check_op(&d, fi.op, fi.args, &rc, msg, sizeof(msg));
+			e.code = NULL;
+			int a = args_check_op(&d, fi.op, fi.args, &e);
+			const char *rc = e.code;
 			if (v->res_error)
 				ok(a != 0 && !strcmp(rc, v->res_error), "%s: answered with error %s (got %s: %s)",
 				   v->name, v->res_error, a ? rc : "ok", msg);

@@ -106,7 +106,7 @@ export function defaultConfig(extra = {}) {
   };
 }
 
-// Boot (or restore, with `incoming`) a microvm exactly as spec/environment.md measures.
+// Boot (or restore, with `incoming`) a microvm the way the hypervisor package runs one (microvm, TCG).
 // TCG microvm: the MADT has no IRQ0 override, so the guest cannot calibrate the TSC and
 // stalls in early boot; giving it the TSC frequency and lpj skips both calibrations
 // (same finding as @supermachine/hypervisor-kvm's tcgTimerArgs).
@@ -122,7 +122,7 @@ function tcgTimerArgs() {
   return `tsc_early_khz=${khz} lpj=${Math.round((khz * 1000) / 250)}`;
 }
 
-// machine: "microvm" (spec/environment.md; virtio-mmio described by ACPI) or "q35" (virtio-pci).
+// machine: "microvm" (virtio-mmio described by ACPI) or "q35" (virtio-pci).
 export function startQemu(work, { kernel, initrd, rootfs, name = "vm", memMib = 256, memPath, incoming = false, share = true, arch = "x86_64", machine = arch === "aarch64" ? "virt" : process.env.SM_TEST_MACHINE || "microvm" }) {
   const dev = (d) => (machine === "q35" ? `${d}-pci` : `${d}-device`);
   const arm = arch === "aarch64";
