@@ -3,10 +3,11 @@
  * reference agent both use it. A channel has two halves; `canSend` / `canRecv` say which ones
  * this side uses at all (process channels are one-way).
  */
-import { Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { DATA_CHUNK_MAX, DATA_OVERHEAD } from "./constants";
 import { AgentError, violation } from "./errors";
 import type { ChannelFrame } from "./frames";
+import { queueReadable } from "./streams";
 
 /** Per-side channel state (SPEC §8.2). */
 export type ChannelState = "open" | "closing" | "removed";
@@ -419,20 +420,7 @@ export class InboundQueue implements InboundSink {
 
   /** A Node Readable over this queue (created once). Backpressure = credit. */
   toReadable(): Readable {
-    if (this.readable !== null) return this.readable;
-    const self = this;
-    return this.bind(
-      new Readable({
-        highWaterMark: this.readableHighWaterMark,
-        read() {
-          self.readRequested();
-        },
-        destroy(err, cb) {
-          self.readableDestroyed();
-          cb(err);
-        },
-      }),
-    );
+    return this.readable ?? queueReadable(this, this.readableHighWaterMark);
   }
 
   /**

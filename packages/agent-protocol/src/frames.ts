@@ -124,12 +124,7 @@ export class Fields {
   }
 
   uint(key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
-    if (!this.has(key)) throw this.err(key, "missing");
-    const v = this.map[key];
-    if (typeof v !== "number" && typeof v !== "bigint")
-      throw this.err(key, `expected an integer, got ${kind(v)}`);
-    if (typeof v === "bigint" || v < min || v > max) throw this.err(key, `${v} is outside ${min}..${max}`);
-    return v;
+    return this.int(key, min, max);
   }
   optUint(key: string, dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
     return this.present(key) ? this.uint(key, min, max) : dflt;

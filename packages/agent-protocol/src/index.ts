@@ -7,7 +7,7 @@ export {
   encodeBootConfig,
   type ResolvedBootConfig,
 } from "./boot-config";
-export { type CborMap, type CborValue, decodeCbor, encodeCbor } from "./cbor";
+export type { CborMap, CborValue } from "./cbor";
 export {
   AgentChild,
   AgentClient,
@@ -53,5 +53,4 @@ export {
   isAgentError,
 } from "./errors";
 export { type Direction, decodeFrame, encodeFrame, type Frame } from "./frames";
-export { FrameReader, type FrameReaderOptions } from "./reader";
 export { VERSION } from "./version";

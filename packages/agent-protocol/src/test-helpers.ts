@@ -4,6 +4,7 @@ import { createServer, connect as netConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { CborValue } from "./cbor";
+import type { AgentError } from "./errors";
 
 export interface Vector {
   name: string;
@@ -75,4 +76,14 @@ export async function socketPair(): Promise<{ host: Socket; agent: Socket; close
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** The error `p` rejects with (fails the test if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<AgentError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as AgentError;
+  }
+  throw new Error("expected a rejection");
 }

@@ -1,11 +1,13 @@
-import { decode } from "cbor-x";
+import { decode, Encoder } from "cbor-x";
 import { describe, expect, it } from "vitest";
 import {
+  type BootConfigInput,
   buildBootConfig,
   DEFAULT_PATH,
   encodeBootConfig,
   hostnameFor,
   mergeEnv,
+  type OciImageConfigLike,
   workloadArgv,
 } from "./bootconfig";
 
@@ -103,4 +105,79 @@ describe("boot config vs the agent-protocol reference decoder", () => {
       network: { ip: "10.0.2.15/24", gateway: "10.0.2.2", dns: "10.0.2.3" },
     });
   });
+});
+
+describe("boot config bytes: agent-protocol's encoder vs the cbor-x encoder core used before", () => {
+  // The encoder core used until the boot config moved to @supermachine/agent-protocol, kept here as
+  // a frozen oracle: the bytes of /sm/config.cbor must not change with the move.
+  const cborx = new Encoder({
+    useRecords: false,
+    mapsAsObjects: true,
+    variableMapSize: true,
+    tagUint8Array: false,
+  });
+  const base = {
+    hostname: "sm",
+    imageConfig: { Cmd: ["/bin/sh"] } as OciImageConfigLike,
+    cmd: undefined as string[] | undefined,
+    env: {} as Record<string, string>,
+    tmpfsMib: 0,
+    guestPort: 0,
+    listenerRequired: false,
+    volumes: [] as { guestPath: string; format: boolean }[],
+    network: "none" as "none" | "nat",
+  };
+  const long = (n: number) => "x".repeat(n);
+  const cases: Record<string, BootConfigInput> = {
+    minimal: base,
+    "no workload": { ...base, imageConfig: {} },
+    "full image config, nat, volumes": {
+      ...base,
+      hostname: hostnameFor("Some_Image-Name.v2"),
+      imageConfig: {
+        Entrypoint: ["/docker-entrypoint.sh"],
+        Cmd: ["nginx", "-g", "daemon off;"],
+        Env: ["PATH=/usr/local/bin:/usr/bin:/bin", "NGINX_VERSION=1.27.0", "EMPTY="],
+        WorkingDir: "/usr/share/nginx/html",
+        User: "101:101",
+      },
+      env: { A: "b", UNICODE: "grüße ✓ 🚀" },
+      tmpfsMib: 64,
+      guestPort: 8080,
+      listenerRequired: true,
+      volumes: [
+        { guestPath: "/data", format: false },
+        { guestPath: "/var/lib/db", format: true },
+        { guestPath: "/é", format: false },
+      ],
+      network: "nat",
+    },
+    "cmd override": { ...base, imageConfig: { Entrypoint: ["/e"], Cmd: ["x"] }, cmd: ["/bin/echo", "hi"] },
+    // integer and string header sizes at their boundaries (1-, 2-, 3-, 5-byte headers)
+    "integer boundaries": { ...base, tmpfsMib: 23, guestPort: 24 },
+    "integer boundaries 2": { ...base, tmpfsMib: 255, guestPort: 256 },
+    "integer boundaries 3": { ...base, tmpfsMib: 65535, guestPort: 65535 },
+    "integer boundaries 4": { ...base, tmpfsMib: 65536, guestPort: 1 },
+    "string lengths": {
+      ...base,
+      hostname: long(23),
+      imageConfig: { Cmd: [long(24), long(255), long(256), long(65535), long(65536), "", "ü".repeat(20)] },
+      env: { K: long(100_000) },
+    },
+    "many entries": {
+      ...base,
+      imageConfig: { Cmd: Array.from({ length: 300 }, (_, i) => `arg${i}`) },
+      env: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`V${i}`, `${i}`])),
+      volumes: Array.from({ length: 16 }, (_, i) => ({ guestPath: `/v${i}`, format: i % 2 === 0 })),
+    },
+  };
+  for (const [name, input] of Object.entries(cases)) {
+    it(name, async () => {
+      const ap = await import("@supermachine/agent-protocol");
+      const c = buildBootConfig(input);
+      const expected = Buffer.from(cborx.encode(c));
+      expect(ap.encodeBootConfig(c).equals(expected)).toBe(true);
+      expect(encodeBootConfig(c).equals(expected)).toBe(true);
+    });
+  }
 });

@@ -1,9 +1,14 @@
 /**
- * The boot configuration the agent reads from `/sm/config.cbor` in the initramfs
- * (packages/agent-protocol/SPEC.md, "Boot configuration"). Built from the image's OCI config and the
- * build options.
+ * Builds the boot configuration the agent reads from `/sm/config.cbor` in the initramfs from the
+ * image's OCI config and the build options. The format, its types and its encoder live in
+ * @supermachine/agent-protocol (SPEC.md, "Boot configuration"); this file only decides the values.
  */
-import { Encoder } from "cbor-x";
+import type { BootVolume, ResolvedBootConfig } from "@supermachine/agent-protocol";
+
+export { encodeBootConfig } from "@supermachine/agent-protocol";
+/** The boot configuration with every field set, as core builds it. */
+export type BootConfig = ResolvedBootConfig;
+export type { BootVolume };
 
 export interface OciImageConfigLike {
   Entrypoint?: string[] | null;
@@ -11,25 +16,6 @@ export interface OciImageConfigLike {
   Env?: string[] | null;
   WorkingDir?: string;
   User?: string;
-}
-
-export interface BootVolume {
-  device: string;
-  path: string;
-  format: boolean;
-}
-
-export interface BootConfig {
-  v: 1;
-  hostname: string;
-  rootDevice: string;
-  tmpfsMib: number;
-  workload: { argv: string[]; env: string[]; cwd: string; user: string } | null;
-  startWorkload: "boot" | "resume" | "never";
-  guestPort: number;
-  listenerRequired: boolean;
-  volumes: BootVolume[];
-  network: { ip: string; gateway: string; dns: string } | null;
 }
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -107,18 +93,6 @@ export function buildBootConfig(input: BootConfigInput): BootConfig {
     })),
     network: input.network === "nat" ? { ip: "10.0.2.15/24", gateway: "10.0.2.2", dns: "10.0.2.3" } : null,
   };
-}
-
-const encoder = new Encoder({
-  useRecords: false,
-  mapsAsObjects: true,
-  variableMapSize: true,
-  tagUint8Array: false,
-});
-
-/** Encode as one CBOR map with text keys (definite lengths). */
-export function encodeBootConfig(config: BootConfig): Buffer {
-  return Buffer.from(encoder.encode(config));
 }
 
 /** A hostname from a snapshot name: lowercase letters, digits, dashes; ≤ 63 chars. */

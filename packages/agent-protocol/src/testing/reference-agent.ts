@@ -15,7 +15,7 @@ import { chmod, mkdir, readFile, rename, stat, writeFile } from "node:fs/promise
 import { connect as netConnect } from "node:net";
 import { freemem, loadavg, tmpdir, totalmem, uptime } from "node:os";
 import { dirname, join, relative, resolve as resolvePath, sep } from "node:path";
-import type { Duplex, Readable } from "node:stream";
+import type { Duplex } from "node:stream";
 import type { CborMap } from "../cbor";
 import { encodeDataHeader } from "../cbor";
 import { Channel, type ChannelIo, type InboundSink } from "../channel";
@@ -29,16 +29,18 @@ import {
 } from "../constants";
 import { type AgentError, isAgentError, violation } from "../errors";
 import { type ChannelFrame, decodeFrame, encodeFrame, type Frame, type HostHelloFrame } from "../frames";
-import {
-  type ExecArgs,
-  OPS,
-  type ParsedRequest,
-  parseRequestArgs,
-  RequestError,
-  type SpawnArgs,
-} from "../ops";
+import { OPS, type ParsedRequest, parseRequestArgs, RequestError } from "../ops";
 import { FrameReader, type ScanVerdict } from "../reader";
 import { VERSION } from "../version";
+import {
+  execOp,
+  killGroup,
+  type ProcessHost,
+  pump,
+  type SpawnedProcess,
+  signalNumber,
+  spawnOp,
+} from "./processes";
 
 export interface ReferenceAgentOptions {
   /** Host directory that plays the guest's "/" (default: a fresh temp dir, removed by close()). */
@@ -67,12 +69,6 @@ export interface ReferenceShare {
   path: string | null;
   /** The channel went away without fs-detach (a real agent then answers EIO in the guest). */
   orphaned: boolean;
-}
-
-interface SpawnedProcess {
-  child: ChildProcess;
-  chIn: number;
-  stdinClosed: boolean;
 }
 
 /** TEST DOUBLE: an in-process agent implementing SPEC.md over any Duplex. */
@@ -108,6 +104,7 @@ export class ReferenceAgent {
   private workload: ChildProcess | null = null;
   private closed = false;
   private readonly io: ChannelIo;
+  private readonly host: ProcessHost;
 
   constructor(transport: Duplex, options: ReferenceAgentOptions = {}) {
     this.transport = transport;
@@ -138,6 +135,21 @@ export class ReferenceAgent {
       violation: (err) => this.violation(err),
       removed: (ch) => {
         this.channels.delete(ch);
+      },
+    };
+    this.host = {
+      root: this.root,
+      execTailMax: this.execTailMax,
+      execs: this.execs,
+      spawned: this.spawned,
+      inSession: () => this.inSession,
+      hostPath: (p) => this.hostPath(p),
+      claimChannels: (ids) => this.claimChannels(ids),
+      openChannel: (id, canSend, canRecv, extra) => this.openChannel(id, canSend, canRecv, extra),
+      respond: (id, result) => this.respond(id, result),
+      event: (ev, data) => this.event(ev, data),
+      queued: (bytes) => {
+        this.peakQueuedBytes = Math.max(this.peakQueuedBytes, bytes);
       },
     };
     transport.on("data", (chunk: Buffer) => {
@@ -379,9 +391,9 @@ export class ReferenceAgent {
       case "ping":
         return this.respond(id, {});
       case "exec":
-        return this.exec(id, req.args);
+        return execOp(this.host, id, req.args);
       case "spawn":
-        return this.spawn(id, req.args);
+        return spawnOp(this.host, id, req.args);
       case "signal": {
         const p = this.spawned.get(req.args.pid);
         if (p === undefined) throw new RequestError("ESRCH", `no process ${req.args.pid}`);
@@ -453,246 +465,6 @@ export class ReferenceAgent {
     }
   }
 
-  private startProcess(
-    args: ExecArgs | SpawnArgs,
-    argv: string[],
-    env: Record<string, string>,
-    cwd: string,
-    stdin: boolean,
-  ) {
-    if (args.tty) throw new RequestError("EINVAL", "tty is not supported by the reference agent");
-    const child = spawnProcess(argv[0]!, argv.slice(1), {
-      cwd: this.hostPath(cwd),
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: this.root, ...env },
-      stdio: [stdin ? "pipe" : "ignore", "pipe", "pipe"],
-      detached: true, // own process group, so the timeout can kill the group (SPEC §6.1)
-    });
-    return child;
-  }
-
-  private async stage(args: ExecArgs | SpawnArgs): Promise<void> {
-    for (const f of args.stage) {
-      const p = this.hostPath(f.path);
-      await mkdir(dirname(p), { recursive: true });
-      await writeFile(p, f.data);
-      await chmod(p, f.mode);
-    }
-    await stat(this.hostPath(args.cwd)).catch(() => {
-      throw new RequestError("ENOENT", `cwd ${args.cwd} does not exist`);
-    });
-  }
-
-  /**
-   * Pumps a pipe into a channel within credit: the pipe is paused while a write waits for credit.
-   * `tail` mode (exec) keeps up to execTailMax bytes and only streams when the buffer is full.
-   */
-  private pump(
-    src: Readable,
-    ch: Channel | null,
-    tail: { bufs: Buffer[]; len: number } | null,
-  ): Promise<void> {
-    return new Promise((resolve) => {
-      let writing: Promise<void> = Promise.resolve();
-      const sendNow = (b: Buffer) => {
-        if (ch === null || ch.state !== "open") return;
-        const w = ch.write(b);
-        w.catch(() => {});
-        if (ch.pendingWriteBytes === 0) return; // sent within credit: keep reading
-        this.peakQueuedBytes = Math.max(this.peakQueuedBytes, ch.pendingWriteBytes);
-        src.pause();
-        writing = w.then(
-          () => {
-            src.resume();
-          },
-          () => {
-            src.resume();
-          },
-        );
-      };
-      src.on("data", (b: Buffer) => {
-        if (tail === null) return sendNow(b);
-        tail.bufs.push(b);
-        tail.len += b.length;
-        if (tail.len >= this.execTailMax) {
-          const all = Buffer.concat(tail.bufs);
-          tail.bufs = [];
-          tail.len = 0;
-          sendNow(all);
-        }
-      });
-      src.on("error", () => {});
-      src.on("close", () => {
-        writing.then(resolve, resolve);
-      });
-    });
-  }
-
-  private async exec(id: number, a: ExecArgs): Promise<void> {
-    this.claimChannels(a.chErr === null ? [a.chOut] : [a.chOut, a.chErr]);
-    let killed = false;
-    let current: ChildProcess | null = null;
-    const kill = () => {
-      killed = true;
-      if (current !== null) killGroup(current);
-    };
-    const out = this.openChannel(a.chOut, true, false, { onAbort: kill });
-    const err = a.chErr === null ? null : this.openChannel(a.chErr, true, false, { onAbort: kill });
-    const tails = { out: { bufs: [] as Buffer[], len: 0 }, err: { bufs: [] as Buffer[], len: 0 } };
-    let timedOut = false;
-    const timer =
-      a.timeoutMs > 0
-        ? setTimeout(() => {
-            timedOut = true;
-            kill();
-          }, a.timeoutMs)
-        : undefined;
-    try {
-      await this.stage(a);
-      let result = await this.runOne(a, a.argv, a.env, a.cwd, out, err, tails, (c) => {
-        current = c;
-        if (killed) killGroup(c);
-      });
-      if (result.exitCode === 0 && a.chain !== null && !killed) {
-        const c = a.chain;
-        result = await this.runOne(a, c.argv, { ...a.env, ...c.env }, c.cwd, out, err, tails, (ch) => {
-          current = ch;
-          if (killed) killGroup(ch);
-        });
-      }
-      if (timedOut) result = { exitCode: -1, signal: 9 };
-      if (out.state === "open") out.remove();
-      if (err !== null && err.state === "open") err.remove();
-      this.respond(id, {
-        exitCode: result.exitCode,
-        signal: result.signal,
-        timedOut,
-        peakRssKib: 0,
-        stdout: Buffer.concat(tails.out.bufs),
-        stderr: Buffer.concat(tails.err.bufs),
-      });
-    } finally {
-      if (timer !== undefined) clearTimeout(timer);
-      if (out.state !== "removed") out.remove();
-      if (err !== null && err.state !== "removed") err.remove();
-    }
-  }
-
-  private runOne(
-    a: ExecArgs,
-    argv: string[],
-    env: Record<string, string>,
-    cwd: string,
-    out: Channel,
-    err: Channel | null,
-    tails: { out: { bufs: Buffer[]; len: number }; err: { bufs: Buffer[]; len: number } },
-    started: (c: ChildProcess) => void,
-  ): Promise<{ exitCode: number; signal: number | null }> {
-    return new Promise((resolve, reject) => {
-      let child: ChildProcess;
-      try {
-        child = this.startProcess(a, argv, env, cwd, false);
-      } catch (e) {
-        return reject(e);
-      }
-      this.execs.add(child);
-      started(child);
-      let spawnError: NodeJS.ErrnoException | null = null;
-      child.on("error", (e: NodeJS.ErrnoException) => {
-        spawnError = e;
-      });
-      const pumps = Promise.all([
-        this.pump(child.stdout!, out, tails.out),
-        this.pump(child.stderr!, err, tails.err),
-      ]);
-      child.on("close", (code, sig) => {
-        this.execs.delete(child);
-        void pumps.then(() => {
-          if (spawnError !== null) {
-            const notFound = spawnError.code === "ENOENT";
-            const msg = `sm-agent: ${argv[0]}: ${notFound ? "command not found" : spawnError.message}\n`;
-            tails.err.bufs.push(Buffer.from(msg));
-            return resolve({ exitCode: notFound ? 127 : 126, signal: null });
-          }
-          resolve(
-            sig !== null
-              ? { exitCode: -1, signal: signalNumber(sig) }
-              : { exitCode: code ?? -1, signal: null },
-          );
-        });
-      });
-    });
-  }
-
-  private async spawn(id: number, a: SpawnArgs): Promise<void> {
-    const ids = a.chErr === null ? [a.chOut, a.chIn] : [a.chOut, a.chErr, a.chIn];
-    this.claimChannels(ids);
-    await this.stage(a);
-    const child = this.startProcess(a, a.argv, a.env, a.cwd, true);
-    let spawnError: NodeJS.ErrnoException | null = null;
-    child.on("error", (e: NodeJS.ErrnoException) => {
-      spawnError = e;
-    });
-    await new Promise<void>((r) => {
-      child.once("spawn", () => r());
-      child.once("error", () => r());
-    });
-    const pid = child.pid ?? 0x7fff_0000 + (id & 0xffff);
-    const out = this.openChannel(a.chOut, true, false, { onAbort: () => child.stdout?.destroy() });
-    const err =
-      a.chErr === null
-        ? null
-        : this.openChannel(a.chErr, true, false, { onAbort: () => child.stderr?.destroy() });
-    const proc: SpawnedProcess = { child, chIn: a.chIn, stdinClosed: false };
-    const stdin = child.stdin!;
-    stdin.on("error", () => {});
-    const inCh = this.openChannel(a.chIn, false, true, {
-      sink: {
-        data: (b) => {
-          if (proc.stdinClosed) return inCh.consumed(b.length);
-          stdin.write(b, () => inCh.consumed(b.length));
-        },
-        eof: () => {
-          proc.stdinClosed = true;
-          stdin.end();
-        },
-        error: () => {
-          proc.stdinClosed = true;
-          stdin.destroy();
-        },
-      },
-    });
-    this.spawned.set(pid, proc);
-    this.respond(id, { pid });
-    const pumps = Promise.all([this.pump(child.stdout!, out, null), this.pump(child.stderr!, err, null)]);
-    child.on("close", (code, sig) => {
-      void pumps.then(async () => {
-        if (spawnError !== null) {
-          const notFound = (spawnError as NodeJS.ErrnoException).code === "ENOENT";
-          const msg = `sm-agent: ${a.argv[0]}: ${notFound ? "command not found" : (spawnError as Error).message}\n`;
-          if (err !== null && err.state === "open") await err.write(Buffer.from(msg)).catch(() => {});
-        }
-        await Promise.all([out.end().catch(() => {}), err?.end().catch(() => {})]);
-        if (inCh.state === "open") inCh.abort();
-        this.spawned.delete(pid);
-        if (!this.inSession) return;
-        const failed = spawnError !== null;
-        this.event("exit", {
-          pid,
-          exitCode: failed
-            ? (spawnError as NodeJS.ErrnoException).code === "ENOENT"
-              ? 127
-              : 126
-            : sig !== null
-              ? -1
-              : (code ?? -1),
-          signal: failed || sig === null ? null : signalNumber(sig),
-          timedOut: false,
-          peakRssKib: 0,
-        });
-      });
-    });
-  }
-
   private fsAttach(id: number, tag: string, chId: number, path: string | null): void {
     this.claimChannels([chId]);
     if (this.shares.has(tag)) throw new RequestError("EEXIST", `share '${tag}' is already attached`);
@@ -742,7 +514,7 @@ export class ReferenceAgent {
           onAbort: () => sock.destroy(),
         });
         this.respond(id, {});
-        void this.pump(sock, ch, null).then(() => {
+        void pump(this.host, sock, ch, null).then(() => {
           if (ch.state === "open" && ch.sendOpen) ch.end().catch(() => {});
         });
         resolve();
@@ -754,34 +526,4 @@ export class ReferenceAgent {
 /** Creates a reference agent (TEST DOUBLE) serving `transport`. */
 export function startReferenceAgent(transport: Duplex, options?: ReferenceAgentOptions): ReferenceAgent {
   return new ReferenceAgent(transport, options);
-}
-
-function killGroup(c: ChildProcess): void {
-  if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
-  try {
-    process.kill(-c.pid, "SIGKILL");
-  } catch {
-    c.kill("SIGKILL");
-  }
-}
-
-const SIGNALS: Record<string, number> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGILL: 4,
-  SIGTRAP: 5,
-  SIGABRT: 6,
-  SIGBUS: 7,
-  SIGFPE: 8,
-  SIGKILL: 9,
-  SIGUSR1: 10,
-  SIGSEGV: 11,
-  SIGUSR2: 12,
-  SIGPIPE: 13,
-  SIGALRM: 14,
-  SIGTERM: 15,
-};
-function signalNumber(sig: NodeJS.Signals): number {
-  return SIGNALS[sig] ?? 15;
 }
