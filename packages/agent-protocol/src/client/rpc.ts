@@ -179,7 +179,9 @@ export class RpcTable {
     }
     const e = error!;
     const code = e.code === "SM_FILE_TOO_LARGE" ? "SM_FILE_TOO_LARGE" : "SM_AGENT_REMOTE";
-    const err = new AgentError(code, `agent ${p.op} failed: ${e.code}: ${e.message}`, { remoteCode: e.code });
+    const err = new AgentError(code, `agent ${p.op} failed: ${e.code}: ${e.message}`, {
+      details: { remoteCode: e.code },
+    });
     p.onError?.(err);
     if (!p.abandoned) p.reject(err);
     return null;

@@ -274,10 +274,7 @@ export class Session {
           new AgentError(
             "SM_AGENT_PROTOCOL",
             `the agent reported a protocol violation (${frame.code}): ${frame.message}`,
-            {
-              reason,
-              remote: true,
-            },
+            { details: { reason, remote: true } },
           ),
         );
         return;
