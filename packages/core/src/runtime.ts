@@ -4,7 +4,7 @@
  * backend on Linux (or the reverse).
  */
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, rmSync, statSync } from "node:fs";
+import { createReadStream, existsSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Duplex } from "node:stream";
 import { AgentClient } from "@supermachine/agent-protocol";
@@ -211,7 +211,33 @@ function adaptLive(vm: HvVm): LiveVmPort {
       const m = await vm.memoryStats();
       return { rssBytes: m.rssBytes, ...(m.pssBytes !== null ? { pssBytes: m.pssBytes } : {}) };
     },
+    pause: () => vm.pause(),
+    cont: () => vm.resume(),
+    alive: () => processAlive(vm.pid),
   };
+}
+
+/**
+ * Whether a child process still runs: false once it is gone or a zombie (a VMM killed a moment ago is a
+ * zombie until Node reaps it and reports the exit). Linux: one readlink of /proc/<pid>/exe, which a
+ * zombie no longer has; elsewhere a signal-0 probe (a zombie passes it; its exit is observed soon).
+ */
+export function processAlive(pid: number): boolean {
+  if (process.platform === "linux") {
+    try {
+      readlinkSync(`/proc/${pid}/exe`);
+      return true;
+    } catch (err) {
+      // EACCES: another user's process (not a VMM of ours); treat as alive
+      return (err as NodeJS.ErrnoException).code === "EACCES";
+    }
+  }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** SUPERMACHINE_RUNTIME_DIR overrides the backend's runtime root (default /dev/shm/supermachine). */
