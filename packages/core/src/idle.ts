@@ -67,7 +67,10 @@ export class IdleVm {
     this.paused = false;
     const live = this.#live;
     const agent = this.#agent;
+    // Started after the caller got its handle (setImmediate): the acquire itself pays nothing for the
+    // QMP `cont` being written.
     const w = this.#chain.then(async () => {
+      await new Promise((r) => setImmediate(r));
       await live.cont?.();
       await agent.resume(nowNs(), randomBytes(64));
     });

@@ -4,7 +4,7 @@
  * backend on Linux (or the reverse).
  */
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { closeSync, createReadStream, existsSync, openSync, readSync, rmSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Duplex } from "node:stream";
 import { AgentClient } from "@supermachine/agent-protocol";
@@ -217,20 +217,33 @@ function adaptLive(vm: HvVm): LiveVmPort {
   };
 }
 
+const statBuf = Buffer.alloc(1024);
+
 /**
- * Whether a child process still runs: false once it is gone or a zombie (a VMM killed a moment ago is a
- * zombie until Node reaps it and reports the exit). Linux: one readlink of /proc/<pid>/exe, which a
- * zombie no longer has; elsewhere a signal-0 probe (a zombie passes it; its exit is observed soon).
+ * Whether a child process still runs and will go on running: false once it is gone, a zombie (a VMM
+ * killed a moment ago is one until Node reaps it and reports the exit), or has a SIGKILL pending (kill
+ * returns before the target's threads were scheduled to die; on a loaded host that takes a while).
+ * Linux: one read of /proc/<pid>/stat (state, and the pending-signal mask, where a SIGKILL sent to the
+ * process shows on every thread); elsewhere a signal-0 probe.
  */
 export function processAlive(pid: number): boolean {
   if (process.platform === "linux") {
+    let n: number;
+    let fd: number | undefined;
     try {
-      readlinkSync(`/proc/${pid}/exe`);
-      return true;
-    } catch (err) {
-      // EACCES: another user's process (not a VMM of ours); treat as alive
-      return (err as NodeJS.ErrnoException).code === "EACCES";
+      fd = openSync(`/proc/${pid}/stat`, "r");
+      n = readSync(fd, statBuf, 0, statBuf.length, 0);
+    } catch {
+      return false;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
+    const text = statBuf.toString("latin1", 0, n);
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    const state = fields[0];
+    if (state === "Z" || state === "X" || state === "x") return false;
+    const pending = Number(fields[28]); // field 31 "signal"
+    return !(Number.isFinite(pending) && pending & (1 << 8)); // SIGKILL (9) pending
   }
   try {
     process.kill(pid, 0);
