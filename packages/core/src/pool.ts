@@ -187,7 +187,7 @@ export class PoolImpl implements PoolApi {
    * Restore the next VM in the background, up to and including the agent hello, but not its resume:
    * a create then pays only the resume. Nothing of the image runs in the spare (no command, no
    * workload; the clock and RNG are set by that resume), only one no-op process of the agent binary
-   * (warmProcessStart). It idles at about 1% of a core under TCG and is stopped after idleTimeoutMs
+   * (warmProcessStart). It then waits paused (no CPU; idle.ts) and is stopped after idleTimeoutMs
    * unused.
    * Only for pools without writable volumes (QEMU locks their files).
    */
