@@ -10,13 +10,14 @@
 //   split among the processes mapping them); USS = Private_Clean + Private_Dirty (freed if the VM stops);
 //   shared = Shared_Clean + Shared_Dirty (resident pages also mapped by another process, e.g. the
 //   snapshot's memory file); MemAvailable drop = /proc/meminfo MemAvailable before − after, ÷ VMs.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import {
   cpuSecondsOf,
   INTERNAL,
   loadCore,
   memAvailable,
   pct,
+  RESULTS,
   registry,
   round,
   saveResults,
@@ -30,6 +31,7 @@ const n = Number(process.argv[3] ?? process.env.IDLE_N ?? 8);
 const tbSizes = String(process.argv[4] ?? process.env.TB_SIZES ?? "0,16,32,64")
   .split(",")
   .map(Number);
+const parts = new Set(String(process.env.IDLE_PARTS ?? "pause,tb,density").split(","));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const note = (m) => process.stderr.write(`[core-idle ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 // direct agent calls (ping) are not user operations: nothing else keeps the event loop alive for them
@@ -39,7 +41,14 @@ const ref = `${registry()}/busybox:latest`;
 const image = await Image.build({ ref });
 await image.takeHandoff?.()?.stop();
 const accel = image.meta.accel;
-const out = { accel, n, loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ") };
+// Parts not run this time (IDLE_PARTS) keep their last results.
+const prev = existsSync(RESULTS) ? (JSON.parse(readFileSync(RESULTS, "utf8")).idle ?? {}) : {};
+const out = {
+  ...prev,
+  accel,
+  n,
+  loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
+};
 const rows = [["metric", "paused (this change)", "not paused (SM_POOL_IDLE_PAUSE=0)", "ratio", "goal"]];
 const MiB = 2 ** 20;
 const avg = (a) => (a.length ? a.reduce((x, y) => x + y, 0) / a.length : Number.NaN);
@@ -188,73 +197,76 @@ async function acquireScenarios(rounds) {
 }
 
 // 1. before/after, same run: not paused first, then paused
-const off = await idleScenario(false);
-const on = await idleScenario(true);
-const [offAcq, onAcq] = await acquireScenarios(Number(process.env.ACQUIRE_ROUNDS ?? 100));
-Object.assign(off, offAcq);
-Object.assign(on, onAcq);
-out.pauseOff = off;
-out.pauseOn = on;
-rows.push(
-  [
-    "idle CPU per VM (10 s, % of a core)",
-    `${on.cpuPercentPerVm} %`,
-    `${off.cpuPercentPerVm} %`,
-    ratio(on.cpuPercentPerVm, off.cpuPercentPerVm),
-    "0",
-  ],
-  ["PSS per idle VM", `${on.pssMiB} MiB`, `${off.pssMiB} MiB`, ratio(on.pssMiB, off.pssMiB), ""],
-  ["USS (private) per idle VM", `${on.ussMiB} MiB`, `${off.ussMiB} MiB`, ratio(on.ussMiB, off.ussMiB), ""],
-  ["shared (resident, mapped by others) per VM", `${on.sharedMiB} MiB`, `${off.sharedMiB} MiB`, "", ""],
-  ["  of which TCG translation cache (PSS)", `${on.tcgCacheMiB} MiB`, `${off.tcgCacheMiB} MiB`, "", ""],
-  [
-    "MemAvailable drop per VM",
-    `${on.memAvailableDropPerVmMiB} MiB`,
-    `${off.memAvailableDropPerVmMiB} MiB`,
-    "",
-    "",
-  ],
-  [
-    "acquire from idle → handle p50",
-    `${on.acquireIdleUs.p50} µs`,
-    `${off.acquireIdleUs.p50} µs`,
-    ratio(on.acquireIdleUs.p50, off.acquireIdleUs.p50),
-    "≤ 50 µs",
-  ],
-  [
-    "acquire → release loop p50 (handle path)",
-    `${on.acquireLoopUs.p50} µs`,
-    `${off.acquireLoopUs.p50} µs`,
-    "",
-    "≤ 50 µs",
-  ],
-  [
-    "acquire + first exec(['true']) p50",
-    `${on.acquireFirstExecUs.p50} µs`,
-    `${off.acquireFirstExecUs.p50} µs`,
-    ratio(on.acquireFirstExecUs.p50, off.acquireFirstExecUs.p50),
-    "",
-  ],
-  [
-    "second exec(['true']) on the same VM p50",
-    `${on.execAwakeUs.p50} µs`,
-    `${off.execAwakeUs.p50} µs`,
-    "",
-    "",
-  ],
-  [
-    "first − second exec p50 (the wake), in agent round trips (ping p50)",
-    `${on.firstMinusSecondUs} µs`,
-    `${off.firstMinusSecondUs} µs (ping ${off.agentPingUs.p50} µs)`,
-    round((on.firstMinusSecondUs - off.firstMinusSecondUs) / off.agentPingUs.p50, 2),
-    "≤ 1 RTT more",
-  ],
-  ["liveness check at acquire (readlink) p50", `${on.aliveCheckUs.p50} µs`, "", "", ""],
-);
-delete process.env.SM_POOL_IDLE_PAUSE;
+if (parts.has("pause")) {
+  const off = await idleScenario(false);
+  const on = await idleScenario(true);
+  const [offAcq, onAcq] = await acquireScenarios(Number(process.env.ACQUIRE_ROUNDS ?? 100));
+  Object.assign(off, offAcq);
+  Object.assign(on, onAcq);
+  out.pauseOff = off;
+  out.pauseOn = on;
+  rows.push(
+    [
+      "idle CPU per VM (10 s, % of a core)",
+      `${on.cpuPercentPerVm} %`,
+      `${off.cpuPercentPerVm} %`,
+      ratio(on.cpuPercentPerVm, off.cpuPercentPerVm),
+      "0",
+    ],
+    ["PSS per idle VM", `${on.pssMiB} MiB`, `${off.pssMiB} MiB`, ratio(on.pssMiB, off.pssMiB), ""],
+    ["USS (private) per idle VM", `${on.ussMiB} MiB`, `${off.ussMiB} MiB`, ratio(on.ussMiB, off.ussMiB), ""],
+    ["shared (resident, mapped by others) per VM", `${on.sharedMiB} MiB`, `${off.sharedMiB} MiB`, "", ""],
+    ["  of which TCG translation cache (PSS)", `${on.tcgCacheMiB} MiB`, `${off.tcgCacheMiB} MiB`, "", ""],
+    [
+      "MemAvailable drop per VM",
+      `${on.memAvailableDropPerVmMiB} MiB`,
+      `${off.memAvailableDropPerVmMiB} MiB`,
+      "",
+      "",
+    ],
+    [
+      "acquire from idle → handle p50",
+      `${on.acquireIdleUs.p50} µs`,
+      `${off.acquireIdleUs.p50} µs`,
+      ratio(on.acquireIdleUs.p50, off.acquireIdleUs.p50),
+      "≤ 50 µs",
+    ],
+    [
+      "acquire → release loop p50 (handle path)",
+      `${on.acquireLoopUs.p50} µs`,
+      `${off.acquireLoopUs.p50} µs`,
+      "",
+      "≤ 50 µs",
+    ],
+    [
+      "acquire + first exec(['true']) p50",
+      `${on.acquireFirstExecUs.p50} µs`,
+      `${off.acquireFirstExecUs.p50} µs`,
+      ratio(on.acquireFirstExecUs.p50, off.acquireFirstExecUs.p50),
+      "",
+    ],
+    [
+      "second exec(['true']) on the same VM p50",
+      `${on.execAwakeUs.p50} µs`,
+      `${off.execAwakeUs.p50} µs`,
+      "",
+      "",
+    ],
+    [
+      "first − second exec p50 (the wake), in agent round trips (ping p50)",
+      `${on.firstMinusSecondUs} µs`,
+      `${off.firstMinusSecondUs} µs (ping ${off.agentPingUs.p50} µs)`,
+      round((on.firstMinusSecondUs - off.firstMinusSecondUs) / off.agentPingUs.p50, 2),
+      "≤ 1 RTT more",
+    ],
+    ["liveness check at acquire (readlink) p50", `${on.aliveCheckUs.p50} µs`, "", "", ""],
+  );
+  delete process.env.SM_POOL_IDLE_PAUSE;
+  saveResults("idle", out); // saved after each part: a density run can take minutes
+}
 
 // 2. TCG translation cache size: memory per idle (paused) VM, and exec latency
-if (accel === "tcg") {
+if (accel === "tcg" && parts.has("tb")) {
   out.tbSize = [];
   for (const tb of tbSizes) {
     process.env.SUPERMACHINE_TCG_TB_MIB = String(tb);
@@ -287,10 +299,11 @@ if (accel === "tcg") {
     ]);
   }
   delete process.env.SUPERMACHINE_TCG_TB_MIB;
+  saveResults("idle", out);
 }
 
 // 3. density: N idle (paused) VMs, then each acquired and exec'd (time from acquire to the answer)
-if (densityN > 0) {
+if (densityN > 0 && parts.has("density")) {
   const before = memAvailable();
   const t0 = performance.now();
   let pool;
@@ -325,17 +338,21 @@ if (densityN > 0) {
   await sleep(5000);
   const cpuTotal = pids.reduce((a, p, i) => a + ((cpuSecondsOf(p) ?? 0) - (cpu0[i] ?? 0)), 0);
   const lat = [];
-  const vms = [];
   let answering = 0;
   if (pool && !failed) {
+    // Each VM in turn (FIFO: the oldest idle first): acquire, exec, release (it is paused again), so
+    // every one answers while the others stay idle — as in a pool serving one request at a time.
+    const seen = new Set();
     for (let i = 0; i < densityN; i++) {
       const s = performance.now();
       const vm = await pool.acquire();
       const r = await vm.exec({ argv: ["true"] }).catch(() => null);
       lat.push(performance.now() - s);
       if (r?.exitCode === 0) answering++;
-      vms.push(vm);
+      seen.add(vm[INTERNAL]()?.live.pid);
+      await vm.release();
     }
+    out.densityDistinctVms = seen.size;
   }
   const within1s = lat.filter((x) => x <= 1000).length;
   out.density = {
@@ -362,7 +379,6 @@ if (densityN > 0) {
     "",
     "256, each ≤ 1 s",
   ]);
-  await Promise.all(vms.map((vm) => vm.release()));
   await pool?.shutdown();
 }
 

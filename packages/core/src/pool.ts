@@ -226,7 +226,10 @@ export class PoolImpl implements PoolApi {
       check();
       const spare: Spare = { live: l, agent: a, unregister, dead: false, limitsApplied: !!limits };
       // A waiting spare costs no CPU: its vCPUs are stopped until a create takes it.
-      if (this.#idlePause && l.pause && l.cont) spare.paused = l.pause();
+      if (this.#idlePause && l.pause && l.cont)
+        spare.paused = l.pause().catch(() => {
+          spare.dead = true; // its VMM went away
+        });
       void l.exited.then(() => {
         spare.dead = true;
       });
@@ -292,12 +295,11 @@ export class PoolImpl implements PoolApi {
     const s = await pending?.promise;
     if (!s) return undefined;
     if (s.paused) {
-      try {
-        await s.paused;
-        await s.live.cont?.();
-      } catch {
-        s.dead = true;
-      }
+      await s.paused;
+      if (!s.dead)
+        await s.live.cont?.().catch(() => {
+          s.dead = true;
+        });
     }
     if (s.dead) {
       await discardSpare(s);
