@@ -32,6 +32,8 @@ export class IdleVm {
   /** The wake under way: agent operations wait for it (undefined: the VM runs). */
   waking: Promise<void> | undefined;
   #chain: Promise<void> = Promise.resolve();
+  /** The last pause succeeded and no cont since (a failed pause leaves the VM running: no cont then). */
+  #stopped = false;
   readonly #live: LiveVmPort;
   readonly #agent: AgentPort;
 
@@ -50,9 +52,14 @@ export class IdleVm {
     if (this.paused || this.checkedOut || !this.pausable) return this.#chain;
     this.paused = true;
     const live = this.#live;
-    this.#chain = this.#chain.then(
-      () => live.pause?.().catch(() => undefined), // a VMM gone meanwhile: the exit marks the VM dead
-    );
+    this.#chain = this.#chain.then(async () => {
+      try {
+        await live.pause?.();
+        this.#stopped = true;
+      } catch {
+        // a VMM gone meanwhile: its exit marks the VM dead; anything else: it keeps running
+      }
+    });
     return this.#chain;
   }
 
@@ -69,10 +76,17 @@ export class IdleVm {
     const agent = this.#agent;
     // Started after the caller got its handle (setImmediate): the acquire itself pays nothing for the
     // QMP `cont` being written.
+    // The resume is sent together with the cont, not after its answer: the agent reads it once the
+    // vCPUs run, before any operation of the handle (those wait for this wake). The wake thus costs
+    // about one agent round trip.
     const w = this.#chain.then(async () => {
       await new Promise((r) => setImmediate(r));
-      await live.cont?.();
-      await agent.resume(nowNs(), randomBytes(64));
+      const cont = this.#stopped
+        ? live.cont?.().then(() => {
+            this.#stopped = false;
+          })
+        : undefined;
+      await Promise.all([cont, agent.resume(nowNs(), randomBytes(64))]);
     });
     this.#chain = w.catch(() => undefined);
     this.waking = w;
@@ -92,7 +106,11 @@ export class IdleVm {
     if (!this.paused) return this.#chain;
     this.paused = false;
     const live = this.#live;
-    this.#chain = this.#chain.then(() => live.cont?.().catch(() => undefined));
+    this.#chain = this.#chain.then(async () => {
+      if (!this.#stopped) return;
+      this.#stopped = false;
+      await live.cont?.().catch(() => undefined);
+    });
     return this.#chain;
   }
 }

@@ -55,10 +55,13 @@ export const virtArm64KvmProfile: MachineProfile = {
 
 /**
  * Size of QEMU's TCG translation cache per VM, in MiB. QEMU 7.2's default reserves 1 GiB per process
- * and keeps what it translated resident; a pooled microVM needs far less. Measured with
- * bench/core-idle.mjs (PSS and exec latency per size): see README "Idle pooled VMs".
+ * and keeps what it translated resident, so a VM that ran a lot of different code can hold up to that
+ * much. bench/core-idle.mjs (busybox, sizes 16/32/64/default): an idle pooled VM holds ~11 MiB of
+ * translations whatever the size, and exec latency did not differ beyond the noise of a loaded host;
+ * 64 MiB caps the growth at 1/16 of the default with ~6x headroom over that idle need, so bigger
+ * workloads do not thrash the cache.
  */
-export const DEFAULT_TCG_TB_MIB = 32;
+export const DEFAULT_TCG_TB_MIB = 64;
 
 /**
  * `-accel` value under TCG: multi-threaded TCG, translation cache bounded to `tb-size` MiB.
