@@ -24,7 +24,10 @@ const MIB = 2 ** 20;
 
 /**
  * Private memory of one idle pooled VM besides the guest pages it writes, in MiB, by accelerator.
- * Measured with bench/core-idle.mjs (busybox fixture, QEMU 7.2 microvm): USS of a paused pooled VM.
+ * bench/core-idle.mjs (busybox fixture, QEMU 7.2 microvm, TCG) measured the USS of a paused pooled VM
+ * at ~28.6 MiB, of which ~11 MiB TCG translations; 40 + 8 MiB leaves room for the translation cache to
+ * grow toward its tb-size bound (64 MiB) once the VM has run more code. KVM/HVF have no translation
+ * cache: TCG's figure without it (not measured here: the project's machines have no KVM).
  */
 export const VMM_OVERHEAD_MIB: Record<string, number> = { tcg: 40, kvm: 24, hvf: 24 };
 /** Guest pages an idle pooled VM has written since its restore (hello, resume, the no-op process). */
