@@ -160,7 +160,7 @@ async function acquireScenarios(rounds) {
       p.second.push((w - e) * 1000);
       p.acq.push((a - s) * 1000);
       p.first.push((e - s) * 1000);
-      // the liveness check a paused VM gets at acquire (one readlink of /proc/<pid>/exe)
+      // the liveness check a paused VM gets at acquire (one read of /proc/<pid>/task/<pid>/stat)
       const live = h(vm).live;
       const t = performance.now();
       live.alive?.();
@@ -259,7 +259,13 @@ if (parts.has("pause")) {
       round((on.firstMinusSecondUs - off.firstMinusSecondUs) / off.agentPingUs.p50, 2),
       "≤ 1 RTT more",
     ],
-    ["liveness check at acquire (readlink) p50", `${on.aliveCheckUs.p50} µs`, "", "", ""],
+    [
+      "liveness check at acquire (/proc/<pid>/task/<pid>/stat read) p50",
+      `${on.aliveCheckUs.p50} µs`,
+      "",
+      "",
+      "",
+    ],
   );
   delete process.env.SM_POOL_IDLE_PAUSE;
   saveResults("idle", out); // saved after each part: a density run can take minutes
