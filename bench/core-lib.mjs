@@ -90,7 +90,7 @@ export function pssOf(pid) {
 }
 
 /**
- * PSS (bytes) of a QEMU process's TCG translation cache: its anonymous mappings of 256 MiB or more
+ * PSS (bytes) of a QEMU process's TCG translation cache: its anonymous writable + executable mappings
  * (the code buffer, sized by `tb-size`; guest RAM is file-backed here). 0 under KVM/HVF, null if gone.
  */
 export function tcgCachePssOf(pid) {
@@ -103,10 +103,10 @@ export function tcgCachePssOf(pid) {
   let inCache = false;
   let kib = 0;
   for (const line of txt.split("\n")) {
-    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (head) {
       const size = Number.parseInt(head[2], 16) - Number.parseInt(head[1], 16);
-      inCache = head[3] === "" && size >= 256 * 2 ** 20;
+      inCache = head[4] === "" && head[3].startsWith("rwx") && size >= 2 ** 20;
       continue;
     }
     const m = inCache && /^Pss:\s+(\d+) kB/.exec(line);

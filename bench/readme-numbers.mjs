@@ -115,6 +115,102 @@ if (core) {
       "64 fit in 24 GiB",
       "bench/core-pool.mjs",
     );
+  const idle = core.idle;
+  if (idle?.pauseOn && idle.pauseOff) {
+    const on = idle.pauseOn;
+    const off = idle.pauseOff;
+    row(
+      "core idle (issue 20)",
+      `idle CPU per pooled VM (${idle.n} VMs, 10 s): paused vs not (\`SM_POOL_IDLE_PAUSE=0\`)`,
+      `${f(on.cpuPercentPerVm, 3)} % of a core`,
+      `not paused ${f(off.cpuPercentPerVm, 2)} %`,
+      x(on.cpuPercentPerVm, off.cpuPercentPerVm),
+      "0",
+      "bench/core-idle.mjs",
+    );
+    row(
+      "core idle (issue 20)",
+      "per idle VM: PSS / USS (private) / shared resident / MemAvailable drop",
+      `${f(on.pssMiB)} / ${f(on.ussMiB)} / ${f(on.sharedMiB)} / ${f(on.memAvailableDropPerVmMiB)} MiB`,
+      `not paused ${f(off.pssMiB)} / ${f(off.ussMiB)} / ${f(off.sharedMiB)} / ${f(off.memAvailableDropPerVmMiB)} MiB`,
+      x(on.pssMiB, off.pssMiB),
+      "",
+      "bench/core-idle.mjs",
+    );
+    row(
+      "core idle (issue 20)",
+      "acquire of a paused VM → handle p50 (after 20 ms idle) / tight acquire-release loop p50",
+      `${f(on.acquireIdleUs.p50)} / ${f(on.acquireLoopUs.p50)} µs`,
+      `not paused ${f(off.acquireIdleUs.p50)} / ${f(off.acquireLoopUs.p50)} µs`,
+      x(on.acquireIdleUs.p50, off.acquireIdleUs.p50),
+      "≤ 50 µs",
+      "bench/core-idle.mjs",
+    );
+    row(
+      "core idle (issue 20)",
+      "first exec after acquire − second exec (the wake) p50",
+      `${f(on.firstMinusSecondUs / 1000, 2)} ms`,
+      `not paused ${f(off.firstMinusSecondUs / 1000, 2)} ms; agent ping ${f(off.agentPingUs.p50 / 1000, 2)} ms`,
+      "",
+      "≤ 1 agent round trip more",
+      "bench/core-idle.mjs",
+    );
+  }
+  for (const t of idle?.tbSize ?? [])
+    row(
+      "core idle (issue 20)",
+      `TCG \`tb-size\` ${t.tbMiB || "QEMU default (1 GiB)"}: PSS / USS / TCG cache per idle VM; \`sh -c\` exec p50`,
+      `${f(t.pssMiB)} / ${f(t.ussMiB)} / ${f(t.tcgCacheMiB)} MiB; ${f(t.shExecMs.p50)} ms`,
+      "",
+      "",
+      "",
+      "bench/core-idle.mjs",
+    );
+  if (idle?.density) {
+    const d = idle.density;
+    row(
+      "core idle (issue 20)",
+      `density: ${d.requested} idle paused VMs`,
+      `${d.running} running, filled in ${f(d.fillSeconds)} s; ${d.answering} answer exec, ${d.within1s} within 1 s of acquire (p50 ${f(d.acquireToExecMs?.p50, 0)} ms, max ${f(d.acquireToExecMs?.max, 0)} ms)`,
+      `PSS ${f(d.totalPssMiB, 0)} MiB, USS ${f(d.totalUssMiB, 0)} MiB, MemAvailable −${f(d.memAvailableDropMiB, 0)} MiB`,
+      "",
+      "256, each ≤ 1 s",
+      "bench/core-idle.mjs",
+    );
+  }
+  for (const l of core.throughput?.levels ?? [])
+    row(
+      "core throughput (issue 20)",
+      `fresh-sandbox cycles/s (acquire → exec → release, restoreOnRelease), ${l.callers} caller${l.callers > 1 ? "s" : ""}`,
+      `${f(l.core.perSecond, 2)}/s (not paused ${f(l.coreNoPause.perSecond, 2)}/s)`,
+      `raw QEMU restore ${f(l.raw.perSecond, 2)}/s`,
+      x(l.core.perSecond, l.raw.perSecond),
+      "≥ 0.8×",
+      "bench/core-throughput.mjs",
+    );
+  const bake = core.bake;
+  if (bake?.phasesMs) {
+    row(
+      "core bake (issue 20)",
+      `cold bake phases p50 (${Object.keys(bake.phasesMs).join(" / ")})`,
+      `${Object.values(bake.phasesMs)
+        .map((v) => f(v.p50 / 1000, 2))
+        .join(" / ")} s`,
+      "",
+      "",
+      "",
+      "bench/core-bake.mjs",
+    );
+    row(
+      "core bake (issue 20)",
+      "boot → ready → capture p50",
+      `${f(bake.coreBootToCaptureMs.p50 / 1000, 2)} s`,
+      `raw hypervisor ${f(bake.rawBootToCaptureMs.p50 / 1000, 2)} s`,
+      x(bake.coreBootToCaptureMs.p50, bake.rawBootToCaptureMs.p50),
+      "≤ 1.1×",
+      "bench/core-bake.mjs",
+    );
+  }
 } else missing.push("core");
 
 const hv = load("hypervisor");

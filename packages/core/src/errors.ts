@@ -47,6 +47,12 @@ export const SUPERMACHINE_ERROR_CODES = [
    * count); the message names the allowed range. Lower it, or re-bake with maxMemoryMib / maxVcpus.
    */
   "SM_POOL_OVERRIDE",
+  /**
+   * The pool's min/max idle VMs (or one more VM) would not fit in the host's available memory
+   * (/proc/meminfo MemAvailable; the estimate per VM is in README "Memory admission"). The message names
+   * the memory needed and available; `details`: neededMib, availableMib, perVmMib, count.
+   */
+  "SM_POOL_MEMORY",
   /** A VM did not restore within restoreTimeoutMs. */
   "SM_RESTORE_TIMEOUT",
   /** A required host component (backend package, agent binary, mke2fs) is missing. */

@@ -8,6 +8,9 @@
  *             The first create may adopt the bake's own VM instead (warm handoff).
  * - release = restoreOnRelease true: destroy + replace (a clean VM every acquire); false: dirty reuse.
  * - a VM whose VMM died is never handed out (validate) and is destroyed on release.
+ * - idle = paused (idle.ts): an idle VM (and the spare) has its vCPUs stopped; acquire returns the
+ *   handle at once and wakes it concurrently (cont + agent resume); its agent operations wait for that.
+ * - memory admission (memory.ts): min/max beyond what MemAvailable holds fail with SM_POOL_MEMORY.
  */
 
 import { join } from "node:path";
@@ -20,8 +23,10 @@ import {
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import { internalExec } from "./exec";
+import { gateAgent, IdleVm, idlePauseEnabled } from "./idle";
 import type { Image } from "./image";
 import { applyLimits, ceilings, type RuntimeLimits } from "./limits";
+import { oneMoreVmCheck, poolMemoryCheck, type VmMemoryEstimate, vmMemoryEstimate } from "./memory";
 import { poolNetwork } from "./network/vm-network";
 import type { AgentPort, LiveVmPort, PreparedRestorePort, RestoreSpec, VolumeAttachment } from "./ports";
 import type { Runtime } from "./runtime-port";
@@ -60,6 +65,8 @@ interface Spare {
   /** Drops its process-exit cleanup registration (the new owner registers its own). */
   readonly unregister: () => void;
   dead: boolean;
+  /** Its vCPUs are stopped while it waits (idle pausing); continued when taken. */
+  paused?: Promise<void>;
 }
 
 /**
@@ -95,6 +102,12 @@ export class PoolImpl implements PoolApi {
   #checkedOut = 0;
   /** Serialises VMs that share volume files (QEMU holds a write lock on each). */
   #volumeTurn: Promise<void> = Promise.resolve();
+  /** Idle VMs are paused (SM_POOL_IDLE_PAUSE=0 turns it off: a bench/diagnostic switch). */
+  readonly #idlePause = idlePauseEnabled();
+  /** Pause state of each pooled VM created by this pool (not the bake's handoff VM). */
+  readonly #idle = new WeakMap<VmHandle, IdleVm>();
+  /** Memory estimate per VM (memory.ts), set by start(). */
+  #memory: VmMemoryEstimate | undefined;
 
   constructor(image: Image, opts: ResolvedPoolOptions, rt: Runtime) {
     this.#image = image;
@@ -116,10 +129,19 @@ export class PoolImpl implements PoolApi {
   /** @internal */
   start(): void {
     const o = this.#opts;
+    // min and max must fit in the host's available memory (SM_POOL_MEMORY), before any VM starts.
+    this.#memory = vmMemoryEstimate(this.#image);
+    poolMemoryCheck(this.#memory, { min: o.min, max: o.max });
     this.#pool = createPool<VmHandle>({
       create: () => this.#create(),
-      destroy: (h) => h.stop(),
-      validate: (h) => !h.dead,
+      destroy: async (h) => {
+        // A paused VM with volumes is continued first: its clean guest shutdown flushes them.
+        if (h.volumeDevices.length > 0) await this.#idle.get(h)?.contForStop();
+        await h.stop();
+      },
+      // A dead VM is never handed out: its exit was observed (dead), or its VMM is gone or a zombie
+      // although the exit was not observed yet (a paused VM killed a moment ago).
+      validate: (h) => !h.dead && (!this.#idle.get(h)?.paused || h.live.alive?.() !== false),
       min: o.min,
       max: o.max,
       acquireTimeoutMs: o.acquireTimeoutMs,
@@ -167,7 +189,7 @@ export class PoolImpl implements PoolApi {
    * Restore the next VM in the background, up to and including the agent hello, but not its resume:
    * a create then pays only the resume. Nothing of the image runs in the spare (no command, no
    * workload; the clock and RNG are set by that resume), only one no-op process of the agent binary
-   * (warmProcessStart). It idles at about 1% of a core under TCG and is stopped after idleTimeoutMs
+   * (warmProcessStart). It then waits paused (no CPU; idle.ts) and is stopped after idleTimeoutMs
    * unused.
    * Only for pools without writable volumes (QEMU locks their files).
    */
@@ -184,6 +206,7 @@ export class PoolImpl implements PoolApi {
     const work = (async (): Promise<Spare | undefined> => {
       const backend = await this.#rt.backend();
       if (!backend.prepareRestore) return undefined;
+      if (this.#memory) oneMoreVmCheck(this.#memory);
       check();
       const p = await backend.prepareRestore(this.#restoreSpec());
       prep = p;
@@ -204,6 +227,11 @@ export class PoolImpl implements PoolApi {
       else await warmProcessStart(a, this.#opts.restoreTimeoutMs);
       check();
       const spare: Spare = { live: l, agent: a, unregister, dead: false, limitsApplied: !!limits };
+      // A waiting spare costs no CPU: its vCPUs are stopped until a create takes it.
+      if (this.#idlePause && l.pause && l.cont)
+        spare.paused = l.pause().catch(() => {
+          spare.dead = true; // its VMM went away
+        });
       void l.exited.then(() => {
         spare.dead = true;
       });
@@ -268,6 +296,13 @@ export class PoolImpl implements PoolApi {
     if (this.#opts.restoreOnRelease || !s0 || s0.alive + 1 < this.#opts.max) this.#prepareSpare();
     const s = await pending?.promise;
     if (!s) return undefined;
+    if (s.paused) {
+      await s.paused;
+      if (!s.dead)
+        await s.live.cont?.().catch(() => {
+          s.dead = true;
+        });
+    }
     if (s.dead) {
       await discardSpare(s);
       return undefined;
@@ -307,13 +342,15 @@ export class PoolImpl implements PoolApi {
         spareLimited = spare.limitsApplied;
         spare.unregister(); // the VmHandle registers it again
       } else {
+        if (this.#memory) oneMoreVmCheck(this.#memory);
         live = await backend.restore(this.#restoreSpec());
       }
       if (timedOut) throw new Error("late");
       const agent = spareAgent ?? (await this.#rt.connectAgent(live, deadline));
+      const idle = new IdleVm(live, agent);
       const handle = new VmHandle(
         live,
-        agent,
+        idle.pausable && this.#idlePause ? gateAgent(agent, idle) : agent,
         this.#image.meta.volumes.map((_, i) => volumeDevice(i)),
         this.#image.meta.mounts,
         this.#image.meta.guestPort,
@@ -326,6 +363,10 @@ export class PoolImpl implements PoolApi {
       } catch (err) {
         await handle.stop().catch(() => undefined);
         throw err;
+      }
+      if (idle.pausable && this.#idlePause) {
+        this.#idle.set(handle, idle);
+        this.#pauseIfIdle(handle, idle);
       }
       return handle;
     })();
@@ -388,6 +429,9 @@ export class PoolImpl implements PoolApi {
     const handle = await this.#pool.acquire(options?.signal ? { signal: options.signal } : undefined);
     const pool = this.#pool;
     this.#checkedOut++;
+    // A paused VM wakes concurrently: the handle is returned now, its operations wait for the wake.
+    const idle = this.#idle.get(handle);
+    idle?.wake();
     return createVm(handle, {
       release: async (h) => {
         this.#checkedOut--;
@@ -395,10 +439,25 @@ export class PoolImpl implements PoolApi {
         // Discarding happens in the background: release() returns at once and the pool restores a
         // replacement (for volumes, the next VM waits until this one has released the files).
         if (this.#opts.restoreOnRelease || h.dead) void pool.destroy(h);
-        else pool.release(h);
+        else {
+          if (idle) idle.checkedOut = false;
+          pool.release(h);
+          if (idle) this.#pauseIfIdle(h, idle);
+        }
       },
       snapshot: async (h, destDir) => this.#image.capture(h, destDir),
     });
+  }
+
+  /**
+   * Pause `h` once it is idle: after the current turn, unless a caller checked it out meanwhile (a VM
+   * created for a waiting acquire, or released to one, is handed over in the same turn and never paused).
+   */
+  #pauseIfIdle(h: VmHandle, idle: IdleVm): void {
+    const t = setTimeout(() => {
+      if (!this.#closed && !h.dead && !h.stopping && !idle.checkedOut) void idle.pause();
+    }, 0);
+    t.unref();
   }
 
   on<K extends PoolEventName>(event: K, listener: (e: PoolEvents[K]) => void): this {

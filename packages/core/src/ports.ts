@@ -137,6 +137,18 @@ export interface LiveVmPort {
   consoleTail?(lines?: number): string;
   /** Memory usage of the VMM process (PSS when available). */
   memory?(): Promise<{ rssBytes: number; pssBytes?: number }>;
+  /**
+   * Stop the vCPUs (QMP `stop`): an idle pooled VM then costs no CPU (idle.ts). Optional: a backend
+   * without pause/cont never has its VMs paused.
+   */
+  pause?(): Promise<void>;
+  /** Continue the vCPUs after pause(). */
+  cont?(): Promise<void>;
+  /**
+   * Synchronous liveness check of the VMM process: false once it is gone or a zombie, even before its
+   * exit was observed (`exited`). Lets a pool never hand out a VM killed while idle.
+   */
+  alive?(): boolean;
 }
 
 /** A pre-started VMM waiting for the state (pays only the incoming part on use). */

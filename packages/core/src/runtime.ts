@@ -4,7 +4,7 @@
  * backend on Linux (or the reverse).
  */
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, rmSync, statSync } from "node:fs";
+import { closeSync, createReadStream, existsSync, openSync, readSync, rmSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Duplex } from "node:stream";
 import { AgentClient } from "@supermachine/agent-protocol";
@@ -211,7 +211,51 @@ function adaptLive(vm: HvVm): LiveVmPort {
       const m = await vm.memoryStats();
       return { rssBytes: m.rssBytes, ...(m.pssBytes !== null ? { pssBytes: m.pssBytes } : {}) };
     },
+    pause: () => vm.pause(),
+    cont: () => vm.resume(),
+    alive: () => processAlive(vm.pid),
   };
+}
+
+const statBuf = Buffer.alloc(1024);
+
+/**
+ * Whether a child process still runs and will go on running: false once it is gone, a zombie (a VMM
+ * killed a moment ago is one until Node reaps it and reports the exit), exiting (PF_EXITING), or has a
+ * SIGKILL pending (kill returns before the target's threads were scheduled to die; on a loaded host
+ * that takes a while).
+ * Linux: one read of /proc/<pid>/task/<pid>/stat (state, and the pending-signal mask, where a SIGKILL
+ * sent to the process shows on every thread); elsewhere a signal-0 probe.
+ */
+export function processAlive(pid: number): boolean {
+  if (process.platform === "linux") {
+    let n: number;
+    let fd: number | undefined;
+    try {
+      // the main thread's stat: the same state and pending-signal fields without summing over every
+      // thread of the (multi-threaded) VMM, which /proc/<pid>/stat does
+      fd = openSync(`/proc/${pid}/task/${pid}/stat`, "r");
+      n = readSync(fd, statBuf, 0, statBuf.length, 0);
+    } catch {
+      return false;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+    const text = statBuf.toString("latin1", 0, n);
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    const state = fields[0];
+    if (state === "Z" || state === "X" || state === "x") return false;
+    const flags = Number(fields[6]); // field 9 "flags": PF_EXITING (0x4) from the start of its exit
+    if (Number.isFinite(flags) && flags & 0x4) return false;
+    const pending = Number(fields[28]); // field 31 "signal"
+    return !(Number.isFinite(pending) && pending & (1 << 8)); // SIGKILL (9) pending
+  }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** SUPERMACHINE_RUNTIME_DIR overrides the backend's runtime root (default /dev/shm/supermachine). */

@@ -37,7 +37,7 @@ export const microvmX86Profile: MachineProfile = {
   extraKernelArgs: (accel) => (accel === "tcg" ? tcgTimerArgs() : []),
   consoleDevice: "ttyS0",
   cpuFor: (accel) => (accel === "kvm" ? "host" : "max"),
-  accelArg: (accel) => (accel === "tcg" ? "tcg,thread=multi" : accel),
+  accelArg: (accel) => (accel === "tcg" ? tcgAccelArg() : accel),
   installHint: "sudo apt-get install qemu-system-x86   (Fedora: sudo dnf install qemu-system-x86-core)",
 };
 
@@ -49,9 +49,29 @@ export const virtArm64KvmProfile: MachineProfile = {
   machine: "virt,gic-version=max",
   consoleDevice: "ttyAMA0",
   cpuFor: (accel) => (accel === "kvm" ? "host" : "max"),
-  accelArg: (accel) => (accel === "tcg" ? "tcg,thread=multi" : accel),
+  accelArg: (accel) => (accel === "tcg" ? tcgAccelArg() : accel),
   installHint: "sudo apt-get install qemu-system-arm   (Fedora: sudo dnf install qemu-system-aarch64-core)",
 };
+
+/**
+ * Size of QEMU's TCG translation cache per VM, in MiB. QEMU 7.2's default reserves 1 GiB per process
+ * and keeps what it translated resident, so a VM that ran a lot of different code can hold up to that
+ * much. bench/core-idle.mjs (busybox, sizes 16/32/64/default): an idle pooled VM holds ~11 MiB of
+ * translations whatever the size, and exec latency did not differ beyond the noise of a loaded host;
+ * 64 MiB caps the growth at 1/16 of the default with ~6x headroom over that idle need, so bigger
+ * workloads do not thrash the cache.
+ */
+export const DEFAULT_TCG_TB_MIB = 64;
+
+/**
+ * `-accel` value under TCG: multi-threaded TCG, translation cache bounded to `tb-size` MiB.
+ * SUPERMACHINE_TCG_TB_MIB overrides the size (0: QEMU's default).
+ */
+export function tcgAccelArg(env: NodeJS.ProcessEnv = process.env): string {
+  const raw = env.SUPERMACHINE_TCG_TB_MIB;
+  const n = raw !== undefined && /^\d+$/.test(raw.trim()) ? Number(raw) : DEFAULT_TCG_TB_MIB;
+  return n > 0 ? `tcg,thread=multi,tb-size=${n}` : "tcg,thread=multi";
+}
 
 /** Host TSC frequency in kHz (model name "@ x.xxGHz", else "cpu MHz"); 2 GHz when unknown. */
 export function hostTscKhz(cpuinfo = safeRead("/proc/cpuinfo")): number {

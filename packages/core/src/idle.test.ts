@@ -1,0 +1,279 @@
+// Idle pausing and memory admission of pools (pure logic: test doubles, no VM, nothing timed).
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
+import { gateAgent, IdleVm, idlePauseEnabled } from "./idle";
+import { Image } from "./image";
+import { poolMemoryCheck, reserveMib } from "./memory";
+import type { LiveVmPort } from "./ports";
+import { setRuntime } from "./runtime-port";
+import { type FakeLive, fakeRuntime } from "./testing/fakes";
+import { INTERNAL } from "./vm";
+
+const root = await mkdtemp(join(tmpdir(), "sm-core-idle-"));
+afterAll(() => rm(root, { recursive: true, force: true }));
+
+let rt: ReturnType<typeof fakeRuntime>;
+let n = 0;
+let snapshotsDir: string;
+/** Everything the fake VMs did, in order: "pause 1001", "cont 1001", "resume 1001", "exec 1001 true". */
+let log: string[];
+
+type Pausable = FakeLive & {
+  pause(): Promise<void>;
+  cont(): Promise<void>;
+  alive(): boolean;
+  paused: boolean;
+  zombie: boolean;
+};
+
+/** Give a fake VM pause/cont/alive like the QEMU adapter's, logging each call. */
+function pausable(l: FakeLive): Pausable {
+  const p = l as Pausable;
+  p.paused = false;
+  p.zombie = false;
+  p.pause = async () => {
+    log.push(`pause ${l.pid}`);
+    p.paused = true;
+  };
+  p.cont = async () => {
+    log.push(`cont ${l.pid}`);
+    p.paused = false;
+  };
+  p.alive = () => !p.zombie;
+  const resume = l.agent.resume.bind(l.agent);
+  l.agent.resume = async (t, e) => {
+    log.push(`resume ${l.pid}`);
+    if (p.paused) throw new Error("resume sent to a paused guest");
+    return resume(t, e);
+  };
+  const exec = l.agent.exec.bind(l.agent);
+  l.agent.exec = async (a) => {
+    log.push(`exec ${l.pid} ${a.argv.join(" ")}`);
+    if (p.paused) throw new Error("exec sent to a paused guest");
+    return exec(a);
+  };
+  return p;
+}
+
+beforeEach(async () => {
+  rt = fakeRuntime(root);
+  setRuntime(rt);
+  snapshotsDir = join(root, `snaps-${n++}`);
+  log = [];
+  const backend = await rt.backend();
+  const restore = backend.restore.bind(backend);
+  backend.restore = async (spec) => pausable((await restore(spec)) as FakeLive);
+});
+afterEach(() => {
+  setRuntime(undefined);
+  delete process.env.SM_POOL_IDLE_PAUSE;
+});
+
+const turn = () => new Promise((r) => setTimeout(r, 5));
+
+/** An image whose bake VM is not handed to the pool (every pooled VM is a restore). */
+async function image(): Promise<Image> {
+  const img = await Image.build({ ref: "busybox", snapshotsDir });
+  await img.takeHandoff()?.stop();
+  return img;
+}
+
+async function waitIdle(pool: { stats(): { idle: number } }, count: number): Promise<void> {
+  while (pool.stats().idle < count) await turn();
+  await turn(); // the pause starts one turn after the VM went idle
+}
+
+describe("idle pausing (fake VMs)", () => {
+  it("an idle pooled VM is paused; acquire wakes it: cont, then resume with a fresh clock, then the exec", async () => {
+    const img = await image();
+    const pool = await img.pool({ min: 1, max: 1 });
+    await waitIdle(pool, 1);
+    const live = rt.state.lives.at(-1) as Pausable;
+    expect(live.paused).toBe(true);
+    expect(log).toEqual([`resume ${live.pid}`, `pause ${live.pid}`]);
+    const resumesBefore = live.agent.resumes.length;
+    const vm = await pool.acquire();
+    // The handle is returned before the wake finished; the exec waits for it.
+    const out = await vm.exec({ argv: ["true"] });
+    expect(out.exitCode).toBe(0);
+    expect(log.slice(2)).toEqual([`cont ${live.pid}`, `resume ${live.pid}`, `exec ${live.pid} true`]);
+    expect(live.agent.resumes.length).toBe(resumesBefore + 1);
+    const r = live.agent.resumes.at(-1);
+    expect(Number((r?.timeNs ?? 0n) / 1_000_000n)).toBeGreaterThan(Date.now() - 5000);
+    expect(r?.entropy.equals(live.agent.resumes[0]?.entropy ?? Buffer.alloc(0))).toBe(false);
+    await vm.release();
+    await pool.shutdown();
+  });
+
+  it("dirty reuse: a released VM is paused again and woken at the next acquire", async () => {
+    const img = await image();
+    const pool = await img.pool({ min: 1, max: 1, restoreOnRelease: false });
+    await waitIdle(pool, 1);
+    const live = rt.state.lives.at(-1) as Pausable;
+    let vm = await pool.acquire();
+    await vm.writeFile("/tmp/x", "kept");
+    await vm.release();
+    await turn();
+    expect(live.paused).toBe(true);
+    vm = await pool.acquire();
+    expect((await vm.readFile("/tmp/x")).toString()).toBe("kept");
+    expect(log.filter((l) => l.startsWith("pause")).length).toBe(2);
+    expect(log.filter((l) => l.startsWith("cont")).length).toBe(2);
+    await vm.release();
+    await pool.shutdown();
+  });
+
+  it("a VM created for a waiting acquire is handed over running, never paused", async () => {
+    const img = await image();
+    const pool = await img.pool({ min: 0, max: 1 });
+    const vm = await pool.acquire();
+    await turn();
+    expect(log.some((l) => l.startsWith("pause"))).toBe(false);
+    await vm.exec({ argv: ["true"] });
+    await vm.release();
+    await pool.shutdown();
+  });
+
+  it("a paused VM whose VMM died while idle is never handed out: zombie (exit not yet seen) or exited", async () => {
+    const img = await image();
+    const pool = await img.pool({ min: 2, max: 2 });
+    await waitIdle(pool, 2);
+    const [a, b] = rt.state.lives.slice(-2) as Pausable[];
+    // killed a moment ago: the process is a zombie, its exit not observed yet
+    if (a) a.zombie = true;
+    const vm1 = await pool.acquire();
+    expect(vm1[INTERNAL]()?.live).toBe(b);
+    // the other one crashes (exit observed): a new VM is restored for the next acquire
+    b?.crash();
+    await vm1.release();
+    const vm2 = await pool.acquire();
+    const live2 = vm2[INTERNAL]()?.live as Pausable;
+    expect(live2).not.toBe(a);
+    expect(live2).not.toBe(b);
+    expect((await vm2.exec({ argv: ["echo", "ok"] })).stdout.toString()).toBe("ok\n");
+    await vm2.release();
+    await pool.shutdown();
+  });
+
+  it("SM_POOL_IDLE_PAUSE=0 keeps idle VMs running (the before/after switch)", async () => {
+    process.env.SM_POOL_IDLE_PAUSE = "0";
+    expect(idlePauseEnabled()).toBe(false);
+    const img = await image();
+    const pool = await img.pool({ min: 1, max: 1 });
+    await waitIdle(pool, 1);
+    expect(log.some((l) => l.startsWith("pause"))).toBe(false);
+    const vm = await pool.acquire();
+    await vm.exec({ argv: ["true"] });
+    expect(log.some((l) => l.startsWith("cont"))).toBe(false);
+    await vm.release();
+    await pool.shutdown();
+  });
+
+  it("a failed wake stops the VM: its operations fail as a crashed guest", async () => {
+    const img = await image();
+    const pool = await img.pool({ min: 1, max: 1 });
+    await waitIdle(pool, 1);
+    const live = rt.state.lives.at(-1) as Pausable;
+    live.cont = async () => {
+      throw new Error("QMP closed");
+    };
+    const vm = await pool.acquire();
+    await expect(vm.exec({ argv: ["true"] })).rejects.toMatchObject({ code: "SM_GUEST_CRASHED" });
+    expect(live.stopped).toBe(true);
+    await vm.release();
+    await pool.shutdown();
+  });
+});
+
+describe("IdleVm / gateAgent", () => {
+  it("a wake asked while the pause is under way continues after it; gated ops wait for the wake", async () => {
+    const r = fakeRuntime(root);
+    const live = pausable((await (await r.backend()).restore({} as never)) as FakeLive);
+    let release: () => void = () => {};
+    live.pause = () =>
+      new Promise<void>((res) => {
+        log.push(`pause ${live.pid}`);
+        live.paused = true;
+        release = res;
+      });
+    const idle = new IdleVm(live as LiveVmPort, live.agent);
+    const agent = gateAgent(live.agent, idle);
+    void idle.pause();
+    const wake = idle.wake();
+    const exec = agent.exec({
+      argv: ["true"],
+      env: {},
+      cwd: "/",
+      stage: [],
+      timeoutMs: 0,
+      chain: null,
+      tty: false,
+      cols: 80,
+      rows: 24,
+    });
+    await turn();
+    expect(log).toEqual([`pause ${live.pid}`]); // nothing before the pause returned
+    release();
+    await wake;
+    await exec;
+    expect(log).toEqual([
+      `pause ${live.pid}`,
+      `cont ${live.pid}`,
+      `resume ${live.pid}`,
+      `exec ${live.pid} true`,
+    ]);
+    expect(idle.waking).toBeUndefined();
+  });
+});
+
+describe("memory admission", () => {
+  const est = { privateMib: 48, sharedMib: 60, accel: "tcg" };
+  const mem = { availableMib: 4000, totalMib: 8000 };
+
+  it("fits: no error; the reserve is max(256 MiB, 5 % of MemTotal)", () => {
+    expect(reserveMib(8000)).toBe(400);
+    expect(reserveMib(1000)).toBe(256);
+    expect(() => poolMemoryCheck(est, { min: 2, max: 10 }, mem)).not.toThrow();
+  });
+
+  it("too many: SM_POOL_MEMORY naming the memory needed and available", () => {
+    let err: unknown;
+    try {
+      poolMemoryCheck(est, { min: 100, max: 100 }, mem);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({
+      code: "SM_POOL_MEMORY",
+      details: { neededMib: 100 * 48 + 60 + 400, availableMib: 4000, perVmMib: 48, count: 100 },
+    });
+    expect((err as Error).message).toMatch(/min: 100 needs about 5260 MiB .* only 4000 MiB is available/);
+    expect(() => poolMemoryCheck(est, { min: 0, max: 100 }, mem)).toThrow(/max: 100/);
+  });
+
+  it("image.pool() refuses a min the host cannot hold, before any VM starts", async () => {
+    const img = await image();
+    const restores = rt.state.restores;
+    await expect(img.pool({ min: 4096, max: 4096 })).rejects.toMatchObject({ code: "SM_POOL_MEMORY" });
+    expect(rt.state.restores).toBe(restores);
+  });
+});
+
+describe("processAlive (the liveness check of a paused VM at acquire)", () => {
+  it("true for a running process; false for a zombie and for a process that is gone", async () => {
+    const { spawn } = await import("node:child_process");
+    const { processAlive } = await import("./runtime");
+    expect(processAlive(process.pid)).toBe(true);
+    const child = spawn("sleep", ["30"]);
+    const pid = child.pid as number;
+    expect(processAlive(pid)).toBe(true);
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    // dead at once, before Node reaped it (zombie or SIGKILL pending)
+    expect(processAlive(pid)).toBe(false);
+    await exited;
+    expect(processAlive(pid)).toBe(false);
+  });
+});
