@@ -81,9 +81,14 @@ for (let r = 0; r < rounds; r++) {
       const got = {};
       for (const f of changed)
         leaves(JSON.parse(readFileSync(join(resultsDir(dir), f), "utf8")), f.replace(/\.json$/, ""), got);
-      got["wallSeconds"] = secs;
-      const s = ((samples[bench] ??= {})[side] ??= {});
-      for (const [k, v] of Object.entries(got)) (s[k] ??= []).push(v);
+      got.wallSeconds = secs;
+      samples[bench] ??= {};
+      samples[bench][side] ??= {};
+      const s = samples[bench][side];
+      for (const [k, v] of Object.entries(got)) {
+        s[k] ??= [];
+        s[k].push(v);
+      }
     }
   }
 }
