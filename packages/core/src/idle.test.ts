@@ -28,11 +28,29 @@ type Pausable = FakeLive & {
   zombie: boolean;
 };
 
-/** Give a fake VM pause/cont/alive like the QEMU adapter's, logging each call. */
+/**
+ * Give a fake VM pause/cont/alive like the QEMU adapter's, logging each call. Like a real guest, a
+ * request sent while the vCPUs are stopped waits in the stream until `cont`, and fails as a lost agent
+ * when the VM is stopped instead.
+ */
 function pausable(l: FakeLive): Pausable {
   const p = l as Pausable;
   p.paused = false;
   p.zombie = false;
+  let waiters: { run: () => void; fail: (e: Error) => void }[] = [];
+  const running = (what: string) =>
+    p.paused
+      ? new Promise<void>((run, fail) => {
+          log.push(`${what} queued ${l.pid}`);
+          waiters.push({ run, fail });
+        })
+      : Promise.resolve();
+  const settle = (ok: boolean) => {
+    const w = waiters;
+    waiters = [];
+    for (const x of w)
+      ok ? x.run() : x.fail(Object.assign(new Error("agent lost"), { code: "SM_AGENT_LOST" }));
+  };
   p.pause = async () => {
     log.push(`pause ${l.pid}`);
     p.paused = true;
@@ -40,18 +58,24 @@ function pausable(l: FakeLive): Pausable {
   p.cont = async () => {
     log.push(`cont ${l.pid}`);
     p.paused = false;
+    settle(true);
   };
   p.alive = () => !p.zombie;
+  const stop = l.stop.bind(l);
+  l.stop = async () => {
+    settle(false);
+    return stop();
+  };
   const resume = l.agent.resume.bind(l.agent);
   l.agent.resume = async (t, e) => {
+    await running("resume");
     log.push(`resume ${l.pid}`);
-    if (p.paused) throw new Error("resume sent to a paused guest");
     return resume(t, e);
   };
   const exec = l.agent.exec.bind(l.agent);
   l.agent.exec = async (a) => {
+    await running("exec");
     log.push(`exec ${l.pid} ${a.argv.join(" ")}`);
-    if (p.paused) throw new Error("exec sent to a paused guest");
     return exec(a);
   };
   return p;

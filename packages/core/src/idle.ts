@@ -29,7 +29,7 @@ export class IdleVm {
   paused = false;
   /** Checked out by a caller (no pause is started while true). */
   checkedOut = false;
-  /** The wake under way: agent operations wait for it (undefined: the VM runs). */
+  /** The wake under way, until its resume frame is sent: agent operations wait for it (undefined: none). */
   waking: Promise<void> | undefined;
   #chain: Promise<void> = Promise.resolve();
   /** The last pause succeeded and no cont since (a failed pause leaves the VM running: no cont then). */
@@ -75,24 +75,38 @@ export class IdleVm {
     const live = this.#live;
     const agent = this.#agent;
     // Started after the caller got its handle (setImmediate): the acquire itself pays nothing for the
-    // QMP `cont` being written.
-    // The resume is sent together with the cont, not after its answer: the agent reads it once the
-    // vCPUs run, before any operation of the handle (those wait for this wake). The wake thus costs
-    // about one agent round trip.
+    // QMP `cont` being written. The resume is sent together with the cont, not after its answer, and
+    // the handle's operations wait only until the resume frame is on the stream (`sent`), not for its
+    // answer: the agent handles frames in order on one loop, so it sets the clock and reseeds the RNG
+    // before it reads the next request, and the vCPUs run once `cont` lands. The wake thus costs the
+    // guest's resume work, not an extra agent round trip. A failed wake stops the VM: what was sent
+    // after the resume then fails as with any VM that died.
+    let markSent!: () => void;
+    const sent = new Promise<void>((r) => {
+      markSent = r;
+    });
     const w = this.#chain.then(async () => {
-      await new Promise((r) => setImmediate(r));
-      const cont = this.#stopped
-        ? live.cont?.().then(() => {
-            this.#stopped = false;
-          })
-        : undefined;
-      await Promise.all([cont, agent.resume(nowNs(), randomBytes(64))]);
+      try {
+        await new Promise((r) => setImmediate(r));
+        const cont = this.#stopped
+          ? live.cont?.().then(() => {
+              this.#stopped = false;
+            })
+          : undefined;
+        const done = Promise.all([cont, agent.resume(nowNs(), randomBytes(64))]);
+        // the client writes the frame once the microtasks of that call have run
+        await Promise.race([done, new Promise((r) => setImmediate(r))]);
+        markSent();
+        await done;
+      } finally {
+        markSent();
+      }
     });
     this.#chain = w.catch(() => undefined);
-    this.waking = w;
+    this.waking = sent;
     w.then(
       () => {
-        if (this.waking === w) this.waking = undefined;
+        if (this.waking === sent) this.waking = undefined;
       },
       () => {
         void live.stop().catch(() => undefined);
