@@ -155,6 +155,15 @@ export class Egress {
     bus.emit("network-blocked", e);
   }
 
+  /** Refuse (and report) a dial when this VM is at its connection or pending-dial limit. */
+  #refusedAtLimit(id: number, addr: string, port: number, names: string[]): boolean {
+    if (this.#sockets.size < EGRESS_LIMITS.maxConnections && this.#pending < EGRESS_LIMITS.maxPendingDials)
+      return false;
+    this.#report(fmt(addr, port), names, "limit");
+    this.#refuse(id, "ECONNREFUSED");
+    return true;
+  }
+
   #refuse(id: number, code: string): void {
     this.counts.refused++;
     this.port.refuse(id, code).catch(() => undefined);
@@ -175,14 +184,7 @@ export class Egress {
       (d.allowed && nameRules(p.deny))
     ) {
       // the address alone does not decide: look at the name the connection announces (SNI / Host)
-      if (
-        this.#sockets.size >= EGRESS_LIMITS.maxConnections ||
-        this.#pending >= EGRESS_LIMITS.maxPendingDials
-      ) {
-        this.#report(fmt(addr, port), names, "limit");
-        this.#refuse(id, "ECONNREFUSED");
-        return;
-      }
+      if (this.#refusedAtLimit(id, addr, port, names)) return;
       // 5 s when the address alone is refused (nothing to lose); 1 s when it is admitted and only a
       // deny-by-name could still refuse it (a server-speaks-first protocol waits that long)
       this.#peekDial(id, addr, port, names, d.allowed ? 1000 : 5000);
@@ -193,14 +195,7 @@ export class Egress {
       this.#refuse(id, d.rule === "none" ? "ENETUNREACH" : "ECONNREFUSED");
       return;
     }
-    if (
-      this.#sockets.size >= EGRESS_LIMITS.maxConnections ||
-      this.#pending >= EGRESS_LIMITS.maxPendingDials
-    ) {
-      this.#report(fmt(addr, port), names, "limit");
-      this.#refuse(id, "ECONNREFUSED");
-      return;
-    }
+    if (this.#refusedAtLimit(id, addr, port, names)) return;
     this.#pending++;
     // The host dials the address itself (re-checked above against the always-denied set), never a
     // name the guest chose; no source address of the guest's choosing, no options.
