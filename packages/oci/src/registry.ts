@@ -655,6 +655,29 @@ export class RegistryClient {
     return res;
   }
 
+  /**
+   * After a retryable failure of a blob download: the new stall count (reset when the attempt made
+   * progress). Throws SM_REGISTRY_UNREACHABLE once `retries` attempts in a row made none; otherwise
+   * waits the backoff (50 ms after progress, then retryBaseMs doubling).
+   */
+  async #afterFailure(
+    err: unknown,
+    progressed: boolean,
+    stalls: number,
+    what: string,
+    ref: ImageReference,
+  ): Promise<number> {
+    const n = progressed ? 0 : stalls + 1;
+    if (n >= (this.options.retries ?? 5)) {
+      throw new OciError("SM_REGISTRY_UNREACHABLE", `${what}: connection to ${ref.registry} keeps failing`, {
+        cause: err,
+      });
+    }
+    const base = this.options.retryBaseMs ?? 200;
+    await sleep(n === 0 ? 50 : base * 2 ** (n - 1), undefined, { signal: this.options.signal });
+    return n;
+  }
+
   async #fetchPart(
     ref: ImageReference,
     desc: Descriptor,
@@ -664,8 +687,6 @@ export class RegistryClient {
     stopped: () => boolean,
     onBytes?: (done: number) => void,
   ): Promise<void> {
-    const maxStalls = this.options.retries ?? 5;
-    const base = this.options.retryBaseMs ?? 200;
     const what = `downloading blob ${desc.digest} of ${formatReference(ref)}`;
     let stalls = 0;
     for (;;) {
@@ -694,18 +715,7 @@ export class RegistryClient {
         return;
       } catch (err) {
         if (!isRetryableError(err) || stopped()) throw err;
-        if (start + writer.partWritten(part) > from) stalls = 0;
-        else stalls++;
-        if (stalls >= maxStalls) {
-          throw new OciError(
-            "SM_REGISTRY_UNREACHABLE",
-            `${what}: connection to ${ref.registry} keeps failing`,
-            {
-              cause: err,
-            },
-          );
-        }
-        await sleep(stalls === 0 ? 50 : base * 2 ** (stalls - 1), undefined, { signal: this.options.signal });
+        stalls = await this.#afterFailure(err, start + writer.partWritten(part) > from, stalls, what, ref);
       }
     }
   }
@@ -716,8 +726,6 @@ export class RegistryClient {
     writer: BlobWriter,
     onBytes?: (done: number) => void,
   ): Promise<void> {
-    const maxStalls = this.options.retries ?? 5;
-    const base = this.options.retryBaseMs ?? 200;
     let stalls = 0;
     const what = `downloading blob ${desc.digest} of ${formatReference(ref)}`;
     for (;;) {
@@ -754,20 +762,7 @@ export class RegistryClient {
         return;
       } catch (err) {
         if (!isRetryableError(err)) throw err;
-        if (writer.offset > start) stalls = 0;
-        else stalls++;
-        if (stalls >= maxStalls) {
-          throw new OciError(
-            "SM_REGISTRY_UNREACHABLE",
-            `${what}: connection to ${ref.registry} keeps failing`,
-            {
-              cause: err,
-            },
-          );
-        }
-        await sleep(writer.offset > start ? 50 : base * 2 ** (stalls - 1), undefined, {
-          signal: this.options.signal,
-        });
+        stalls = await this.#afterFailure(err, writer.offset > start, stalls, what, ref);
       }
     }
   }
