@@ -177,6 +177,10 @@ async function agentBinary(arch: "x86_64" | "aarch64"): Promise<{ path: string; 
 // ------------------------------------------------------------------ backend adapter
 
 function adaptLive(vm: HvVm): LiveVmPort {
+  // opened at the first liveness check (the pid is final by then), closed when the VMM exits
+  let liveness: ReturnType<typeof processWatch> | undefined;
+  const unwatch = () => liveness?.close();
+  vm.exited.then(unwatch, unwatch);
   return {
     get pid() {
       return vm.pid;
@@ -213,11 +217,25 @@ function adaptLive(vm: HvVm): LiveVmPort {
     },
     pause: () => vm.pause(),
     cont: () => vm.resume(),
-    alive: () => processAlive(vm.pid),
+    alive: () => {
+      liveness ??= processWatch(vm.pid);
+      return liveness.alive();
+    },
   };
 }
 
 const statBuf = Buffer.alloc(1024);
+
+/** Whether the main-thread stat text `text` (of /proc/<pid>/task/<pid>/stat) says the process goes on. */
+function statSaysAlive(text: string): boolean {
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const state = fields[0];
+  if (state === "Z" || state === "X" || state === "x") return false;
+  const flags = Number(fields[6]); // field 9 "flags": PF_EXITING (0x4) from the start of its exit
+  if (Number.isFinite(flags) && flags & 0x4) return false;
+  const pending = Number(fields[28]); // field 31 "signal"
+  return !(Number.isFinite(pending) && pending & (1 << 8)); // SIGKILL (9) pending
+}
 
 /**
  * Whether a child process still runs and will go on running: false once it is gone, a zombie (a VMM
@@ -225,37 +243,55 @@ const statBuf = Buffer.alloc(1024);
  * SIGKILL pending (kill returns before the target's threads were scheduled to die; on a loaded host
  * that takes a while).
  * Linux: one read of /proc/<pid>/task/<pid>/stat (state, and the pending-signal mask, where a SIGKILL
- * sent to the process shows on every thread); elsewhere a signal-0 probe.
+ * sent to the process shows on every thread) — the main thread's stat: the same fields without summing
+ * over every thread of the (multi-threaded) VMM, which /proc/<pid>/stat does; elsewhere a signal-0 probe.
  */
 export function processAlive(pid: number): boolean {
-  if (process.platform === "linux") {
-    let n: number;
-    let fd: number | undefined;
-    try {
-      // the main thread's stat: the same state and pending-signal fields without summing over every
-      // thread of the (multi-threaded) VMM, which /proc/<pid>/stat does
-      fd = openSync(`/proc/${pid}/task/${pid}/stat`, "r");
-      n = readSync(fd, statBuf, 0, statBuf.length, 0);
-    } catch {
-      return false;
-    } finally {
-      if (fd !== undefined) closeSync(fd);
-    }
-    const text = statBuf.toString("latin1", 0, n);
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    const state = fields[0];
-    if (state === "Z" || state === "X" || state === "x") return false;
-    const flags = Number(fields[6]); // field 9 "flags": PF_EXITING (0x4) from the start of its exit
-    if (Number.isFinite(flags) && flags & 0x4) return false;
-    const pending = Number(fields[28]); // field 31 "signal"
-    return !(Number.isFinite(pending) && pending & (1 << 8)); // SIGKILL (9) pending
-  }
+  const w = processWatch(pid);
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+    return w.alive();
+  } finally {
+    w.close();
   }
+}
+
+/**
+ * processAlive for repeated checks of one process: the stat file stays open (a pread per check, no
+ * path lookup), and an open /proc fd keeps answering for that process only — once it is gone, reads
+ * fail, even if its pid is reused. close() when the process is no longer watched.
+ */
+export function processWatch(pid: number): { alive(): boolean; close(): void } {
+  let fd: number | undefined;
+  let gone = false;
+  // closed = no longer watched: later checks say gone rather than reopen a pid that may be reused
+  const close = () => {
+    if (fd !== undefined) closeSync(fd);
+    fd = undefined;
+    gone = true;
+  };
+  const alive = (): boolean => {
+    if (gone) return false;
+    if (process.platform !== "linux") {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        gone = true;
+        return false;
+      }
+    }
+    try {
+      fd ??= openSync(`/proc/${pid}/task/${pid}/stat`, "r");
+      const n = readSync(fd, statBuf, 0, statBuf.length, 0);
+      if (statSaysAlive(statBuf.toString("latin1", 0, n))) return true;
+    } catch {
+      // gone (ENOENT at open, ESRCH at read)
+    }
+    gone = true;
+    close();
+    return false;
+  };
+  return { alive, close };
 }
 
 /** SUPERMACHINE_RUNTIME_DIR overrides the backend's runtime root (default /dev/shm/supermachine). */
