@@ -3,10 +3,11 @@
  * reference agent both use it. A channel has two halves; `canSend` / `canRecv` say which ones
  * this side uses at all (process channels are one-way).
  */
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
+import { encodeDataHeader } from "./cbor";
 import { DATA_CHUNK_MAX, DATA_OVERHEAD } from "./constants";
 import { AgentError, violation } from "./errors";
-import type { ChannelFrame } from "./frames";
+import { type ChannelFrame, type Direction, decodeFrame, type Frame } from "./frames";
 import { queueReadable } from "./streams";
 
 /** Per-side channel state (SPEC §8.2). */
@@ -46,6 +47,50 @@ export interface ChannelOptions {
   sink?: InboundSink | undefined;
   /** Called once when the channel is aborted (peer close, local abort, session loss). */
   onAbort?: ((err: Error) => void) | undefined;
+}
+
+/**
+ * Decodes an incoming frame body and routes channel frames (data, credit, eof, close) to their
+ * channel. A body that does not decode, and data or eof for an unknown channel, go to `fail`;
+ * credit and close for an unknown channel are ignored (SPEC §8.3). Returns the frame when it is
+ * not a channel frame (the caller handles it), else null.
+ */
+export function routeFrame(
+  body: Buffer,
+  direction: Direction,
+  channels: ReadonlyMap<number, Channel>,
+  fail: (err: AgentError) => void,
+): Exclude<Frame, ChannelFrame> | null {
+  let frame: Frame;
+  try {
+    frame = decodeFrame(body, direction);
+  } catch (e) {
+    fail(e as AgentError);
+    return null;
+  }
+  switch (frame.t) {
+    case "data":
+    case "credit":
+    case "eof":
+    case "close":
+      break;
+    default:
+      return frame;
+  }
+  const ch = channels.get(frame.ch);
+  if (ch !== undefined) ch.handle(frame);
+  else if (frame.t === "data" || frame.t === "eof") {
+    fail(violation("SM_UNKNOWN_CHANNEL", `${frame.t} for unknown channel ${frame.ch}`));
+  }
+  return null;
+}
+
+/** Writes one data frame to `out`: its header, then `payload` (not copied), in one corked write. */
+export function writeDataFrame(out: Writable, ch: number, payload: Buffer): void {
+  out.cork();
+  out.write(encodeDataHeader(ch, payload.length));
+  out.write(payload);
+  out.uncork();
 }
 
 interface PendingWrite {

@@ -6,18 +6,10 @@ import { randomBytes } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import type { CborMap } from "../cbor";
-import { encodeDataHeader } from "../cbor";
-import { Channel, type ChannelIo, type InboundSink } from "../channel";
+import { Channel, type ChannelIo, type InboundSink, routeFrame, writeDataFrame } from "../channel";
 import { DEFAULT_WINDOW, FATAL_LINGER_MS, MAX_FRAME, PROTOCOL_VERSION, UINT32_MAX } from "../constants";
 import { AgentError, type FatalCode, isAgentError, violation } from "../errors";
-import {
-  type AgentHelloFrame,
-  type ChannelFrame,
-  decodeFrame,
-  encodeFrame,
-  FATAL_CODES,
-  type Frame,
-} from "../frames";
+import { type AgentHelloFrame, decodeFrame, encodeFrame, FATAL_CODES, type Frame } from "../frames";
 import { FrameReader, type ScanVerdict } from "../reader";
 import type { AgentChild } from "./child";
 import { RpcTable } from "./rpc";
@@ -244,13 +236,8 @@ export class Session {
 
   private onFrame(body: Buffer): void {
     if (this._state !== "connected") return;
-    let frame: Frame;
-    try {
-      frame = decodeFrame(body, "agent-to-host");
-    } catch (e) {
-      this.fail(e as AgentError);
-      return;
-    }
+    const frame = routeFrame(body, "agent-to-host", this.channels, (err) => this.fail(err));
+    if (frame === null) return;
     switch (frame.t) {
       case "res": {
         const err = this.rpc.answer(frame.id, frame.result, frame.error);
@@ -259,12 +246,6 @@ export class Session {
       }
       case "evt":
         this.onEvent(frame.ev, frame.data);
-        return;
-      case "data":
-      case "credit":
-      case "eof":
-      case "close":
-        this.onChannelFrame(frame);
         return;
       case "fatal": {
         const reason = (FATAL_CODES as readonly string[]).includes(frame.code)
@@ -339,17 +320,6 @@ export class Session {
     }
   }
 
-  private onChannelFrame(frame: ChannelFrame): void {
-    const ch = this.channels.get(frame.ch);
-    if (ch === undefined) {
-      if (frame.t === "data" || frame.t === "eof") {
-        this.fail(violation("SM_UNKNOWN_CHANNEL", `${frame.t} for unknown channel ${frame.ch}`));
-      }
-      return; // credit/close for unknown channels are ignored (SPEC §8.3)
-    }
-    ch.handle(frame);
-  }
-
   // ---- output ----
 
   private write(buf: Buffer): void {
@@ -364,10 +334,7 @@ export class Session {
   private sendData(ch: number, payload: Buffer): void {
     const t = this.transport;
     if (t.destroyed || t.writableEnded) return;
-    t.cork();
-    t.write(encodeDataHeader(ch, payload.length));
-    t.write(payload);
-    t.uncork();
+    writeDataFrame(t, ch, payload);
   }
 
   // ---- failure ----

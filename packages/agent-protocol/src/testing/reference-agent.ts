@@ -17,8 +17,7 @@ import { freemem, loadavg, tmpdir, totalmem, uptime } from "node:os";
 import { dirname, join, relative, resolve as resolvePath, sep } from "node:path";
 import type { Duplex } from "node:stream";
 import type { CborMap } from "../cbor";
-import { encodeDataHeader } from "../cbor";
-import { Channel, type ChannelIo, type InboundSink } from "../channel";
+import { Channel, type ChannelIo, type InboundSink, routeFrame, writeDataFrame } from "../channel";
 import {
   DEFAULT_WINDOW,
   EXEC_TAIL_MAX,
@@ -28,7 +27,7 @@ import {
   PROTOCOL_VERSION,
 } from "../constants";
 import { type AgentError, isAgentError, violation } from "../errors";
-import { type ChannelFrame, decodeFrame, encodeFrame, type Frame, type HostHelloFrame } from "../frames";
+import { decodeFrame, encodeFrame, type Frame, type HostHelloFrame } from "../frames";
 import { OPS, type ParsedRequest, parseRequestArgs, RequestError } from "../ops";
 import { FrameReader, type ScanVerdict } from "../reader";
 import { VERSION } from "../version";
@@ -126,11 +125,7 @@ export class ReferenceAgent {
     this.io = {
       sendFrame: (f) => this.send(f),
       sendData: (ch, payload) => {
-        if (this.transport.destroyed) return;
-        this.transport.cork();
-        this.transport.write(encodeDataHeader(ch, payload.length));
-        this.transport.write(payload);
-        this.transport.uncork();
+        if (!this.transport.destroyed) writeDataFrame(this.transport, ch, payload);
       },
       violation: (err) => this.violation(err),
       removed: (ch) => {
@@ -274,13 +269,8 @@ export class ReferenceAgent {
   }
 
   private onFrame(body: Buffer): void {
-    let frame: Frame;
-    try {
-      frame = decodeFrame(body, "host-to-agent");
-    } catch (e) {
-      this.violation(e as AgentError);
-      return;
-    }
+    const frame = routeFrame(body, "host-to-agent", this.channels, (err) => this.violation(err));
+    if (frame === null) return;
     switch (frame.t) {
       case "hello":
         this.startSession(frame as HostHelloFrame);
@@ -293,12 +283,6 @@ export class ReferenceAgent {
         this.pendingIds.add(frame.id);
         this.handleRequest(frame.id, frame.op, frame.args);
         return;
-      case "data":
-      case "credit":
-      case "eof":
-      case "close":
-        this.onChannelFrame(frame);
-        return;
       case "fatal":
         this.endSession();
         this.reader.scan((b) => this.scanHello(b));
@@ -307,17 +291,6 @@ export class ReferenceAgent {
         this.violation(violation("SM_UNKNOWN_FRAME", `unexpected frame ${frame.t}`));
         return;
     }
-  }
-
-  private onChannelFrame(frame: ChannelFrame): void {
-    const ch = this.channels.get(frame.ch);
-    if (ch === undefined) {
-      if (frame.t === "data" || frame.t === "eof") {
-        this.violation(violation("SM_UNKNOWN_CHANNEL", `${frame.t} for unknown channel ${frame.ch}`));
-      }
-      return;
-    }
-    ch.handle(frame);
   }
 
   private respond(id: number, result: Record<string, unknown>): void {
