@@ -52,6 +52,24 @@ struct frame {
 static int key_cmp(const void *a, const void *b, void *ctx);
 
 /* Byte-wise duplicate detection for the text keys of one map. */
+/* Heap sort step: moves keys[root] down the max-heap keys[0..n) until its children are not larger. */
+static void sift_down(uint32_t *keys, uint32_t root, uint32_t n, const struct cb_doc *d)
+{
+	for (;;) {
+		uint32_t child = 2 * root + 1;
+		if (child >= n)
+			return;
+		if (child + 1 < n && key_cmp(&keys[child], &keys[child + 1], (void *)d) < 0)
+			child++;
+		if (key_cmp(&keys[root], &keys[child], (void *)d) >= 0)
+			return;
+		uint32_t t = keys[root];
+		keys[root] = keys[child];
+		keys[child] = t;
+		root = child;
+	}
+}
+
 static int map_has_dup(const struct cb_doc *d, uint32_t map)
 {
 	const struct cb_item *m = &d->items[map];
@@ -81,40 +99,13 @@ static int map_has_dup(const struct cb_doc *d, uint32_t map)
 	}
 	/* insertion-free: heap sort keeps this O(n log n) without recursion */
 	int dup = 0;
-	for (uint32_t start = n / 2; start-- > 0;) {
-		uint32_t root = start;
-		for (;;) {
-			uint32_t child = 2 * root + 1;
-			if (child >= n)
-				break;
-			if (child + 1 < n && key_cmp(&keys[child], &keys[child + 1], (void *)d) < 0)
-				child++;
-			if (key_cmp(&keys[root], &keys[child], (void *)d) >= 0)
-				break;
-			uint32_t t = keys[root];
-			keys[root] = keys[child];
-			keys[child] = t;
-			root = child;
-		}
-	}
+	for (uint32_t start = n / 2; start-- > 0;)
+		sift_down(keys, start, n, d);
 	for (uint32_t end = n - 1; end > 0; end--) {
 		uint32_t t = keys[0];
 		keys[0] = keys[end];
 		keys[end] = t;
-		uint32_t root = 0;
-		for (;;) {
-			uint32_t child = 2 * root + 1;
-			if (child >= end)
-				break;
-			if (child + 1 < end && key_cmp(&keys[child], &keys[child + 1], (void *)d) < 0)
-				child++;
-			if (key_cmp(&keys[root], &keys[child], (void *)d) >= 0)
-				break;
-			uint32_t t2 = keys[root];
-			keys[root] = keys[child];
-			keys[child] = t2;
-			root = child;
-		}
+		sift_down(keys, 0, end, d);
 	}
 	for (uint32_t i = 1; i < n && !dup; i++)
 		dup = key_cmp(&keys[i - 1], &keys[i], (void *)d) == 0;

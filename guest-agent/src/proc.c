@@ -253,6 +253,18 @@ static bool drain_after_exit(struct agent *ag, struct chan *c)
 	return true;
 }
 
+/* The chained command's output pipe `fd` feeds the channel `c` that the first command's fed (or is
+ * closed when there is none). */
+static void chain_output(struct agent *ag, struct chan *c, int fd)
+{
+	if (c) {
+		watch_close(ag, &c->rw);
+		c->rw.fd = fd;
+		c->r_eof = false;
+	} else if (fd >= 0)
+		close(fd);
+}
+
 static void start_chain(struct agent *ag, struct proc *p)
 {
 	struct child_spec *s = p->chain;
@@ -276,18 +288,8 @@ static void start_chain(struct agent *ag, struct proc *p)
 	p->pid = pid;
 	p->exited = false;
 	p->status = 0;
-	if (p->out) {
-		watch_close(ag, &p->out->rw);
-		p->out->rw.fd = outfd;
-		p->out->r_eof = false;
-	} else if (outfd >= 0)
-		close(outfd);
-	if (p->err) {
-		watch_close(ag, &p->err->rw);
-		p->err->rw.fd = errfd;
-		p->err->r_eof = false;
-	} else if (errfd >= 0)
-		close(errfd);
+	chain_output(ag, p->out, outfd);
+	chain_output(ag, p->err, errfd);
 }
 
 void proc_check_done(struct agent *ag, struct proc *p)
