@@ -19,7 +19,7 @@ import {
 } from "node:fs";
 import { hostname, release, tmpdir } from "node:os";
 import { join } from "node:path";
-import type { MachineProfile } from "./argv";
+import { type MachineProfile, qemuMachineArgs } from "./argv";
 import { KVM_PROBE_TIMEOUT_MS } from "./constants";
 import type { ResolvedAccel } from "./contract";
 import { cacheRoot } from "./paths";
@@ -72,21 +72,7 @@ export async function probeAccelBoot(
   const t0 = performance.now();
   try {
     const args = [
-      "-M",
-      profile.machine,
-      "-accel",
-      profile.accelArg(accel),
-      "-cpu",
-      profile.cpuFor(accel),
-      "-m",
-      "128M",
-      "-smp",
-      "1",
-      "-nodefaults",
-      "-no-user-config",
-      "-display",
-      "none",
-      "-no-reboot",
+      ...qemuMachineArgs(profile, accel, profile.machine, "128M", 1),
       "-kernel",
       kernelPath,
       "-append",

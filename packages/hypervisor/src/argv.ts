@@ -58,25 +58,48 @@ export function qemuEscape(value: string): string {
   return value.replace(/,/g, ",,");
 }
 
-/** Build the argv (without the binary) for QEMU. */
-export function buildQemuArgv(profile: MachineProfile, spec: QemuLaunchSpec): string[] {
-  const e = qemuEscape;
-  const a: string[] = [
+/**
+ * The head of every QEMU command line: machine, accelerator and CPU model for `accel`, memory, vCPUs,
+ * and no default devices, user config, display or reboot. The accelerator probe boots with the same
+ * head as a real launch.
+ */
+export function qemuMachineArgs(
+  profile: MachineProfile,
+  accel: ResolvedAccel,
+  machine: string,
+  memory: string,
+  vcpus: number,
+): string[] {
+  return [
     "-M",
-    `${profile.machine},memory-backend=mem`,
+    machine,
     "-accel",
-    profile.accelArg(spec.accel),
+    profile.accelArg(accel),
     "-cpu",
-    profile.cpuFor(spec.accel),
+    profile.cpuFor(accel),
     "-m",
-    `${spec.memoryMib}M`,
+    memory,
     "-smp",
-    String(spec.vcpus),
+    String(vcpus),
     "-nodefaults",
     "-no-user-config",
     "-display",
     "none",
     "-no-reboot",
+  ];
+}
+
+/** Build the argv (without the binary) for QEMU. */
+export function buildQemuArgv(profile: MachineProfile, spec: QemuLaunchSpec): string[] {
+  const e = qemuEscape;
+  const a: string[] = [
+    ...qemuMachineArgs(
+      profile,
+      spec.accel,
+      `${profile.machine},memory-backend=mem`,
+      `${spec.memoryMib}M`,
+      spec.vcpus,
+    ),
     "-kernel",
     spec.kernelPath,
     "-initrd",
