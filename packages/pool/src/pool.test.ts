@@ -242,6 +242,40 @@ describe("reset and validate", () => {
     h.pool.assertInvariants();
   });
 
+  it("a synchronous validate hands an idle resource out in the same call: no wait, no timer armed", async () => {
+    const h = makeHarness({ max: 1, acquireTimeoutMs: 50, validate: () => true });
+    const r = await h.pool.acquire();
+    h.pool.release(r);
+    const timers = h.clock.pendingTimers;
+    const got = track(h.pool.acquire());
+    expect(h.clock.pendingTimers).toBe(timers); // the acquire timeout was never armed
+    await Promise.resolve(); // one microtask: no queue, no dispatch round
+    expect(got.value).toBe(r);
+    expect(h.pool.stats()).toMatchObject({ inUse: 1, waiting: 0 });
+    h.pool.assertInvariants();
+  });
+
+  it("a validate that throws on the fast path destroys that resource; the acquire gets a new one", async () => {
+    let fail = false;
+    const events: PoolEvents["validate-fail"][] = [];
+    const h = makeHarness({
+      max: 1,
+      validate: () => {
+        if (fail) throw new Error("probe failed");
+        return true;
+      },
+    });
+    h.pool.on("validate-fail", (e) => events.push(e));
+    const a = await h.pool.acquire();
+    h.pool.release(a);
+    fail = true;
+    const b = await h.pool.acquire();
+    expect(b).not.toBe(a);
+    expect(h.destroyed).toEqual([a]);
+    expect((events[0]!.error as Error).message).toBe("probe failed");
+    h.pool.assertInvariants();
+  });
+
   it("async validate: a waiter timing out meanwhile leaves the valid resource idle", async () => {
     let pass: (ok: boolean) => void = noop;
     const h = makeHarness({

@@ -212,39 +212,79 @@ export class ResourcePool<T extends object> implements Pool<T> {
     const requestId = this.nextRequestId++;
     if (this.listeners["acquire-request"] !== undefined) this.emit("acquire-request", { requestId });
 
-    // Fast path: an idle resource, nobody ahead in line, nothing to validate.
-    if (this.queued === 0 && this.idleHead !== null && this.cfg.validate === undefined) {
+    // Fast path: an idle resource, nobody ahead in line, and nothing to validate or a validate that
+    // answers `true` synchronously: handed out in this call, with no waiter, timer or listener.
+    if (this.queued === 0 && this.idleHead !== null) {
+      const check = this.cfg.validate;
       const e = this.takeIdle();
-      e.state = State.InUse;
-      if (this.listeners["acquire-success"] !== undefined) {
-        this.emit("acquire-success", { requestId, resourceId: e.id, waitedMs: 0 });
+      let result: unknown = true;
+      let threw = false;
+      let error: unknown;
+      if (check !== undefined) {
+        e.state = State.Validating;
+        try {
+          result = check(e.resource);
+        } catch (err) {
+          threw = true;
+          error = err;
+        }
       }
-      return Promise.resolve(e.resource);
+      if (!threw && result === true) {
+        e.state = State.InUse;
+        if (this.listeners["acquire-success"] !== undefined) {
+          this.emit("acquire-success", { requestId, resourceId: e.id, waitedMs: 0 });
+        }
+        return Promise.resolve(e.resource);
+      }
+      // Invalid, failed or still validating: this acquire waits like any other, bound to `e` meanwhile.
+      return new Promise<T>((resolve, reject) => {
+        const w = this.newWaiter(requestId, signal, resolve, reject, false);
+        this.bound.add(w);
+        if (threw) this.afterValidate(e, w, false, error);
+        else if (isPromiseLike(result))
+          result.then(
+            (ok) => this.afterValidate(e, w, ok === true, undefined),
+            (err: unknown) => this.afterValidate(e, w, false, err),
+          );
+        else this.afterValidate(e, w, false, undefined);
+      });
     }
 
     return new Promise<T>((resolve, reject) => {
-      const w: Waiter<T> = {
-        id: requestId,
-        startedAt: this.cfg.clock.now(),
-        resolve,
-        reject,
-        settled: false,
-        queued: true,
-        timer: undefined,
-        signal,
-        onAbort: undefined,
-      };
-      if (this.cfg.acquireTimeoutMs > 0) {
-        w.timer = this.cfg.clock.setTimeout(() => this.onAcquireTimeout(w), this.cfg.acquireTimeoutMs);
-      }
-      if (signal !== undefined) {
-        w.onAbort = () => this.onAcquireAbort(w);
-        signal.addEventListener("abort", w.onAbort, { once: true });
-      }
+      const w = this.newWaiter(requestId, signal, resolve, reject, true);
       this.queue.push(w);
       this.queued++;
       this.dispatch();
     });
+  }
+
+  /** A waiting acquire with its timeout and abort listener armed (`queued`: it goes into the line). */
+  private newWaiter(
+    id: number,
+    signal: AbortSignal | undefined,
+    resolve: (resource: T) => void,
+    reject: (error: Error) => void,
+    queued: boolean,
+  ): Waiter<T> {
+    const w: Waiter<T> = {
+      id,
+      startedAt: this.cfg.clock.now(),
+      resolve,
+      reject,
+      settled: false,
+      queued,
+      timer: undefined,
+      signal,
+      onAbort: undefined,
+    };
+    if (this.cfg.acquireTimeoutMs > 0) {
+      w.timer = this.cfg.clock.setTimeout(() => this.onAcquireTimeout(w), this.cfg.acquireTimeoutMs);
+    }
+    if (signal !== undefined) {
+      w.onAbort = () => this.onAcquireAbort(w);
+      signal.addEventListener("abort", w.onAbort, { once: true });
+    }
+    return w;
   }
 
   release(resource: T): void {
