@@ -2,6 +2,7 @@ import { defineWorkspace } from "vitest/config";
 import { sourceAlias } from "./vitest.shared";
 
 const packages = [
+  "base",
   "agent-protocol",
   "pool",
   "oci",

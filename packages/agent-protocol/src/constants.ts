@@ -60,8 +60,6 @@ export const VERSION_TEXT_MAX = 256;
 export const CAPS_MAX = 64;
 /** Largest uint32 (request and channel ids) (SPEC §2). */
 export const UINT32_MAX = 4_294_967_295;
-/** Longest delay Node timers accept (2^31-1 ms); longer host-side timeouts are refused. Internal. */
-export const TIMER_MAX_MS = 2 ** 31 - 1;
 /** Largest boot config file, bytes (SPEC §12). */
 export const CONFIG_MAX = 1_048_576;
 /** Longest share tag, bytes; tags are [A-Za-z0-9._-], not "." or ".." (SPEC §6.4). */

@@ -2,6 +2,7 @@
  * Errors of @supermachine/agent-protocol. Match on `code`, not on `instanceof` (several copies of
  * the package may be installed). Every code is documented in README.md.
  */
+import { codeGuard, SupermachineErrorBase, type SupermachineErrorBaseOptions } from "@supermachine/base";
 
 /** Every code this package defines (each supermachine code is defined in exactly one package). */
 export const AGENT_ERROR_CODES = [
@@ -43,31 +44,18 @@ export type FatalCode =
   | "SM_CREDIT_OVERFLOW"
   | "SM_VERSION";
 
-export interface AgentErrorOptions {
-  cause?: unknown;
-  /**
-   * Extra machine-readable context: `reason` (SM_AGENT_PROTOCOL: the SPEC §9.1 fatal code), `remote`
-   * (SM_AGENT_PROTOCOL: true when the peer sent `fatal`, false when we detected the violation), `remoteCode`
-   * (SM_AGENT_REMOTE / SM_FILE_TOO_LARGE from the agent: the agent's `error.code`).
-   */
-  details?: Record<string, unknown>;
-}
+/** `{ cause, details }`, as in every supermachine package. */
+export type AgentErrorOptions = SupermachineErrorBaseOptions;
 
 /**
- * The one error class of this package. The shape (`code`, `message`, `cause`, `details`; options
- * `{ cause, details }`) is the same in every supermachine package.
+ * The one error class of this package; the shape (`code`, `message`, `cause`, `details`; options
+ * `{ cause, details }`) comes from @supermachine/base. `details` may hold `reason` (SM_AGENT_PROTOCOL: the
+ * SPEC §9.1 fatal code), `remote` (SM_AGENT_PROTOCOL: true when the peer sent `fatal`, false when we
+ * detected the violation) and `remoteCode` (SM_AGENT_REMOTE / SM_FILE_TOO_LARGE from the agent: the agent's
+ * `error.code`).
  */
-export class AgentError extends Error {
+export class AgentError extends SupermachineErrorBase<AgentErrorCode> {
   override readonly name = "AgentError";
-  readonly code: AgentErrorCode;
-  /** Extra machine-readable context (empty when there is none). */
-  readonly details: Record<string, unknown>;
-
-  constructor(code: AgentErrorCode, message: string, options: AgentErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.details = options.details ?? {};
-  }
 
   /** `details.reason`: for SM_AGENT_PROTOCOL, the SPEC §9.1 fatal code. */
   get reason(): FatalCode | undefined {
@@ -90,9 +78,9 @@ export function violation(reason: FatalCode, message: string): AgentError {
   });
 }
 
+const agentGuard = codeGuard(AGENT_ERROR_CODES, "AgentError");
+
 /** True for an AgentError (from any copy of this package), optionally with the given code. */
 export function isAgentError(e: unknown, code?: AgentErrorCode): e is AgentError {
-  if (typeof e !== "object" || e === null || (e as { name?: unknown }).name !== "AgentError") return false;
-  const c = (e as { code?: unknown }).code;
-  return (AGENT_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
+  return agentGuard(e, code);
 }

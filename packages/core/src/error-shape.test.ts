@@ -7,6 +7,7 @@ import {
   type AgentErrorOptions,
   isAgentError,
 } from "@supermachine/agent-protocol";
+import { SupermachineErrorBase, type SupermachineErrorBaseOptions } from "@supermachine/base";
 import {
   HYPERVISOR_ERROR_CODES,
   HypervisorError,
@@ -74,6 +75,16 @@ describe("one error shape across the packages", () => {
       expect(bare.details).toEqual({});
     });
   }
+
+  it("the shape has one home: every class extends @supermachine/base's SupermachineErrorBase", () => {
+    expectTypeOf<SupermachineErrorBaseOptions>().toEqualTypeOf<Shape>();
+    for (const { Cls, codes } of packages) {
+      const e = new (Cls as unknown as AnyErrorClass)(codes[0] as never, "m");
+      expect(e).toBeInstanceOf(SupermachineErrorBase);
+      expect(e).toBeInstanceOf(Cls);
+      expect(Object.getPrototypeOf(Cls)).toBe(SupermachineErrorBase);
+    }
+  });
 });
 
 describe("every SM_ code is defined by exactly one package", () => {

@@ -4,7 +4,9 @@
  * hypervisor, agent-protocol, pool) keep their own `code` (e.g. `SM_ACQUIRE_TIMEOUT`,
  * `SM_IMAGE_NOT_FOUND`) and pass through unchanged.
  */
+
 import type { AgentErrorCode } from "@supermachine/agent-protocol";
+import { SupermachineErrorBase, type SupermachineErrorBaseOptions } from "@supermachine/base";
 import type { HypervisorErrorCode } from "@supermachine/hypervisor";
 import type { PoolErrorCode } from "@supermachine/pool";
 
@@ -84,27 +86,15 @@ type BorrowedCode =
 /** Every code a SupermachineError carries: core's own and the borrowed ones. */
 export type SupermachineErrorCode = (typeof SUPERMACHINE_ERROR_CODES)[number] | BorrowedCode;
 
-export interface SupermachineErrorOptions {
-  cause?: unknown;
-  /** Extra machine-readable detail (field name, file name, ...). */
-  details?: Record<string, unknown>;
-}
+/** `{ cause, details }`, as in every supermachine package; `details` holds the field name, file name... */
+export type SupermachineErrorOptions = SupermachineErrorBaseOptions;
 
 /**
- * The one base error class of @supermachine/core. The shape (`code`, `message`, `cause`, `details`;
- * options `{ cause, details }`) is the same in every supermachine package.
+ * The one error class of @supermachine/core. The shape (`code`, `message`, `cause`, `details`; options
+ * `{ cause, details }`) comes from @supermachine/base and is the same in every supermachine package.
  */
-export class SupermachineError extends Error {
+export class SupermachineError extends SupermachineErrorBase<SupermachineErrorCode> {
   override readonly name = "SupermachineError";
-  readonly code: SupermachineErrorCode;
-  /** Extra machine-readable detail (empty when there is none). */
-  readonly details: Record<string, unknown>;
-
-  constructor(code: SupermachineErrorCode, message: string, options: SupermachineErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.details = options.details ?? {};
-  }
 }
 
 /** Shortcut for the validation errors: always name the field. */

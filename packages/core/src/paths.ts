@@ -1,14 +1,14 @@
 /**
  * Host locations used by core: default snapshots dir, per-VM runtime dirs. The cache root and the host
- * architecture have one home, @supermachine/hypervisor (the lowest package that needs them); core re-uses it.
+ * architecture have one home, @supermachine/base; the runtime root's default is the hypervisor driver's.
  */
-import { existsSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { homedir } from "node:os";
 import { join } from "node:path";
-import { type GuestArch, hostArch as hypervisorHostArch } from "@supermachine/hypervisor";
+import { hostArch as baseHostArch, type GuestArch } from "@supermachine/base";
+import { defaultRuntimeRoot } from "@supermachine/hypervisor";
 
 /** `${XDG_CACHE_HOME:-$HOME/.cache}/supermachine` (an empty XDG_CACHE_HOME counts as unset). */
-export { cacheRoot } from "@supermachine/hypervisor";
+export { cacheRoot } from "@supermachine/base";
 
 /** Default snapshots directory: `~/.local/supermachine-snapshots` (or SUPERMACHINE_SNAPSHOTS_DIR). */
 export function defaultSnapshotsDir(): string {
@@ -16,13 +16,16 @@ export function defaultSnapshotsDir(): string {
   return env && env.length > 0 ? env : join(homedir(), ".local", "supermachine-snapshots");
 }
 
-/** Root of per-VM runtime dirs: `/dev/shm/supermachine` when /dev/shm exists, else the OS temp dir. */
+/**
+ * Root of per-VM runtime dirs: SUPERMACHINE_RUNTIME_DIR when set (core passes it to the backend), else the
+ * hypervisor driver's default (`/dev/shm/supermachine` when /dev/shm is a writable directory, else the OS
+ * temp dir).
+ */
 export function runtimeRoot(): string {
-  if (process.env.SUPERMACHINE_RUNTIME_DIR) return process.env.SUPERMACHINE_RUNTIME_DIR;
-  return existsSync("/dev/shm") ? "/dev/shm/supermachine" : join(tmpdir(), "supermachine");
+  return process.env.SUPERMACHINE_RUNTIME_DIR || defaultRuntimeRoot();
 }
 
 /** Host architecture in kernel naming; a host that is neither x64 nor arm64 is treated as x86_64. */
 export function hostArch(): GuestArch {
-  return hypervisorHostArch() ?? "x86_64";
+  return baseHostArch() ?? "x86_64";
 }

@@ -4,7 +4,7 @@
  * original (a napi binding), an optional field given as `null` means the same as leaving it out.
  */
 import { statSync } from "node:fs";
-import { MAX_TIMER_MS } from "@supermachine/pool";
+import { MAX_TIMER_MS } from "@supermachine/base";
 import { codeOf, invalidOption, SupermachineError } from "./errors";
 import { type NetworkOption, parseNetwork } from "./network/policy";
 import type {

@@ -19,10 +19,10 @@ import {
 } from "node:fs";
 import { hostname, release, tmpdir } from "node:os";
 import { join } from "node:path";
+import { cacheRoot } from "@supermachine/base";
 import { type MachineProfile, qemuMachineArgs } from "./argv";
 import { KVM_PROBE_TIMEOUT_MS } from "./constants";
 import type { ResolvedAccel } from "./contract";
-import { cacheRoot } from "./paths";
 import { deathSignalWrapper, qemuVersion } from "./process";
 
 export interface ProbeResult {

@@ -1,6 +1,7 @@
 /** QEMU command line builder (pure: no I/O). */
+
+import type { GuestArch } from "@supermachine/base";
 import type { ResolvedAccel, SnapshotDevice } from "./contract";
-import type { GuestArch } from "./paths";
 
 /** What differs between machine models; supplied by the thin backend packages. */
 export interface MachineProfile {

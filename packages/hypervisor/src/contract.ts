@@ -4,9 +4,9 @@
  * state (`SnapshotManifest` in a snapshot directory).
  */
 import type { Duplex } from "node:stream";
+import type { GuestArch } from "@supermachine/base";
 import type { BACKEND_CONTRACT_VERSION, SNAPSHOT_FORMAT_VERSION } from "./constants";
 import type { HypervisorError } from "./errors";
-import type { GuestArch } from "./paths";
 
 /** Accelerator request. "auto" probes the platform's hardware accelerator and falls back to TCG with one warning. */
 export type Accel = "auto" | "kvm" | "hvf" | "tcg";

@@ -3,6 +3,7 @@
  * The shape (`code`, `message`, `cause`, `details`; options `{ cause, details }`) is the same in every
  * supermachine package.
  */
+import { codeGuard, SupermachineErrorBase, type SupermachineErrorBaseOptions } from "@supermachine/base";
 
 /** Every code this package defines (each supermachine code is defined in exactly one package). */
 export const HYPERVISOR_ERROR_CODES = [
@@ -21,32 +22,20 @@ export const HYPERVISOR_ERROR_CODES = [
 
 export type HypervisorErrorCode = (typeof HYPERVISOR_ERROR_CODES)[number];
 
-export interface HypervisorErrorOptions {
-  cause?: unknown;
-  /** Extra machine-readable context (file path, console tail, stderr tail...). */
-  details?: Record<string, unknown>;
-}
+/** `{ cause, details }`, as in every supermachine package; `details` holds file paths, console or stderr tails... */
+export type HypervisorErrorOptions = SupermachineErrorBaseOptions;
 
-/** The one error class of this package. `code` is stable; `message` says what to do. */
-export class HypervisorError extends Error {
+/** The one error class of this package (shape from @supermachine/base). `code` is stable; `message` says what to do. */
+export class HypervisorError extends SupermachineErrorBase<HypervisorErrorCode> {
   override readonly name = "HypervisorError";
-  readonly code: HypervisorErrorCode;
-  /** Extra machine-readable context (empty when there is none). */
-  readonly details: Record<string, unknown>;
-
-  constructor(code: HypervisorErrorCode, message: string, options: HypervisorErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.details = options.details ?? {};
-  }
 }
+
+const hypervisorGuard = codeGuard(HYPERVISOR_ERROR_CODES);
 
 /**
  * True when `err` carries one of this package's codes (optionally the given one). Matches on the code only,
  * so it works across package copies and for the same code re-raised by a package built on this one.
  */
 export function isHypervisorError(err: unknown, code?: HypervisorErrorCode): err is HypervisorError {
-  if (typeof err !== "object" || err === null) return false;
-  const c = (err as { code?: unknown }).code;
-  return (HYPERVISOR_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
+  return hypervisorGuard(err, code);
 }

@@ -1,3 +1,5 @@
+export type { GuestArch } from "@supermachine/base";
+export { cacheRoot, hostArch } from "@supermachine/base";
 export type { ProbeResult } from "./accel";
 export { cachedProbe, isPvmHost, kvmPrecheck } from "./accel";
 export type { MachineProfile, QemuLaunchSpec } from "./argv";
@@ -40,10 +42,8 @@ export {
   VSOCK_GUEST_MODULES,
 } from "./kernel";
 export { PACKAGE_NAME } from "./package-name";
-export type { GuestArch } from "./paths";
-export { cacheRoot, hostArch } from "./paths";
 export { findExecutable } from "./process";
 export type { QmpEvent } from "./qmp";
 export { QmpClient } from "./qmp";
-export { markExitCleanupListener, onlyExitCleanupListeners } from "./runtime";
+export { defaultRuntimeRoot, markExitCleanupListener, onlyExitCleanupListeners } from "./runtime";
 export { ensureVmlinux } from "./vmlinux";

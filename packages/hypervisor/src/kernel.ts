@@ -4,8 +4,8 @@
  */
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import { cacheRoot, type GuestArch } from "@supermachine/base";
 import { HypervisorError } from "./errors";
-import { cacheRoot, type GuestArch } from "./paths";
 
 export interface KernelBundle {
   /** Bundle directory (holds bundle.json when it came from setup). */

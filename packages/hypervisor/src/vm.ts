@@ -15,6 +15,7 @@ import {
 import { connect, type Socket } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import type { Duplex } from "node:stream";
+import type { GuestArch } from "@supermachine/base";
 import type { MachineProfile } from "./argv";
 import {
   CONSOLE_CHECK_MS,
@@ -46,7 +47,6 @@ import type {
 } from "./contract";
 import { HypervisorError } from "./errors";
 import { OperationLock } from "./lock";
-import type { GuestArch } from "./paths";
 import { readMemoryStats, type SpawnedVmm } from "./process";
 import { QmpClient, type QmpEvent } from "./qmp";
 import { removeRuntimeDir } from "./runtime";

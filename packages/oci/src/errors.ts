@@ -4,6 +4,7 @@
  * The shape (`code`, `message`, `cause`, `details`; options `{ cause, details }`) is the same in every
  * supermachine package.
  */
+import { codeGuard, SupermachineErrorBase, type SupermachineErrorBaseOptions } from "@supermachine/base";
 
 /** Every code this package defines (each supermachine code is defined in exactly one package). */
 export const OCI_ERROR_CODES = [
@@ -27,30 +28,17 @@ export const OCI_ERROR_CODES = [
 
 export type OciErrorCode = (typeof OCI_ERROR_CODES)[number];
 
-export interface OciErrorOptions {
-  cause?: unknown;
-  /** Extra machine-readable context. */
-  details?: Record<string, unknown>;
-}
+/** `{ cause, details }`, as in every supermachine package. */
+export type OciErrorOptions = SupermachineErrorBaseOptions;
 
-/** The one error class of this package. */
-export class OciError extends Error {
+/** The one error class of this package (its shape comes from @supermachine/base). */
+export class OciError extends SupermachineErrorBase<OciErrorCode> {
   override readonly name = "OciError";
-  readonly code: OciErrorCode;
-  /** Extra machine-readable context (empty when there is none). */
-  readonly details: Record<string, unknown>;
-
-  constructor(code: OciErrorCode, message: string, options: OciErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.details = options.details ?? {};
-  }
 }
+
+const ociGuard = codeGuard(OCI_ERROR_CODES, "OciError");
 
 /** True for an OciError (from any copy of this package), optionally with the given code. */
 export function isOciError(err: unknown, code?: OciErrorCode): err is OciError {
-  if (typeof err !== "object" || err === null || (err as { name?: unknown }).name !== "OciError")
-    return false;
-  const c = (err as { code?: unknown }).code;
-  return (OCI_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
+  return ociGuard(err, code);
 }

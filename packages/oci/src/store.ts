@@ -1,20 +1,19 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { cacheRoot } from "@supermachine/base";
 import { type BlobSink, InlineSink, type PartBounds, WorkerSink } from "./blob-sink";
 import { OciError } from "./errors";
 import { isSha256Digest } from "./reference";
 
 /**
- * The default store directory: `${XDG_CACHE_HOME:-$HOME/.cache}/supermachine/oci` (an empty XDG_CACHE_HOME
- * counts as unset). The supermachine cache root itself has its home in @supermachine/hypervisor, which this
- * package may not depend on; core's tests pin this directory to `<that root>/oci`.
+ * The default store directory: `<cache root>/oci`, i.e. `${XDG_CACHE_HOME:-$HOME/.cache}/supermachine/oci`
+ * (an empty XDG_CACHE_HOME counts as unset; the cache root is @supermachine/base's `cacheRoot`).
  */
 export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
-  return join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "supermachine", "oci");
+  return join(cacheRoot(env), "oci");
 }
 
 function hexOf(digest: string): string {

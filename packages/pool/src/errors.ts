@@ -1,3 +1,4 @@
+import { codeGuard, SupermachineErrorBase, type SupermachineErrorBaseOptions } from "@supermachine/base";
 import type { PoolStats } from "./types";
 
 /**
@@ -30,24 +31,15 @@ export const POOL_ERROR_CODES = [
 
 export type PoolErrorCode = (typeof POOL_ERROR_CODES)[number];
 
-export interface PoolErrorOptions {
-  cause?: unknown;
-  /** Extra machine-readable context: `field` (SM_POOL_CONFIG), `stats` (SM_ACQUIRE_TIMEOUT). */
-  details?: Record<string, unknown>;
-}
+/** `{ cause, details }`, as in every supermachine package. */
+export type PoolErrorOptions = SupermachineErrorBaseOptions;
 
-/** The one error class of @supermachine/pool. */
-export class PoolError extends Error {
+/**
+ * The one error class of @supermachine/pool; the shape (`code`, `message`, `cause`, `details`) comes from
+ * @supermachine/base. `details` may hold `field` (SM_POOL_CONFIG) and `stats` (SM_ACQUIRE_TIMEOUT).
+ */
+export class PoolError extends SupermachineErrorBase<PoolErrorCode> {
   override readonly name = "PoolError";
-  readonly code: PoolErrorCode;
-  /** Extra machine-readable context (empty when there is none). */
-  readonly details: Record<string, unknown>;
-
-  constructor(code: PoolErrorCode, message: string, options: PoolErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.details = options.details ?? {};
-  }
 
   /** `details.field`: for SM_POOL_CONFIG, the offending option key. */
   get field(): string | undefined {
@@ -59,12 +51,11 @@ export class PoolError extends Error {
   }
 }
 
+const poolGuard = codeGuard(POOL_ERROR_CODES, "PoolError");
+
 /** True for a PoolError (from any copy of this package), optionally with the given code. */
 export function isPoolError(err: unknown, code?: PoolErrorCode): err is PoolError {
-  if (typeof err !== "object" || err === null || (err as { name?: unknown }).name !== "PoolError")
-    return false;
-  const c = (err as { code?: unknown }).code;
-  return (POOL_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
+  return poolGuard(err, code);
 }
 
 export function formatStats(s: PoolStats): string {

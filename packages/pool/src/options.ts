@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from "@supermachine/base";
 import { PoolError } from "./errors";
 import type { PoolClock, PoolOptions } from "./types";
 
@@ -53,11 +54,8 @@ const KNOWN_KEYS = new Set<string>([
   "clock",
 ]);
 
-/**
- * The longest delay a Node timer takes (2^31 - 1 ms, ~24.8 days); a longer one fires after 1 ms. Every
- * duration option is capped to it. Exported as the one home of this limit for the packages built on this one.
- */
-export const MAX_TIMER_MS = 2_147_483_647;
+/** The longest delay a Node timer takes (2^31 - 1 ms); every duration option is capped to it. Its home is @supermachine/base. */
+export { MAX_TIMER_MS };
 
 export const defaultClock: PoolClock = {
   now: () => performance.now(),

@@ -2,6 +2,7 @@
  * Errors of @supermachine/rootfs. Users match on `code`, never on `instanceof`. The shape (`code`,
  * `message`, `cause`, `details`; options `{ cause, details }`) is the same in every supermachine package.
  */
+import { codeGuard, SupermachineErrorBase, type SupermachineErrorBaseOptions } from "@supermachine/base";
 
 /** Every code this package defines (each supermachine code is defined in exactly one package). */
 export const ROOTFS_ERROR_CODES = [
@@ -25,27 +26,16 @@ export const ROOTFS_ERROR_CODES = [
 
 export type RootfsErrorCode = (typeof ROOTFS_ERROR_CODES)[number];
 
-export interface RootfsErrorOptions {
-  cause?: unknown;
-  /**
-   * Extra machine-readable context: `layer` (SM_LAYER_INVALID: the offending layer's digest), `entry`
-   * (SM_LAYER_INVALID / SM_NAME_TOO_LONG: the offending entry path), `module` (SM_MODULE_*: the module's name).
-   */
-  details?: Record<string, unknown>;
-}
+/** `{ cause, details }`, as in every supermachine package. */
+export type RootfsErrorOptions = SupermachineErrorBaseOptions;
 
-/** The one error class of this package. */
-export class RootfsError extends Error {
+/**
+ * The one error class of this package (its shape comes from @supermachine/base). `details` may hold
+ * `layer` (SM_LAYER_INVALID: the offending layer's digest), `entry` (SM_LAYER_INVALID / SM_NAME_TOO_LONG:
+ * the offending entry path) and `module` (SM_MODULE_*: the module's name).
+ */
+export class RootfsError extends SupermachineErrorBase<RootfsErrorCode> {
   override readonly name = "RootfsError";
-  readonly code: RootfsErrorCode;
-  /** Extra machine-readable context (empty when there is none). */
-  readonly details: Record<string, unknown>;
-
-  constructor(code: RootfsErrorCode, message: string, options: RootfsErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.details = options.details ?? {};
-  }
 
   /** `details.layer`: for SM_LAYER_INVALID, the digest of the offending layer. */
   get layer(): string | undefined {
@@ -61,10 +51,9 @@ export class RootfsError extends Error {
   }
 }
 
+const rootfsGuard = codeGuard(ROOTFS_ERROR_CODES, "RootfsError");
+
 /** True for a RootfsError (from any copy of this package), optionally with the given code. */
 export function isRootfsError(err: unknown, code?: RootfsErrorCode): err is RootfsError {
-  if (typeof err !== "object" || err === null || (err as { name?: unknown }).name !== "RootfsError")
-    return false;
-  const c = (err as { code?: unknown }).code;
-  return (ROOTFS_ERROR_CODES as readonly unknown[]).includes(c) && (code === undefined || c === code);
+  return rootfsGuard(err, code);
 }

@@ -3,11 +3,12 @@ import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { lstat, mkdtemp, readdir, readFile, readlink, rm } from "node:fs/promises";
-import { homedir, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
+import { cacheRoot } from "@supermachine/base";
 import { extract, pack } from "tar-stream";
 import { tarLayer } from "./layers";
 import type { LayerInput } from "./types";
@@ -275,7 +276,7 @@ export function fakeModuleElf(name: string, depends: readonly string[]): Buffer 
 
 /** `lib/modules/<release>` of a real x86_64 kernel bundle provisioned by `npm run setup`, if there is one. */
 export function realKernelModulesDir(): string | undefined {
-  const kernels = join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "supermachine", "kernels");
+  const kernels = join(cacheRoot(), "kernels");
   const bundle = existsSync(kernels) ? readdirSync(kernels).find((d) => d.endsWith("-x86_64")) : undefined;
   return bundle === undefined ? undefined : join(kernels, bundle, "modules");
 }

@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
+import { MAX_TIMER_MS } from "@supermachine/base";
 import type { CborMap } from "../cbor";
 import { InboundQueue, type InboundSink } from "../channel";
 import {
@@ -18,7 +19,6 @@ import {
   MAX_WINDOW,
   MIN_MAX_FRAME,
   MIN_WINDOW,
-  TIMER_MAX_MS,
   UINT32_MAX,
 } from "../constants";
 import { AgentError } from "../errors";
@@ -62,8 +62,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       if (!KNOWN_OPTIONS.has(k)) throw invalid(`unknown AgentClient option "${k}"`);
     checkRange("maxFrame", options.maxFrame, MIN_MAX_FRAME, MAX_FRAME);
     checkRange("window", options.window, MIN_WINDOW, MAX_WINDOW);
-    checkRange("helloTimeoutMs", options.helloTimeoutMs, 1, TIMER_MAX_MS);
-    checkRange("helloResendMs", options.helloResendMs, 1, TIMER_MAX_MS);
+    checkRange("helloTimeoutMs", options.helloTimeoutMs, 1, MAX_TIMER_MS);
+    checkRange("helloResendMs", options.helloResendMs, 1, MAX_TIMER_MS);
     this.hwm = options.streamHighWaterMark ?? 65_536;
     this.session = new Session(
       transport,

@@ -1,0 +1,3 @@
+import { dualPackage } from "../../tsup.shared";
+
+export default dualPackage(["src/index.ts"]);
