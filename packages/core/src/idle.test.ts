@@ -301,3 +301,41 @@ describe("processAlive (the liveness check of a paused VM at acquire)", () => {
     expect(processAlive(pid)).toBe(false);
   });
 });
+
+describe("statSaysAlive (the stat line of a VMM's main thread)", () => {
+  /** This process's own stat line with its state, flags and pending signals replaced. */
+  async function statLine(comm: string, state: string, flags: number, signal: number): Promise<Buffer> {
+    const { readFileSync } = await import("node:fs");
+    const own = readFileSync(`/proc/${process.pid}/task/${process.pid}/stat`, "latin1");
+    const fields = own
+      .slice(own.lastIndexOf(")") + 2)
+      .trimEnd()
+      .split(" ");
+    fields[0] = state;
+    fields[6] = String(flags);
+    fields[28] = String(signal);
+    return Buffer.from(`${process.pid} (${comm}) ${fields.join(" ")}\n`, "latin1");
+  }
+  const says = async (comm: string, state: string, flags: number, signal: number) => {
+    const { statSaysAlive } = await import("./runtime");
+    const b = await statLine(comm, state, flags, signal);
+    return statSaysAlive(b, b.length);
+  };
+
+  it.runIf(process.platform === "linux")(
+    "reads state, PF_EXITING and a pending SIGKILL, whatever the command name holds",
+    async () => {
+      expect(await says("qemu-system-x86", "S", 0x400040, 0)).toBe(true);
+      expect(await says("qemu-system-x86", "R", 0x400040, 1 << 13)).toBe(true); // SIGPIPE pending: goes on
+      expect(await says("qemu-system-x86", "Z", 0x400040, 0)).toBe(false);
+      expect(await says("qemu-system-x86", "X", 0x400040, 0)).toBe(false);
+      expect(await says("qemu-system-x86", "S", 0x400044, 0)).toBe(false); // PF_EXITING
+      expect(await says("qemu-system-x86", "S", 0x80400044, 0)).toBe(false); // high flag bits too
+      expect(await says("qemu-system-x86", "S", 0x400040, 1 << 8)).toBe(false); // SIGKILL pending
+      expect(await says("a) Z 1 (b", "S", 0x400040, 0)).toBe(true); // ") Z" inside the name
+      expect(await says("a) S 1 (b", "Z", 0x400040, 0)).toBe(false);
+      const { statSaysAlive } = await import("./runtime");
+      expect(statSaysAlive(Buffer.from("123 (trunc"), 10)).toBe(false);
+    },
+  );
+});

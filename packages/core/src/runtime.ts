@@ -226,15 +226,29 @@ function adaptLive(vm: HvVm): LiveVmPort {
 
 const statBuf = Buffer.alloc(1024);
 
-/** Whether the main-thread stat text `text` (of /proc/<pid>/task/<pid>/stat) says the process goes on. */
-function statSaysAlive(text: string): boolean {
-  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  const state = fields[0];
-  if (state === "Z" || state === "X" || state === "x") return false;
-  const flags = Number(fields[6]); // field 9 "flags": PF_EXITING (0x4) from the start of its exit
-  if (Number.isFinite(flags) && flags & 0x4) return false;
-  const pending = Number(fields[28]); // field 31 "signal"
-  return !(Number.isFinite(pending) && pending & (1 << 8)); // SIGKILL (9) pending
+/**
+ * Whether the main-thread stat line in `buf[0, n)` (of /proc/<pid>/task/<pid>/stat) says the process
+ * goes on: state not Z/X, no PF_EXITING in "flags" (field 9), no SIGKILL in "signal" (field 31).
+ * Scanned as bytes, without building strings: it runs on the acquire path of a paused VM.
+ */
+export function statSaysAlive(buf: Buffer, n: number): boolean {
+  const close = buf.lastIndexOf(0x29, n - 1); // ")" ends the command name, which may hold anything
+  if (close < 0 || close + 2 >= n) return false;
+  const state = buf[close + 2];
+  if (state === 0x5a || state === 0x58 || state === 0x78) return false; // Z, X, x
+  let field = 0; // fields after the state: 6 = flags, 28 = pending signals
+  let value = 0;
+  for (let i = close + 3; i <= n; i++) {
+    const c = i < n ? buf[i]! : 0x20;
+    if (c === 0x20 || c === 0x0a) {
+      if (field === 6 && value & 0x4) return false; // PF_EXITING from the start of its exit
+      if (field === 28) return (value & (1 << 8)) === 0; // SIGKILL (9) pending
+      field++;
+      value = 0;
+    } else if (c >= 0x30 && c <= 0x39) value = value * 10 + (c - 0x30);
+    else value = 0; // a negative or non-numeric field: not one of the two read here
+  }
+  return true;
 }
 
 /**
@@ -283,7 +297,7 @@ export function processWatch(pid: number): { alive(): boolean; close(): void } {
     try {
       fd ??= openSync(`/proc/${pid}/task/${pid}/stat`, "r");
       const n = readSync(fd, statBuf, 0, statBuf.length, 0);
-      if (statSaysAlive(statBuf.toString("latin1", 0, n))) return true;
+      if (statSaysAlive(statBuf, n)) return true;
     } catch {
       // gone (ENOENT at open, ESRCH at read)
     }
