@@ -21,6 +21,7 @@ import {
 } from "./core-lib.mjs";
 
 const densityN = Number(process.argv[2] ?? process.env.DENSITY_N ?? 64);
+setInterval(() => {}, 1 << 30); // raw agent calls are not core operations: keep the loop alive
 const { Image } = await loadCore();
 const { createKvmBackend } = await import(join(ROOT, "packages", "hypervisor-kvm", "dist", "index.js"));
 const { connectAgent } = await import(join(ROOT, "packages", "agent-protocol", "dist", "index.js"));
