@@ -263,9 +263,6 @@ void send_chan_frame(struct agent *ag, const char *t, uint32_t ch);
 void send_credit(struct agent *ag, uint32_t ch, uint64_t n);
 void send_data(struct agent *ag, uint32_t ch, const uint8_t *p, size_t n);
 ssize_t splice_data(struct agent *ag, struct chan *c, size_t room);
-#ifdef SM_TEST_FAKES
-extern int sm_fake_splice_header_oom; /* FAKE: see out.c */
-#endif
 void evt_begin(struct agent *ag, const char *ev, unsigned pairs);
 void enc_exit_fields(struct agent *ag, const struct proc *p);
 

@@ -249,11 +249,6 @@ bool chan_pump(struct agent *ag, struct chan *c, int max_reads)
 					c->credit -= (uint64_t)n;
 					continue;
 				}
-				if (n < 0 && errno == ECANCELED) {
-					/* bytes taken from the socket were dropped: the stream is broken, not ended */
-					chan_send_close(ag, c);
-					return true;
-				}
 			}
 			if (n < 0 && errno == ENOSYS)
 				n = guarded_read(ag, c, ag->rdbuf, room);

@@ -190,19 +190,11 @@ void send_data(struct agent *ag, uint32_t ch, const uint8_t *p, size_t n)
 	fend(ag);
 }
 
-#ifdef SM_TEST_FAKES
-/* FAKE, host tests only (test_session.c; never built into sm-agent): while > 0, each spliced data
- * frame counts it down and the one that brings it to 0 fails to queue its header as if out of memory. */
-int sm_fake_splice_header_oom;
-#endif
-
 /* TCP channel → port without copying through user space: splice up to `room` bytes from the socket
  * into spl_pipe, queue the data frame's header, and let port_flush splice the payload after it (the
  * pipe → virtio-serial splice hands the port whole pages: one kernel copy per byte instead of recv +
  * queue memcpy + write). Returns the bytes taken (0 = EOF), or -1 with errno (EAGAIN: nothing to
- * read; ENOSYS: splice unusable, relay by read; ECANCELED: the header could not be queued, the
- * bytes taken are dropped and the pipe reset, so the channel must be aborted). Only while no
- * earlier payload waits in the pipe. */
+ * read; ENOSYS: splice unusable, relay by read). Only while no earlier payload waits in the pipe. */
 ssize_t splice_data(struct agent *ag, struct chan *c, size_t room)
 {
 	if (ag->spl_off || ag->spl_left) {
@@ -226,10 +218,6 @@ ssize_t splice_data(struct agent *ag, struct chan *c, size_t room)
 	kv_uint(ag, "ch", c->id);
 	cbe_text(&ag->outq, "d");
 	cbe_head(&ag->outq, 2, (uint64_t)n);
-#ifdef SM_TEST_FAKES
-	if (sm_fake_splice_header_oom > 0 && --sm_fake_splice_header_oom == 0 && !ag->outq.err)
-		ag->outq.err = -ENOMEM;
-#endif
 	size_t len = ag->outq.len - ag->fb_start - 4 + (size_t)n;
 	if (ag->outq.err || len > ag->host_max_frame) {
 		/* cannot frame it: the bytes are in the pipe already, so this stream cannot go on */
@@ -237,7 +225,7 @@ ssize_t splice_data(struct agent *ag, struct chan *c, size_t room)
 		ag->outq.len = ag->fb_start;
 		ag->outq.err = 0;
 		spl_close(ag);
-		errno = ECANCELED;
+		errno = EIO;
 		return -1;
 	}
 	uint8_t *p = ag->outq.p + ag->fb_start;
