@@ -177,11 +177,6 @@ struct agent {
 	/* io */
 	struct cb_buf outq;
 	size_t out_off;
-	/* zero-copy TCP relay: one data frame's payload waits in spl_pipe and goes to the port at outq
-	 * offset spl_at (the frame's header is in outq before it); spl_pipe[0] < 0: not set up yet */
-	int spl_pipe[2];
-	size_t spl_at, spl_left;
-	bool spl_off; /* splice refused (EINVAL): relay by read/write */
 	uint8_t *in;
 	size_t in_len, in_cap;
 	struct cb_item *items;
@@ -262,7 +257,6 @@ void res_errno(struct agent *ag, uint32_t id, int e, const char *what);
 void send_chan_frame(struct agent *ag, const char *t, uint32_t ch);
 void send_credit(struct agent *ag, uint32_t ch, uint64_t n);
 void send_data(struct agent *ag, uint32_t ch, const uint8_t *p, size_t n);
-ssize_t splice_data(struct agent *ag, struct chan *c, size_t room);
 void evt_begin(struct agent *ag, const char *ev, unsigned pairs);
 void enc_exit_fields(struct agent *ag, const struct proc *p);
 

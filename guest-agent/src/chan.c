@@ -239,19 +239,7 @@ bool chan_pump(struct agent *ag, struct chan *c, int max_reads)
 				if (room == 0 || outq_pending(ag) > SM_OUTQ_SOFT_BYTES)
 					return false;
 			}
-			n = -1;
-			errno = ENOSYS;
-			if (!discard && c->tcp && !ag->spl_off) {
-				if (ag->spl_left)
-					return false; /* the port takes the payload in the pipe first */
-				n = splice_data(ag, c, room);
-				if (n > 0) {
-					c->credit -= (uint64_t)n;
-					continue;
-				}
-			}
-			if (n < 0 && errno == ENOSYS)
-				n = guarded_read(ag, c, ag->rdbuf, room);
+			n = guarded_read(ag, c, ag->rdbuf, room);
 			if (n > 0) {
 				if (!discard) {
 					send_data(ag, c->id, ag->rdbuf, (size_t)n);

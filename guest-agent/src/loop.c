@@ -123,7 +123,7 @@ static void sync_interests(struct agent *ag)
 			else if (!live)
 				r = EPOLLIN; /* discard */
 			else
-				r = (room && c->credit > 0 && !(c->tcp && ag->spl_left)) ? EPOLLIN : 0;
+				r = (room && c->credit > 0) ? EPOLLIN : 0;
 			if (c->collect && c->clen == SM_COLLECT_BUF_BYTES && live && c->credit > 0)
 				collect_flush(ag, c), r = EPOLLIN;
 		}
@@ -306,7 +306,6 @@ static int agent_loop(struct agent *ag, struct sm_config *c, int64_t boot_ms, in
 	sigaddset(&set, SIGUSR2);
 	sigaddset(&set, SIGPWR);
 	sigprocmask(SIG_BLOCK, &set, NULL);
-	ag->spl_pipe[0] = ag->spl_pipe[1] = -1;
 	ag->sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	ag->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ag->sfd < 0 || ag->ep < 0) {

@@ -3,7 +3,6 @@
 #include "agent_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -37,21 +36,10 @@ bool fend(struct agent *ag)
 	return true;
 }
 
-size_t outq_pending(struct agent *ag) { return ag->outq.len - ag->out_off + ag->spl_left; }
-
-static void spl_close(struct agent *ag)
-{
-	if (ag->spl_pipe[0] >= 0) {
-		close(ag->spl_pipe[0]);
-		close(ag->spl_pipe[1]);
-	}
-	ag->spl_pipe[0] = ag->spl_pipe[1] = -1;
-	ag->spl_left = ag->spl_at = 0;
-}
+size_t outq_pending(struct agent *ag) { return ag->outq.len - ag->out_off; }
 
 void outq_drop(struct agent *ag)
 {
-	spl_close(ag); /* a payload still in the pipe belongs to the dropped stream */
 	ag->outq.len = 0;
 	ag->out_off = 0;
 	ag->outq.err = 0;
@@ -188,54 +176,6 @@ void send_data(struct agent *ag, uint32_t ch, const uint8_t *p, size_t n)
 	cbe_text(&ag->outq, "d");
 	cbe_bytes(&ag->outq, p, n);
 	fend(ag);
-}
-
-/* TCP channel → port without copying through user space: splice up to `room` bytes from the socket
- * into spl_pipe, queue the data frame's header, and let port_flush splice the payload after it (the
- * pipe → virtio-serial splice hands the port whole pages: one kernel copy per byte instead of recv +
- * queue memcpy + write). Returns the bytes taken (0 = EOF), or -1 with errno (EAGAIN: nothing to
- * read; ENOSYS: splice unusable, relay by read). Only while no earlier payload waits in the pipe. */
-ssize_t splice_data(struct agent *ag, struct chan *c, size_t room)
-{
-	if (ag->spl_off || ag->spl_left) {
-		errno = ENOSYS;
-		return -1;
-	}
-	if (ag->spl_pipe[0] < 0 && pipe2(ag->spl_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-		ag->spl_pipe[0] = ag->spl_pipe[1] = -1;
-		ag->spl_off = true;
-		errno = ENOSYS;
-		return -1;
-	}
-	ssize_t n = splice(c->rw.fd, NULL, ag->spl_pipe[1], NULL, room, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-	if (n < 0 && errno == EINVAL) {
-		ag->spl_off = true;
-		errno = ENOSYS;
-	}
-	if (n <= 0)
-		return n;
-	frame_start(ag, "data", 3);
-	kv_uint(ag, "ch", c->id);
-	cbe_text(&ag->outq, "d");
-	cbe_head(&ag->outq, 2, (uint64_t)n);
-	size_t len = ag->outq.len - ag->fb_start - 4 + (size_t)n;
-	if (ag->outq.err || len > ag->host_max_frame) {
-		/* cannot frame it: the bytes are in the pipe already, so this stream cannot go on */
-		sm_log("relay: data frame for channel %u dropped", c->id);
-		ag->outq.len = ag->fb_start;
-		ag->outq.err = 0;
-		spl_close(ag);
-		errno = EIO;
-		return -1;
-	}
-	uint8_t *p = ag->outq.p + ag->fb_start;
-	p[0] = (uint8_t)(len >> 24);
-	p[1] = (uint8_t)(len >> 16);
-	p[2] = (uint8_t)(len >> 8);
-	p[3] = (uint8_t)len;
-	ag->spl_at = ag->outq.len;
-	ag->spl_left = (size_t)n;
-	return n;
 }
 
 void evt_begin(struct agent *ag, const char *ev, unsigned pairs)

@@ -21,39 +21,16 @@ void flush_now(struct agent *ag)
 		port_write(ag);
 }
 
-/* Write queued output to the port: outq up to a spliced payload, the payload from spl_pipe, the
- * rest. Returns 0 when all is out or the port would block, -1 (errno) when the port failed. */
-static int port_flush(struct agent *ag)
-{
-	for (;;) {
-		size_t lim = ag->spl_left ? ag->spl_at : ag->outq.len;
-		ssize_t n;
-		if (ag->out_off < lim) {
-			n = write(ag->port, ag->outq.p + ag->out_off, lim - ag->out_off);
-			if (n > 0)
-				ag->out_off += (size_t)n;
-		} else if (ag->spl_left) {
-			n = splice(ag->spl_pipe[0], NULL, ag->port, NULL, ag->spl_left, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-			if (n > 0)
-				ag->spl_left -= (size_t)n;
-		} else {
-			return 0;
-		}
-		if (n > 0)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return 0;
-		if (n == 0)
-			errno = EPIPE;
-		return -1;
-	}
-}
-
 void flush_blocking(struct agent *ag, int timeout_ms)
 {
 	int64_t end = mono_ms() + timeout_ms;
 	while (outq_pending(ag) > 0 && ag->connected && mono_ms() < end) {
-		if (port_flush(ag) < 0 || outq_pending(ag) == 0)
+		ssize_t n = write(ag->port, ag->outq.p + ag->out_off, outq_pending(ag));
+		if (n > 0) {
+			ag->out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
 			break;
 		struct pollfd pfd = {.fd = ag->port, .events = POLLOUT};
 		poll(&pfd, 1, 50);
@@ -171,19 +148,24 @@ void port_read(struct agent *ag)
 
 void port_write(struct agent *ag)
 {
-	if (port_flush(ag) < 0) {
+	while (outq_pending(ag) > 0) {
+		ssize_t n = write(ag->port, ag->outq.p + ag->out_off, outq_pending(ag));
+		if (n > 0) {
+			ag->out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
 		port_disconnected(ag);
 		return;
 	}
-	if (ag->out_off == ag->outq.len && !ag->spl_left) {
+	if (ag->out_off == ag->outq.len) {
 		ag->outq.len = ag->out_off = 0;
 		if (ag->outq.cap > 1024 * 1024)
 			cbe_free(&ag->outq);
 	} else if (ag->out_off > 1024 * 1024) {
 		memmove(ag->outq.p, ag->outq.p + ag->out_off, ag->outq.len - ag->out_off);
 		ag->outq.len -= ag->out_off;
-		if (ag->spl_left)
-			ag->spl_at -= ag->out_off;
 		ag->out_off = 0;
 	}
 }
