@@ -190,23 +190,12 @@ if (core) {
     );
   const bake = core.bake;
   if (bake?.phasesMs) {
-    row(
-      "core bake (issue 20)",
-      `cold bake phases p50 (${Object.keys(bake.phasesMs).join(" / ")})`,
-      `${Object.values(bake.phasesMs)
-        .map((v) => f(v.p50 / 1000, 2))
-        .join(" / ")} s`,
-      "",
-      "",
-      "",
-      "bench/core-bake.mjs",
-    );
-    const cold = bake.coldPullPhasesMs;
-    if (cold && Object.keys(cold).length)
+    /** One row: the p50 of each phase of `phases` (ms summaries), in seconds. */
+    const phasesRow = (what, phases) =>
       row(
         "core bake (issue 20)",
-        `bake with an empty cache root, phases p50 (${Object.keys(cold).join(" / ")})`,
-        `${Object.values(cold)
+        `${what}, phases p50 (${Object.keys(phases).join(" / ")})`,
+        `${Object.values(phases)
           .map((v) => f(v.p50 / 1000, 2))
           .join(" / ")} s`,
         "",
@@ -214,6 +203,9 @@ if (core) {
         "",
         "bench/core-bake.mjs",
       );
+    phasesRow("cold bake", bake.phasesMs);
+    if (bake.coldPullPhasesMs && Object.keys(bake.coldPullPhasesMs).length)
+      phasesRow("bake with an empty cache root", bake.coldPullPhasesMs);
     row(
       "core bake (issue 20)",
       `boot → ready → capture p50 (${bake.rounds} rounds)`,
