@@ -240,13 +240,7 @@ export class ResourcePool<T extends object> implements Pool<T> {
       return new Promise<T>((resolve, reject) => {
         const w = this.newWaiter(requestId, signal, resolve, reject, false);
         this.bound.add(w);
-        if (threw) this.afterValidate(e, w, false, error);
-        else if (isPromiseLike(result))
-          result.then(
-            (ok) => this.afterValidate(e, w, ok === true, undefined),
-            (err: unknown) => this.afterValidate(e, w, false, err),
-          );
-        else this.afterValidate(e, w, false, undefined);
+        this.routeValidation(e, w, result, threw, error);
       });
     }
 
@@ -590,20 +584,26 @@ export class ResourcePool<T extends object> implements Pool<T> {
     e.state = State.Validating;
     this.bound.add(w);
     let result: unknown;
+    let threw = false;
+    let error: unknown;
     try {
       result = check(e.resource);
-    } catch (error) {
-      this.afterValidate(e, w, false, error);
-      return;
+    } catch (err) {
+      threw = true;
+      error = err;
     }
-    if (isPromiseLike(result)) {
+    this.routeValidation(e, w, result, threw, error);
+  }
+
+  /** Sends what options.validate returned (or threw) for `e`, bound to `w`, to afterValidate. */
+  private routeValidation(e: Entry<T>, w: Waiter<T>, result: unknown, threw: boolean, error: unknown): void {
+    if (threw) this.afterValidate(e, w, false, error);
+    else if (isPromiseLike(result))
       result.then(
         (ok) => this.afterValidate(e, w, ok === true, undefined),
-        (error: unknown) => this.afterValidate(e, w, false, error),
+        (err: unknown) => this.afterValidate(e, w, false, err),
       );
-    } else {
-      this.afterValidate(e, w, result === true, undefined);
-    }
+    else this.afterValidate(e, w, result === true, undefined);
   }
 
   private afterValidate(e: Entry<T>, w: Waiter<T>, ok: boolean, error: unknown): void {
