@@ -158,6 +158,7 @@ void rd_collect(struct agent *ag)
 		bool ready = w->busy && w->detached && w->done;
 		struct chan *c = w->c;
 		ssize_t n = w->res;
+		int err = w->err;
 		pthread_mutex_unlock(&ag->rd.mu);
 		if (!ready)
 			continue;
@@ -178,6 +179,13 @@ void rd_collect(struct agent *ag)
 					send_data(ag, c->id, w->buf, (size_t)n);
 					c->credit -= (uint64_t)n < c->credit ? (uint64_t)n : c->credit;
 				}
+			} else if (n < 0 && (err == EAGAIN || err == EINTR)) {
+				/* Not the end: the read waited for the pipe's mutex (a process was splicing
+				 * into the pipe), got it after the splice, and found the pipe empty (cat's
+				 * last sendfile at EOF writes nothing). Taking it for EOF closed the read end
+				 * under the process, which then died of SIGPIPE with its output lost. The
+				 * loop reads again when the pipe is readable. */
+				c->r_blocked = true;
 			} else if (n <= 0 && c->rw.fd >= 0) {
 				chan_read_eof(ag, c);
 			}

@@ -215,9 +215,11 @@ describe("live host shares in a real VM", () => {
   it("a fresh VM from the pool (restore) gets the shares again, and vm.snapshot keeps working", async () => {
     await vm.release();
     vm = await pool.acquire();
-    expect((await sh("cat /mnt/d/hello.txt; cat /run/supermachine/shares/o/hello.txt")).out).toBe(
-      "hello from deny\nhello from opaque\n",
-    );
+    expect(await sh("cat /mnt/d/hello.txt; cat /run/supermachine/shares/o/hello.txt")).toEqual({
+      code: 0,
+      out: "hello from deny\nhello from opaque\n",
+      err: "",
+    });
     const snapDir = join(root, "snap");
     await sh("echo captured > /root/mark");
     const img2 = await vm.snapshot(snapDir);

@@ -66,8 +66,14 @@ function attr(ino: number, mode: number, size: number): Buffer {
 const ROOT_ATTR = () => attr(1, 0o40755, 0);
 const FILE_ATTR = () => attr(2, 0o100644, HELLO.length);
 
-/** Serves one share channel; returns the opcodes seen. READ replies wait `opts.readDelayMs`. */
-function serveFuse(d: Duplex, opts: { readDelayMs: number } = { readDelayMs: 0 }): number[] {
+interface FuseOpts {
+  readDelayMs: number;
+  /** GETATTR replies for the file wait this long (the kernel asks again at EOF, pipe locked). */
+  fileAttrDelayMs: number;
+}
+
+/** Serves one share channel; returns the opcodes seen. READ / file GETATTR replies wait as `opts` says. */
+function serveFuse(d: Duplex, opts: FuseOpts = { readDelayMs: 0, fileAttrDelayMs: 0 }): number[] {
   const seen: number[] = [];
   let buf = Buffer.alloc(0);
   const reply = (unique: bigint, error: number, body: Buffer = Buffer.alloc(0)) => {
@@ -112,9 +118,13 @@ function serveFuse(d: Duplex, opts: { readDelayMs: number } = { readDelayMs: 0 }
           reply(unique, 0, Buffer.concat([e, FILE_ATTR()]));
           break;
         }
-        case OP.GETATTR:
-          reply(unique, 0, Buffer.concat([Buffer.alloc(16), nodeid === 1 ? ROOT_ATTR() : FILE_ATTR()]));
+        case OP.GETATTR: {
+          const out = Buffer.concat([Buffer.alloc(16), nodeid === 1 ? ROOT_ATTR() : FILE_ATTR()]);
+          const delay = nodeid === 1 ? 0 : opts.fileAttrDelayMs;
+          if (delay > 0) setTimeout(() => reply(unique, 0, out), delay);
+          else reply(unique, 0, out);
           break;
+        }
         case OP.OPEN: {
           const o = Buffer.alloc(16);
           o.writeBigUInt64LE(7n, 0); // fh
@@ -154,7 +164,7 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
   let agent: AgentClient;
   let share: Duplex;
   let seen: number[] = [];
-  const fuseOpts = { readDelayMs: 0 };
+  const fuseOpts: FuseOpts = { readDelayMs: 0, fileAttrDelayMs: 0 };
   let failed = false;
 
   const sh = (script: string, timeoutMs = 60_000) => agent.exec({ argv: ["sh", "-c", script], timeoutMs });
@@ -292,6 +302,27 @@ describe.skipIf(reason)(`live host shares in a VM${reason ? ` (skipped: ${reason
     }
     expect((await agent.stats()).uptimeMs).toBeGreaterThan(0); // the agent still answers
   }, 120_000);
+
+  it("a stuck pipe read that finds the pipe empty is not the end of the output (no SIGPIPE)", async () => {
+    // Each cat splices the file into the stdout pipe, then splices again at EOF; the kernel asks the
+    // host for the file's attributes then, with the pipe locked (delayed here). The agent, reading
+    // the pipe on a worker meanwhile, gets EAGAIN once the lock is free and the pipe is empty: that
+    // is not EOF. Taking it for EOF closed the pipe under the shell, which died of SIGPIPE with the
+    // rest of its output lost (seen with real shares: about one exec in 25).
+    fuseOpts.fileAttrDelayMs = 150;
+    try {
+      for (let round = 0; round < 3; round++) {
+        const r = await sh("for i in $(seq 30); do cat /mnt/auto/hello.txt; done; echo end", 60_000);
+        expect({ signal: r.signal, code: r.exitCode, out: r.stdout.toString() }).toEqual({
+          signal: null,
+          code: 0,
+          out: `${HELLO.toString().repeat(30)}end\n`,
+        });
+      }
+    } finally {
+      fuseOpts.fileAttrDelayMs = 0;
+    }
+  }, 180_000);
 
   it("exec may run inside a share; write-file/read-file on share paths go through the share without stalling PID 1", async () => {
     const r = await agent.exec({ argv: ["sh", "-c", "pwd; cat hello.txt"], cwd: "/mnt/auto", timeoutMs: 30_000 });
