@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { gateAgent, IdleVm, idlePauseEnabled } from "./idle";
 import { Image } from "./image";
 import { poolMemoryCheck, reserveMib } from "./memory";
+import { SPARE_PAUSE_DELAY_MS } from "./pool";
 import type { LiveVmPort } from "./ports";
 import { setRuntime } from "./runtime-port";
 import { type FakeLive, fakeRuntime } from "./testing/fakes";
@@ -338,4 +339,56 @@ describe("statSaysAlive (the stat line of a VMM's main thread)", () => {
       expect(statSaysAlive(Buffer.from("123 (trunc"), 10)).toBe(false);
     },
   );
+});
+
+describe("the spare (fake backend with prepareRestore)", () => {
+  /** A pool whose next VM (the spare) is pre-started; its fake VMs pause and continue like QEMU's. */
+  async function poolWithSpare() {
+    rt = fakeRuntime(root, { prepared: "ok" });
+    setRuntime(rt);
+    const backend = await rt.backend();
+    const prepare = backend.prepareRestore!.bind(backend);
+    backend.prepareRestore = async (spec) => {
+      const p = await prepare(spec);
+      return { ...p, restore: async () => pausable((await p.restore()) as FakeLive) };
+    };
+    const restore = backend.restore.bind(backend);
+    backend.restore = async (spec) => pausable((await restore(spec)) as FakeLive);
+    const pool = await (await image()).pool({ min: 0, max: 1 });
+    await (await pool.acquire()).release(); // a direct restore; it starts the first spare
+    while (rt.state.lives.filter((l) => !l.stopped && l.agent.resumes.length === 0).length === 0)
+      await turn();
+    const spare = rt.state.lives.filter((l) => !l.stopped && l.agent.resumes.length === 0)[0] as Pausable;
+    return { pool, spare };
+  }
+
+  it("a spare taken soon after it is ready is never paused: a busy pool pays no stop/cont per fresh VM", async () => {
+    const { pool, spare } = await poolWithSpare();
+    const vm = await pool.acquire();
+    await vm.exec({ argv: ["true"] });
+    expect(log.filter((l) => l.split(" ").includes(String(spare.pid)))).toEqual([
+      `exec ${spare.pid} /proc/1/exe --version`, // the spare's warm-up, running
+      `resume ${spare.pid}`,
+      `exec ${spare.pid} true`,
+    ]);
+    await vm.release();
+    await pool.shutdown();
+  });
+
+  it("an unused spare is paused after the delay (no CPU) and continued when a create takes it", async () => {
+    const { pool, spare } = await poolWithSpare();
+    await new Promise((r) => setTimeout(r, SPARE_PAUSE_DELAY_MS + 50));
+    expect(spare.paused).toBe(true);
+    const vm = await pool.acquire();
+    await vm.exec({ argv: ["true"] });
+    expect(log.filter((l) => l.split(" ").includes(String(spare.pid)))).toEqual([
+      `exec ${spare.pid} /proc/1/exe --version`,
+      `pause ${spare.pid}`,
+      `cont ${spare.pid}`,
+      `resume ${spare.pid}`,
+      `exec ${spare.pid} true`,
+    ]);
+    await vm.release();
+    await pool.shutdown();
+  });
 });

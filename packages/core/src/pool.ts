@@ -76,6 +76,9 @@ interface Spare {
  * again — about 200 ms on the first exec after hand-out. Only for agents announcing the
  * `agent-exe` cap (SPEC 1.2.0). Best effort: a failure changes nothing but that time.
  */
+/** A spare taken within this long of being ready is never paused (see #prepareSpare). */
+export const SPARE_PAUSE_DELAY_MS = 200;
+
 async function warmProcessStart(agent: AgentPort, timeoutMs: number): Promise<void> {
   // An agent without the cap (a snapshot baked by an older agent) would run its boot instead.
   if (!agent.hello.caps.includes("agent-exe")) return;
@@ -189,8 +192,8 @@ export class PoolImpl implements PoolApi {
    * Restore the next VM in the background, up to and including the agent hello, but not its resume:
    * a create then pays only the resume. Nothing of the image runs in the spare (no command, no
    * workload; the clock and RNG are set by that resume), only one no-op process of the agent binary
-   * (warmProcessStart). It then waits paused (no CPU; idle.ts) and is stopped after idleTimeoutMs
-   * unused.
+   * (warmProcessStart). Unless taken within SPARE_PAUSE_DELAY_MS it then waits paused (no CPU;
+   * idle.ts), and it is stopped after idleTimeoutMs unused.
    * Only for pools without writable volumes (QEMU locks their files).
    */
   #prepareSpare(): void {
@@ -227,11 +230,20 @@ export class PoolImpl implements PoolApi {
       else await warmProcessStart(a, this.#opts.restoreTimeoutMs);
       check();
       const spare: Spare = { live: l, agent: a, unregister, dead: false, limitsApplied: !!limits };
-      // A waiting spare costs no CPU: its vCPUs are stopped until a create takes it.
-      if (this.#idlePause && l.pause && l.cont)
-        spare.paused = l.pause().catch(() => {
-          spare.dead = true; // its VMM went away
-        });
+      // A waiting spare costs no CPU: its vCPUs are stopped until a create takes it. Not at once: a
+      // busy pool (restoreOnRelease, one create per acquire) takes its spare within moments, and
+      // would pay a QMP stop and cont on every fresh VM for nothing.
+      const pause = l.pause?.bind(l);
+      if (this.#idlePause && pause && l.cont) {
+        const t = setTimeout(() => {
+          // still the pool's unclaimed spare: not taken, abandoned or stopped meanwhile
+          if (this.#spare?.promise !== promise || spare.dead) return;
+          spare.paused = pause().catch(() => {
+            spare.dead = true; // its VMM went away
+          });
+        }, SPARE_PAUSE_DELAY_MS);
+        t.unref();
+      }
       void l.exited.then(() => {
         spare.dead = true;
       });
