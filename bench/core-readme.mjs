@@ -49,11 +49,11 @@ if (p.guestTrueLoopMs)
   );
 if (p.idleCpuPercent !== undefined)
   lines.push(
-    `| idle CPU per pooled VM (10 s) | ${p.idleCpuPercent} % of a core | raw restore after hello + resume ${p.rawResumedIdleCpuPercent} % | ${ratio(p.idleCpuPercent, p.rawResumedIdleCpuPercent)} | |`,
+    `| idle CPU per acquired VM doing nothing (awake; 10 s; idle pooled VMs are paused: see issue 20 rows) | ${p.idleCpuPercent} % of a core | raw restore after hello + resume ${p.rawResumedIdleCpuPercent} % | ${ratio(p.idleCpuPercent, p.rawResumedIdleCpuPercent)} | |`,
   );
 if (p.idlePssMiB)
   lines.push(
-    `| idle PSS per pooled VM | ${p.idlePssMiB} MiB | raw restore, idle ${p.rawIdlePssMiB} MiB; raw restore after hello + resume ${p.rawResumedPssMiB ?? "?"} MiB | ${ratio(p.idlePssMiB, p.rawIdlePssMiB)} / ${ratio(p.idlePssMiB, p.rawResumedPssMiB)} | ≤ 1.05× |`,
+    `| PSS per acquired VM doing nothing | ${p.idlePssMiB} MiB | raw restore, idle ${p.rawIdlePssMiB} MiB; raw restore after hello + resume ${p.rawResumedPssMiB ?? "?"} MiB | ${ratio(p.idlePssMiB, p.rawIdlePssMiB)} / ${ratio(p.idlePssMiB, p.rawResumedPssMiB)} | ≤ 1.05× |`,
   );
 if (p.tcgCacheMiB)
   lines.push(

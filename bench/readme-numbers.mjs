@@ -88,7 +88,7 @@ if (core) {
   if (p.idlePssMiB)
     row(
       "core",
-      "idle PSS per pooled VM",
+      "PSS per acquired VM doing nothing (awake)",
       `${f(p.idlePssMiB)} MiB`,
       p.rawIdlePssMiB ? `raw QEMU restore ${f(p.rawIdlePssMiB)} MiB` : "",
       x(p.idlePssMiB, p.rawIdlePssMiB),
@@ -98,7 +98,7 @@ if (core) {
   if (p.idlePssMiB && p.rawResumedPssMiB)
     row(
       "core",
-      "idle PSS per pooled VM vs raw VM after hello + resume",
+      "PSS per acquired VM doing nothing vs raw VM after hello + resume",
       `${f(p.idlePssMiB)} MiB`,
       `raw ${f(p.rawResumedPssMiB)} MiB`,
       x(p.idlePssMiB, p.rawResumedPssMiB),
