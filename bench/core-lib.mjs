@@ -1,8 +1,9 @@
 // Shared helpers of the core benches: results file, machine description, stats, the fixture registry.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, homedir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
+import { Duplex } from "node:stream";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -136,4 +137,32 @@ export async function idleCpuPercent(pids, ms) {
 export function memAvailable() {
   const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"));
   return m ? Number(m[1]) * 1024 : null;
+}
+
+/**
+ * Mounts `mnt` through the host kernel's FUSE client: the test relay (packages/core/test/share/fuse-relay.c,
+ * built by the caller) pipes /dev/fuse over its stdio to a ShareServer serving `root`.
+ */
+export async function mountShare(relay, ShareServer, root, mnt, opts) {
+  const child = spawn(relay, [mnt], { stdio: ["pipe", "pipe", "pipe"] });
+  await new Promise((resolve, reject) => {
+    let err = "";
+    child.stderr.on("data", (d) => {
+      err += d;
+      if (err.includes("mounted\n")) resolve();
+    });
+    child.once("exit", (code) => reject(new Error(`relay exited ${code}: ${err}`)));
+  });
+  const server = new ShareServer({ root, tag: "bench", policy: "opaque", ...opts });
+  const serving = server.serve(Duplex.from({ readable: child.stdout, writable: child.stdin }));
+  return {
+    server,
+    async stop() {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.stdin.end();
+      await exited;
+      await serving;
+      await server.close();
+    },
+  };
 }

@@ -9,9 +9,8 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { Duplex } from "node:stream";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { round, saveResults } from "./core-lib.mjs";
+import { mountShare, round, saveResults } from "./core-lib.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MIB = Number(process.env.SM_BENCH_MIB ?? 32);
@@ -70,17 +69,7 @@ console.log(JSON.stringify(r));
 async function once(Server) {
   const root = mkdtempSync(join("/dev/shm", "sm-bench-share-ab-"));
   const mnt = mkdtempSync(join(work, "mnt-"));
-  const relayProc = spawn(relay, [mnt], { stdio: ["pipe", "pipe", "pipe"] });
-  await new Promise((res, rej) => {
-    let err = "";
-    relayProc.stderr.on("data", (d) => {
-      err += d;
-      if (err.includes("mounted\n")) res();
-    });
-    relayProc.once("exit", (code) => rej(new Error(`relay exited ${code}: ${err}`)));
-  });
-  const server = new Server({ root, tag: "bench", policy: "opaque", cacheTtlMs: 0 });
-  const serving = server.serve(Duplex.from({ readable: relayProc.stdout, writable: relayProc.stdin }));
+  const m = await mountShare(relay, Server, root, mnt, { cacheTtlMs: 0 });
   try {
     const cpu0 = process.cpuUsage();
     const r = await new Promise((res, rej) => {
@@ -94,11 +83,7 @@ async function once(Server) {
     const cpu = process.cpuUsage(cpu0);
     return { ...r, serverCpu: (cpu.user + cpu.system) / 1000 };
   } finally {
-    const exited = new Promise((r) => relayProc.once("exit", r));
-    relayProc.stdin.end();
-    await exited;
-    await serving;
-    await server.close();
+    await m.stop();
     rmSync(root, { recursive: true, force: true });
     rmSync(mnt, { recursive: true, force: true });
   }

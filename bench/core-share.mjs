@@ -8,8 +8,8 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
-import { Duplex } from "node:stream";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { mountShare } from "./core-lib.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.SM_BENCH_MIB ?? 100);
@@ -134,30 +134,6 @@ function runWorkload(work, dir, server) {
   });
 }
 
-async function mount(relay, ShareServer, root, mnt, opts) {
-  const child = spawn(relay, [mnt], { stdio: ["pipe", "pipe", "pipe"] });
-  await new Promise((resolve, reject) => {
-    let err = "";
-    child.stderr.on("data", (d) => {
-      err += d;
-      if (err.includes("mounted\n")) resolve();
-    });
-    child.once("exit", (code) => reject(new Error(`relay exited ${code}: ${err}`)));
-  });
-  const server = new ShareServer({ root, tag: "bench", policy: "opaque", ...opts });
-  const serving = server.serve(Duplex.from({ readable: child.stdout, writable: child.stdin }));
-  return {
-    server,
-    async stop() {
-      const exited = new Promise((r) => child.once("exit", r));
-      child.stdin.end();
-      await exited;
-      await serving;
-      await server.close();
-    },
-  };
-}
-
 async function main() {
   if (process.getuid?.() !== 0 || !existsSync("/dev/fuse")) {
     console.log("skip: needs root and /dev/fuse (host kernel FUSE)");
@@ -198,7 +174,7 @@ async function main() {
         const backing = join(shm, `${name.replace(/\W+/g, "_")}-${round}`);
         const mnt = mkdtempSync(join(work, "mnt-"));
         mkdirSync(backing);
-        const m = await mount(relay, ShareServer, backing, mnt, opts);
+        const m = await mountShare(relay, ShareServer, backing, mnt, opts);
         try {
           const r = await runWorkload(work, mnt, m.server);
           r.requests = m.server.stats().requests;
