@@ -68,6 +68,11 @@ struct chan {
 	bool connecting;
 	uint32_t req_id;
 	int64_t deadline;
+	/* tcp read batching (SM_TCP_BATCH_MS): no read before hold_until */
+	int64_t hold_until;
+	int64_t last_read_ms;
+	uint8_t small_run;
+	bool streaming;
 };
 
 enum pkind { PK_EXEC = 1, PK_SPAWN, PK_WORKLOAD };

@@ -203,6 +203,29 @@ void chan_read_eof(struct agent *ag, struct chan *c)
 	}
 }
 
+/* After a read of n bytes (room offered) from a tcp channel: true when the next read waits until
+ * c->hold_until (SM_TCP_BATCH_MS), i.e. the writer streams in small pieces. */
+static bool tcp_hold(struct chan *c, size_t n, size_t room)
+{
+	int64_t now = mono_ms();
+	int64_t gap = now - c->last_read_ms;
+	c->last_read_ms = now;
+	if (n >= room) /* the buffer was full: more is waiting, read on */
+		return false;
+	if (c->streaming && (n < SM_TCP_TRICKLE_BYTES || gap > 4 * SM_TCP_BATCH_MS))
+		c->streaming = false; /* the stream slowed down or paused: back to reading at once */
+	else if (!c->streaming) {
+		c->small_run = gap <= SM_TCP_BATCH_GAP_MS ? (uint8_t)(c->small_run + 1) : 0;
+		if (c->small_run >= SM_TCP_BATCH_RUN)
+			c->streaming = true;
+	}
+	if (!c->streaming)
+		return false;
+	c->small_run = 0;
+	c->hold_until = now + SM_TCP_BATCH_MS;
+	return true;
+}
+
 /* Read from a process pipe / pty / socket. max_reads bounds one call (fairness);
  * returns true when the fd would block (drained for now). */
 bool chan_pump(struct agent *ag, struct chan *c, int max_reads)
@@ -245,6 +268,8 @@ bool chan_pump(struct agent *ag, struct chan *c, int max_reads)
 					send_data(ag, c->id, ag->rdbuf, (size_t)n);
 					c->credit -= (uint64_t)n;
 				}
+				if (c->tcp && tcp_hold(c, (size_t)n, room))
+					return true;
 				continue;
 			}
 		}

@@ -107,6 +107,7 @@ static void handle_signals(struct agent *ag)
 static void sync_interests(struct agent *ag)
 {
 	bool room = outq_pending(ag) <= SM_OUTQ_SOFT_BYTES && ag->session;
+	int64_t now = mono_ms();
 	for (int i = 0; i < SM_MAX_CHANNELS; i++) {
 		struct chan *c = &ag->chans[i];
 		if (c->state == CH_FREE)
@@ -123,7 +124,7 @@ static void sync_interests(struct agent *ag)
 			else if (!live)
 				r = EPOLLIN; /* discard */
 			else
-				r = (room && c->credit > 0) ? EPOLLIN : 0;
+				r = (room && c->credit > 0 && !(c->tcp && now < c->hold_until)) ? EPOLLIN : 0;
 			if (c->collect && c->clen == SM_COLLECT_BUF_BYTES && live && c->credit > 0)
 				collect_flush(ag, c), r = EPOLLIN;
 		}
@@ -166,6 +167,8 @@ static int next_timeout(struct agent *ag, int64_t now)
 		struct chan *c = &ag->chans[i];
 		if (c->state != CH_FREE && c->connecting && c->deadline - now < t)
 			t = c->deadline - now;
+		if (c->state != CH_FREE && c->tcp && c->hold_until > now && c->hold_until - now < t)
+			t = c->hold_until - now;
 	}
 	for (int i = 0; i < SM_EG_MAX_DIALS; i++)
 		if (ag->eg_dials[i].used && ag->eg_dials[i].deadline - now < t)

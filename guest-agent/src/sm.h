@@ -46,6 +46,14 @@
 #define SM_MAX_GROUPS 64
 #define SM_MAX_VOLUMES 16
 #define SM_RECONNECT_POLL_MS 50
+/* A tcp channel whose writer streams in small pieces (3 reads in a row of less than the read
+ * buffer, each within SM_TCP_BATCH_GAP_MS of the last) is read at most every SM_TCP_BATCH_MS:
+ * the bytes queue in the socket instead of costing the agent a wakeup, a read and a frame
+ * each (busybox nc writes 1 KiB at a time). A read that fills the buffer is never held. */
+#define SM_TCP_BATCH_MS 3
+#define SM_TCP_BATCH_GAP_MS 1
+#define SM_TCP_BATCH_RUN 3
+#define SM_TCP_TRICKLE_BYTES 512
 #define SM_LISTEN_POLL_MS 50      /* first interval of the LISTEN poll, grown 1.5x per poll ... */
 #define SM_LISTEN_POLL_MAX_MS 1000 /* ... up to this */
 #define SM_EG_MAX_LISTENERS 256   /* SPEC 6.5: trapped process trees (one seccomp listener each) */

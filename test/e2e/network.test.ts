@@ -5,7 +5,7 @@
  * netns); skipped otherwise.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -142,8 +142,27 @@ c.load_cert_chain(${JSON.stringify(join(tmp, "cert.pem"))}, ${JSON.stringify(joi
 s.socket = c.wrap_socket(s.socket, server_side=True)
 s.serve_forever()`;
   inNs("python3", ["-c", https]);
+  // A sink: per connection, the byte count and sha256 of everything received, written at EOF.
+  const sink = `
+import socket, threading, hashlib, os
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((${JSON.stringify(TEST_HOST)}, 9009)); s.listen(16)
+def take(c, n):
+    h, total = hashlib.sha256(), 0
+    while True:
+        b = c.recv(1 << 16)
+        if not b: break
+        h.update(b); total += len(b)
+    c.close()
+    p = os.path.join(${JSON.stringify(tmp)}, "sink-%d" % n)
+    open(p + ".tmp", "w").write("%d %s\\n" % (total, h.hexdigest())); os.rename(p + ".tmp", p)
+n = 0
+while True:
+    c, _ = s.accept(); n += 1; threading.Thread(target=take, args=(c, n), daemon=True).start()`;
+  inNs("python3", ["-c", sink]);
   await waitTcp(TEST_HOST, 8080);
   await waitTcp(TEST_HOST, 8443);
+  await waitTcp(TEST_HOST, 9009);
   loopPort = await listenHost("127.0.0.1");
   // the host's own address: the source address of its default route (else any non-internal one)
   const viaDefault = /\bsrc (\S+)/.exec(
@@ -379,6 +398,34 @@ except OSError as e:
       const r = await vm.exec({ argv: ["python3", "-c", script], timeoutMs: 60_000 });
       expect(r.stderr.toString()).toBe("");
       expect(r.stdout.toString()).toBe(`${TEST_HOST} True 0 True\nTEST-HOST-OK\nhost blocked 111\n`);
+    } finally {
+      await vm.release();
+    }
+  });
+
+  it("an upload streamed in 1 KiB writes arrives whole and in order (the agent batches such reads)", async () => {
+    // busybox nc writes what it reads from the pipe, 1 KiB at a time here: the agent reads such a
+    // stream in batches (guest-agent SM_TCP_BATCH_MS) instead of once per write. Every byte must
+    // still arrive, in order, and the end of the stream with it.
+    const vm = await (await poolOf()).acquire();
+    try {
+      const before = new Set(readdirSync(tmp).filter((f) => f.startsWith("sink-")));
+      const up = await sh(
+        vm,
+        `dd if=/dev/urandom of=/tmp/up bs=1k count=3072 2>/dev/null && ` +
+          `dd if=/tmp/up bs=1k 2>/dev/null | nc ${TEST_HOST} 9009 && ` +
+          `echo "$(wc -c < /tmp/up) $(sha256sum /tmp/up | cut -d' ' -f1)"`,
+        180_000,
+      );
+      expect(up).toMatchObject({ code: 0 });
+      let got: string[] = [];
+      for (let i = 0; i < 100 && got.length === 0; i++) {
+        got = readdirSync(tmp).filter((f) => f.startsWith("sink-") && !f.endsWith(".tmp") && !before.has(f));
+        if (got.length === 0) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(got).toHaveLength(1);
+      expect(readFileSync(join(tmp, got[0]!), "utf8")).toBe(up.out);
+      expect(up.out).toMatch(/^3145728 [0-9a-f]{64}\n$/);
     } finally {
       await vm.release();
     }
