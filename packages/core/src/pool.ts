@@ -69,6 +69,9 @@ interface Spare {
   paused?: Promise<void>;
 }
 
+/** A spare taken within this long of being ready is never paused (see #prepareSpare). */
+export const SPARE_PAUSE_DELAY_MS = 200;
+
 /**
  * Run one no-op process in a spare before it is handed out: the agent binary asked for its version
  * (`/proc/1/exe --version`, present in every image). The first process started after a restore
@@ -76,9 +79,6 @@ interface Spare {
  * again — about 200 ms on the first exec after hand-out. Only for agents announcing the
  * `agent-exe` cap (SPEC 1.2.0). Best effort: a failure changes nothing but that time.
  */
-/** A spare taken within this long of being ready is never paused (see #prepareSpare). */
-export const SPARE_PAUSE_DELAY_MS = 200;
-
 async function warmProcessStart(agent: AgentPort, timeoutMs: number): Promise<void> {
   // An agent without the cap (a snapshot baked by an older agent) would run its boot instead.
   if (!agent.hello.caps.includes("agent-exe")) return;
