@@ -1,8 +1,19 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { validateBuildOptions, validateExecOptions, validatePoolOptions } from "./validate";
+
+/** Temp dirs the cases make; removed at the end. */
+const temps: string[] = [];
+const tempDir = (prefix: string) => {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  temps.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
+});
 
 function fieldOf(fn: () => unknown): string | undefined {
   try {
@@ -130,7 +141,7 @@ describe("validateBuildOptions", () => {
       }
       return "no error";
     };
-    const file = join(mkdtempSync(join(tmpdir(), "sm-mnt-")), "f");
+    const file = join(tempDir("sm-mnt-"), "f");
     writeFileSync(file, "x");
     expect(
       codeField(() =>
@@ -270,7 +281,7 @@ describe("the original's looser inputs (null for an optional field, as its decla
   it("string-typed enums are still checked at run time", () => {
     const policy: string = "sometimes";
     expect(fieldOf(() => validateBuildOptions({ ref: "a", pullPolicy: policy }))).toBe("pullPolicy");
-    const dir = mkdtempSync(join(tmpdir(), "sm-val-"));
+    const dir = tempDir("sm-val-");
     const symlinks: string = "maybe";
     expect(
       fieldOf(() => validateBuildOptions({ ref: "a", mounts: [{ hostPath: dir, guestTag: "t", symlinks }] })),

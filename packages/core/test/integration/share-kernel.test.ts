@@ -13,7 +13,7 @@
 import { createHash } from "node:crypto";
 import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SymlinkPolicy } from "../../src/share/server";
 import { buildRelay, guest, isMounted, type Mounted, mountShare } from "../share/kernel-harness";
@@ -95,6 +95,11 @@ if (!skipReason) {
 }
 
 const POLICIES: SymlinkPolicy[] = ["deny", "opaque", "follow"];
+
+// The relay binary's temp dir goes when the file is done.
+afterAll(async () => {
+  if (relayPath) await fsp.rm(dirname(relayPath), { recursive: true, force: true });
+});
 
 describe.skipIf(skipReason !== "")(`ShareServer on the host kernel's FUSE ${skipReason}`, () => {
   for (const policy of POLICIES) {
