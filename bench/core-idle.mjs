@@ -1,10 +1,10 @@
 // bench: idle pooled VMs (issue 20), everything measured in one run on one snapshot (busybox fixture).
-//   1. idle pausing before/after: the same pool with SM_POOL_IDLE_PAUSE=0 (VMs idle running) and with
-//      pausing (the default): idle CPU per VM, PSS/USS/shared per VM, MemAvailable drop per VM,
+//   1. idle freezing before/after: the same pool with SM_POOL_IDLE_PAUSE=0 (VMs idle running) and with
+//      freezing (the default: the VMM process SIGSTOPped): idle CPU per VM, PSS/USS/shared per VM, MemAvailable drop per VM,
 //      acquire from idle (to the handle) and acquire + first exec(["true"]).
 //   2. TCG translation cache size (SUPERMACHINE_TCG_TB_MIB): PSS/USS per idle VM and exec latency for
 //      a few sizes.
-//   3. density: N idle (paused) VMs: fill time, memory, each acquired VM answering exec within 1 s.
+//   3. density: N idle (frozen) VMs: fill time, memory, each acquired VM answering exec within 1 s.
 //   npx lerna run build && node bench/core-idle.mjs [densityN=256] [n=8] [tbSizes=0,16,32,64]
 //   (densityN 0 skips the density part). Counting rules: PSS = /proc/<pid>/smaps_rollup Pss (shared pages
 //   split among the processes mapping them); USS = Private_Clean + Private_Dirty (freed if the VM stops);
@@ -49,7 +49,7 @@ const out = {
   n,
   loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
 };
-const rows = [["metric", "paused (this change)", "not paused (SM_POOL_IDLE_PAUSE=0)", "ratio", "goal"]];
+const rows = [["metric", "frozen (this change)", "not frozen (SM_POOL_IDLE_PAUSE=0)", "ratio", "goal"]];
 const MiB = 2 ** 20;
 const avg = (a) => (a.length ? a.reduce((x, y) => x + y, 0) / a.length : Number.NaN);
 const ratio = (a, b) => (b ? round(a / b, 2) : null);
@@ -83,7 +83,7 @@ async function idlePool(count, extra = {}) {
   });
   while (pool.stats().idle < count) await sleep(100);
   const fillS = (performance.now() - t0) / 1000;
-  await sleep(3000); // settle: pauses done, background work of the guests over
+  await sleep(3000); // settle: freezes done, background work of the guests over
   return { pool, fillS, before };
 }
 
@@ -129,12 +129,22 @@ async function idleScenario(pause) {
   return r;
 }
 
+/** Keep this process busy (its event loop turning, never sleeping) for `ms`: a server under load. */
+async function busy(ms) {
+  const end = performance.now() + ms;
+  while (performance.now() < end) await new Promise((r) => setImmediate(r));
+}
+
 /**
  * Acquire from idle, both settings in one loop (a pool of each alive at once, used alternately, so the
- * machine's load hits both alike). Dirty reuse: the same VM goes idle (paused) again after each release.
+ * machine's load hits both alike). Dirty reuse: the same VM goes idle (frozen) again after each release.
+ * Two ways to wait before each acquire: this process asleep for 20 ms (nothing else to do: the first
+ * syscall and the first touch of code after the sleep pay what the host charges for waking a process),
+ * and this process busy for 20 ms (its event loop turning: a server under load). Also the host's
+ * floor: one syscall (kill(pid, 0)) right after a 20 ms sleep.
  */
 async function acquireScenarios(rounds) {
-  note("acquire from idle: paused and not paused, alternating");
+  note("acquire from idle: frozen and not frozen, alternating");
   const pools = [];
   for (const pause of [false, true]) {
     process.env.SM_POOL_IDLE_PAUSE = pause ? "1" : "0";
@@ -142,12 +152,18 @@ async function acquireScenarios(rounds) {
     const vm0 = await pool.acquire();
     await vm0.exec({ argv: ["true"] });
     await vm0.release();
-    pools.push({ pool, acq: [], first: [], second: [], ping: [], fast: [], alive: [] });
+    pools.push({ pool, acq: [], acqBusy: [], first: [], second: [], ping: [], fast: [], alive: [], frozen: 0 });
   }
   const h = (vm) => vm[INTERNAL]();
+  const floor = [];
+  const stateOf = (pid) => readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0];
   for (let i = 0; i < rounds; i++) {
+    await sleep(20);
+    let t = performance.now();
+    process.kill(process.pid, 0);
+    floor.push((performance.now() - t) * 1000);
     for (const p of pools) {
-      await sleep(20); // the released VM is paused (pausing starts one turn after release)
+      await sleep(20); // the released VM is frozen (freezing starts one turn after release)
       const s = performance.now();
       const vm = await p.pool.acquire();
       const a = performance.now();
@@ -160,15 +176,23 @@ async function acquireScenarios(rounds) {
       p.second.push((w - e) * 1000);
       p.acq.push((a - s) * 1000);
       p.first.push((e - s) * 1000);
-      // the liveness check a paused VM gets at acquire (one read of /proc/<pid>/task/<pid>/stat)
+      // the liveness check a frozen VM gets at acquire (one read of /proc/<pid>/task/<pid>/stat)
       const live = h(vm).live;
-      const t = performance.now();
+      t = performance.now();
       live.alive?.();
       p.alive.push((performance.now() - t) * 1000);
       await vm.release();
+      // the same with this process busy meanwhile (the VM frozen all the same: checked)
+      await busy(20);
+      if (stateOf(live.pid) === "T") p.frozen++;
+      t = performance.now();
+      const vm2 = await p.pool.acquire();
+      p.acqBusy.push((performance.now() - t) * 1000);
+      await vm2.exec({ argv: ["true"] });
+      await vm2.release();
     }
   }
-  // pure acquire → release loop (no exec, no wait: the VM is released before its pause starts)
+  // pure acquire → release loop (no exec, no wait: the VM is released before its freeze starts)
   for (const p of pools) {
     for (let i = 0; i < 500; i++) {
       const s = performance.now();
@@ -180,6 +204,9 @@ async function acquireScenarios(rounds) {
   }
   return pools.map((p) => ({
     acquireIdleUs: summary(p.acq),
+    acquireBusyUs: summary(p.acqBusy),
+    frozenBeforeBusyAcquire: p.frozen,
+    firstSyscallAfterSleepUs: summary(floor),
     acquireLoopUs: summary(p.fast),
     acquireFirstExecUs: summary(p.first),
     execAwakeUs: summary(p.second),
@@ -196,7 +223,7 @@ async function acquireScenarios(rounds) {
   }));
 }
 
-// 1. before/after, same run: not paused first, then paused
+// 1. before/after, same run: not frozen first, then frozen
 if (parts.has("pause")) {
   const off = await idleScenario(false);
   const on = await idleScenario(true);
@@ -230,6 +257,20 @@ if (parts.has("pause")) {
       `${off.acquireIdleUs.p50} µs`,
       ratio(on.acquireIdleUs.p50, off.acquireIdleUs.p50),
       "≤ 50 µs",
+    ],
+    [
+      `acquire from idle → handle p50, this process busy meanwhile (${on.frozenBeforeBusyAcquire} of ${on.acquireBusyUs.n} VMs frozen at the acquire)`,
+      `${on.acquireBusyUs.p50} µs`,
+      `${off.acquireBusyUs.p50} µs`,
+      ratio(on.acquireBusyUs.p50, off.acquireBusyUs.p50),
+      "≤ 50 µs",
+    ],
+    [
+      "host floor: one syscall (kill(pid, 0)) right after a 20 ms sleep p50",
+      `${on.firstSyscallAfterSleepUs.p50} µs`,
+      "",
+      "",
+      "",
     ],
     [
       "acquire → release loop p50 (handle path)",
@@ -271,7 +312,7 @@ if (parts.has("pause")) {
   saveResults("idle", out); // saved after each part: a density run can take minutes
 }
 
-// 2. TCG translation cache size: memory per idle (paused) VM, and exec latency
+// 2. TCG translation cache size: memory per idle (frozen) VM, and exec latency
 if (accel === "tcg" && parts.has("tb")) {
   out.tbSize = [];
   for (const tb of tbSizes) {
@@ -308,7 +349,7 @@ if (accel === "tcg" && parts.has("tb")) {
   saveResults("idle", out);
 }
 
-// 3. density: N idle (paused) VMs, then each acquired and exec'd (time from acquire to the answer)
+// 3. density: N idle (frozen) VMs, then each acquired and exec'd (time from acquire to the answer)
 if (densityN > 0 && parts.has("density")) {
   const before = memAvailable();
   const t0 = performance.now();
@@ -346,7 +387,7 @@ if (densityN > 0 && parts.has("density")) {
   const lat = [];
   let answering = 0;
   if (pool && !failed) {
-    // Each VM in turn (FIFO: the oldest idle first): acquire, exec, release (it is paused again), so
+    // Each VM in turn (FIFO: the oldest idle first): acquire, exec, release (it is frozen again), so
     // every one answers while the others stay idle — as in a pool serving one request at a time.
     const seen = new Set();
     for (let i = 0; i < densityN; i++) {
@@ -379,7 +420,7 @@ if (densityN > 0 && parts.has("density")) {
     failed,
   };
   rows.push([
-    `density: ${densityN} idle paused VMs`,
+    `density: ${densityN} idle frozen VMs`,
     `${pids.length} running in ${out.density.fillSeconds} s; ${answering} answer, ${within1s} within 1 s of acquire`,
     `PSS ${out.density.totalPssMiB} MiB, USS ${out.density.totalUssMiB} MiB, MemAvailable −${out.density.memAvailableDropMiB} MiB, CPU ${out.density.idleCpuPercentTotal} % total`,
     "",

@@ -1,7 +1,7 @@
 // bench: sustained fresh-sandbox cycles per second — acquire → exec(["true"]) → release with
 // restoreOnRelease: true (a new VM restored for every acquire) — with 1, 2, 8 and 32 concurrent callers,
 // against the raw QEMU restore rate of the same snapshot (backend.restore → stop, same concurrency),
-// measured in the same run. The pool runs with idle pausing (default) and without (SM_POOL_IDLE_PAUSE=0).
+// measured in the same run. The pool runs with idle freezing (default) and without (SM_POOL_IDLE_PAUSE=0).
 // Also per cycle: CPU time of the VMM processes (children of this process, counted when reaped) and of
 // this Node process — where a core cycle spends more than a raw restore under TCG.
 //   npx lerna run build && node bench/core-throughput.mjs [seconds=20] [concurrency=1,2,8,32]
@@ -72,7 +72,7 @@ const out = { accel, seconds, levels: [] };
 const rows = [
   [
     "callers",
-    "core (paused idle)",
+    "core (frozen idle)",
     "core (SM_POOL_IDLE_PAUSE=0)",
     "raw QEMU restore",
     "ratio",

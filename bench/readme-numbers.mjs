@@ -121,9 +121,9 @@ if (core) {
     const off = idle.pauseOff;
     row(
       "core idle (issue 20)",
-      `idle CPU per pooled VM (${idle.n} VMs, 10 s): paused vs not (\`SM_POOL_IDLE_PAUSE=0\`)`,
+      `idle CPU per pooled VM (${idle.n} VMs, 10 s): frozen vs not (\`SM_POOL_IDLE_PAUSE=0\`)`,
       `${f(on.cpuPercentPerVm, 3)} % of a core`,
-      `not paused ${f(off.cpuPercentPerVm, 2)} %`,
+      `not frozen ${f(off.cpuPercentPerVm, 2)} %`,
       x(on.cpuPercentPerVm, off.cpuPercentPerVm),
       "0",
       "bench/core-idle.mjs",
@@ -132,25 +132,35 @@ if (core) {
       "core idle (issue 20)",
       "per idle VM: PSS / USS (private) / shared resident / MemAvailable drop",
       `${f(on.pssMiB)} / ${f(on.ussMiB)} / ${f(on.sharedMiB)} / ${f(on.memAvailableDropPerVmMiB)} MiB`,
-      `not paused ${f(off.pssMiB)} / ${f(off.ussMiB)} / ${f(off.sharedMiB)} / ${f(off.memAvailableDropPerVmMiB)} MiB`,
+      `not frozen ${f(off.pssMiB)} / ${f(off.ussMiB)} / ${f(off.sharedMiB)} / ${f(off.memAvailableDropPerVmMiB)} MiB`,
       x(on.pssMiB, off.pssMiB),
       "",
       "bench/core-idle.mjs",
     );
     row(
       "core idle (issue 20)",
-      "acquire of a paused VM → handle p50 (after 20 ms idle) / tight acquire-release loop p50",
+      "acquire of a frozen VM → handle p50 (after this process slept 20 ms) / tight acquire-release loop p50",
       `${f(on.acquireIdleUs.p50)} / ${f(on.acquireLoopUs.p50)} µs`,
-      `not paused ${f(off.acquireIdleUs.p50)} / ${f(off.acquireLoopUs.p50)} µs`,
+      `not frozen ${f(off.acquireIdleUs.p50)} / ${f(off.acquireLoopUs.p50)} µs${on.firstSyscallAfterSleepUs ? `; host: one syscall after a 20 ms sleep ${f(on.firstSyscallAfterSleepUs.p50)} µs` : ""}`,
       x(on.acquireIdleUs.p50, off.acquireIdleUs.p50),
       "≤ 50 µs",
       "bench/core-idle.mjs",
     );
+    if (on.acquireBusyUs)
+      row(
+        "core idle (issue 20)",
+        `acquire of a frozen VM → handle p50, this process busy for the 20 ms (${on.frozenBeforeBusyAcquire} of ${on.acquireBusyUs.n} frozen at the acquire)`,
+        `${f(on.acquireBusyUs.p50)} µs`,
+        `not frozen ${f(off.acquireBusyUs.p50)} µs`,
+        x(on.acquireBusyUs.p50, off.acquireBusyUs.p50),
+        "≤ 50 µs",
+        "bench/core-idle.mjs",
+      );
     row(
       "core idle (issue 20)",
       "first exec after acquire − second exec (the wake) p50",
       `${f(on.firstMinusSecondUs / 1000, 2)} ms`,
-      `not paused ${f(off.firstMinusSecondUs / 1000, 2)} ms; agent ping ${f(off.agentPingUs.p50 / 1000, 2)} ms`,
+      `not frozen ${f(off.firstMinusSecondUs / 1000, 2)} ms; agent ping ${f(off.agentPingUs.p50 / 1000, 2)} ms`,
       "",
       "≤ 1 agent round trip more",
       "bench/core-idle.mjs",
@@ -170,7 +180,7 @@ if (core) {
     const d = idle.density;
     row(
       "core idle (issue 20)",
-      `density: ${d.requested} idle paused VMs`,
+      `density: ${d.requested} idle frozen VMs`,
       `${d.running} running, filled in ${f(d.fillSeconds)} s; ${d.answering} answer exec, ${d.within1s} within 1 s of acquire (p50 ${f(d.acquireToExecMs?.p50, 0)} ms, max ${f(d.acquireToExecMs?.max, 0)} ms)`,
       `PSS ${f(d.totalPssMiB, 0)} MiB, USS ${f(d.totalUssMiB, 0)} MiB, MemAvailable −${f(d.memAvailableDropMiB, 0)} MiB`,
       "",
@@ -182,7 +192,7 @@ if (core) {
     row(
       "core throughput (issue 20)",
       `fresh-sandbox cycles/s (acquire → exec → release, restoreOnRelease), ${l.callers} caller${l.callers > 1 ? "s" : ""}`,
-      `${f(l.core.perSecond, 2)}/s (not paused ${f(l.coreNoPause.perSecond, 2)}/s)${l.core.vmmCpuMsPerCycle ? `; VMM CPU ${l.core.vmmCpuMsPerCycle} ms/cycle` : ""}`,
+      `${f(l.core.perSecond, 2)}/s (not frozen ${f(l.coreNoPause.perSecond, 2)}/s)${l.core.vmmCpuMsPerCycle ? `; VMM CPU ${l.core.vmmCpuMsPerCycle} ms/cycle` : ""}`,
       `raw QEMU restore ${f(l.raw.perSecond, 2)}/s${l.raw.vmmCpuMsPerCycle ? `; VMM CPU ${l.raw.vmmCpuMsPerCycle} ms/cycle` : ""}`,
       x(l.core.perSecond, l.raw.perSecond),
       "≥ 0.8×",

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
-import { gateAgent, IdleVm, idlePauseEnabled } from "./idle";
+import { IdleVm, idlePauseEnabled } from "./idle";
 import { Image } from "./image";
 import { poolMemoryCheck, reserveMib } from "./memory";
 import { SPARE_PAUSE_DELAY_MS } from "./pool";
@@ -18,29 +18,29 @@ afterAll(() => rm(root, { recursive: true, force: true }));
 let rt: ReturnType<typeof fakeRuntime>;
 let n = 0;
 let snapshotsDir: string;
-/** Everything the fake VMs did, in order: "pause 1001", "cont 1001", "resume 1001", "exec 1001 true". */
+/** Everything the fake VMs did, in order: "freeze 1001", "thaw 1001", "resume 1001", "exec 1001 true". */
 let log: string[];
 
-type Pausable = FakeLive & {
-  pause(): Promise<void>;
-  cont(): Promise<void>;
+type Freezable = FakeLive & {
+  freeze(): void;
+  thaw(): void;
   alive(): boolean;
-  paused: boolean;
+  frozen: boolean;
   zombie: boolean;
 };
 
 /**
- * Give a fake VM pause/cont/alive like the QEMU adapter's, logging each call. Like a real guest, a
- * request sent while the vCPUs are stopped waits in the stream until `cont`, and fails as a lost agent
- * when the VM is stopped instead.
+ * Give a fake VM freeze/thaw/alive like the QEMU adapter's, logging each call. Like a real VMM, a
+ * request sent while it is frozen waits in the stream until the thaw, and fails as a lost agent when
+ * the VM is stopped instead.
  */
-function pausable(l: FakeLive): Pausable {
-  const p = l as Pausable;
-  p.paused = false;
+function freezable(l: FakeLive): Freezable {
+  const p = l as Freezable;
+  p.frozen = false;
   p.zombie = false;
   let waiters: { run: () => void; fail: (e: Error) => void }[] = [];
   const running = (what: string) =>
-    p.paused
+    p.frozen
       ? new Promise<void>((run, fail) => {
           log.push(`${what} queued ${l.pid}`);
           waiters.push({ run, fail });
@@ -52,13 +52,15 @@ function pausable(l: FakeLive): Pausable {
     for (const x of w)
       ok ? x.run() : x.fail(Object.assign(new Error("agent lost"), { code: "SM_AGENT_LOST" }));
   };
-  p.pause = async () => {
-    log.push(`pause ${l.pid}`);
-    p.paused = true;
+  p.freeze = () => {
+    if (p.stopped) throw new Error("VMM gone");
+    log.push(`freeze ${l.pid}`);
+    p.frozen = true;
   };
-  p.cont = async () => {
-    log.push(`cont ${l.pid}`);
-    p.paused = false;
+  p.thaw = () => {
+    if (!p.frozen) return;
+    log.push(`thaw ${l.pid}`);
+    p.frozen = false;
     settle(true);
   };
   p.alive = () => !p.zombie;
@@ -79,6 +81,16 @@ function pausable(l: FakeLive): Pausable {
     log.push(`exec ${l.pid} ${a.argv.join(" ")}`);
     return exec(a);
   };
+  const readFile = l.agent.readFile.bind(l.agent);
+  l.agent.readFile = async (path: string) => {
+    await running("readFile");
+    return readFile(path);
+  };
+  const writeFile = l.agent.writeFile.bind(l.agent);
+  l.agent.writeFile = async (path: string, data: Buffer) => {
+    await running("writeFile");
+    return writeFile(path, data);
+  };
   return p;
 }
 
@@ -89,7 +101,7 @@ beforeEach(async () => {
   log = [];
   const backend = await rt.backend();
   const restore = backend.restore.bind(backend);
-  backend.restore = async (spec) => pausable((await restore(spec)) as FakeLive);
+  backend.restore = async (spec) => freezable((await restore(spec)) as FakeLive);
 });
 afterEach(() => {
   setRuntime(undefined);
@@ -107,65 +119,63 @@ async function image(): Promise<Image> {
 
 async function waitIdle(pool: { stats(): { idle: number } }, count: number): Promise<void> {
   while (pool.stats().idle < count) await turn();
-  await turn(); // the pause starts one turn after the VM went idle
+  await turn(); // the freeze comes one turn after the VM went idle
 }
 
 describe("idle pausing (fake VMs)", () => {
-  it("an idle pooled VM is paused; acquire wakes it: cont, then resume with a fresh clock, then the exec", async () => {
+  it("an idle pooled VM is frozen; acquire thaws it after the caller's turn, with no resume: the exec waits in the socket", async () => {
     const img = await image();
     const pool = await img.pool({ min: 1, max: 1 });
     await waitIdle(pool, 1);
-    const live = rt.state.lives.at(-1) as Pausable;
-    expect(live.paused).toBe(true);
-    expect(log).toEqual([`resume ${live.pid}`, `pause ${live.pid}`]);
-    const resumesBefore = live.agent.resumes.length;
+    const live = rt.state.lives.at(-1) as Freezable;
+    expect(live.frozen).toBe(true);
+    expect(log).toEqual([`resume ${live.pid}`, `freeze ${live.pid}`]);
     const vm = await pool.acquire();
-    // The handle is returned before the wake finished; the exec waits for it.
+    // the handle comes first: the VMM is still frozen, the thaw is sent after this turn
+    expect(live.frozen).toBe(true);
     const out = await vm.exec({ argv: ["true"] });
     expect(out.exitCode).toBe(0);
-    expect(log.slice(2)).toEqual([`cont ${live.pid}`, `resume ${live.pid}`, `exec ${live.pid} true`]);
-    expect(live.agent.resumes.length).toBe(resumesBefore + 1);
-    const r = live.agent.resumes.at(-1);
-    expect(Number((r?.timeNs ?? 0n) / 1_000_000n)).toBeGreaterThan(Date.now() - 5000);
-    expect(r?.entropy.equals(live.agent.resumes[0]?.entropy ?? Buffer.alloc(0))).toBe(false);
+    expect(log.slice(2)).toEqual([`exec queued ${live.pid}`, `thaw ${live.pid}`, `exec ${live.pid} true`]);
+    // the same VM, its clock running on: no second resume (clock, RNG) at the wake
+    expect(live.agent.resumes.length).toBe(1);
     await vm.release();
     await pool.shutdown();
   });
 
-  it("dirty reuse: a released VM is paused again and woken at the next acquire", async () => {
+  it("dirty reuse: a released VM is frozen again and thawed at the next acquire", async () => {
     const img = await image();
     const pool = await img.pool({ min: 1, max: 1, restoreOnRelease: false });
     await waitIdle(pool, 1);
-    const live = rt.state.lives.at(-1) as Pausable;
+    const live = rt.state.lives.at(-1) as Freezable;
     let vm = await pool.acquire();
     await vm.writeFile("/tmp/x", "kept");
     await vm.release();
     await turn();
-    expect(live.paused).toBe(true);
+    expect(live.frozen).toBe(true);
     vm = await pool.acquire();
     expect((await vm.readFile("/tmp/x")).toString()).toBe("kept");
-    expect(log.filter((l) => l.startsWith("pause")).length).toBe(2);
-    expect(log.filter((l) => l.startsWith("cont")).length).toBe(2);
+    expect(log.filter((l) => l.startsWith("freeze")).length).toBe(2);
+    expect(log.filter((l) => l.startsWith("thaw")).length).toBe(2);
     await vm.release();
     await pool.shutdown();
   });
 
-  it("a VM created for a waiting acquire is handed over running, never paused", async () => {
+  it("a VM created for a waiting acquire is handed over running, never frozen", async () => {
     const img = await image();
     const pool = await img.pool({ min: 0, max: 1 });
     const vm = await pool.acquire();
     await turn();
-    expect(log.some((l) => l.startsWith("pause"))).toBe(false);
+    expect(log.some((l) => l.startsWith("freeze"))).toBe(false);
     await vm.exec({ argv: ["true"] });
     await vm.release();
     await pool.shutdown();
   });
 
-  it("a paused VM whose VMM died while idle is never handed out: zombie (exit not yet seen) or exited", async () => {
+  it("a frozen VM whose VMM died while idle is never handed out: zombie (exit not yet seen) or exited", async () => {
     const img = await image();
     const pool = await img.pool({ min: 2, max: 2 });
     await waitIdle(pool, 2);
-    const [a, b] = rt.state.lives.slice(-2) as Pausable[];
+    const [a, b] = rt.state.lives.slice(-2) as Freezable[];
     // killed a moment ago: the process is a zombie, its exit not observed yet
     if (a) a.zombie = true;
     const vm1 = await pool.acquire();
@@ -174,7 +184,7 @@ describe("idle pausing (fake VMs)", () => {
     b?.crash();
     await vm1.release();
     const vm2 = await pool.acquire();
-    const live2 = vm2[INTERNAL]()?.live as Pausable;
+    const live2 = vm2[INTERNAL]()?.live as Freezable;
     expect(live2).not.toBe(a);
     expect(live2).not.toBe(b);
     expect((await vm2.exec({ argv: ["echo", "ok"] })).stdout.toString()).toBe("ok\n");
@@ -188,68 +198,55 @@ describe("idle pausing (fake VMs)", () => {
     const img = await image();
     const pool = await img.pool({ min: 1, max: 1 });
     await waitIdle(pool, 1);
-    expect(log.some((l) => l.startsWith("pause"))).toBe(false);
+    expect(log.some((l) => l.startsWith("freeze"))).toBe(false);
     const vm = await pool.acquire();
     await vm.exec({ argv: ["true"] });
-    expect(log.some((l) => l.startsWith("cont"))).toBe(false);
+    expect(log.some((l) => l.startsWith("thaw"))).toBe(false);
     await vm.release();
     await pool.shutdown();
   });
 
-  it("a failed wake stops the VM: its operations fail as a crashed guest", async () => {
+  it("acquired and released in the same turn: thawed, then frozen again (never left running)", async () => {
     const img = await image();
-    const pool = await img.pool({ min: 1, max: 1 });
+    const pool = await img.pool({ min: 1, max: 1, restoreOnRelease: false });
     await waitIdle(pool, 1);
-    const live = rt.state.lives.at(-1) as Pausable;
-    live.cont = async () => {
-      throw new Error("QMP closed");
-    };
-    const vm = await pool.acquire();
-    await expect(vm.exec({ argv: ["true"] })).rejects.toMatchObject({ code: "SM_GUEST_CRASHED" });
-    expect(live.stopped).toBe(true);
+    const live = rt.state.lives.at(-1) as Freezable;
+    let vm = await pool.acquire();
+    await vm.release();
+    await turn();
+    expect(live.frozen).toBe(true);
+    expect(log.slice(-2)).toEqual([`thaw ${live.pid}`, `freeze ${live.pid}`]);
+    vm = await pool.acquire();
+    expect((await vm.exec({ argv: ["true"] })).exitCode).toBe(0);
+    expect(live.frozen).toBe(false);
     await vm.release();
     await pool.shutdown();
   });
 });
 
-describe("IdleVm / gateAgent", () => {
-  it("a wake asked while the pause is under way continues after it; gated ops wait for the wake", async () => {
+describe("IdleVm", () => {
+  it("a pause before the thaw of a wake was sent keeps it frozen; thawNow thaws at once; a gone VMM is not frozen", async () => {
     const r = fakeRuntime(root);
-    const live = pausable((await (await r.backend()).restore({} as never)) as FakeLive);
-    let release: () => void = () => {};
-    live.pause = () =>
-      new Promise<void>((res) => {
-        log.push(`pause ${live.pid}`);
-        live.paused = true;
-        release = res;
-      });
-    const idle = new IdleVm(live as LiveVmPort, live.agent);
-    const agent = gateAgent(live.agent, idle);
-    void idle.pause();
-    const wake = idle.wake();
-    const exec = agent.exec({
-      argv: ["true"],
-      env: {},
-      cwd: "/",
-      stage: [],
-      timeoutMs: 0,
-      chain: null,
-      tty: false,
-      cols: 80,
-      rows: 24,
-    });
+    const live = freezable((await (await r.backend()).restore({} as never)) as FakeLive);
+    const idle = new IdleVm(live as LiveVmPort);
+    idle.pause();
+    expect(live.frozen).toBe(true);
+    idle.wake();
+    idle.checkedOut = false;
+    idle.pause(); // idle again in the same turn: the thaw is dropped, the VM never ran
     await turn();
-    expect(log).toEqual([`pause ${live.pid}`]); // nothing before the pause returned
-    release();
-    await wake;
-    await exec;
-    expect(log).toEqual([
-      `pause ${live.pid}`,
-      `cont ${live.pid}`,
-      `resume ${live.pid}`,
-      `exec ${live.pid} true`,
-    ]);
-    expect(idle.waking).toBeUndefined();
+    expect(live.frozen).toBe(true);
+    expect(idle.paused).toBe(true);
+    idle.wake();
+    expect(live.frozen).toBe(true); // the thaw comes after this turn
+    idle.thawNow();
+    expect(live.frozen).toBe(false);
+    await turn();
+    expect(log).toEqual([`freeze ${live.pid}`, `thaw ${live.pid}`]); // thawed once
+    idle.checkedOut = false;
+    await live.stop();
+    idle.pause(); // freeze throws: the VM's exit marks it dead
+    expect(idle.paused).toBe(false);
   });
 });
 
@@ -286,7 +283,7 @@ describe("memory admission", () => {
   });
 });
 
-describe("processAlive (the liveness check of a paused VM at acquire)", () => {
+describe("processAlive (the liveness check of a frozen VM at acquire)", () => {
   it("true for a running process; false for a zombie and for a process that is gone", async () => {
     const { spawn } = await import("node:child_process");
     const { processAlive } = await import("./runtime");
@@ -342,7 +339,7 @@ describe("statSaysAlive (the stat line of a VMM's main thread)", () => {
 });
 
 describe("the spare (fake backend with prepareRestore)", () => {
-  /** A pool whose next VM (the spare) is pre-started; its fake VMs pause and continue like QEMU's. */
+  /** A pool whose next VM (the spare) is pre-started; its fake VMs freeze and thaw like QEMU's. */
   async function poolWithSpare() {
     rt = fakeRuntime(root, { prepared: "ok" });
     setRuntime(rt);
@@ -350,19 +347,19 @@ describe("the spare (fake backend with prepareRestore)", () => {
     const prepare = backend.prepareRestore!.bind(backend);
     backend.prepareRestore = async (spec) => {
       const p = await prepare(spec);
-      return { ...p, restore: async () => pausable((await p.restore()) as FakeLive) };
+      return { ...p, restore: async () => freezable((await p.restore()) as FakeLive) };
     };
     const restore = backend.restore.bind(backend);
-    backend.restore = async (spec) => pausable((await restore(spec)) as FakeLive);
+    backend.restore = async (spec) => freezable((await restore(spec)) as FakeLive);
     const pool = await (await image()).pool({ min: 0, max: 1 });
     await (await pool.acquire()).release(); // a direct restore; it starts the first spare
     while (rt.state.lives.filter((l) => !l.stopped && l.agent.resumes.length === 0).length === 0)
       await turn();
-    const spare = rt.state.lives.filter((l) => !l.stopped && l.agent.resumes.length === 0)[0] as Pausable;
+    const spare = rt.state.lives.filter((l) => !l.stopped && l.agent.resumes.length === 0)[0] as Freezable;
     return { pool, spare };
   }
 
-  it("a spare taken soon after it is ready is never paused: a busy pool pays no stop/cont per fresh VM", async () => {
+  it("a spare taken soon after it is ready is never frozen: a busy pool pays no freeze/thaw per fresh VM", async () => {
     const { pool, spare } = await poolWithSpare();
     const vm = await pool.acquire();
     await vm.exec({ argv: ["true"] });
@@ -375,16 +372,16 @@ describe("the spare (fake backend with prepareRestore)", () => {
     await pool.shutdown();
   });
 
-  it("an unused spare is paused after the delay (no CPU) and continued when a create takes it", async () => {
+  it("an unused spare is frozen after the delay (no CPU) and thawed when a create takes it", async () => {
     const { pool, spare } = await poolWithSpare();
     await new Promise((r) => setTimeout(r, SPARE_PAUSE_DELAY_MS + 50));
-    expect(spare.paused).toBe(true);
+    expect(spare.frozen).toBe(true);
     const vm = await pool.acquire();
     await vm.exec({ argv: ["true"] });
     expect(log.filter((l) => l.split(" ").includes(String(spare.pid)))).toEqual([
       `exec ${spare.pid} /proc/1/exe --version`,
-      `pause ${spare.pid}`,
-      `cont ${spare.pid}`,
+      `freeze ${spare.pid}`,
+      `thaw ${spare.pid}`,
       `resume ${spare.pid}`,
       `exec ${spare.pid} true`,
     ]);

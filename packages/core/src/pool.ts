@@ -8,8 +8,9 @@
  *             The first create may adopt the bake's own VM instead (warm handoff).
  * - release = restoreOnRelease true: destroy + replace (a clean VM every acquire); false: dirty reuse.
  * - a VM whose VMM died is never handed out (validate) and is destroyed on release.
- * - idle = paused (idle.ts): an idle VM (and the spare) has its vCPUs stopped; acquire returns the
- *   handle at once and wakes it concurrently (cont + agent resume); its agent operations wait for that.
+ * - idle = frozen (idle.ts): an idle VM (and the spare) has its VMM process stopped (SIGSTOP; no CPU
+ *   at all, the guest's clock runs on); acquire returns the handle at once and thaws the VM after the
+ *   caller's turn; what the handle sends meanwhile waits in the agent socket.
  * - memory admission (memory.ts): min/max beyond what MemAvailable holds fail with SM_POOL_MEMORY.
  */
 
@@ -23,7 +24,7 @@ import {
 import { registerForCleanup } from "./cleanup";
 import { SupermachineError } from "./errors";
 import { internalExec } from "./exec";
-import { gateAgent, IdleVm, idlePauseEnabled } from "./idle";
+import { canFreeze, IdleVm, idlePauseEnabled } from "./idle";
 import type { Image } from "./image";
 import { applyLimits, ceilings, type RuntimeLimits } from "./limits";
 import { oneMoreVmCheck, poolMemoryCheck, type VmMemoryEstimate, vmMemoryEstimate } from "./memory";
@@ -65,11 +66,11 @@ interface Spare {
   /** Drops its process-exit cleanup registration (the new owner registers its own). */
   readonly unregister: () => void;
   dead: boolean;
-  /** Its vCPUs are stopped while it waits (idle pausing); continued when taken. */
-  paused?: Promise<void>;
+  /** Its VMM is frozen while it waits (idle freezing); thawed when taken. */
+  frozen?: boolean;
 }
 
-/** A spare taken within this long of being ready is never paused (see #prepareSpare). */
+/** A spare taken within this long of being ready is never frozen (see #prepareSpare). */
 export const SPARE_PAUSE_DELAY_MS = 200;
 
 /**
@@ -138,12 +139,12 @@ export class PoolImpl implements PoolApi {
     this.#pool = createPool<VmHandle>({
       create: () => this.#create(),
       destroy: async (h) => {
-        // A paused VM with volumes is continued first: its clean guest shutdown flushes them.
-        if (h.volumeDevices.length > 0) await this.#idle.get(h)?.contForStop();
+        // A frozen VM with volumes is thawed first: its clean guest shutdown flushes them.
+        if (h.volumeDevices.length > 0) this.#idle.get(h)?.thawNow();
         await h.stop();
       },
       // A dead VM is never handed out: its exit was observed (dead), or its VMM is gone or a zombie
-      // although the exit was not observed yet (a paused VM killed a moment ago).
+      // although the exit was not observed yet (a frozen VM killed a moment ago).
       validate: (h) => !h.dead && (!this.#idle.get(h)?.paused || h.live.alive?.() !== false),
       min: o.min,
       max: o.max,
@@ -192,7 +193,7 @@ export class PoolImpl implements PoolApi {
    * Restore the next VM in the background, up to and including the agent hello, but not its resume:
    * a create then pays only the resume. Nothing of the image runs in the spare (no command, no
    * workload; the clock and RNG are set by that resume), only one no-op process of the agent binary
-   * (warmProcessStart). Unless taken within SPARE_PAUSE_DELAY_MS it then waits paused (no CPU;
+   * (warmProcessStart). Unless taken within SPARE_PAUSE_DELAY_MS it then waits frozen (no CPU;
    * idle.ts), and it is stopped after idleTimeoutMs unused.
    * Only for pools without writable volumes (QEMU locks their files).
    */
@@ -230,17 +231,19 @@ export class PoolImpl implements PoolApi {
       else await warmProcessStart(a, this.#opts.restoreTimeoutMs);
       check();
       const spare: Spare = { live: l, agent: a, unregister, dead: false, limitsApplied: !!limits };
-      // A waiting spare costs no CPU: its vCPUs are stopped until a create takes it. Not at once: a
-      // busy pool (restoreOnRelease, one create per acquire) takes its spare within moments, and
-      // would pay a QMP stop and cont on every fresh VM for nothing.
-      const pause = l.pause?.bind(l);
-      if (this.#idlePause && pause && l.cont) {
+      // A waiting spare costs no CPU: its VMM is frozen until a create takes it. Not at once: a busy
+      // pool (restoreOnRelease, one create per acquire) takes its spare within moments, and the
+      // freeze would only make its first request wait for the VMM's threads to be woken.
+      if (this.#idlePause && canFreeze(l)) {
         const t = setTimeout(() => {
           // still the pool's unclaimed spare: not taken, abandoned or stopped meanwhile
           if (this.#spare?.promise !== promise || spare.dead) return;
-          spare.paused = pause().catch(() => {
+          try {
+            l.freeze?.();
+            spare.frozen = true;
+          } catch {
             spare.dead = true; // its VMM went away
-          });
+          }
         }, SPARE_PAUSE_DELAY_MS);
         t.unref();
       }
@@ -308,12 +311,11 @@ export class PoolImpl implements PoolApi {
     if (this.#opts.restoreOnRelease || !s0 || s0.alive + 1 < this.#opts.max) this.#prepareSpare();
     const s = await pending?.promise;
     if (!s) return undefined;
-    if (s.paused) {
-      await s.paused;
-      if (!s.dead)
-        await s.live.cont?.().catch(() => {
-          s.dead = true;
-        });
+    if (s.frozen) {
+      s.frozen = false;
+      // killed while frozen, its exit not yet observed: never used
+      if (s.live.alive?.() === false) s.dead = true;
+      else s.live.thaw?.();
     }
     if (s.dead) {
       await discardSpare(s);
@@ -359,10 +361,10 @@ export class PoolImpl implements PoolApi {
       }
       if (timedOut) throw new Error("late");
       const agent = spareAgent ?? (await this.#rt.connectAgent(live, deadline));
-      const idle = new IdleVm(live, agent);
+      const idle = new IdleVm(live);
       const handle = new VmHandle(
         live,
-        idle.pausable && this.#idlePause ? gateAgent(agent, idle) : agent,
+        agent,
         this.#image.meta.volumes.map((_, i) => volumeDevice(i)),
         this.#image.meta.mounts,
         this.#image.meta.guestPort,
@@ -441,7 +443,7 @@ export class PoolImpl implements PoolApi {
     const handle = await this.#pool.acquire(options?.signal ? { signal: options.signal } : undefined);
     const pool = this.#pool;
     this.#checkedOut++;
-    // A paused VM wakes concurrently: the handle is returned now, its operations wait for the wake.
+    // A frozen VM is thawed after this turn: the handle is returned now.
     const idle = this.#idle.get(handle);
     idle?.wake();
     return createVm(handle, {
@@ -462,12 +464,12 @@ export class PoolImpl implements PoolApi {
   }
 
   /**
-   * Pause `h` once it is idle: after the current turn, unless a caller checked it out meanwhile (a VM
-   * created for a waiting acquire, or released to one, is handed over in the same turn and never paused).
+   * Freeze `h` once it is idle: after the current turn, unless a caller checked it out meanwhile (a VM
+   * created for a waiting acquire, or released to one, is handed over in the same turn and never frozen).
    */
   #pauseIfIdle(h: VmHandle, idle: IdleVm): void {
     const t = setTimeout(() => {
-      if (!this.#closed && !h.dead && !h.stopping && !idle.checkedOut) void idle.pause();
+      if (!this.#closed && !h.dead && !h.stopping && !idle.checkedOut) idle.pause();
     }, 0);
     t.unref();
   }

@@ -138,12 +138,13 @@ export interface LiveVmPort {
   /** Memory usage of the VMM process (PSS when available). */
   memory?(): Promise<{ rssBytes: number; pssBytes?: number }>;
   /**
-   * Stop the vCPUs (QMP `stop`): an idle pooled VM then costs no CPU (idle.ts). Optional: a backend
-   * without pause/cont never has its VMs paused.
+   * Stop the whole VMM process (SIGSTOP): an idle pooled VM then costs no CPU at all (idle.ts). The
+   * guest's clock runs on (it follows the host's). Synchronous; throws when the VMM is gone. Optional:
+   * a backend without freeze/thaw never has its VMs frozen.
    */
-  pause?(): Promise<void>;
-  /** Continue the vCPUs after pause(). */
-  cont?(): Promise<void>;
+  freeze?(): void;
+  /** Continue the VMM after freeze() (SIGCONT). Idempotent; a no-op once the process is gone. */
+  thaw?(): void;
   /**
    * Synchronous liveness check of the VMM process: false once it is gone or a zombie, even before its
    * exit was observed (`exited`). Lets a pool never hand out a VM killed while idle.

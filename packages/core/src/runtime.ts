@@ -215,8 +215,8 @@ function adaptLive(vm: HvVm): LiveVmPort {
       const m = await vm.memoryStats();
       return { rssBytes: m.rssBytes, ...(m.pssBytes !== null ? { pssBytes: m.pssBytes } : {}) };
     },
-    pause: () => vm.pause(),
-    cont: () => vm.resume(),
+    freeze: () => vm.freeze(),
+    thaw: () => vm.thaw(),
     alive: () => {
       liveness ??= processWatch(vm.pid);
       return liveness.alive();

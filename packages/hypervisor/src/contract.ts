@@ -241,8 +241,18 @@ export interface Vm {
    * and returns a new one (e.g. after a protocol error). The stream ends when the VM exits.
    */
   agentStream(): Promise<Duplex>;
+  /** QMP `stop`: the vCPUs stop and the guest's clock stands still until resume(). */
   pause(): Promise<void>;
   resume(): Promise<void>;
+  /**
+   * SIGSTOP the VMM process: no CPU at all until thaw(); the guest's clock runs on (it follows the
+   * host's). For idle VMs; QMP operations and stop() thaw first. Synchronous; SM_VM_STATE unless running.
+   */
+  freeze(): void;
+  /** SIGCONT after freeze(). Idempotent; a no-op once the process is gone. */
+  thaw(): void;
+  /** True between freeze() and thaw() (or the VMM's exit). */
+  readonly frozen: boolean;
   /** Capture to `dir` (must not exist; written atomically via a temp dir + rename). The VM keeps its run state. */
   snapshot(dir: string): Promise<SnapshotResult>;
   /** Escalating stop (guest hook → QMP quit → SIGTERM → SIGKILL). Idempotent; resolves with the exit. */

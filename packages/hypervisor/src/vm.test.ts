@@ -6,6 +6,7 @@ import {
   appendFileSync,
   existsSync,
   mkdtempSync,
+  readFileSync,
   rmSync,
   statSync,
   truncateSync,
@@ -114,6 +115,40 @@ describe("QemuVm state machine (fake VMM)", () => {
     expect(states).toEqual(["paused", "running"]);
     expect(server.commands.map((c) => c.execute)).toEqual(["qmp_capabilities", "stop", "cont"]);
   });
+
+  it.runIf(process.platform === "linux")(
+    "freeze stops the VMM process until thaw; a QMP operation and stop() continue it first",
+    async () => {
+      const { vm, server } = await fakeVm();
+      /** The process's scheduler state: "T" while stopped by a signal. */
+      const state = () => readFileSync(`/proc/${vm.pid}/stat`, "utf8").split(") ")[1]?.[0];
+      /** The signal takes effect when the target is next scheduled: wait for it (2 s at most). */
+      const stopped = async () => {
+        for (let i = 0; i < 200 && state() !== "T"; i++) await new Promise((r) => setTimeout(r, 10));
+        return state() === "T";
+      };
+      vm.freeze();
+      expect(vm.frozen).toBe(true);
+      expect(await stopped()).toBe(true);
+      vm.freeze(); // idempotent
+      vm.thaw();
+      expect(vm.frozen).toBe(false);
+      expect(state()).not.toBe("T");
+      vm.thaw(); // idempotent
+      vm.freeze();
+      await vm.pause(); // QMP: continued first, or the command would wait for a thaw that never comes
+      expect(vm.frozen).toBe(false);
+      expect(state()).not.toBe("T");
+      expect(() => vm.freeze()).toThrow(expect.objectContaining({ code: "SM_VM_STATE" }) as Error);
+      await vm.resume();
+      vm.freeze();
+      const exit = await vm.stop({ qmpQuitTimeoutMs: 100, sigtermTimeoutMs: 2000 });
+      expect(exit.cause).toBe("stop");
+      expect(vm.frozen).toBe(false);
+      expect(server.commands.map((c) => c.execute)).toEqual(["qmp_capabilities", "stop", "cont", "quit"]);
+      expect(() => vm.freeze()).toThrow(expect.objectContaining({ code: "SM_VM_STATE" }) as Error);
+    },
+  );
 
   it("serialises overlapping lifecycle calls (resume waits for a slow pause)", async () => {
     const { vm, server } = await fakeVm(async (cmd) => {

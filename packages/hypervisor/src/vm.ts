@@ -172,6 +172,7 @@ export class QemuVm extends EventEmitter implements Vm {
   private guestPanicked = false;
   private agentSock?: Socket;
   private processGone = false;
+  private isFrozen = false;
   /** Why the last snapshot of this (restored) VM could not be compacted, if it could not (diagnostics). */
   compactionError?: Error;
   /** Console bytes kept from before the log file was last trimmed. */
@@ -257,6 +258,7 @@ export class QemuVm extends EventEmitter implements Vm {
 
   private onProcessExit(code: number | null, signal: NodeJS.Signals | null): VmExit {
     this.processGone = true;
+    this.isFrozen = false;
     clearInterval(this.consoleTimer);
     this.qmp?.close();
     this.agentSock?.destroy();
@@ -317,6 +319,8 @@ export class QemuVm extends EventEmitter implements Vm {
   }
 
   private requireQmp(): QmpClient {
+    // a frozen QEMU would read the command only after thaw(): continue it first
+    this.thaw();
     if (!this.qmp || this.qmp.isClosed)
       throw new HypervisorError("SM_VM_STATE", `VM ${this.id} has no QMP connection (state ${this._state})`);
     return this.qmp;
@@ -440,6 +444,33 @@ export class QemuVm extends EventEmitter implements Vm {
         await sleep(10);
       }
     }
+  }
+
+  /** True between freeze() and thaw() (or the VMM's exit). */
+  get frozen(): boolean {
+    return this.isFrozen;
+  }
+
+  /**
+   * Stop the whole VMM process (SIGSTOP): until thaw() it uses no CPU at all, QEMU's own main loop
+   * included. Unlike pause() (QMP `stop`), the guest's clock runs on: it derives from the host's clock
+   * (the TSC under TCG, kvm-clock under KVM), so after thaw() the guest has the right time, like a VM
+   * the host did not schedule for a while. Meant for idle VMs: a QMP operation or stop() thaws first;
+   * one already in flight completes after thaw(). Synchronous (one signal). SM_VM_STATE unless running.
+   */
+  freeze(): void {
+    this.assertState(["running"], "freeze");
+    if (this.isFrozen) return;
+    if (!this.init.spawned.child.kill("SIGSTOP"))
+      throw new HypervisorError("SM_VM_STATE", `cannot freeze VM ${this.id}: its VMM process is gone`);
+    this.isFrozen = true;
+  }
+
+  /** Continue the VMM process after freeze() (SIGCONT). Idempotent; a no-op once the process is gone. */
+  thaw(): void {
+    if (!this.isFrozen) return;
+    this.isFrozen = false;
+    if (!this.processGone) this.init.spawned.child.kill("SIGCONT");
   }
 
   pause(): Promise<void> {
@@ -599,6 +630,7 @@ export class QemuVm extends EventEmitter implements Vm {
   stop(options: StopOptions = {}): Promise<VmExit> {
     if (this.stopPromise) return this.stopPromise;
     if (this.processGone) return this.exited;
+    this.thaw(); // QMP quit, SIGTERM and the guest's shutdown need a running process
     this.stopRequested = true;
     this.setState("stopping");
     const exit = this.init.spawned.exit;

@@ -135,6 +135,30 @@ export function runConformance(o: ConformanceOptions): void {
         expect(await bootClient.echo("resumed")).toBe("resumed");
       });
 
+      it.runIf(process.platform === "linux")(
+        "freezes (no CPU at all, a request waits in the socket) and thaws (the request is answered)",
+        async () => {
+          const cpuTicks = () => {
+            const f = readFileSync(`/proc/${booted.pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+            return Number(f[11]) + Number(f[12]);
+          };
+          booted.freeze();
+          expect(booted.frozen).toBe(true);
+          await new Promise((r) => setTimeout(r, 200)); // each thread stops when it is next scheduled
+          const t0 = cpuTicks();
+          let settled = false;
+          const answer = bootClient.echo("after the thaw").finally(() => {
+            settled = true;
+          });
+          await new Promise((r) => setTimeout(r, 1000));
+          expect(cpuTicks() - t0).toBe(0);
+          expect(settled).toBe(false);
+          booted.thaw();
+          expect(booted.frozen).toBe(false);
+          expect(await answer).toBe("after the thaw");
+        },
+      );
+
       it("snapshots a running VM atomically; the VM keeps running", async () => {
         await bootClient.setMarker("marker-1");
         snap = join(work, "snap");
