@@ -5,12 +5,14 @@
 //   2. TCG translation cache size (SUPERMACHINE_TCG_TB_MIB): PSS/USS per idle VM and exec latency for
 //      a few sizes.
 //   3. density: N idle (frozen) VMs: fill time, memory, each acquired VM answering exec within 1 s.
+//   4. the wake on one raw VM: exec after a thaw vs after QMP cont + resume vs on a running VM.
 //   npx lerna run build && node bench/core-idle.mjs [densityN=256] [n=8] [tbSizes=0,16,32,64]
 //   (densityN 0 skips the density part). Counting rules: PSS = /proc/<pid>/smaps_rollup Pss (shared pages
 //   split among the processes mapping them); USS = Private_Clean + Private_Dirty (freed if the VM stops);
 //   shared = Shared_Clean + Shared_Dirty (resident pages also mapped by another process, e.g. the
 //   snapshot's memory file); MemAvailable drop = /proc/meminfo MemAvailable before − after, ÷ VMs.
 import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import {
   cpuSecondsOf,
   INTERNAL,
@@ -18,6 +20,7 @@ import {
   memAvailable,
   pct,
   RESULTS,
+  ROOT,
   registry,
   round,
   saveResults,
@@ -31,7 +34,7 @@ const n = Number(process.argv[3] ?? process.env.IDLE_N ?? 8);
 const tbSizes = String(process.argv[4] ?? process.env.TB_SIZES ?? "0,16,32,64")
   .split(",")
   .map(Number);
-const parts = new Set(String(process.env.IDLE_PARTS ?? "pause,tb,density").split(","));
+const parts = new Set(String(process.env.IDLE_PARTS ?? "pause,tb,density,wake").split(","));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const note = (m) => process.stderr.write(`[core-idle ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 // direct agent calls (ping) are not user operations: nothing else keeps the event loop alive for them
@@ -427,6 +430,73 @@ if (densityN > 0 && parts.has("density")) {
     "256, each ≤ 1 s",
   ]);
   await pool?.shutdown();
+}
+
+// 4. the wake itself, before/after this change on one raw VM (the public hypervisor and agent-protocol
+// packages, the same snapshot): each round waits 20 ms, then times one exec(["true"]) on a VM that ran
+// all along, on one thawed from a freeze (SIGCONT, then the exec: this change), and on one continued
+// from a QMP stop (cont + agent resume {time, entropy} + the exec pipelined: the wake before).
+if (parts.has("wake")) {
+  note("wake: running vs freeze/thaw vs QMP stop/cont + resume, one raw VM");
+  const { createKvmBackend } = await import(join(ROOT, "packages", "hypervisor-kvm", "dist", "index.js"));
+  const { connectAgent } = await import(join(ROOT, "packages", "agent-protocol", "dist", "index.js"));
+  const backend = createKvmBackend({ warn: () => {} });
+  const v = await backend.restore(join(image.snapshotPath, "vm"), {
+    rootfs: join(image.snapshotPath, "rootfs.sqfs"),
+    initrd: join(image.snapshotPath, "initramfs.cpio.gz"),
+  });
+  const client = await connectAgent(await v.agentStream(), { helloTimeoutMs: 30_000 });
+  await client.resume({});
+  await client.exec({ argv: ["true"] });
+  const w = { running: [], thawed: [], qmp: [], ping: [] };
+  const execUs = async (before) => {
+    const t = performance.now();
+    await Promise.all([before?.(), client.exec({ argv: ["true"] })]);
+    return (performance.now() - t) * 1000;
+  };
+  const rounds = Number(process.env.WAKE_ROUNDS ?? 60);
+  for (let i = 0; i < rounds; i++) {
+    await sleep(20);
+    w.running.push(await execUs());
+    v.freeze();
+    await sleep(20);
+    w.thawed.push(await execUs(() => v.thaw()));
+    await v.pause();
+    await sleep(20);
+    w.qmp.push(await execUs(() => Promise.all([v.resume(), client.resume({})])));
+    await sleep(20);
+    const t = performance.now();
+    await client.ping();
+    w.ping.push((performance.now() - t) * 1000);
+  }
+  client.close();
+  await v.stop();
+  out.wake = {
+    rounds,
+    execAfterRunningUs: summary(w.running),
+    execAfterThawUs: summary(w.thawed),
+    execAfterQmpContResumeUs: summary(w.qmp),
+    agentPingUs: summary(w.ping),
+  };
+  const wk = out.wake;
+  const rtt = (x) => round((x - wk.execAfterRunningUs.p50) / wk.agentPingUs.p50, 2);
+  rows.push(
+    [
+      "wake (raw VM): exec p50 after 20 ms idle — thawed (this change) / running",
+      `${wk.execAfterThawUs.p50} µs`,
+      `running ${wk.execAfterRunningUs.p50} µs; ping ${wk.agentPingUs.p50} µs`,
+      `${rtt(wk.execAfterThawUs.p50)} RTT more`,
+      "≤ 1 RTT more",
+    ],
+    [
+      "wake (raw VM): exec p50 after 20 ms idle — QMP stop, then cont + resume (before)",
+      `${wk.execAfterQmpContResumeUs.p50} µs`,
+      "",
+      `${rtt(wk.execAfterQmpContResumeUs.p50)} RTT more`,
+      "",
+    ],
+  );
+  saveResults("idle", out);
 }
 
 console.log(`accelerator: ${accel}; load average at start ${out.loadavg} (shared machine)`);

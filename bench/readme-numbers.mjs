@@ -166,6 +166,19 @@ if (core) {
       "bench/core-idle.mjs",
     );
   }
+  if (idle?.wake) {
+    const w = idle.wake;
+    const rtt = (x) => f((x - w.execAfterRunningUs.p50) / w.agentPingUs.p50, 2);
+    row(
+      "core idle (issue 20)",
+      "the wake on one raw VM: exec(['true']) p50 after 20 ms idle — thawed (SIGCONT) / QMP `cont` + agent `resume` (before)",
+      `${f(w.execAfterThawUs.p50 / 1000, 2)} ms (${rtt(w.execAfterThawUs.p50)} RTT more) / ${f(w.execAfterQmpContResumeUs.p50 / 1000, 2)} ms (${rtt(w.execAfterQmpContResumeUs.p50)} RTT more)`,
+      `running ${f(w.execAfterRunningUs.p50 / 1000, 2)} ms; agent ping ${f(w.agentPingUs.p50 / 1000, 2)} ms`,
+      "",
+      "≤ 1 agent round trip more",
+      "bench/core-idle.mjs",
+    );
+  }
   for (const t of idle?.tbSize ?? [])
     row(
       "core idle (issue 20)",
