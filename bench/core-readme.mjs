@@ -49,7 +49,7 @@ if (p.guestTrueLoopMs)
   );
 if (p.idleCpuPercent !== undefined)
   lines.push(
-    `| idle CPU per acquired VM doing nothing (awake; 10 s; idle pooled VMs are paused: see issue 20 rows) | ${p.idleCpuPercent} % of a core | raw restore after hello + resume ${p.rawResumedIdleCpuPercent} % | ${ratio(p.idleCpuPercent, p.rawResumedIdleCpuPercent)} | |`,
+    `| idle CPU per acquired VM doing nothing (awake; 10 s; idle pooled VMs are frozen: see issue 20 rows) | ${p.idleCpuPercent} % of a core | raw restore after hello + resume ${p.rawResumedIdleCpuPercent} % | ${ratio(p.idleCpuPercent, p.rawResumedIdleCpuPercent)} | |`,
   );
 if (p.idlePssMiB)
   lines.push(
