@@ -6,10 +6,11 @@
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Image, type Pool } from "../../packages/core/src/index";
 import { INTERNAL } from "../../packages/core/src/vm";
-import { type FixtureRefs, fixtureRefs, sharedSnapshotsDir } from "./_shared";
+import { type FixtureRefs, fixtureRefs, qemuPids, sharedSnapshotsDir } from "./_shared";
 
 let refs: FixtureRefs;
 let image: Image;
@@ -78,6 +79,31 @@ describe("idle pooled VMs (real QEMU)", () => {
     await vm.release();
     await pool.shutdown();
   }, 60_000);
+
+  it("the spare waits frozen (no CPU) and is thawed when a create takes it; the fresh VM answers", async () => {
+    const pool = await image.pool({ min: 0, max: 1 }); // restoreOnRelease: a fresh VM every acquire
+    pools.push(pool);
+    await (await pool.acquire()).release();
+    const vm = await pool.acquire(); // from here on a spare is restored and greeted beside it
+    const own = qemuPids(join(vm.agentSocketPath, ".."))[0];
+    const others = () => qemuPids(`vm-${process.pid}-`).filter((p) => p !== own);
+    for (let i = 0; i < 600 && others().length !== 1; i++) await sleep(50);
+    const [spare] = others();
+    expect(spare).toBeGreaterThan(0);
+    await sleep(1500); // the spare is frozen once it has waited 200 ms unused
+    const t0 = procStat(spare as number);
+    expect(t0.state).toBe("T");
+    await sleep(2000);
+    expect(procStat(spare as number).ticks - t0.ticks).toBe(0);
+    await vm.release();
+    const next = await pool.acquire();
+    expect(qemuPids(join(next.agentSocketPath, ".."))).toContain(spare);
+    const out = await next.exec({ argv: ["date", "+%s"] });
+    expect(Math.abs(Number(out.stdout.toString().trim()) - Date.now() / 1000)).toBeLessThan(5);
+    expect(procStat(spare as number).state).not.toBe("T");
+    await next.release();
+    await pool.shutdown();
+  });
 
   it("a frozen VM whose QEMU was killed -9 while idle is replaced, never handed out", async () => {
     const pool = await image.pool({ min: 1, max: 1, restoreOnRelease: false });
