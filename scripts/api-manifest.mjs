@@ -131,11 +131,16 @@ function stripsInternal(dir) {
 export function generate(dirs = packageNames()) {
   const out = new Map();
   const options = compilerOptions();
+  // The repository root as the program's current directory, wherever this runs from (a package's own
+  // test run has cwd packages/<pkg>, and TypeScript then resolved the same types to other files).
+  const host = ts.createCompilerHost(options);
+  host.getCurrentDirectory = () => REPO;
   for (const dir of dirs) {
     const jobs = entryPoints(dir);
     const program = ts.createProgram(
       jobs.map((j) => join(REPO, "packages", dir, j.file)),
       options,
+      host,
     );
     const checker = program.getTypeChecker();
     for (const job of jobs) {
