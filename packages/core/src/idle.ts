@@ -17,6 +17,11 @@ export function idlePauseEnabled(env: NodeJS.ProcessEnv = process.env): boolean 
   return !(v === "0" || v === "false" || v === "off");
 }
 
+/** The wall clock as the agent's `resume` wants it (unix epoch, ns). */
+export function nowNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n + BigInt(process.hrtime()[1] % 1_000_000);
+}
+
 /** Whether a VM's backend can freeze it (LiveVmPort.freeze and thaw). */
 export function canFreeze(live: LiveVmPort): boolean {
   return typeof live.freeze === "function" && typeof live.thaw === "function";
@@ -24,7 +29,7 @@ export function canFreeze(live: LiveVmPort): boolean {
 
 /** The freeze state of one pooled VM. */
 export class IdleVm {
-  /** True while the VMM is frozen and no wake was asked since (a wake's thaw may still be pending). */
+  /** True while the VMM is frozen (or its thaw is still to be sent). */
   paused = false;
   /** Checked out by a caller (never frozen while true). */
   checkedOut = false;
@@ -75,9 +80,11 @@ export class IdleVm {
 
   /** Thaw now (before a clean guest shutdown, whose agent request needs a running VM). */
   thawNow(): void {
+    const pending = this.#thaw !== undefined;
     if (this.#thaw) clearImmediate(this.#thaw);
     this.#thaw = undefined;
+    if (!this.paused && !pending) return;
     this.paused = false;
-    this.#live.thaw?.(); // idempotent: a no-op for a VMM that is not frozen
+    this.#live.thaw?.();
   }
 }
